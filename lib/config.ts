@@ -1,0 +1,117 @@
+import { z } from 'zod';
+
+/**
+ * The per-environment settings, validated once in bin/ from cdk.json context (`environments.<name>`),
+ * then passed down as typed props. Every field has a safe default except the model.
+ */
+export const environmentConfigSchema = z
+  .object({
+    /** AWS account to deploy into. @default the CLI's current account (CDK_DEFAULT_ACCOUNT) */
+    account: z
+      .string()
+      .regex(/^\d{12}$/, 'account must be a 12-digit AWS account id')
+      .optional(),
+    /** AWS Region to deploy into. */
+    region: z.string().regex(/^[a-z]{2}(-[a-z]+)+-\d$/, 'region must look like us-east-1'),
+    /** Bedrock model id or inference profile id the pipeline invokes. */
+    modelId: z.string().min(1),
+    /** On-demand (Converse) quotas for the model in this account and Region. */
+    onDemand: z
+      .object({
+        /** Requests per minute the account may send to the model. @default 200 */
+        requestsPerMinute: z.number().int().positive().default(200),
+        /** Input + output tokens per minute the account may use. @default 200000 */
+        tokensPerMinute: z.number().int().positive().default(200_000),
+      })
+      .prefault({}),
+    /** Mode B: the Distributed Map that fans Converse calls out. */
+    converse: z
+      .object({
+        /** Child executions in flight at once (Map MaxConcurrency). @default 10 */
+        mapConcurrency: z.number().int().min(1).max(10_000).default(10),
+        /** Records per child execution (ItemBatcher MaxItemsPerBatch). @default 25 */
+        batchSize: z.number().int().min(1).max(1_000).default(25),
+        /** Share of failed child executions the run tolerates before it fails. @default 5 */
+        toleratedFailurePercentage: z.number().min(0).max(100).default(5),
+        /** Converse calls in flight inside one child batch. @default 4 */
+        itemConcurrency: z.number().int().min(1).max(64).default(4),
+        /** Attempts per record on throttling and transient errors, before it goes to the failure lane. @default 6 */
+        maxAttempts: z.number().int().min(1).max(20).default(6),
+      })
+      .prefault({}),
+    /** How plain `{id, text}` lines become model requests. */
+    prompt: z
+      .object({
+        /** Template for the user message; `{{text}}` is replaced by the line's text. @default '{{text}}' */
+        template: z.string().includes('{{text}}', { message: 'prompt.template must contain {{text}}' }).default('{{text}}'),
+        /** Optional system prompt added to templated requests. */
+        system: z.string().optional(),
+        /** maxTokens for templated requests. @default 512 */
+        maxTokens: z.number().int().min(1).max(200_000).default(512),
+      })
+      .prefault({}),
+    /** Encryption at rest. */
+    kms: z
+      .object({
+        /** Create a customer managed key (rotated) for buckets, queues, table and logs; else AWS managed keys. @default false */
+        customerManagedKey: z.boolean().default(false),
+      })
+      .prefault({}),
+    /** The idempotency ledger. */
+    ledger: z
+      .object({
+        /** Days a ledger entry is kept (DynamoDB TTL); a record older than that is processed again. @default 90 */
+        ttlDays: z.number().int().min(1).max(3650).default(90),
+        /** Ledger scope: records are deduplicated per scope. @default `<env>/<modelId>` */
+        scope: z.string().min(1).optional(),
+      })
+      .prefault({}),
+    /** Object key prefix in the ingest bucket whose uploads start a run. @default 'corpora/' */
+    ingestPrefix: z
+      .string()
+      .regex(/^[^/].*\/$/, 'ingestPrefix must be relative and end with /')
+      .default('corpora/'),
+    /** The failure lane: messages move to the dead-letter queue after this many receives. @default 5 */
+    failureLane: z.object({ maxReceiveCount: z.number().int().min(1).max(1000).default(5) }).prefault({}),
+    /** CloudWatch Logs retention for the functions and the workflow. @default 30 */
+    logRetentionDays: z.number().int().positive().default(30),
+    /** What happens to stateful resources on stack deletion. @default 'retain' */
+    removalPolicy: z.enum(['retain', 'destroy']).default('retain'),
+  })
+  .strict();
+
+/** One environment's validated settings. */
+export type EnvironmentConfig = z.infer<typeof environmentConfigSchema>;
+
+/** The validated settings plus the environment's name. */
+export interface PipelineConfig extends EnvironmentConfig {
+  /** The environment name (`dev`, `prod`, `local`, ...). */
+  readonly envName: string;
+  /** The ledger scope, resolved. */
+  readonly ledgerScope: string;
+}
+
+/** Thrown when cdk.json context does not describe a valid environment. */
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+}
+
+/**
+ * Validates one environment's raw context into a PipelineConfig.
+ * @throws ConfigError naming every invalid field
+ */
+export function parseEnvironmentConfig(envName: string, raw: unknown): PipelineConfig {
+  if (raw === undefined) {
+    throw new ConfigError(`No environment "${envName}" in cdk.json context.environments`);
+  }
+  const parsed = environmentConfigSchema.safeParse(raw);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((i) => `  - ${i.path.join('.') || '(root)'}: ${i.message}`);
+    throw new ConfigError(`Invalid settings for environment "${envName}":\n${problems.join('\n')}`);
+  }
+  return {
+    ...parsed.data,
+    envName,
+    ledgerScope: parsed.data.ledger.scope ?? `${envName}/${parsed.data.modelId}`,
+  };
+}
