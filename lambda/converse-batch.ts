@@ -1,0 +1,290 @@
+import {
+  BedrockRuntimeClient,
+  ConverseCommand,
+  InvokeModelCommand,
+  type ConverseCommandInput,
+} from '@aws-sdk/client-bedrock-runtime';
+import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { DeleteObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { SQSClient } from '@aws-sdk/client-sqs';
+import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import { IdempotencyConfig, makeIdempotent } from '@aws-lambda-powertools/idempotency';
+import { DynamoDBPersistenceLayer } from '@aws-lambda-powertools/idempotency/dynamodb';
+import { ConfiguredRetryStrategy } from '@smithy/util-retry';
+import type { Context } from 'aws-lambda';
+import { z } from 'zod';
+import {
+  batchEventSchema,
+  runKeys,
+  type BatchEvent,
+  type BatchSummary,
+  type FailureLine,
+  type ResultLine,
+  type Usage,
+  type WorkItem,
+} from './shared/contracts';
+import { readEnv, positiveInt, required } from './shared/env';
+import { batchIdOf } from './shared/batches';
+import { callDependency, errorMessage, errorName, InvalidEventError } from './shared/errors';
+import { FailureLaneSender } from './shared/failure-lane';
+import { Ledger } from './shared/ledger';
+import { logger, metrics, tracer } from './shared/observability';
+import { mapWithConcurrency } from './shared/pool';
+import { putJsonl } from './shared/s3-jsonl';
+
+/** The model call for one record: Converse for Converse bodies, InvokeModel for native ones. */
+export type ModelCaller = (item: WorkItem, signal: AbortSignal) => Promise<{ modelOutput: unknown; usage: Usage }>;
+
+/** What the Converse child talks to. */
+export interface ConverseBatchDeps {
+  s3: S3Client;
+  ledger: Ledger;
+  failureLane: FailureLaneSender;
+  callModel: ModelCaller;
+  outputBucket: string;
+  itemConcurrency: number;
+  /** Milliseconds left in this invocation. */
+  remainingMs: () => number;
+}
+
+/** Time kept back at the end of an invocation to write results and publish claims. */
+const SAFETY_MARGIN_MS = 30_000;
+
+/** Errors after which a later retry may succeed: they go to the failure queue, the rest to the DLQ. */
+const RETRYABLE_MODEL_ERRORS = new Set([
+  'ThrottlingException',
+  'ServiceUnavailableException',
+  'InternalServerException',
+  'ModelTimeoutException',
+  'ModelNotReadyException',
+  'ServiceQuotaExceededException',
+  'TimeoutError',
+  'AbortError',
+  'NotAttempted',
+  'TransientDependencyError',
+]);
+
+/** Modelled Converse request fields; anything else in a record's modelInput is rejected with its name. */
+const CONVERSE_FIELDS = new Set([
+  'messages',
+  'system',
+  'inferenceConfig',
+  'toolConfig',
+  'guardrailConfig',
+  'additionalModelRequestFields',
+  'promptVariables',
+  'additionalModelResponseFieldPaths',
+  'requestMetadata',
+  'performanceConfig',
+]);
+
+type Outcome =
+  | { ok: true; item: WorkItem; modelOutput: unknown; usage: Usage }
+  | { ok: false; item: WorkItem; code: string; message: string; retryable: boolean };
+
+/**
+ * Runs the model over one batch and publishes each success through the ledger. A record that fails is written to the
+ * failures file and sent to the failure lane; it never fails the batch. Only a dependency failure (S3, DynamoDB, SQS)
+ * throws, and the workflow retries the batch: records this run already claimed are published again into the same
+ * file, so nothing is published twice.
+ */
+export async function processBatch(event: BatchEvent, deps: ConverseBatchDeps): Promise<BatchSummary> {
+  const { runId, ledgerScope } = event.BatchInput;
+  const batchId = batchIdOf(
+    runId,
+    event.Items.map((i) => i.recordId),
+  );
+  let throttled = 0;
+  const outcomes = await mapWithConcurrency(event.Items, deps.itemConcurrency, async (item): Promise<Outcome> => {
+    if (deps.remainingMs() < SAFETY_MARGIN_MS) {
+      return { ok: false, item, code: 'NotAttempted', message: 'the batch ran out of time before this record was sent; retry it', retryable: true };
+    }
+    const controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(), Math.max(1_000, deps.remainingMs() - SAFETY_MARGIN_MS));
+    try {
+      const { modelOutput, usage } = await deps.callModel(item, controller.signal);
+      return { ok: true, item, modelOutput, usage };
+    } catch (err) {
+      const code = controller.signal.aborted ? 'TimeoutError' : errorName(err);
+      const attempts = (err as { $metadata?: { attempts?: number } }).$metadata?.attempts ?? 1;
+      if (code === 'ThrottlingException') throttled++;
+      return { ok: false, item, code, message: describeModelError(code, errorMessage(err), attempts), retryable: RETRYABLE_MODEL_ERRORS.has(code) };
+    } finally {
+      clearTimeout(timer);
+    }
+  });
+
+  const results: ResultLine[] = [];
+  const failures: FailureLine[] = [];
+  let skipped = 0;
+  const claimed = await mapWithConcurrency(outcomes, 16, async (o) => {
+    if (!o.ok) return false;
+    return (await deps.ledger.claim(ledgerScope, o.item.recordId, runId)) === 'claimed';
+  });
+  const usageTotals = { inputTokens: 0, outputTokens: 0 };
+  outcomes.forEach((o, i) => {
+    if (o.ok) {
+      if (!claimed[i]) {
+        skipped++;
+        return;
+      }
+      results.push({ recordId: o.item.recordId, modelOutput: o.modelOutput, usage: o.usage });
+      usageTotals.inputTokens += o.usage.inputTokens;
+      usageTotals.outputTokens += o.usage.outputTokens;
+    } else {
+      failures.push({
+        recordId: o.item.recordId,
+        line: o.item.line,
+        stage: 'converse',
+        error: { code: o.code, message: o.message, retryable: o.retryable },
+      });
+    }
+  });
+
+  // Results first, then the ledger says published: a crash in between leaves claims this run re-publishes on retry.
+  if (results.length > 0) await putJsonl(deps.s3, deps.outputBucket, runKeys.results(runId, batchId), results);
+  if (failures.length > 0) {
+    await putJsonl(deps.s3, deps.outputBucket, runKeys.failures(runId, batchId), failures);
+    const byId = new Map(event.Items.map((i) => [i.recordId, i]));
+    for (const f of failures) {
+      const item = byId.get(f.recordId!);
+      await deps.failureLane.add({
+        ...f,
+        runId,
+        ledgerScope,
+        ...(f.error.retryable && item ? { format: item.format, modelInput: item.modelInput } : {}),
+      });
+    }
+    await deps.failureLane.flush();
+  } else {
+    // A failed earlier attempt of this batch may have left a failures file that this attempt supersedes.
+    const key = runKeys.failures(runId, batchId);
+    await callDependency('S3 DeleteObject', () => deps.s3.send(new DeleteObjectCommand({ Bucket: deps.outputBucket, Key: key })));
+  }
+  await mapWithConcurrency(results, 16, (r) => deps.ledger.markPublished(ledgerScope, r.recordId, runId));
+
+  metrics.addMetric('RecordsSucceeded', 'Count', results.length);
+  metrics.addMetric('RecordsFailed', 'Count', failures.length);
+  metrics.addMetric('Throttles', 'Count', throttled);
+  metrics.addMetric('InputTokens', 'Count', usageTotals.inputTokens);
+  metrics.addMetric('OutputTokens', 'Count', usageTotals.outputTokens);
+  return {
+    batchId,
+    records: event.Items.length,
+    succeeded: results.length,
+    failed: failures.length,
+    skipped,
+    throttled,
+    ...usageTotals,
+  };
+}
+
+function describeModelError(code: string, message: string, attempts: number): string {
+  const tries = attempts > 1 ? ` (after ${attempts} attempts)` : '';
+  switch (code) {
+    case 'ValidationException':
+      return `the model API rejected the request: ${message}`;
+    case 'ThrottlingException':
+      return `throttled by the model's quota${tries}: ${message}`;
+    case 'AccessDeniedException':
+      return `not allowed to invoke the model (check model access and the function's role): ${message}`;
+    default:
+      return `${message}${tries}`;
+  }
+}
+
+/** Builds the Converse request for a record, refusing fields Converse does not have (the SDK would drop them). */
+export function toConverseInput(modelId: string, modelInput: Record<string, unknown>): ConverseCommandInput {
+  const unknown = Object.keys(modelInput).filter((k) => !CONVERSE_FIELDS.has(k));
+  if (unknown.length > 0) {
+    const err = new Error(`modelInput has fields Converse does not accept: ${unknown.join(', ')}`);
+    err.name = 'ValidationException';
+    throw err;
+  }
+  return { ...(modelInput as Omit<ConverseCommandInput, 'modelId'>), modelId };
+}
+
+/** The model caller for a Bedrock Runtime client. */
+export function bedrockCaller(client: BedrockRuntimeClient, modelId: string): ModelCaller {
+  return async (item, signal) => {
+    if (item.format === 'converse') {
+      const out = await client.send(new ConverseCommand(toConverseInput(modelId, item.modelInput)), { abortSignal: signal });
+      const inputTokens = out.usage?.inputTokens ?? 0;
+      const outputTokens = out.usage?.outputTokens ?? 0;
+      return {
+        modelOutput: { output: out.output, stopReason: out.stopReason },
+        usage: { inputTokens, outputTokens, totalTokens: out.usage?.totalTokens ?? inputTokens + outputTokens },
+      };
+    }
+    const out = await client.send(
+      new InvokeModelCommand({
+        modelId,
+        body: JSON.stringify(item.modelInput),
+        contentType: 'application/json',
+        accept: 'application/json',
+      }),
+      { abortSignal: signal },
+    );
+    const body = JSON.parse(new TextDecoder().decode(out.body)) as { usage?: { input_tokens?: number; output_tokens?: number } };
+    const inputTokens = body.usage?.input_tokens ?? 0;
+    const outputTokens = body.usage?.output_tokens ?? 0;
+    return { modelOutput: body, usage: { inputTokens, outputTokens, totalTokens: inputTokens + outputTokens } };
+  };
+}
+
+/** Full-jitter exponential backoff for throttling, in the order of a per-minute quota's refill: up to 20 s. */
+export function throttleBackoffMs(attempt: number): number {
+  return Math.round(Math.random() * Math.min(20_000, 500 * 2 ** attempt));
+}
+
+const env = readEnv(
+  z.object({
+    OUTPUT_BUCKET: required,
+    LEDGER_TABLE: required,
+    IDEMPOTENCY_TABLE: required,
+    FAILURE_QUEUE_URL: required,
+    FAILURE_DLQ_URL: required,
+    MODEL_ID: required,
+    ITEM_CONCURRENCY: positiveInt,
+    MAX_ATTEMPTS: positiveInt,
+    LEDGER_TTL_DAYS: positiveInt,
+  }),
+);
+
+const bedrock = tracer.captureAWSv3Client(
+  new BedrockRuntimeClient({ retryStrategy: new ConfiguredRetryStrategy(env.MAX_ATTEMPTS, throttleBackoffMs) }),
+);
+const s3 = tracer.captureAWSv3Client(new S3Client({}));
+const ddb = tracer.captureAWSv3Client(new DynamoDBClient({}));
+const sqs = tracer.captureAWSv3Client(new SQSClient({}));
+const ledger = new Ledger({ client: DynamoDBDocumentClient.from(ddb), tableName: env.LEDGER_TABLE, ttlDays: env.LEDGER_TTL_DAYS });
+const callModel = bedrockCaller(bedrock, env.MODEL_ID);
+const persistenceStore = new DynamoDBPersistenceLayer({ tableName: env.IDEMPOTENCY_TABLE, awsSdkV3Client: ddb });
+
+/** Lambda entry: one Distributed Map child batch; idempotent per (run, records). */
+export const handler = makeIdempotent(
+  async (event: unknown, context: Context): Promise<BatchSummary> => {
+    const parsed = batchEventSchema.safeParse(event);
+    if (!parsed.success) {
+      throw new InvalidEventError(`ConverseBatch expects {BatchInput: {runId, ledgerScope}, Items: [...]}: ${parsed.error.message}`);
+    }
+    logger.appendKeys({ runId: parsed.data.BatchInput.runId });
+    try {
+      return await processBatch(parsed.data, {
+        s3,
+        ledger,
+        failureLane: new FailureLaneSender(sqs, env.FAILURE_QUEUE_URL, env.FAILURE_DLQ_URL),
+        callModel,
+        outputBucket: env.OUTPUT_BUCKET,
+        itemConcurrency: env.ITEM_CONCURRENCY,
+        remainingMs: () => context.getRemainingTimeInMillis(),
+      });
+    } finally {
+      metrics.publishStoredMetrics();
+    }
+  },
+  {
+    persistenceStore,
+    config: new IdempotencyConfig({ eventKeyJmesPath: '[BatchInput.runId, Items[*].recordId]', expiresAfterSeconds: 3600 }),
+  },
+);

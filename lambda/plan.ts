@@ -1,0 +1,290 @@
+import { HeadObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { SQSClient } from '@aws-sdk/client-sqs';
+import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import { IdempotencyConfig, makeIdempotent } from '@aws-lambda-powertools/idempotency';
+import { DynamoDBPersistenceLayer } from '@aws-lambda-powertools/idempotency/dynamodb';
+import type { Context } from 'aws-lambda';
+import { z } from 'zod';
+import {
+  MODES,
+  runInputSchema,
+  runKeys,
+  type FailureLine,
+  type PlanOutput,
+  type RequestedMode,
+  type RunMode,
+  type WorkItem,
+} from './shared/contracts';
+import { readEnv, positiveInt, required } from './shared/env';
+import {
+  callDependency,
+  CorpusNotFoundError,
+  InvalidEventError,
+  InvalidRunInputError,
+  UnsupportedModeError,
+} from './shared/errors';
+import { FailureLaneSender } from './shared/failure-lane';
+import { Ledger } from './shared/ledger';
+import { logger, metrics, tracer } from './shared/observability';
+import { cleanLine, DuplicateTracker, parseLine, type PromptSettings } from './shared/records';
+import { JsonlObjectWriter, openObject, putJson, readLines } from './shared/s3-jsonl';
+
+/** Plan's settings, from its environment. */
+export interface PlanSettings {
+  outputBucket: string;
+  modelId: string;
+  ledgerScope: string;
+  prompt: PromptSettings;
+  batchSize: number;
+  mapConcurrency: number;
+  toleratedFailurePercentage: number;
+}
+
+/** What Plan talks to. */
+export interface PlanDeps {
+  s3: S3Client;
+  ledger: Ledger;
+  failureLane: FailureLaneSender;
+  settings: PlanSettings;
+}
+
+/** Plan's event, built by the workflow from the execution input and context. */
+export const planEventSchema = z.object({
+  runId: z.string().min(1),
+  startedAt: z.string().min(1),
+  input: z.unknown(),
+});
+/** Plan's event. */
+export type PlanEvent = z.infer<typeof planEventSchema>;
+
+const LEDGER_LOOKUP_CHUNK = 100;
+const LEDGER_LOOKUPS_IN_FLIGHT = 8;
+
+/**
+ * Validates the run input, streams the corpus once and writes the items file of records to process, recording every
+ * bad line with its reason, dropping identical duplicates and skipping records the ledger holds as published.
+ */
+export async function planRun(event: PlanEvent, deps: PlanDeps): Promise<PlanOutput> {
+  const { settings } = deps;
+  const parsed = runInputSchema.safeParse(event.input);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((i) => `${i.path.join('.') || 'input'}: ${i.message}`).join('; ');
+    throw new InvalidRunInputError(
+      `Invalid run input (${problems}). Expected {"bucket": "<ingest bucket>", "key": "<corpus.jsonl>", "mode": "auto|batch|converse"}`,
+    );
+  }
+  const input = parsed.data;
+  const { runId } = event;
+  const head = await headCorpus(deps.s3, input.bucket, input.key);
+  const requestedMode = resolveRequestedMode(input.mode, head.metadataMode);
+  const mode = chooseMode(requestedMode);
+  const ledgerScope = input.ledgerScope ?? settings.ledgerScope;
+  logger.appendKeys({ runId });
+  logger.info('planning run', { corpus: `s3://${input.bucket}/${input.key}`, size: head.size, requestedMode, mode, ledgerScope });
+
+  const items = new JsonlObjectWriter(deps.s3, settings.outputBucket, runKeys.items(runId));
+  let failures: JsonlObjectWriter | undefined;
+  const counts = { lines: 0, records: 0, invalid: 0, duplicates: 0, skipped: 0, toProcess: 0 };
+  const recordFailure = async (failure: FailureLine): Promise<void> => {
+    counts.invalid++;
+    failures ??= new JsonlObjectWriter(deps.s3, settings.outputBucket, runKeys.failures(runId, 'plan'));
+    await failures.write(failure);
+    await deps.failureLane.add({ ...failure, runId, ledgerScope });
+  };
+
+  // Ledger lookups run ahead of the writer, several in flight, while items are written in corpus order.
+  const lookups: { chunk: WorkItem[]; published: Promise<Set<string>> }[] = [];
+  const writeOldestChunk = async (): Promise<void> => {
+    const next = lookups.shift();
+    if (!next) return;
+    const published = await next.published;
+    for (const item of next.chunk) {
+      if (published.has(item.recordId)) counts.skipped++;
+      else {
+        counts.toProcess++;
+        await items.write(item);
+      }
+    }
+  };
+  let chunk: WorkItem[] = [];
+  const submitChunk = async (): Promise<void> => {
+    if (chunk.length === 0) return;
+    const ids = chunk.map((i) => i.recordId);
+    const published = deps.ledger.findPublished(ledgerScope, ids);
+    published.catch(() => undefined); // awaited in order by writeOldestChunk
+    lookups.push({ chunk, published });
+    chunk = [];
+    if (lookups.length >= LEDGER_LOOKUPS_IN_FLIGHT) await writeOldestChunk();
+  };
+
+  const tracker = new DuplicateTracker();
+  const body = await openObject(deps.s3, input.bucket, input.key);
+  if (!body) throw new CorpusNotFoundError(`s3://${input.bucket}/${input.key} disappeared while the run started`);
+  let lineNo = 0;
+  for await (const rawLine of readLines(body)) {
+    lineNo++;
+    const text = cleanLine(rawLine, lineNo === 1);
+    if (text.trim() === '') continue;
+    counts.lines++;
+    const outcome = parseLine(text, lineNo, settings.prompt);
+    if (!outcome.ok) {
+      const { code, message, recordId } = outcome.problem;
+      await recordFailure({ ...(recordId ? { recordId } : {}), line: lineNo, stage: 'plan', error: { code, message, retryable: false } });
+      continue;
+    }
+    const { item } = outcome;
+    const verdict = tracker.check(item.recordId, outcome.contentHash, lineNo);
+    if (verdict.kind === 'identical') {
+      counts.duplicates++;
+      continue;
+    }
+    if (verdict.kind === 'conflict') {
+      // No top-level recordId: the record of the first line keeps that id in the results.
+      await recordFailure({
+        line: lineNo,
+        stage: 'plan',
+        error: {
+          code: 'ConflictingRecordId',
+          message: `line ${lineNo} reuses recordId ${JSON.stringify(item.recordId)} of line ${verdict.firstLine} with different content; give it its own recordId`,
+          retryable: false,
+        },
+      });
+      continue;
+    }
+    counts.records++;
+    chunk.push(item);
+    if (chunk.length >= LEDGER_LOOKUP_CHUNK) await submitChunk();
+  }
+  await submitChunk();
+  while (lookups.length > 0) await writeOldestChunk();
+  await items.close();
+  if (failures) await failures.close();
+  await deps.failureLane.flush();
+
+  const output: PlanOutput = {
+    runId,
+    startedAt: event.startedAt,
+    mode,
+    requestedMode,
+    corpus: { bucket: input.bucket, key: input.key, ...(head.etag ? { etag: head.etag } : {}), size: head.size },
+    output: { bucket: settings.outputBucket, prefix: runKeys.prefix(runId) },
+    itemsKey: runKeys.items(runId),
+    ledgerScope,
+    modelId: settings.modelId,
+    counts,
+    fanOut: {
+      batchSize: settings.batchSize,
+      maxConcurrency: settings.mapConcurrency,
+      toleratedFailurePercentage: settings.toleratedFailurePercentage,
+    },
+  };
+  await putJson(deps.s3, settings.outputBucket, runKeys.plan(runId), output);
+  metrics.addMetric('CorpusLines', 'Count', counts.lines);
+  metrics.addMetric('InvalidLines', 'Count', counts.invalid);
+  metrics.addMetric('RecordsSkipped', 'Count', counts.skipped);
+  logger.info('plan written', { counts, mode });
+  return output;
+}
+
+function resolveRequestedMode(fromInput: RequestedMode | undefined, fromMetadata: string | undefined): RequestedMode {
+  if (fromInput) return fromInput;
+  if (fromMetadata === undefined) return 'auto';
+  const mode = MODES.find((m) => m === fromMetadata.toLowerCase());
+  if (!mode) {
+    throw new InvalidRunInputError(`The corpus object's metadata mode=${fromMetadata} is not one of ${MODES.join(', ')}`);
+  }
+  return mode;
+}
+
+/** Chooses the processing mode. Batch inference (mode A) is not part of this deployment yet. */
+export function chooseMode(requested: RequestedMode): RunMode {
+  if (requested === 'batch') {
+    throw new UnsupportedModeError(
+      'Batch mode (Bedrock batch inference jobs) is not available in this deployment yet; start the run with mode "converse" or "auto"',
+    );
+  }
+  return 'converse';
+}
+
+async function headCorpus(
+  s3: S3Client,
+  bucket: string,
+  key: string,
+): Promise<{ size: number; etag?: string; metadataMode?: string }> {
+  try {
+    const head = await callDependency('S3 HeadObject', () => s3.send(new HeadObjectCommand({ Bucket: bucket, Key: key })));
+    return {
+      size: head.ContentLength ?? 0,
+      ...(head.ETag ? { etag: head.ETag.replace(/"/g, '') } : {}),
+      ...(head.Metadata?.mode ? { metadataMode: head.Metadata.mode } : {}),
+    };
+  } catch (err) {
+    const name = (err as { name?: string }).name;
+    if (name === 'NotFound' || name === 'NoSuchKey' || name === 'NoSuchBucket' || name === 'Forbidden') {
+      throw new CorpusNotFoundError(
+        `Cannot read the corpus s3://${bucket}/${key} (${name}): check the bucket and key, and that the pipeline may read it`,
+      );
+    }
+    throw err;
+  }
+}
+
+const env = readEnv(
+  z.object({
+    OUTPUT_BUCKET: required,
+    LEDGER_TABLE: required,
+    IDEMPOTENCY_TABLE: required,
+    FAILURE_DLQ_URL: required,
+    MODEL_ID: required,
+    LEDGER_SCOPE: required,
+    PROMPT_TEMPLATE: required,
+    PROMPT_SYSTEM: z.string().optional(),
+    PROMPT_MAX_TOKENS: positiveInt,
+    CONVERSE_BATCH_SIZE: positiveInt,
+    CONVERSE_MAP_CONCURRENCY: positiveInt,
+    TOLERATED_FAILURE_PERCENTAGE: z.coerce.number().min(0).max(100),
+    LEDGER_TTL_DAYS: positiveInt.default(90),
+  }),
+);
+
+const s3 = tracer.captureAWSv3Client(new S3Client({}));
+const ddb = tracer.captureAWSv3Client(new DynamoDBClient({}));
+const sqs = tracer.captureAWSv3Client(new SQSClient({}));
+const documentClient = DynamoDBDocumentClient.from(ddb);
+
+const baseDeps: Omit<PlanDeps, 'failureLane'> = {
+  s3,
+  ledger: new Ledger({ client: documentClient, tableName: env.LEDGER_TABLE, ttlDays: env.LEDGER_TTL_DAYS }),
+  settings: {
+    outputBucket: env.OUTPUT_BUCKET,
+    modelId: env.MODEL_ID,
+    ledgerScope: env.LEDGER_SCOPE,
+    prompt: {
+      template: env.PROMPT_TEMPLATE,
+      maxTokens: env.PROMPT_MAX_TOKENS,
+      ...(env.PROMPT_SYSTEM ? { system: env.PROMPT_SYSTEM } : {}),
+    },
+    batchSize: env.CONVERSE_BATCH_SIZE,
+    mapConcurrency: env.CONVERSE_MAP_CONCURRENCY,
+    toleratedFailurePercentage: env.TOLERATED_FAILURE_PERCENTAGE,
+  },
+};
+
+const persistenceStore = new DynamoDBPersistenceLayer({ tableName: env.IDEMPOTENCY_TABLE, awsSdkV3Client: ddb });
+
+/** Lambda entry: Plan, idempotent per run (a retried Plan returns the first answer). */
+export const handler = makeIdempotent(
+  async (event: unknown, _context: Context): Promise<PlanOutput> => {
+    const parsed = planEventSchema.safeParse(event);
+    if (!parsed.success) throw new InvalidEventError(`Plan expects {runId, startedAt, input}: ${parsed.error.message}`);
+    try {
+      // Plan only sends non-retryable failures (bad lines): they go straight to the DLQ with their reason.
+      const failureLane = new FailureLaneSender(sqs, env.FAILURE_DLQ_URL, env.FAILURE_DLQ_URL);
+      return await planRun(parsed.data, { ...baseDeps, failureLane });
+    } finally {
+      metrics.publishStoredMetrics();
+    }
+  },
+  { persistenceStore, config: new IdempotencyConfig({ eventKeyJmesPath: 'runId', expiresAfterSeconds: 3600 }) },
+);
