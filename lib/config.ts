@@ -43,7 +43,10 @@ export const environmentConfigSchema = z
     prompt: z
       .object({
         /** Template for the user message; `{{text}}` is replaced by the line's text. @default '{{text}}' */
-        template: z.string().includes('{{text}}', { message: 'prompt.template must contain {{text}}' }).default('{{text}}'),
+        template: z
+          .string()
+          .includes('{{text}}', { message: 'prompt.template must contain {{text}}' })
+          .default('{{text}}'),
         /** Optional system prompt added to templated requests. */
         system: z.string().optional(),
         /** maxTokens for templated requests. @default 512 */

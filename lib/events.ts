@@ -1,0 +1,120 @@
+import { Duration, RemovalPolicy } from 'aws-cdk-lib';
+import * as events from 'aws-cdk-lib/aws-events';
+import * as targets from 'aws-cdk-lib/aws-events-targets';
+import type * as iam from 'aws-cdk-lib/aws-iam';
+import type * as kms from 'aws-cdk-lib/aws-kms';
+import type * as s3 from 'aws-cdk-lib/aws-s3';
+import * as sqs from 'aws-cdk-lib/aws-sqs';
+import type * as sfn from 'aws-cdk-lib/aws-stepfunctions';
+import { Construct } from 'constructs';
+import { acknowledge } from './nag';
+
+/** Properties of {@link PipelineEventBus}. */
+export interface PipelineEventBusProps {
+  /** Name of the bus (`CorpusPipeline-<env>`). */
+  readonly eventBusName: string;
+}
+
+/** The pipeline's own event bus, on which Finalize announces `Corpus Run Completed` / `Corpus Run Failed`. */
+export class PipelineEventBus extends Construct {
+  /** The bus downstream stages subscribe to. */
+  public readonly eventBus: events.EventBus;
+
+  constructor(scope: Construct, id: string, props: PipelineEventBusProps) {
+    super(scope, id);
+    this.eventBus = new events.EventBus(this, 'Bus', { eventBusName: props.eventBusName });
+  }
+
+  /** Lets `grantee` put events on this bus (events:PutEvents on the bus ARN only). */
+  public grantPutEvents(grantee: iam.IGrantable): iam.Grant {
+    return this.eventBus.grantPutEventsTo(grantee);
+  }
+}
+
+/** Properties of {@link IngestTrigger}. */
+export interface IngestTriggerProps {
+  /** The bucket whose uploads start runs; it must send its events to EventBridge (`eventBridgeEnabled`). */
+  readonly bucket: s3.IBucket;
+  /** Only objects under this key prefix start a run. */
+  readonly keyPrefix: string;
+  /** The workflow to start, with `{bucket, key, etag, size, trigger: 's3'}` as its input. */
+  readonly stateMachine: sfn.IStateMachine;
+  /**
+   * Customer managed key for the target's dead-letter queue (its key policy must let events.amazonaws.com use it).
+   * @default SQS-managed server-side encryption
+   */
+  readonly encryptionKey?: kms.IKey;
+  /**
+   * How often EventBridge retries a failed StartExecution before dead-lettering the event.
+   * @default 10
+   */
+  readonly retryAttempts?: number;
+  /**
+   * The oldest event EventBridge still tries to deliver.
+   * @default Duration.hours(4)
+   */
+  readonly maxEventAge?: Duration;
+  /**
+   * What happens to the dead-letter queue on stack deletion.
+   * @default RemovalPolicy.RETAIN
+   */
+  readonly removalPolicy?: RemovalPolicy;
+}
+
+/** The event a corpus upload starts the workflow with. */
+export const INGEST_TARGET_INPUT = {
+  bucket: events.EventField.fromPath('$.detail.bucket.name'),
+  key: events.EventField.fromPath('$.detail.object.key'),
+  etag: events.EventField.fromPath('$.detail.object.etag'),
+  size: events.EventField.fromPath('$.detail.object.size'),
+  trigger: 's3',
+};
+
+/**
+ * Starts a run when a corpus lands in the ingest bucket: a rule on the DEFAULT bus (where S3 sends its events)
+ * matching `Object Created` under the ingest prefix, targeting the workflow with retries and a dead-letter queue.
+ */
+export class IngestTrigger extends Construct {
+  /** The rule on the default bus. */
+  public readonly rule: events.Rule;
+  /** Events EventBridge could not deliver to the workflow after its retries. */
+  public readonly deadLetterQueue: sqs.Queue;
+
+  constructor(scope: Construct, id: string, props: IngestTriggerProps) {
+    super(scope, id);
+    this.deadLetterQueue = new sqs.Queue(this, 'DeadLetterQueue', {
+      ...(props.encryptionKey
+        ? { encryption: sqs.QueueEncryption.KMS, encryptionMasterKey: props.encryptionKey }
+        : { encryption: sqs.QueueEncryption.SQS_MANAGED }),
+      enforceSSL: true,
+      retentionPeriod: Duration.days(14),
+      removalPolicy: props.removalPolicy ?? RemovalPolicy.RETAIN,
+    });
+    acknowledge(
+      this.deadLetterQueue,
+      ['AwsSolutions-SQS3'],
+      'This queue is itself the dead-letter queue of the ingest rule target; EventBridge dead-letter queues are ' +
+        'attached to the target, not through a redrive policy, which is what the rule looks for.',
+    );
+
+    this.rule = new events.Rule(this, 'Rule', {
+      description: `Starts a corpus run for each object created under ${props.keyPrefix}`,
+      eventPattern: {
+        source: ['aws.s3'],
+        detailType: ['Object Created'],
+        detail: {
+          bucket: { name: [props.bucket.bucketName] },
+          object: { key: [{ prefix: props.keyPrefix }] },
+        },
+      },
+    });
+    this.rule.addTarget(
+      new targets.SfnStateMachine(props.stateMachine, {
+        input: events.RuleTargetInput.fromObject(INGEST_TARGET_INPUT),
+        deadLetterQueue: this.deadLetterQueue,
+        retryAttempts: props.retryAttempts ?? 10,
+        maxEventAge: props.maxEventAge ?? Duration.hours(4),
+      }),
+    );
+  }
+}

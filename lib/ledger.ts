@@ -1,0 +1,110 @@
+import { RemovalPolicy } from 'aws-cdk-lib';
+import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
+import type * as iam from 'aws-cdk-lib/aws-iam';
+import type * as kms from 'aws-cdk-lib/aws-kms';
+import { Construct } from 'constructs';
+import { acknowledgeWildcardActions } from './nag';
+
+/** Properties of {@link PipelineLedger}. */
+export interface PipelineLedgerProps {
+  /**
+   * Customer managed key for both tables.
+   * @default the AWS managed key for DynamoDB (aws/dynamodb)
+   */
+  readonly encryptionKey?: kms.IKey;
+  /**
+   * What happens to the tables on stack deletion.
+   * @default RemovalPolicy.RETAIN
+   */
+  readonly removalPolicy?: RemovalPolicy;
+}
+
+/** The partition key of the ledger table (`<ledgerScope>#<recordId>`, written by the handlers). */
+export const LEDGER_PARTITION_KEY = 'pk';
+/** The TTL attribute of the ledger table (epoch seconds). */
+export const LEDGER_TTL_ATTRIBUTE = 'expiresAt';
+/** The partition key Powertools idempotency expects. */
+export const IDEMPOTENCY_PARTITION_KEY = 'id';
+/** The TTL attribute Powertools idempotency writes. */
+export const IDEMPOTENCY_TTL_ATTRIBUTE = 'expiration';
+
+// KMS actions CDK grants for reading and writing a table encrypted with a customer managed key.
+const KMS_WILDCARD_ACTIONS = ['kms:ReEncrypt*', 'kms:GenerateDataKey*'];
+const KMS_WILDCARD_REASON =
+  'kms:ReEncrypt*/kms:GenerateDataKey* are the action families DynamoDB needs for items encrypted with the ' +
+  "pipeline's customer managed key; the statement is scoped to that one key ARN.";
+
+/**
+ * The record ledger (one item per processed record and scope, written with attribute_not_exists so every record is
+ * published at most once) and the Powertools idempotency table that guards the handlers themselves.
+ */
+export class PipelineLedger extends Construct {
+  /** The record ledger: partition key `pk`, TTL `expiresAt`. */
+  public readonly ledgerTable: dynamodb.Table;
+  /** The Powertools idempotency store: partition key `id`, TTL `expiration`. */
+  public readonly idempotencyTable: dynamodb.Table;
+  private readonly encryptionKey?: kms.IKey;
+
+  constructor(scope: Construct, id: string, props: PipelineLedgerProps = {}) {
+    super(scope, id);
+    this.encryptionKey = props.encryptionKey;
+    const common: Omit<dynamodb.TableProps, 'partitionKey'> = {
+      billingMode: dynamodb.BillingMode.PAY_PER_REQUEST,
+      pointInTimeRecoverySpecification: { pointInTimeRecoveryEnabled: true },
+      ...(props.encryptionKey
+        ? { encryption: dynamodb.TableEncryption.CUSTOMER_MANAGED, encryptionKey: props.encryptionKey }
+        : { encryption: dynamodb.TableEncryption.AWS_MANAGED }),
+      removalPolicy: props.removalPolicy ?? RemovalPolicy.RETAIN,
+    };
+    this.ledgerTable = new dynamodb.Table(this, 'LedgerTable', {
+      ...common,
+      partitionKey: { name: LEDGER_PARTITION_KEY, type: dynamodb.AttributeType.STRING },
+      timeToLiveAttribute: LEDGER_TTL_ATTRIBUTE,
+    });
+    this.idempotencyTable = new dynamodb.Table(this, 'IdempotencyTable', {
+      ...common,
+      partitionKey: { name: IDEMPOTENCY_PARTITION_KEY, type: dynamodb.AttributeType.STRING },
+      timeToLiveAttribute: IDEMPOTENCY_TTL_ATTRIBUTE,
+    });
+  }
+
+  /** Lets `grantee` look records up in the ledger (GetItem, BatchGetItem): the planner's skip check. */
+  public grantLedgerLookup(grantee: iam.IGrantable): iam.Grant {
+    const grant = this.ledgerTable.grant(grantee, 'dynamodb:GetItem', 'dynamodb:BatchGetItem');
+    this.encryptionKey?.grantDecrypt(grantee);
+    return grant;
+  }
+
+  /** Lets `grantee` look records up and record them with conditional writes (PutItem, UpdateItem). */
+  public grantLedgerRecord(grantee: iam.IGrantable): iam.Grant {
+    const grant = this.ledgerTable.grant(
+      grantee,
+      'dynamodb:GetItem',
+      'dynamodb:BatchGetItem',
+      'dynamodb:PutItem',
+      'dynamodb:UpdateItem',
+    );
+    this.grantKeyReadWrite(grantee);
+    return grant;
+  }
+
+  /** Lets `grantee` use the Powertools idempotency store (GetItem, PutItem, UpdateItem, DeleteItem). */
+  public grantIdempotency(grantee: iam.IGrantable): iam.Grant {
+    const grant = this.idempotencyTable.grant(
+      grantee,
+      'dynamodb:GetItem',
+      'dynamodb:PutItem',
+      'dynamodb:UpdateItem',
+      'dynamodb:DeleteItem',
+    );
+    this.grantKeyReadWrite(grantee);
+    return grant;
+  }
+
+  private grantKeyReadWrite(grantee: iam.IGrantable): void {
+    if (this.encryptionKey) {
+      this.encryptionKey.grantEncryptDecrypt(grantee);
+      acknowledgeWildcardActions(grantee, KMS_WILDCARD_ACTIONS, KMS_WILDCARD_REASON);
+    }
+  }
+}

@@ -1,0 +1,167 @@
+import { CfnOutput, RemovalPolicy, Stack, type StackProps, Tags } from 'aws-cdk-lib';
+import { Construct } from 'constructs';
+import { grantModelInvoke } from './bedrock-model';
+import type { PipelineConfig } from './config';
+import { PipelineEncryption } from './encryption';
+import { IngestTrigger, PipelineEventBus } from './events';
+import { FailureLane } from './failure-lane';
+import { PipelineFunctions } from './functions';
+import { PipelineLedger } from './ledger';
+import { toRetentionDays } from './log-retention';
+import { MAP_RUNS_PREFIX, PipelineStorage } from './storage';
+import { PipelineWorkflow } from './workflow';
+
+/** Properties of {@link PipelineStack}. */
+export interface PipelineStackProps extends StackProps {
+  /** The environment's validated settings. */
+  readonly config: PipelineConfig;
+  /**
+   * The directory the Lambda entry files are relative to.
+   * @default the repository root
+   */
+  readonly projectRoot?: string;
+}
+
+/** The output bucket prefix each run writes under (`runs/<runId>/...`). */
+export const RUNS_KEY_PATTERN = 'runs/*';
+/** The failure files of every run (`runs/<runId>/failures/<part>.jsonl`). */
+export const RUN_FAILURES_KEY_PATTERN = 'runs/*/failures/*';
+
+/** The name shared by the stack, the state machine and the event bus of one environment. */
+export function pipelineName(envName: string): string {
+  return `CorpusPipeline-${envName}`;
+}
+
+/**
+ * One environment of the corpus pipeline. It creates the constructs and wires them with grants only; each
+ * construct owns its resources' settings.
+ */
+export class PipelineStack extends Stack {
+  /** Optional customer managed key. */
+  public readonly encryption: PipelineEncryption;
+  /** Ingest, output and access-logs buckets. */
+  public readonly storage: PipelineStorage;
+  /** Record ledger and idempotency tables. */
+  public readonly ledger: PipelineLedger;
+  /** Failure queue and its dead-letter queue. */
+  public readonly failureLane: FailureLane;
+  /** The pipeline's own event bus. */
+  public readonly bus: PipelineEventBus;
+  /** Plan, ConverseBatch and Finalize. */
+  public readonly functions: PipelineFunctions;
+  /** The state machine. */
+  public readonly workflow: PipelineWorkflow;
+  /** The S3 upload -> workflow rule. */
+  public readonly ingestTrigger: IngestTrigger;
+
+  constructor(scope: Construct, id: string, props: PipelineStackProps) {
+    super(scope, id, props);
+    const { config } = props;
+    const name = pipelineName(config.envName);
+    const removalPolicy = config.removalPolicy === 'destroy' ? RemovalPolicy.DESTROY : RemovalPolicy.RETAIN;
+    Tags.of(this).add('project', 'bedrock-corpus-pipeline');
+    Tags.of(this).add('environment', config.envName);
+
+    this.encryption = new PipelineEncryption(this, 'Encryption', {
+      customerManagedKey: config.kms.customerManagedKey,
+      removalPolicy,
+      aliasName: `corpus-pipeline-${config.envName}`,
+    });
+    const key = this.encryption.key;
+    this.storage = new PipelineStorage(this, 'Storage', {
+      ...(key ? { encryptionKey: key } : {}),
+      removalPolicy,
+      ingestPrefix: config.ingestPrefix,
+    });
+    this.ledger = new PipelineLedger(this, 'Ledger', {
+      ...(key ? { encryptionKey: key } : {}),
+      removalPolicy,
+    });
+    this.failureLane = new FailureLane(this, 'FailureLane', {
+      ...(key ? { encryptionKey: key } : {}),
+      maxReceiveCount: config.failureLane.maxReceiveCount,
+      removalPolicy,
+    });
+    this.bus = new PipelineEventBus(this, 'Events', { eventBusName: name });
+
+    this.functions = new PipelineFunctions(this, 'Functions', {
+      config,
+      outputBucket: this.storage.outputBucket,
+      ledgerTable: this.ledger.ledgerTable,
+      idempotencyTable: this.ledger.idempotencyTable,
+      failureQueue: this.failureLane.queue,
+      failureDeadLetterQueue: this.failureLane.deadLetterQueue,
+      eventBus: this.bus.eventBus,
+      ...(key ? { logEncryptionKey: key } : {}),
+      removalPolicy,
+      ...(props.projectRoot ? { projectRoot: props.projectRoot } : {}),
+    });
+    const { plan, converse, finalize } = this.functions;
+
+    this.storage.grantIngestRead(plan);
+    this.storage.grantOutputRead(plan, RUNS_KEY_PATTERN);
+    this.storage.grantOutputWrite(plan, RUNS_KEY_PATTERN);
+    this.ledger.grantLedgerLookup(plan);
+    this.ledger.grantIdempotency(plan);
+    this.failureLane.grantSendToDeadLetterQueue(plan);
+
+    grantModelInvoke(converse, this, config.modelId);
+    // A retried batch reads the results an earlier attempt wrote, and deletes a failures file it supersedes.
+    this.storage.grantOutputRead(converse, RUNS_KEY_PATTERN);
+    this.storage.grantOutputWrite(converse, RUNS_KEY_PATTERN);
+    this.storage.grantOutputDelete(converse, RUN_FAILURES_KEY_PATTERN);
+    this.ledger.grantLedgerRecord(converse);
+    this.ledger.grantIdempotency(converse);
+    this.failureLane.grantSendToQueue(converse);
+    this.failureLane.grantSendToDeadLetterQueue(converse);
+
+    this.storage.grantOutputRead(finalize, RUNS_KEY_PATTERN);
+    this.storage.grantOutputWrite(finalize, RUNS_KEY_PATTERN);
+    this.storage.grantOutputRead(finalize, `${MAP_RUNS_PREFIX}*`);
+    this.bus.grantPutEvents(finalize);
+    this.ledger.grantIdempotency(finalize);
+
+    this.workflow = new PipelineWorkflow(this, 'Workflow', {
+      stateMachineName: name,
+      planFunctionArn: plan.functionArn,
+      converseFunctionArn: converse.functionArn,
+      finalizeFunctionArn: finalize.functionArn,
+      outputBucket: this.storage.outputBucket,
+      logRetention: toRetentionDays(config.logRetentionDays),
+      ...(key ? { logEncryptionKey: key } : {}),
+      removalPolicy,
+    });
+    const stateMachine = this.workflow.stateMachine;
+    plan.grantInvoke(stateMachine);
+    converse.grantInvoke(stateMachine);
+    finalize.grantInvoke(stateMachine);
+    // ItemReader reads the items file under runs/; ResultWriter writes (and, per its documented policy, reads back)
+    // under map-runs/.
+    this.storage.grantOutputRead(stateMachine, RUNS_KEY_PATTERN, { listBucket: false });
+    this.storage.grantOutputWrite(stateMachine, `${MAP_RUNS_PREFIX}*`);
+    this.storage.grantOutputRead(stateMachine, `${MAP_RUNS_PREFIX}*`, { listBucket: false });
+
+    this.ingestTrigger = new IngestTrigger(this, 'IngestTrigger', {
+      bucket: this.storage.ingestBucket,
+      keyPrefix: config.ingestPrefix,
+      stateMachine,
+      ...(key ? { encryptionKey: key } : {}),
+      removalPolicy,
+    });
+
+    const outputs: Record<string, string> = {
+      IngestBucketName: this.storage.ingestBucket.bucketName,
+      IngestPrefix: config.ingestPrefix,
+      OutputBucketName: this.storage.outputBucket.bucketName,
+      StateMachineArn: stateMachine.stateMachineArn,
+      LedgerTableName: this.ledger.ledgerTable.tableName,
+      IdempotencyTableName: this.ledger.idempotencyTable.tableName,
+      FailureQueueUrl: this.failureLane.queue.queueUrl,
+      FailureDlqUrl: this.failureLane.deadLetterQueue.queueUrl,
+      EventBusName: this.bus.eventBus.eventBusName,
+    };
+    for (const [outputId, value] of Object.entries(outputs)) {
+      new CfnOutput(this, outputId, { value });
+    }
+  }
+}

@@ -1,0 +1,201 @@
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { App, Duration, Stack, Token } from 'aws-cdk-lib';
+import { Template } from 'aws-cdk-lib/assertions';
+import * as s3 from 'aws-cdk-lib/aws-s3';
+import { buildApp, readCdkJsonContext, resolveEnvironment } from '../../../lib/app-builder';
+import { baseModelId, isInferenceProfileId, modelInvokeResources } from '../../../lib/bedrock-model';
+import { ConfigError } from '../../../lib/config';
+import { FailureLane } from '../../../lib/failure-lane';
+import { toRetentionDays, UnsupportedRetentionError } from '../../../lib/log-retention';
+import { flattenForNag, wildcardResourceFindingId } from '../../../lib/nag';
+import { PROJECT_ROOT } from '../../../lib/paths';
+import {
+  DefinitionPlaceholderError,
+  listDefinitionPlaceholders,
+  PipelineWorkflow,
+} from '../../../lib/workflow';
+import { CDK_CONTEXT, environmentSettings } from './synth-helpers';
+
+const ENVIRONMENTS = CDK_CONTEXT.environments;
+
+describe('environment selection and validation', () => {
+  test('a missing env name is a ConfigError listing the known environments', () => {
+    expect(() => resolveEnvironment(undefined, ENVIRONMENTS)).toThrow(ConfigError);
+    expect(() => resolveEnvironment(undefined, ENVIRONMENTS)).toThrow(
+      'Choose an environment with -c env=<name> (known environments: dev, local, prod)',
+    );
+  });
+
+  test('an unknown env name is a ConfigError listing the known environments', () => {
+    expect(() => resolveEnvironment('staging', ENVIRONMENTS)).toThrow(
+      'Unknown environment "staging" (known environments: dev, local, prod)',
+    );
+    expect(() => resolveEnvironment('toString', ENVIRONMENTS)).toThrow(ConfigError);
+    expect(() => resolveEnvironment('dev', undefined)).toThrow('cdk.json context defines none');
+  });
+
+  test('invalid settings name the offending field', () => {
+    const environments = { dev: { ...environmentSettings('dev'), region: 'nowhere', logRetentionDays: -1 } };
+    expect(() => resolveEnvironment('dev', environments)).toThrow(/region: region must look like us-east-1/);
+    expect(() => resolveEnvironment('dev', environments)).toThrow(/logRetentionDays/);
+  });
+
+  test('buildApp refuses a bad environment before building anything', () => {
+    expect(() => buildApp({ envName: 'nope', environments: ENVIRONMENTS, context: {} })).toThrow(ConfigError);
+  });
+
+  test('the account comes from the environment, else the default account, else stays environment-agnostic', () => {
+    const envs = {
+      pinned: { ...environmentSettings('dev'), account: '123456789012' },
+      open: environmentSettings('dev'),
+    };
+    const base = { environments: envs, context: CDK_CONTEXT, skipBundling: true };
+    expect(buildApp({ ...base, envName: 'pinned', defaultAccount: '999999999999' }).stack.account).toBe(
+      '123456789012',
+    );
+    const fallback = buildApp({ ...base, envName: 'open', defaultAccount: '999999999999' }).stack;
+    expect(fallback.account).toBe('999999999999');
+    expect(fallback.stackName).toBe('CorpusPipeline-open');
+    expect(fallback.region).toBe('us-east-1');
+    expect(Token.isUnresolved(buildApp({ ...base, envName: 'open' }).stack.account)).toBe(true);
+  });
+
+  test('the cdk.json context carries the feature flags the template depends on', () => {
+    const context = readCdkJsonContext();
+    expect(context['@aws-cdk/aws-stepfunctions:useDistributedMapResultWriterV2']).toBe(true);
+    expect(Object.keys(context.environments as object).sort()).toEqual(['dev', 'local', 'prod']);
+  });
+});
+
+describe('bin/app.ts', () => {
+  const outdir = fs.mkdtempSync(path.join(os.tmpdir(), 'corpus-infra-bin-'));
+  afterAll(() => fs.rmSync(outdir, { recursive: true, force: true }));
+
+  const runBin = (context: Record<string, unknown>) =>
+    spawnSync(process.execPath, ['--import', 'tsx', path.join(PROJECT_ROOT, 'bin/app.ts')], {
+      cwd: PROJECT_ROOT,
+      env: { ...process.env, CDK_CONTEXT_JSON: JSON.stringify(context), CDK_OUTDIR: outdir },
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
+
+  test('exits 1 with the known environments for an unknown -c env', () => {
+    const result = runBin({ environments: ENVIRONMENTS, env: 'qa' });
+    expect(result.status).toBe(1);
+    expect(result.stderr).toContain(
+      'ConfigError: Unknown environment "qa" (known environments: dev, local, prod)',
+    );
+    expect(result.stderr).not.toMatch(/\n\s+at /); // a message, not a stack trace
+  });
+
+  test('exits 1 asking for -c env when none is given', () => {
+    const result = runBin({ environments: ENVIRONMENTS });
+    expect(result.status).toBe(1);
+    expect(result.stderr).toContain('Choose an environment with -c env=<name>');
+  });
+});
+
+describe('helpers', () => {
+  test('inference profile ids are told apart from foundation model ids', () => {
+    expect(isInferenceProfileId('us.anthropic.claude-3-5-haiku-20241022-v1:0')).toBe(true);
+    expect(isInferenceProfileId('global.anthropic.claude-sonnet-4-20250514-v1:0')).toBe(true);
+    expect(isInferenceProfileId('apac.amazon.nova-lite-v1:0')).toBe(true);
+    expect(isInferenceProfileId('anthropic.claude-3-haiku-20240307-v1:0')).toBe(false);
+    expect(isInferenceProfileId('amazon.nova-lite-v1:0')).toBe(false);
+    expect(baseModelId('eu.meta.llama3-2-3b-instruct-v1:0')).toBe('meta.llama3-2-3b-instruct-v1:0');
+    expect(baseModelId('meta.llama3-2-3b-instruct-v1:0')).toBe('meta.llama3-2-3b-instruct-v1:0');
+  });
+
+  test('model ARNs: one foundation model, or profile + model here + model in every Region', () => {
+    const stack = new Stack(new App(), 'S', { env: { region: 'eu-west-1', account: '111122223333' } });
+    const flat = (arns: string[]) => arns.map((a) => flattenForNag(stack.resolve(a)));
+    const plain = modelInvokeResources(stack, 'amazon.nova-lite-v1:0');
+    expect(flat(plain.arns)).toEqual([
+      'arn:<AWS::Partition>:bedrock:eu-west-1::foundation-model/amazon.nova-lite-v1:0',
+    ]);
+    expect(plain.wildcardArns).toEqual([]);
+    const profile = modelInvokeResources(stack, 'eu.amazon.nova-lite-v1:0');
+    expect(flat(profile.arns)).toEqual([
+      'arn:<AWS::Partition>:bedrock:eu-west-1::foundation-model/amazon.nova-lite-v1:0',
+      'arn:<AWS::Partition>:bedrock:eu-west-1:111122223333:inference-profile/eu.amazon.nova-lite-v1:0',
+      'arn:<AWS::Partition>:bedrock:*::foundation-model/amazon.nova-lite-v1:0',
+    ]);
+    expect(flat(profile.wildcardArns)).toEqual([
+      'arn:<AWS::Partition>:bedrock:*::foundation-model/amazon.nova-lite-v1:0',
+    ]);
+  });
+
+  test('finding ids are flattened the way cdk-nag names them', () => {
+    expect(flattenForNag({ 'Fn::Join': ['', [{ 'Fn::GetAtt': ['Bucket1', 'Arn'] }, '/runs/*']] })).toBe(
+      '<Bucket1.Arn>/runs/*',
+    );
+    expect(flattenForNag({ 'Fn::Sub': 'arn:${AWS::Partition}:s3:::x' })).toBe('arn:<AWS::Partition>:s3:::x');
+    expect(flattenForNag({ Ref: 'Queue' })).toBe('<Queue>');
+    const stack = new Stack(new App(), 'S');
+    const bucket = new s3.Bucket(stack, 'B');
+    expect(wildcardResourceFindingId(stack, bucket.arnForObjects('runs/*'))).toMatch(
+      /^AwsSolutions-IAM5\[Resource::<B[0-9A-F]{8}\.Arn>\/runs\/\*\]$/,
+    );
+  });
+
+  test('log retention accepts only CloudWatch Logs periods', () => {
+    expect(toRetentionDays(30)).toBe(30);
+    expect(toRetentionDays(3653)).toBe(3653);
+    expect(() => toRetentionDays(31)).toThrow(UnsupportedRetentionError);
+    expect(() => toRetentionDays(31)).toThrow(/use one of 1, 3, 5, 7, 14, 30/);
+  });
+
+  test('placeholders are listed once each, sorted', () => {
+    expect(listDefinitionPlaceholders('{"a":"${B}","b":"${A}","c":"${B}","d":"$.x","e":"{}"}')).toEqual([
+      'A',
+      'B',
+    ]);
+  });
+});
+
+describe('constructs on their own', () => {
+  test('FailureLane: maxReceiveCount and visibility timeout follow its props', () => {
+    const stack = new Stack(new App(), 'S');
+    const lane = new FailureLane(stack, 'Lane', {
+      maxReceiveCount: 9,
+      consumerTimeout: Duration.seconds(100),
+    });
+    const template = Template.fromStack(stack);
+    template.hasResourceProperties('AWS::SQS::Queue', {
+      VisibilityTimeout: 600,
+      RedrivePolicy: { maxReceiveCount: 9 },
+      SqsManagedSseEnabled: true,
+    });
+    expect(lane.maxReceiveCount).toBe(9);
+  });
+
+  test('PipelineWorkflow refuses a definition whose placeholders it cannot fill', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'corpus-infra-asl-'));
+    try {
+      const definitionPath = path.join(dir, 'bad.asl.json');
+      fs.writeFileSync(
+        definitionPath,
+        JSON.stringify({
+          StartAt: 'A',
+          States: { A: { Type: 'Pass', Result: '${UnknownThing}', End: true } },
+        }),
+      );
+      const stack = new Stack(new App(), 'S');
+      const make = () =>
+        new PipelineWorkflow(stack, 'Workflow', {
+          stateMachineName: 'X',
+          planFunctionArn: 'arn:aws:lambda:us-east-1:111122223333:function:p',
+          converseFunctionArn: 'arn:aws:lambda:us-east-1:111122223333:function:c',
+          finalizeFunctionArn: 'arn:aws:lambda:us-east-1:111122223333:function:f',
+          outputBucket: new s3.Bucket(stack, 'Out'),
+          definitionPath,
+        });
+      expect(make).toThrow(DefinitionPlaceholderError);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

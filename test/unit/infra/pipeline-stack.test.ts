@@ -1,0 +1,678 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { CfnElement } from 'aws-cdk-lib';
+import { Match } from 'aws-cdk-lib/assertions';
+import type { IConstruct } from 'constructs';
+import { flattenForNag } from '../../../lib/nag';
+import { PROJECT_ROOT } from '../../../lib/paths';
+import { MAP_RUNS_PREFIX } from '../../../lib/storage';
+import { DEFAULT_DEFINITION_PATH, listDefinitionPlaceholders } from '../../../lib/workflow';
+import {
+  asList,
+  asRecord,
+  type CfnTemplate,
+  resourcesOfType,
+  synthEnvironment,
+  type Synthesized,
+  unacknowledgedFindings,
+} from './synth-helpers';
+
+// Resource "*" is allowed only for these actions, which the services authorise on no narrower resource.
+const WILDCARD_RESOURCE_EXCEPTIONS: Record<string, string> = {
+  'xray:PutTraceSegments': 'X-Ray: no resource-level permissions',
+  'xray:PutTelemetryRecords': 'X-Ray: no resource-level permissions',
+  'xray:GetSamplingRules': 'X-Ray: no resource-level permissions',
+  'xray:GetSamplingTargets': 'X-Ray: no resource-level permissions',
+  'logs:CreateLogDelivery': 'CloudWatch Logs vended log delivery (Step Functions logging): "*" only',
+  'logs:GetLogDelivery': 'CloudWatch Logs vended log delivery: "*" only',
+  'logs:UpdateLogDelivery': 'CloudWatch Logs vended log delivery: "*" only',
+  'logs:DeleteLogDelivery': 'CloudWatch Logs vended log delivery: "*" only',
+  'logs:ListLogDeliveries': 'CloudWatch Logs vended log delivery: "*" only',
+  'logs:PutResourcePolicy': 'CloudWatch Logs vended log delivery: "*" only',
+  'logs:DescribeResourcePolicies': 'CloudWatch Logs vended log delivery: "*" only',
+  'logs:DescribeLogGroups': 'CloudWatch Logs vended log delivery: "*" only',
+};
+
+const XRAY = ['xray:PutTelemetryRecords', 'xray:PutTraceSegments'];
+const S3_WRITE = ['s3:AbortMultipartUpload', 's3:ListMultipartUploadParts', 's3:PutObject'];
+const IDEMPOTENCY = ['dynamodb:DeleteItem', 'dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem'];
+
+interface Statement {
+  readonly Effect: string;
+  readonly Action: unknown;
+  readonly Resource?: unknown;
+  readonly NotAction?: unknown;
+  readonly NotResource?: unknown;
+}
+
+/** Every identity-policy statement of the template, with where it came from. */
+function identityStatements(json: CfnTemplate): { source: string; statement: Statement }[] {
+  const out: { source: string; statement: Statement }[] = [];
+  for (const [id, resource] of Object.entries(json.Resources)) {
+    const props = resource.Properties ?? {};
+    const documents: unknown[] = [];
+    if (resource.Type === 'AWS::IAM::Policy' || resource.Type === 'AWS::IAM::ManagedPolicy') {
+      documents.push(props.PolicyDocument);
+    }
+    if (resource.Type === 'AWS::IAM::Role' && Array.isArray(props.Policies)) {
+      documents.push(...props.Policies.map((p) => asRecord(p, `${id} policy`).PolicyDocument));
+    }
+    for (const document of documents) {
+      for (const statement of asList(asRecord(document, `${id} document`).Statement)) {
+        out.push({ source: id, statement: statement as Statement });
+      }
+    }
+  }
+  return out;
+}
+
+/** A role's permissions as `flattened resource -> sorted actions`, merged over all its policies. */
+function permissionsOf(s: Synthesized, role: IConstruct): Record<string, string[]> {
+  const roleId = s.stack.getLogicalId(role.node.defaultChild as CfnElement);
+  const perms: Record<string, Set<string>> = {};
+  for (const [, policy] of resourcesOfType(s.json, 'AWS::IAM::Policy')) {
+    const props = policy.Properties ?? {};
+    const attached = asList(props.Roles).some((r) => asRecord(r, 'role ref').Ref === roleId);
+    if (!attached) {
+      continue;
+    }
+    for (const statement of asList(asRecord(props.PolicyDocument, 'document').Statement) as Statement[]) {
+      expect(statement.Effect).toBe('Allow');
+      for (const resource of asList(statement.Resource)) {
+        const key = flattenForNag(resource);
+        perms[key] ??= new Set();
+        for (const action of asList(statement.Action)) {
+          perms[key].add(action as string);
+        }
+      }
+    }
+  }
+  return Object.fromEntries(Object.entries(perms).map(([k, v]) => [k, [...v].sort()]));
+}
+
+/** `<LogicalId.Arn>`-style name of a token, as in permissionsOf keys. */
+function ref(s: Synthesized, token: string): string {
+  return flattenForNag(s.stack.resolve(token));
+}
+
+interface AslState {
+  readonly Type: string;
+  readonly Retry?: unknown[];
+  readonly ItemProcessor?: { readonly States: Record<string, AslState>; readonly ProcessorConfig?: unknown };
+  readonly Iterator?: { readonly States: Record<string, AslState> };
+  readonly Branches?: { readonly States: Record<string, AslState> }[];
+  readonly [key: string]: unknown;
+}
+
+/** Every state of a definition at any depth (Map processors, Parallel branches), with its path. */
+function allStates(states: Record<string, AslState>, prefix = ''): [string, AslState][] {
+  return Object.entries(states).flatMap(([name, state]) => {
+    const here = `${prefix}${name}`;
+    const nested = [
+      ...(state.ItemProcessor ? [state.ItemProcessor.States] : []),
+      ...(state.Iterator ? [state.Iterator.States] : []),
+      ...(state.Branches ?? []).map((b) => b.States),
+    ];
+    return [[here, state] as [string, AslState], ...nested.flatMap((s) => allStates(s, `${here}/`))];
+  });
+}
+
+function definitionOf(s: Synthesized): { States: Record<string, AslState> } {
+  const [, machine] = resourcesOfType(s.json, 'AWS::StepFunctions::StateMachine')[0] ?? [];
+  const definition = machine?.Properties?.DefinitionString;
+  if (typeof definition !== 'string') {
+    throw new Error('DefinitionString is not a plain string');
+  }
+  return JSON.parse(definition) as { States: Record<string, AslState> };
+}
+
+describe('PipelineStack (dev: service-managed encryption)', () => {
+  let s: Synthesized;
+  beforeAll(() => {
+    s = synthEnvironment('dev');
+  });
+  afterAll(() => s?.cleanup());
+
+  test('cdk-nag AwsSolutions reports no unacknowledged finding', () => {
+    expect(unacknowledgedFindings(s.report)).toEqual([]);
+  });
+
+  test('no identity policy allows Resource "*" beyond the documented exceptions, nor service-wide actions', () => {
+    const statements = identityStatements(s.json);
+    expect(statements.length).toBeGreaterThan(10);
+    for (const { source, statement } of statements) {
+      expect({ source, NotAction: statement.NotAction, NotResource: statement.NotResource }).toEqual({
+        source,
+      });
+      const actions = asList(statement.Action) as string[];
+      for (const action of actions) {
+        expect({ source, action, wildcard: /^(\*|[a-z0-9-]+:\*)$/.test(action) }).toEqual({
+          source,
+          action,
+          wildcard: false,
+        });
+      }
+      if (asList(statement.Resource).includes('*')) {
+        const unexplained = actions.filter((a) => !(a in WILDCARD_RESOURCE_EXCEPTIONS));
+        expect({ source, unexplained }).toEqual({ source, unexplained: [] });
+      }
+    }
+  });
+
+  test('Plan may read corpora, read/write runs/, look the ledger up, use idempotency, dead-letter', () => {
+    const { plan } = s.stack.functions;
+    const out = s.stack.storage.outputBucket.bucketArn;
+    const ingest = s.stack.storage.ingestBucket.bucketArn;
+    expect(permissionsOf(s, plan.role)).toEqual({
+      [ref(s, plan.logGroup.logGroupArn)]: ['logs:CreateLogStream', 'logs:PutLogEvents'],
+      '*': XRAY,
+      [`${ref(s, ingest)}/corpora/*`]: ['s3:GetObject'],
+      [ref(s, ingest)]: ['s3:ListBucket'],
+      [`${ref(s, out)}/runs/*`]: ['s3:GetObject', ...S3_WRITE].sort(),
+      [ref(s, out)]: ['s3:ListBucket'],
+      [ref(s, s.stack.ledger.ledgerTable.tableArn)]: ['dynamodb:BatchGetItem', 'dynamodb:GetItem'],
+      [ref(s, s.stack.ledger.idempotencyTable.tableArn)]: IDEMPOTENCY,
+      [ref(s, s.stack.failureLane.deadLetterQueue.queueArn)]: ['sqs:SendMessage'],
+    });
+  });
+
+  test('ConverseBatch may invoke only the configured model, use runs/, record in the ledger, send failures', () => {
+    const { converse } = s.stack.functions;
+    const out = s.stack.storage.outputBucket.bucketArn;
+    expect(permissionsOf(s, converse.role)).toEqual({
+      [ref(s, converse.logGroup.logGroupArn)]: ['logs:CreateLogStream', 'logs:PutLogEvents'],
+      '*': XRAY,
+      'arn:aws:bedrock:us-east-1::foundation-model/anthropic.claude-3-haiku-20240307-v1:0': [
+        'bedrock:InvokeModel',
+      ],
+      [`${ref(s, out)}/runs/*`]: ['s3:GetObject', ...S3_WRITE].sort(),
+      [`${ref(s, out)}/runs/*/failures/*`]: ['s3:DeleteObject'],
+      [ref(s, out)]: ['s3:ListBucket'],
+      [ref(s, s.stack.ledger.ledgerTable.tableArn)]: [
+        'dynamodb:BatchGetItem',
+        'dynamodb:GetItem',
+        'dynamodb:PutItem',
+        'dynamodb:UpdateItem',
+      ],
+      [ref(s, s.stack.ledger.idempotencyTable.tableArn)]: IDEMPOTENCY,
+      [ref(s, s.stack.failureLane.queue.queueArn)]: ['sqs:SendMessage'],
+      [ref(s, s.stack.failureLane.deadLetterQueue.queueArn)]: ['sqs:SendMessage'],
+    });
+  });
+
+  test('Finalize may read/write runs/, read map-runs/, put events on the pipeline bus only', () => {
+    const { finalize } = s.stack.functions;
+    const out = s.stack.storage.outputBucket.bucketArn;
+    expect(permissionsOf(s, finalize.role)).toEqual({
+      [ref(s, finalize.logGroup.logGroupArn)]: ['logs:CreateLogStream', 'logs:PutLogEvents'],
+      '*': XRAY,
+      [`${ref(s, out)}/runs/*`]: ['s3:GetObject', ...S3_WRITE].sort(),
+      [`${ref(s, out)}/map-runs/*`]: ['s3:GetObject'],
+      [ref(s, out)]: ['s3:ListBucket'],
+      [ref(s, s.stack.bus.eventBus.eventBusArn)]: ['events:PutEvents'],
+      [ref(s, s.stack.ledger.idempotencyTable.tableArn)]: IDEMPOTENCY,
+    });
+  });
+
+  test('the state machine may invoke its functions, run its Distributed Map and use runs/ and map-runs/', () => {
+    const { plan, converse, finalize } = s.stack.functions;
+    const out = s.stack.storage.outputBucket.bucketArn;
+    const states = 'arn:aws:states:us-east-1:<AWS::AccountId>';
+    const invoke = ['lambda:InvokeFunction'];
+    expect(permissionsOf(s, s.stack.workflow.stateMachine.role)).toEqual({
+      '*': Object.keys(WILDCARD_RESOURCE_EXCEPTIONS).sort(),
+      [`${states}:stateMachine:CorpusPipeline-dev`]: ['states:StartExecution'],
+      [`${states}:execution:CorpusPipeline-dev:*`]: ['states:DescribeExecution', 'states:StopExecution'],
+      [`${states}:execution:CorpusPipeline-dev/*`]: ['states:DescribeExecution', 'states:StopExecution'],
+      [`${states}:express:CorpusPipeline-dev:*`]: ['states:DescribeExecution', 'states:StopExecution'],
+      [`${states}:express:CorpusPipeline-dev/*`]: ['states:DescribeExecution', 'states:StopExecution'],
+      [`${states}:execution:CorpusPipeline-dev/*:*`]: ['states:RedriveExecution'],
+      [ref(s, plan.functionArn)]: invoke,
+      [`${ref(s, plan.functionArn)}:*`]: invoke,
+      [ref(s, converse.functionArn)]: invoke,
+      [`${ref(s, converse.functionArn)}:*`]: invoke,
+      [ref(s, finalize.functionArn)]: invoke,
+      [`${ref(s, finalize.functionArn)}:*`]: invoke,
+      [`${ref(s, out)}/runs/*`]: ['s3:GetObject'],
+      [`${ref(s, out)}/map-runs/*`]: ['s3:GetObject', ...S3_WRITE].sort(),
+    });
+  });
+
+  test('the failure lane dead-letters after maxReceiveCount from config, visibility = 6x consumer timeout', () => {
+    const lane = s.stack.failureLane;
+    const queueId = s.stack.getLogicalId(lane.queue.node.defaultChild as CfnElement);
+    const dlqId = s.stack.getLogicalId(lane.deadLetterQueue.node.defaultChild as CfnElement);
+    const queue = asRecord(s.json.Resources[queueId]?.Properties, 'queue');
+    expect(queue.RedrivePolicy).toEqual({
+      deadLetterTargetArn: { 'Fn::GetAtt': [dlqId, 'Arn'] },
+      maxReceiveCount: s.config.failureLane.maxReceiveCount,
+    });
+    expect(queue.VisibilityTimeout).toBeGreaterThanOrEqual(6 * lane.consumerTimeout.toSeconds());
+    expect(queue.VisibilityTimeout).toBe(360);
+    expect(s.json.Resources[dlqId]?.Properties?.MessageRetentionPeriod).toBe(14 * 24 * 3600);
+  });
+
+  test('buckets, queues and tables are encrypted with service-managed keys', () => {
+    for (const [id, bucket] of resourcesOfType(s.json, 'AWS::S3::Bucket')) {
+      expect({ id, encryption: bucket.Properties?.BucketEncryption }).toEqual({
+        id,
+        encryption: {
+          ServerSideEncryptionConfiguration: [{ ServerSideEncryptionByDefault: { SSEAlgorithm: 'AES256' } }],
+        },
+      });
+    }
+    const queues = resourcesOfType(s.json, 'AWS::SQS::Queue');
+    expect(queues).toHaveLength(3);
+    for (const [id, queue] of queues) {
+      expect({ id, sse: queue.Properties?.SqsManagedSseEnabled }).toEqual({ id, sse: true });
+    }
+    for (const [id, table] of resourcesOfType(s.json, 'AWS::DynamoDB::Table')) {
+      expect({ id, sse: table.Properties?.SSESpecification }).toEqual({ id, sse: { SSEEnabled: true } });
+    }
+    s.template.resourceCountIs('AWS::KMS::Key', 0);
+  });
+
+  test('every bucket and queue policy denies requests without TLS', () => {
+    const buckets = resourcesOfType(s.json, 'AWS::S3::Bucket').map(([id]) => id);
+    expect(buckets).toHaveLength(3);
+    for (const bucketId of buckets) {
+      s.template.hasResourceProperties('AWS::S3::BucketPolicy', {
+        Bucket: { Ref: bucketId },
+        PolicyDocument: {
+          Statement: Match.arrayWith([
+            Match.objectLike({
+              Effect: 'Deny',
+              Principal: { AWS: '*' },
+              Action: 's3:*',
+              Condition: { Bool: { 'aws:SecureTransport': 'false' } },
+            }),
+          ]),
+        },
+      });
+    }
+    for (const [queueId] of resourcesOfType(s.json, 'AWS::SQS::Queue')) {
+      s.template.hasResourceProperties('AWS::SQS::QueuePolicy', {
+        Queues: [{ Ref: queueId }],
+        PolicyDocument: {
+          Statement: Match.arrayWith([
+            Match.objectLike({ Effect: 'Deny', Condition: { Bool: { 'aws:SecureTransport': 'false' } } }),
+          ]),
+        },
+      });
+    }
+  });
+
+  test('buckets block public access; ingest and output log access to the logs bucket and keep versions', () => {
+    const blockAll = {
+      BlockPublicAcls: true,
+      BlockPublicPolicy: true,
+      IgnorePublicAcls: true,
+      RestrictPublicBuckets: true,
+    };
+    for (const [id, bucket] of resourcesOfType(s.json, 'AWS::S3::Bucket')) {
+      expect({ id, block: bucket.Properties?.PublicAccessBlockConfiguration }).toEqual({
+        id,
+        block: blockAll,
+      });
+    }
+    const logsId = s.stack.getLogicalId(s.stack.storage.accessLogsBucket.node.defaultChild as CfnElement);
+    for (const bucket of [s.stack.storage.ingestBucket, s.stack.storage.outputBucket]) {
+      const props = asRecord(
+        s.json.Resources[s.stack.getLogicalId(bucket.node.defaultChild as CfnElement)]?.Properties,
+        'bucket',
+      );
+      expect(asRecord(props.LoggingConfiguration, 'logging').DestinationBucketName).toEqual({ Ref: logsId });
+      expect(props.VersioningConfiguration).toEqual({ Status: 'Enabled' });
+      expect(JSON.stringify(props.LifecycleConfiguration)).toContain('NoncurrentVersionExpiration');
+    }
+  });
+
+  test('the ingest bucket sends events to EventBridge; the output bucket expires map-runs/ after 30 days', () => {
+    s.template.hasResourceProperties('Custom::S3BucketNotifications', {
+      BucketName: { Ref: s.stack.getLogicalId(s.stack.storage.ingestBucket.node.defaultChild as CfnElement) },
+      NotificationConfiguration: { EventBridgeConfiguration: {} },
+    });
+    s.template.hasResourceProperties('AWS::S3::Bucket', {
+      LifecycleConfiguration: {
+        Rules: Match.arrayWith([
+          Match.objectLike({ Prefix: MAP_RUNS_PREFIX, ExpirationInDays: 30, Status: 'Enabled' }),
+        ]),
+      },
+    });
+  });
+
+  test('ledger: pk/expiresAt, idempotency: id/expiration; on-demand with point-in-time recovery', () => {
+    s.template.resourceCountIs('AWS::DynamoDB::Table', 2);
+    for (const [pk, ttl] of [
+      ['pk', 'expiresAt'],
+      ['id', 'expiration'],
+    ]) {
+      s.template.hasResourceProperties('AWS::DynamoDB::Table', {
+        KeySchema: [{ AttributeName: pk, KeyType: 'HASH' }],
+        AttributeDefinitions: [{ AttributeName: pk, AttributeType: 'S' }],
+        BillingMode: 'PAY_PER_REQUEST',
+        PointInTimeRecoverySpecification: { PointInTimeRecoveryEnabled: true },
+        TimeToLiveSpecification: { AttributeName: ttl, Enabled: true },
+      });
+    }
+  });
+
+  test('the Distributed Map reads JSONL items, batches, takes its limits from paths and writes results', () => {
+    const maps = allStates(definitionOf(s).States).filter(
+      ([, state]) =>
+        state.Type === 'Map' && JSON.stringify(state.ItemProcessor?.ProcessorConfig).includes('DISTRIBUTED'),
+    );
+    expect(maps.map(([name]) => name)).toEqual(['FanOut']);
+    const [, map] = maps[0] as [string, AslState];
+    expect(map.ItemProcessor?.ProcessorConfig).toEqual({ Mode: 'DISTRIBUTED', ExecutionType: 'EXPRESS' });
+    expect(map.ItemReader).toMatchObject({
+      Resource: 'arn:aws:states:::s3:getObject',
+      ReaderConfig: { InputType: 'JSONL' },
+      Parameters: { Bucket: '${OutputBucketName}' },
+    });
+    expect(asRecord(map.ItemBatcher, 'ItemBatcher').MaxItemsPerBatchPath).toEqual(
+      expect.stringMatching(/^\$\./),
+    );
+    expect(map.MaxConcurrencyPath).toEqual(expect.stringMatching(/^\$\./));
+    expect(map.ToleratedFailurePercentagePath).toEqual(expect.stringMatching(/^\$\./));
+    const writer = asRecord(map.ResultWriter, 'ResultWriter');
+    expect(writer.Resource).toBe('arn:aws:states:::s3:putObject');
+    // The ResultWriter prefix is the one the bucket lifecycle expires and the role may write.
+    expect(writer.Parameters).toEqual({
+      Bucket: '${OutputBucketName}',
+      Prefix: MAP_RUNS_PREFIX.replace(/\/$/, ''),
+    });
+  });
+
+  test('every Task state, at any depth, has a Retry', () => {
+    const tasks = allStates(definitionOf(s).States).filter(([, state]) => state.Type === 'Task');
+    expect(tasks.map(([name]) => name).sort()).toEqual(['FanOut/ConverseBatch', 'Finalize', 'Plan']);
+    for (const [name, task] of tasks) {
+      expect({ name, retries: (task.Retry ?? []).length > 0 }).toEqual({ name, retries: true });
+    }
+  });
+
+  test("the definition's placeholders are exactly the substitution keys", () => {
+    const placeholders = listDefinitionPlaceholders(fs.readFileSync(DEFAULT_DEFINITION_PATH, 'utf8'));
+    expect(placeholders).toEqual([
+      'ConverseFunctionArn',
+      'FinalizeFunctionArn',
+      'OutputBucketName',
+      'PlanFunctionArn',
+    ]);
+    const [, machine] = resourcesOfType(s.json, 'AWS::StepFunctions::StateMachine')[0] ?? [];
+    expect(
+      Object.keys(asRecord(machine?.Properties?.DefinitionSubstitutions, 'substitutions')).sort(),
+    ).toEqual(placeholders);
+  });
+
+  test('the state machine is STANDARD, named, logs ALL events without execution data, and is traced', () => {
+    s.template.hasResourceProperties('AWS::StepFunctions::StateMachine', {
+      StateMachineName: 'CorpusPipeline-dev',
+      StateMachineType: 'STANDARD',
+      TracingConfiguration: { Enabled: true },
+      LoggingConfiguration: { Level: 'ALL', IncludeExecutionData: false, Destinations: Match.anyValue() },
+    });
+    s.template.hasResourceProperties('AWS::Logs::LogGroup', {
+      LogGroupName: '/aws/vendedlogs/states/CorpusPipeline-dev',
+      RetentionInDays: 30,
+    });
+  });
+
+  test('an upload under the ingest prefix starts the workflow with {bucket, key, etag, size, trigger}', () => {
+    const ingestId = s.stack.getLogicalId(s.stack.storage.ingestBucket.node.defaultChild as CfnElement);
+    const machineId = s.stack.getLogicalId(s.stack.workflow.stateMachine.node.defaultChild as CfnElement);
+    const dlqId = s.stack.getLogicalId(s.stack.ingestTrigger.deadLetterQueue.node.defaultChild as CfnElement);
+    const rules = resourcesOfType(s.json, 'AWS::Events::Rule');
+    expect(rules).toHaveLength(1);
+    const rule = asRecord(rules[0]?.[1].Properties, 'rule');
+    expect(rule.EventBusName).toBeUndefined(); // the default bus, where S3 sends its events
+    expect(rule.EventPattern).toEqual({
+      source: ['aws.s3'],
+      'detail-type': ['Object Created'],
+      detail: { bucket: { name: [{ Ref: ingestId }] }, object: { key: [{ prefix: 'corpora/' }] } },
+    });
+    const targets = asList(rule.Targets).map((t) => asRecord(t, 'target'));
+    expect(targets).toHaveLength(1);
+    const target = targets[0] as Record<string, unknown>;
+    expect(target.Arn).toEqual({ Ref: machineId });
+    expect(target.DeadLetterConfig).toEqual({ Arn: { 'Fn::GetAtt': [dlqId, 'Arn'] } });
+    expect(asRecord(target.RetryPolicy, 'retry').MaximumRetryAttempts).toBeGreaterThan(0);
+    const transformer = asRecord(target.InputTransformer, 'input');
+    const paths = asRecord(transformer.InputPathsMap, 'paths');
+    const template = String(transformer.InputTemplate).replace(/<([^>]+)>/g, (_m, name: string) =>
+      JSON.stringify(`@${String(paths[name])}`),
+    );
+    expect(JSON.parse(template)).toEqual({
+      bucket: '@$.detail.bucket.name',
+      key: '@$.detail.object.key',
+      etag: '@$.detail.object.etag',
+      size: '@$.detail.object.size',
+      trigger: 's3',
+    });
+  });
+
+  test('the pipeline bus is named after the environment', () => {
+    s.template.hasResourceProperties('AWS::Events::EventBus', { Name: 'CorpusPipeline-dev' });
+  });
+
+  test('functions: Node.js 22+, arm64, active tracing, exact environment variables, corpus:entry metadata', () => {
+    const expected: Record<string, string[]> = {
+      'lambda/plan.ts': [
+        'OUTPUT_BUCKET',
+        'CONVERSE_BATCH_SIZE',
+        'CONVERSE_MAP_CONCURRENCY',
+        'FAILURE_DLQ_URL',
+        'IDEMPOTENCY_TABLE',
+        'LEDGER_SCOPE',
+        'LEDGER_TABLE',
+        'MODEL_ID',
+        'PROMPT_MAX_TOKENS',
+        'PROMPT_TEMPLATE',
+        'TOLERATED_FAILURE_PERCENTAGE',
+      ],
+      'lambda/converse-batch.ts': [
+        'OUTPUT_BUCKET',
+        'CONVERSE_MAP_CONCURRENCY',
+        'FAILURE_DLQ_URL',
+        'FAILURE_QUEUE_URL',
+        'IDEMPOTENCY_TABLE',
+        'ITEM_CONCURRENCY',
+        'LEDGER_TABLE',
+        'LEDGER_TTL_DAYS',
+        'MAX_ATTEMPTS',
+        'MODEL_ID',
+        'REQUESTS_PER_MINUTE',
+        'TOKENS_PER_MINUTE',
+      ],
+      'lambda/finalize.ts': ['OUTPUT_BUCKET', 'EVENT_BUS_NAME', 'IDEMPOTENCY_TABLE'],
+    };
+    const common = ['NODE_OPTIONS', 'POWERTOOLS_METRICS_NAMESPACE', 'POWERTOOLS_SERVICE_NAME'];
+    const seen: string[] = [];
+    for (const [id, fn] of resourcesOfType(s.json, 'AWS::Lambda::Function')) {
+      const entry = fn.Metadata?.['corpus:entry'];
+      if (entry === undefined) {
+        continue; // CDK's own deploy-time handlers
+      }
+      expect(typeof entry === 'string' && /^lambda\/[a-z0-9-]+\.ts$/.test(entry)).toBe(true);
+      expect(fs.existsSync(path.join(PROJECT_ROOT, String(entry)))).toBe(true);
+      seen.push(String(entry));
+      const props = asRecord(fn.Properties, id);
+      const major = Number(/^nodejs(\d+)\.x$/.exec(String(props.Runtime))?.[1]);
+      expect({ id, major: major >= 22 }).toEqual({ id, major: true });
+      expect(props.Architectures).toEqual(['arm64']);
+      expect(props.TracingConfig).toEqual({ Mode: 'Active' });
+      const variables = asRecord(asRecord(props.Environment, 'env').Variables, 'vars');
+      expect(Object.keys(variables).sort()).toEqual([...(expected[String(entry)] ?? []), ...common].sort());
+      expect(variables.NODE_OPTIONS).toBe('--enable-source-maps');
+      expect(variables.POWERTOOLS_METRICS_NAMESPACE).toBe('CorpusPipeline');
+    }
+    expect(seen.sort()).toEqual(Object.keys(expected).sort());
+  });
+
+  test('function settings come from config', () => {
+    const plan = s.stack.functions.plan.lambdaFunction;
+    const converse = s.stack.functions.converse.lambdaFunction;
+    const vars = (fn: IConstruct): Record<string, unknown> =>
+      asRecord(
+        asRecord(
+          asRecord(
+            s.json.Resources[s.stack.getLogicalId(fn.node.defaultChild as CfnElement)]?.Properties,
+            'fn',
+          ).Environment,
+          'env',
+        ).Variables,
+        'vars',
+      );
+    expect(vars(plan)).toMatchObject({
+      MODEL_ID: s.config.modelId,
+      LEDGER_SCOPE: 'dev/anthropic.claude-3-haiku-20240307-v1:0',
+      PROMPT_TEMPLATE: '{{text}}',
+      CONVERSE_BATCH_SIZE: '25',
+      CONVERSE_MAP_CONCURRENCY: '20',
+      TOLERATED_FAILURE_PERCENTAGE: '5',
+    });
+    expect(vars(converse)).toMatchObject({
+      ITEM_CONCURRENCY: '4',
+      LEDGER_TTL_DAYS: '90',
+      REQUESTS_PER_MINUTE: '1000',
+      TOKENS_PER_MINUTE: '2000000',
+    });
+    s.template.hasResourceProperties('AWS::Lambda::Function', {
+      Handler: 'index.handler',
+      Timeout: 900,
+      MemorySize: 1024,
+      Environment: { Variables: Match.objectLike({ POWERTOOLS_SERVICE_NAME: 'corpus-plan' }) },
+    });
+    s.template.hasResourceProperties('AWS::Lambda::Function', {
+      Timeout: 240,
+      MemorySize: 512,
+      Environment: { Variables: Match.objectLike({ POWERTOOLS_SERVICE_NAME: 'corpus-converse-batch' }) },
+    });
+  });
+
+  test('outputs for the CLI', () => {
+    expect(Object.keys(s.json.Outputs ?? {}).sort()).toEqual(
+      [
+        'EventBusName',
+        'FailureDlqUrl',
+        'FailureQueueUrl',
+        'IdempotencyTableName',
+        'IngestBucketName',
+        'IngestPrefix',
+        'LedgerTableName',
+        'OutputBucketName',
+        'StateMachineArn',
+      ].sort(),
+    );
+    expect(s.json.Outputs?.IngestPrefix).toEqual({ Value: 'corpora/' });
+  });
+
+  test('stateful resources are destroyed with a dev stack', () => {
+    for (const type of ['AWS::S3::Bucket', 'AWS::DynamoDB::Table', 'AWS::SQS::Queue']) {
+      s.template.allResources(type, { DeletionPolicy: 'Delete' });
+    }
+    s.template.resourceCountIs('Custom::S3AutoDeleteObjects', 3);
+  });
+});
+
+describe('PipelineStack (prod: customer managed key)', () => {
+  let s: Synthesized;
+  let keyId: string;
+  beforeAll(() => {
+    s = synthEnvironment('prod');
+    const key = s.stack.encryption.key;
+    if (!key) {
+      throw new Error('prod must create a customer managed key');
+    }
+    keyId = s.stack.getLogicalId(key.node.defaultChild as CfnElement);
+  });
+  afterAll(() => s?.cleanup());
+
+  test('cdk-nag AwsSolutions reports no unacknowledged finding', () => {
+    expect(unacknowledgedFindings(s.report)).toEqual([]);
+  });
+
+  test('one rotated key encrypts the data buckets, queues, tables and log groups', () => {
+    s.template.resourceCountIs('AWS::KMS::Key', 1);
+    s.template.hasResourceProperties('AWS::KMS::Key', { EnableKeyRotation: true });
+    const keyArn = { 'Fn::GetAtt': [keyId, 'Arn'] };
+    const logsBucketId = s.stack.getLogicalId(
+      s.stack.storage.accessLogsBucket.node.defaultChild as CfnElement,
+    );
+    for (const [id, bucket] of resourcesOfType(s.json, 'AWS::S3::Bucket')) {
+      const rule = (bucket.Properties?.BucketEncryption as { ServerSideEncryptionConfiguration: unknown[] })
+        .ServerSideEncryptionConfiguration[0];
+      // Server access logging cannot deliver to an SSE-KMS bucket, so the logs bucket keeps SSE-S3.
+      const expected =
+        id === logsBucketId
+          ? { ServerSideEncryptionByDefault: { SSEAlgorithm: 'AES256' } }
+          : {
+              BucketKeyEnabled: true,
+              ServerSideEncryptionByDefault: { SSEAlgorithm: 'aws:kms', KMSMasterKeyID: keyArn },
+            };
+      expect({ id, rule }).toEqual({ id, rule: expected });
+    }
+    for (const [id, queue] of resourcesOfType(s.json, 'AWS::SQS::Queue')) {
+      expect({ id, key: queue.Properties?.KmsMasterKeyId }).toEqual({ id, key: keyArn });
+    }
+    for (const [id, table] of resourcesOfType(s.json, 'AWS::DynamoDB::Table')) {
+      expect({ id, sse: table.Properties?.SSESpecification }).toEqual({
+        id,
+        sse: { KMSMasterKeyId: keyArn, SSEEnabled: true, SSEType: 'KMS' },
+      });
+    }
+    for (const [id, group] of resourcesOfType(s.json, 'AWS::Logs::LogGroup')) {
+      expect({ id, key: group.Properties?.KmsKeyId }).toEqual({ id, key: keyArn });
+    }
+  });
+
+  test('the key policy lets CloudWatch Logs and EventBridge use it only for this account', () => {
+    const policy = asRecord(s.json.Resources[keyId]?.Properties?.KeyPolicy, 'key policy');
+    const services = (asList(policy.Statement) as Record<string, unknown>[]).map((statement) => ({
+      service: flattenForNag(asRecord(statement.Principal, 'principal').Service),
+      condition: JSON.stringify(statement.Condition ? s.stack.resolve(statement.Condition) : undefined),
+    }));
+    expect(services).toEqual(
+      expect.arrayContaining([
+        {
+          service: 'logs.us-east-1.<AWS::URLSuffix>',
+          condition: expect.stringContaining('kms:EncryptionContext:aws:logs:arn'),
+        },
+        { service: 'events.amazonaws.com', condition: expect.stringContaining('"aws:SourceAccount"') },
+      ]),
+    );
+  });
+
+  test('KMS permissions are on the key only, and only for principals that touch encrypted data', () => {
+    const keyArn = `<${keyId}.Arn>`;
+    const { plan, converse, finalize } = s.stack.functions;
+    const kmsOf = (role: IConstruct): string[] | undefined => permissionsOf(s, role)[keyArn];
+    expect(kmsOf(plan.role)).toEqual([
+      'kms:Decrypt',
+      'kms:Encrypt',
+      'kms:GenerateDataKey',
+      'kms:GenerateDataKey*',
+      'kms:ReEncrypt*',
+    ]);
+    expect(kmsOf(converse.role)).toEqual(kmsOf(plan.role));
+    expect(kmsOf(finalize.role)).toEqual(kmsOf(plan.role));
+    expect(kmsOf(s.stack.workflow.stateMachine.role)).toEqual(['kms:Decrypt', 'kms:GenerateDataKey']);
+    for (const { source, statement } of identityStatements(s.json)) {
+      const kmsActions = (asList(statement.Action) as string[]).filter((a) => a.startsWith('kms:'));
+      if (kmsActions.length > 0) {
+        expect({ source, resource: asList(statement.Resource).map(flattenForNag) }).toEqual({
+          source,
+          resource: [keyArn],
+        });
+      }
+    }
+  });
+
+  test('stateful resources are retained with a prod stack', () => {
+    for (const type of ['AWS::S3::Bucket', 'AWS::DynamoDB::Table', 'AWS::SQS::Queue', 'AWS::KMS::Key']) {
+      s.template.allResources(type, { DeletionPolicy: 'Retain' });
+    }
+    s.template.resourceCountIs('Custom::S3AutoDeleteObjects', 0);
+  });
+});
