@@ -8,6 +8,7 @@ module.exports = {
       testEnvironment: 'node',
       roots: ['<rootDir>/test/unit'],
       testMatch: ['**/*.test.ts'],
+      setupFiles: ['<rootDir>/test/setup/lambda-env.ts'],
       transform,
     },
     {
@@ -15,6 +16,7 @@ module.exports = {
       testEnvironment: 'node',
       roots: ['<rootDir>/test/e2e'],
       testMatch: ['**/*.test.ts'],
+      testTimeout: 300000,
       transform,
     },
   ],

@@ -30,10 +30,13 @@ import { FailureLaneSender } from './shared/failure-lane';
 import { Ledger } from './shared/ledger';
 import { logger, metrics, tracer } from './shared/observability';
 import { mapWithConcurrency } from './shared/pool';
-import { putJsonl } from './shared/s3-jsonl';
+import { openObject, putJsonl, readLines } from './shared/s3-jsonl';
 
 /** The model call for one record: Converse for Converse bodies, InvokeModel for native ones. */
-export type ModelCaller = (item: WorkItem, signal: AbortSignal) => Promise<{ modelOutput: unknown; usage: Usage }>;
+export type ModelCaller = (
+  item: WorkItem,
+  signal: AbortSignal,
+) => Promise<{ modelOutput: unknown; usage: Usage }>;
 
 /** What the Converse child talks to. */
 export interface ConverseBatchDeps {
@@ -86,7 +89,7 @@ type Outcome =
  * Runs the model over one batch and publishes each success through the ledger. A record that fails is written to the
  * failures file and sent to the failure lane; it never fails the batch. Only a dependency failure (S3, DynamoDB, SQS)
  * throws, and the workflow retries the batch: records this run already claimed are published again into the same
- * file, so nothing is published twice.
+ * file, and answers an earlier attempt wrote are kept as they are, so nothing is published twice or dropped.
  */
 export async function processBatch(event: BatchEvent, deps: ConverseBatchDeps): Promise<BatchSummary> {
   const { runId, ledgerScope } = event.BatchInput;
@@ -94,25 +97,49 @@ export async function processBatch(event: BatchEvent, deps: ConverseBatchDeps): 
     runId,
     event.Items.map((i) => i.recordId),
   );
+  // A retried batch rewrites its results file: the answers an earlier attempt wrote (and may already have marked
+  // published) must stay in it, even if the model fails this time, and need no second model call.
+  const earlier = await readResults(deps.s3, deps.outputBucket, runKeys.results(runId, batchId));
   let throttled = 0;
-  const outcomes = await mapWithConcurrency(event.Items, deps.itemConcurrency, async (item): Promise<Outcome> => {
-    if (deps.remainingMs() < SAFETY_MARGIN_MS) {
-      return { ok: false, item, code: 'NotAttempted', message: 'the batch ran out of time before this record was sent; retry it', retryable: true };
-    }
-    const controller = new AbortController();
-    const timer = setTimeout(() => controller.abort(), Math.max(1_000, deps.remainingMs() - SAFETY_MARGIN_MS));
-    try {
-      const { modelOutput, usage } = await deps.callModel(item, controller.signal);
-      return { ok: true, item, modelOutput, usage };
-    } catch (err) {
-      const code = controller.signal.aborted ? 'TimeoutError' : errorName(err);
-      const attempts = (err as { $metadata?: { attempts?: number } }).$metadata?.attempts ?? 1;
-      if (code === 'ThrottlingException') throttled++;
-      return { ok: false, item, code, message: describeModelError(code, errorMessage(err), attempts), retryable: RETRYABLE_MODEL_ERRORS.has(code) };
-    } finally {
-      clearTimeout(timer);
-    }
-  });
+  const outcomes = await mapWithConcurrency(
+    event.Items,
+    deps.itemConcurrency,
+    async (item): Promise<Outcome> => {
+      const answered = earlier.get(item.recordId);
+      if (answered) return { ok: true, item, modelOutput: answered.modelOutput, usage: answered.usage };
+      if (deps.remainingMs() < SAFETY_MARGIN_MS) {
+        return {
+          ok: false,
+          item,
+          code: 'NotAttempted',
+          message: 'the batch ran out of time before this record was sent; retry it',
+          retryable: true,
+        };
+      }
+      const controller = new AbortController();
+      const timer = setTimeout(
+        () => controller.abort(),
+        Math.max(1_000, deps.remainingMs() - SAFETY_MARGIN_MS),
+      );
+      try {
+        const { modelOutput, usage } = await deps.callModel(item, controller.signal);
+        return { ok: true, item, modelOutput, usage };
+      } catch (err) {
+        const code = controller.signal.aborted ? 'TimeoutError' : errorName(err);
+        const attempts = (err as { $metadata?: { attempts?: number } }).$metadata?.attempts ?? 1;
+        if (code === 'ThrottlingException') throttled++;
+        return {
+          ok: false,
+          item,
+          code,
+          message: describeModelError(code, errorMessage(err), attempts),
+          retryable: RETRYABLE_MODEL_ERRORS.has(code),
+        };
+      } finally {
+        clearTimeout(timer);
+      }
+    },
+  );
 
   const results: ResultLine[] = [];
   const failures: FailureLine[] = [];
@@ -142,7 +169,8 @@ export async function processBatch(event: BatchEvent, deps: ConverseBatchDeps): 
   });
 
   // Results first, then the ledger says published: a crash in between leaves claims this run re-publishes on retry.
-  if (results.length > 0) await putJsonl(deps.s3, deps.outputBucket, runKeys.results(runId, batchId), results);
+  if (results.length > 0)
+    await putJsonl(deps.s3, deps.outputBucket, runKeys.results(runId, batchId), results);
   if (failures.length > 0) {
     await putJsonl(deps.s3, deps.outputBucket, runKeys.failures(runId, batchId), failures);
     const byId = new Map(event.Items.map((i) => [i.recordId, i]));
@@ -159,7 +187,9 @@ export async function processBatch(event: BatchEvent, deps: ConverseBatchDeps): 
   } else {
     // A failed earlier attempt of this batch may have left a failures file that this attempt supersedes.
     const key = runKeys.failures(runId, batchId);
-    await callDependency('S3 DeleteObject', () => deps.s3.send(new DeleteObjectCommand({ Bucket: deps.outputBucket, Key: key })));
+    await callDependency('S3 DeleteObject', () =>
+      deps.s3.send(new DeleteObjectCommand({ Bucket: deps.outputBucket, Key: key })),
+    );
   }
   await mapWithConcurrency(results, 16, (r) => deps.ledger.markPublished(ledgerScope, r.recordId, runId));
 
@@ -177,6 +207,19 @@ export async function processBatch(event: BatchEvent, deps: ConverseBatchDeps): 
     throttled,
     ...usageTotals,
   };
+}
+
+/** The result lines of a batch's results file by recordId (empty when the file does not exist). */
+async function readResults(s3: S3Client, bucket: string, key: string): Promise<Map<string, ResultLine>> {
+  const results = new Map<string, ResultLine>();
+  const body = await openObject(s3, bucket, key);
+  if (!body) return results;
+  for await (const line of readLines(body)) {
+    if (!line) continue;
+    const result = JSON.parse(line) as ResultLine;
+    results.set(result.recordId, result);
+  }
+  return results;
 }
 
 function describeModelError(code: string, message: string, attempts: number): string {
@@ -208,12 +251,18 @@ export function toConverseInput(modelId: string, modelInput: Record<string, unkn
 export function bedrockCaller(client: BedrockRuntimeClient, modelId: string): ModelCaller {
   return async (item, signal) => {
     if (item.format === 'converse') {
-      const out = await client.send(new ConverseCommand(toConverseInput(modelId, item.modelInput)), { abortSignal: signal });
+      const out = await client.send(new ConverseCommand(toConverseInput(modelId, item.modelInput)), {
+        abortSignal: signal,
+      });
       const inputTokens = out.usage?.inputTokens ?? 0;
       const outputTokens = out.usage?.outputTokens ?? 0;
       return {
         modelOutput: { output: out.output, stopReason: out.stopReason },
-        usage: { inputTokens, outputTokens, totalTokens: out.usage?.totalTokens ?? inputTokens + outputTokens },
+        usage: {
+          inputTokens,
+          outputTokens,
+          totalTokens: out.usage?.totalTokens ?? inputTokens + outputTokens,
+        },
       };
     }
     const out = await client.send(
@@ -225,10 +274,15 @@ export function bedrockCaller(client: BedrockRuntimeClient, modelId: string): Mo
       }),
       { abortSignal: signal },
     );
-    const body = JSON.parse(new TextDecoder().decode(out.body)) as { usage?: { input_tokens?: number; output_tokens?: number } };
+    const body = JSON.parse(new TextDecoder().decode(out.body)) as {
+      usage?: { input_tokens?: number; output_tokens?: number };
+    };
     const inputTokens = body.usage?.input_tokens ?? 0;
     const outputTokens = body.usage?.output_tokens ?? 0;
-    return { modelOutput: body, usage: { inputTokens, outputTokens, totalTokens: inputTokens + outputTokens } };
+    return {
+      modelOutput: body,
+      usage: { inputTokens, outputTokens, totalTokens: inputTokens + outputTokens },
+    };
   };
 }
 
@@ -252,21 +306,32 @@ const env = readEnv(
 );
 
 const bedrock = tracer.captureAWSv3Client(
-  new BedrockRuntimeClient({ retryStrategy: new ConfiguredRetryStrategy(env.MAX_ATTEMPTS, throttleBackoffMs) }),
+  new BedrockRuntimeClient({
+    retryStrategy: new ConfiguredRetryStrategy(env.MAX_ATTEMPTS, throttleBackoffMs),
+  }),
 );
 const s3 = tracer.captureAWSv3Client(new S3Client({}));
 const ddb = tracer.captureAWSv3Client(new DynamoDBClient({}));
 const sqs = tracer.captureAWSv3Client(new SQSClient({}));
-const ledger = new Ledger({ client: DynamoDBDocumentClient.from(ddb), tableName: env.LEDGER_TABLE, ttlDays: env.LEDGER_TTL_DAYS });
+const ledger = new Ledger({
+  client: DynamoDBDocumentClient.from(ddb),
+  tableName: env.LEDGER_TABLE,
+  ttlDays: env.LEDGER_TTL_DAYS,
+});
 const callModel = bedrockCaller(bedrock, env.MODEL_ID);
-const persistenceStore = new DynamoDBPersistenceLayer({ tableName: env.IDEMPOTENCY_TABLE, awsSdkV3Client: ddb });
+const persistenceStore = new DynamoDBPersistenceLayer({
+  tableName: env.IDEMPOTENCY_TABLE,
+  awsSdkV3Client: ddb,
+});
 
 /** Lambda entry: one Distributed Map child batch; idempotent per (run, records). */
 export const handler = makeIdempotent(
   async (event: unknown, context: Context): Promise<BatchSummary> => {
     const parsed = batchEventSchema.safeParse(event);
     if (!parsed.success) {
-      throw new InvalidEventError(`ConverseBatch expects {BatchInput: {runId, ledgerScope}, Items: [...]}: ${parsed.error.message}`);
+      throw new InvalidEventError(
+        `ConverseBatch expects {BatchInput: {runId, ledgerScope}, Items: [...]}: ${parsed.error.message}`,
+      );
     }
     logger.appendKeys({ runId: parsed.data.BatchInput.runId });
     try {
@@ -285,6 +350,9 @@ export const handler = makeIdempotent(
   },
   {
     persistenceStore,
-    config: new IdempotencyConfig({ eventKeyJmesPath: '[BatchInput.runId, Items[*].recordId]', expiresAfterSeconds: 3600 }),
+    config: new IdempotencyConfig({
+      eventKeyJmesPath: '[BatchInput.runId, Items[*].recordId]',
+      expiresAfterSeconds: 3600,
+    }),
   },
 );

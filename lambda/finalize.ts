@@ -16,11 +16,17 @@ import {
   type PlanOutput,
   type ResultLine,
   type RunManifest,
+  type Usage,
   type WorkItem,
 } from './shared/contracts';
 import { readEnv, required } from './shared/env';
 import { batchIdOf } from './shared/batches';
-import { callDependency, InvalidEventError } from './shared/errors';
+import {
+  callDependency,
+  InvalidEventError,
+  isTransientAwsError,
+  TransientDependencyError,
+} from './shared/errors';
 import { logger, metrics, tracer } from './shared/observability';
 import { getJson, JsonlObjectWriter, openObject, putJson, readLines } from './shared/s3-jsonl';
 
@@ -89,13 +95,23 @@ export async function finalizeRun(event: FinalizeEvent, deps: FinalizeDeps): Pro
   const { runId, state } = event;
   const plan = isPlanOutput(state) ? state : undefined;
   const stateError = state.error as StepFunctionsError | undefined;
-  const tally: Tally = { succeeded: 0, failed: 0, skipped: 0, inputTokens: 0, outputTokens: 0, batches: 0, failedBatches: 0 };
+  const tally: Tally = {
+    succeeded: 0,
+    failed: 0,
+    skipped: 0,
+    inputTokens: 0,
+    outputTokens: 0,
+    batches: 0,
+    failedBatches: 0,
+  };
   let error: { code: string; message: string } | undefined = stateError
     ? { code: stateError.Error ?? 'States.TaskFailed', message: describeCause(stateError.Cause) }
     : undefined;
 
   if (plan && plan.counts.toProcess > 0) {
-    const details = (state.fanOutResult as { resultWriterDetails?: { Bucket: string; Key: string } } | undefined)?.resultWriterDetails;
+    const details = (
+      state.fanOutResult as { resultWriterDetails?: { Bucket: string; Key: string } } | undefined
+    )?.resultWriterDetails;
     if (details) {
       await tallyFromResultWriter(deps, plan, details, tally);
     } else {
@@ -153,7 +169,9 @@ function isPlanOutput(state: Record<string, unknown>): state is Record<string, u
 }
 
 function corpusOf(state: Record<string, unknown>): { bucket: string; key: string } | null {
-  return typeof state.bucket === 'string' && typeof state.key === 'string' ? { bucket: state.bucket, key: state.key } : null;
+  return typeof state.bucket === 'string' && typeof state.key === 'string'
+    ? { bucket: state.bucket, key: state.key }
+    : null;
 }
 
 /** Lambda errors arrive as a JSON Cause `{errorType, errorMessage, trace}`: keep the message a person can act on. */
@@ -196,15 +214,26 @@ async function tallyFromResultWriter(
         tally.failedBatches++;
         const batch = JSON.parse(child.Input ?? '{}') as Partial<BatchEvent>;
         const items = batch.Items ?? [];
-        const published = await publishedRecordIds(deps, plan.runId, batchIdOf(plan.runId, items.map((i) => i.recordId)));
+        const published = await publishedResults(
+          deps,
+          plan.runId,
+          batchIdOf(
+            plan.runId,
+            items.map((i) => i.recordId),
+          ),
+        );
         const reason = {
           code: child.Error ?? (status === 'PENDING' ? 'NotProcessed' : 'ChildExecutionFailed'),
-          message: describeCause(child.Cause) || 'the batch did not complete',
+          message: child.Cause ? describeCause(child.Cause) : 'the batch did not complete',
         };
         writer ??= new JsonlObjectWriter(deps.s3, deps.outputBucket, runKeys.failures(plan.runId, 'fanout'));
         for (const item of items) {
-          if (published.has(item.recordId)) {
+          const usage = published.get(item.recordId);
+          if (usage) {
+            // Its answer is in the results file: it succeeded, and its tokens were spent.
             tally.succeeded++;
+            tally.inputTokens += usage.inputTokens;
+            tally.outputTokens += usage.outputTokens;
             continue;
           }
           tally.failed++;
@@ -216,13 +245,21 @@ async function tallyFromResultWriter(
   if (writer) await writer.close();
 }
 
-/** The usage and ids of what a batch managed to publish before it failed. */
-async function publishedRecordIds(deps: FinalizeDeps, runId: string, batchId: string): Promise<Set<string>> {
-  const ids = new Set<string>();
+/** The usage of each record a batch managed to publish before it failed, by recordId. */
+async function publishedResults(
+  deps: FinalizeDeps,
+  runId: string,
+  batchId: string,
+): Promise<Map<string, Usage>> {
+  const published = new Map<string, Usage>();
   const body = await openObject(deps.s3, deps.outputBucket, runKeys.results(runId, batchId));
-  if (!body) return ids;
-  for await (const line of readLines(body)) if (line) ids.add((JSON.parse(line) as ResultLine).recordId);
-  return ids;
+  if (!body) return published;
+  for await (const line of readLines(body)) {
+    if (!line) continue;
+    const result = JSON.parse(line) as ResultLine;
+    published.set(result.recordId, result.usage);
+  }
+  return published;
 }
 
 function fanOutFailure(item: WorkItem, reason: { code: string; message: string }): FailureLine {
@@ -230,7 +267,11 @@ function fanOutFailure(item: WorkItem, reason: { code: string; message: string }
     recordId: item.recordId,
     line: item.line,
     stage: 'fanout',
-    error: { code: reason.code, message: `the batch holding this record failed: ${reason.message}`, retryable: true },
+    error: {
+      code: reason.code,
+      message: `the batch holding this record failed: ${reason.message}`,
+      retryable: true,
+    },
   };
 }
 
@@ -272,7 +313,10 @@ async function tallyFromRunFiles(
   }
   const items = await openObject(deps.s3, deps.outputBucket, plan.itemsKey);
   if (!items) throw new Error(`items file s3://${deps.outputBucket}/${plan.itemsKey} is missing`);
-  const reason = { code: error?.code ?? 'NotProcessed', message: error?.message ?? 'the run stopped before this record' };
+  const reason = {
+    code: error?.code ?? 'NotProcessed',
+    message: error?.message ?? 'the run stopped before this record',
+  };
   let writer: JsonlObjectWriter | undefined;
   for await (const line of readLines(items)) {
     if (!line) continue;
@@ -281,7 +325,10 @@ async function tallyFromRunFiles(
     accounted.add(item.recordId);
     tally.failed++;
     writer ??= new JsonlObjectWriter(deps.s3, deps.outputBucket, runKeys.failures(plan.runId, 'fanout'));
-    await writer.write({ ...fanOutFailure(item, reason), error: { code: reason.code, message: `not processed: ${reason.message}`, retryable: true } });
+    await writer.write({
+      ...fanOutFailure(item, reason),
+      error: { code: reason.code, message: `not processed: ${reason.message}`, retryable: true },
+    });
   }
   if (writer) await writer.close();
 }
@@ -290,7 +337,9 @@ async function* listKeys(deps: FinalizeDeps, prefix: string): AsyncGenerator<str
   let token: string | undefined;
   do {
     const out = await callDependency('S3 ListObjectsV2', () =>
-      deps.s3.send(new ListObjectsV2Command({ Bucket: deps.outputBucket, Prefix: prefix, ContinuationToken: token })),
+      deps.s3.send(
+        new ListObjectsV2Command({ Bucket: deps.outputBucket, Prefix: prefix, ContinuationToken: token }),
+      ),
     );
     for (const o of out.Contents ?? []) if (o.Key) yield o.Key;
     token = out.IsTruncated ? out.NextContinuationToken : undefined;
@@ -326,11 +375,18 @@ async function publishRunEvent(deps: FinalizeDeps, manifest: RunManifest): Promi
   );
   if (out.FailedEntryCount) {
     const entry = out.Entries?.[0];
-    throw new Error(`the run event was not accepted: ${entry?.ErrorCode}: ${entry?.ErrorMessage}`);
+    const message = `the run event was not accepted: ${entry?.ErrorCode}: ${entry?.ErrorMessage}`;
+    // A throttled or internally failed entry is worth another try: the workflow retries this name.
+    if (entry?.ErrorCode === 'InternalFailure' || isTransientAwsError({ name: entry?.ErrorCode })) {
+      throw new TransientDependencyError(message);
+    }
+    throw new Error(message);
   }
 }
 
-const env = readEnv(z.object({ OUTPUT_BUCKET: required, EVENT_BUS_NAME: required, IDEMPOTENCY_TABLE: required }));
+const env = readEnv(
+  z.object({ OUTPUT_BUCKET: required, EVENT_BUS_NAME: required, IDEMPOTENCY_TABLE: required }),
+);
 const s3 = tracer.captureAWSv3Client(new S3Client({}));
 const events = tracer.captureAWSv3Client(new EventBridgeClient({}));
 const persistenceStore = new DynamoDBPersistenceLayer({
@@ -342,13 +398,22 @@ const persistenceStore = new DynamoDBPersistenceLayer({
 export const handler = makeIdempotent(
   async (event: unknown, _context: Context): Promise<FinalizeOutput> => {
     const parsed = finalizeEventSchema.safeParse(event);
-    if (!parsed.success) throw new InvalidEventError(`Finalize expects {runId, startedAt, state}: ${parsed.error.message}`);
+    if (!parsed.success)
+      throw new InvalidEventError(`Finalize expects {runId, startedAt, state}: ${parsed.error.message}`);
     logger.appendKeys({ runId: parsed.data.runId });
     try {
-      return await finalizeRun(parsed.data, { s3, events, outputBucket: env.OUTPUT_BUCKET, eventBusName: env.EVENT_BUS_NAME });
+      return await finalizeRun(parsed.data, {
+        s3,
+        events,
+        outputBucket: env.OUTPUT_BUCKET,
+        eventBusName: env.EVENT_BUS_NAME,
+      });
     } finally {
       metrics.publishStoredMetrics();
     }
   },
-  { persistenceStore, config: new IdempotencyConfig({ eventKeyJmesPath: 'runId', expiresAfterSeconds: 3600 }) },
+  {
+    persistenceStore,
+    config: new IdempotencyConfig({ eventKeyJmesPath: 'runId', expiresAfterSeconds: 3600 }),
+  },
 );

@@ -69,7 +69,9 @@ export async function planRun(event: PlanEvent, deps: PlanDeps): Promise<PlanOut
   const { settings } = deps;
   const parsed = runInputSchema.safeParse(event.input);
   if (!parsed.success) {
-    const problems = parsed.error.issues.map((i) => `${i.path.join('.') || 'input'}: ${i.message}`).join('; ');
+    const problems = parsed.error.issues
+      .map((i) => `${i.path.join('.') || 'input'}: ${i.message}`)
+      .join('; ');
     throw new InvalidRunInputError(
       `Invalid run input (${problems}). Expected {"bucket": "<ingest bucket>", "key": "<corpus.jsonl>", "mode": "auto|batch|converse"}`,
     );
@@ -81,7 +83,13 @@ export async function planRun(event: PlanEvent, deps: PlanDeps): Promise<PlanOut
   const mode = chooseMode(requestedMode);
   const ledgerScope = input.ledgerScope ?? settings.ledgerScope;
   logger.appendKeys({ runId });
-  logger.info('planning run', { corpus: `s3://${input.bucket}/${input.key}`, size: head.size, requestedMode, mode, ledgerScope });
+  logger.info('planning run', {
+    corpus: `s3://${input.bucket}/${input.key}`,
+    size: head.size,
+    requestedMode,
+    mode,
+    ledgerScope,
+  });
 
   const items = new JsonlObjectWriter(deps.s3, settings.outputBucket, runKeys.items(runId));
   let failures: JsonlObjectWriter | undefined;
@@ -120,7 +128,8 @@ export async function planRun(event: PlanEvent, deps: PlanDeps): Promise<PlanOut
 
   const tracker = new DuplicateTracker();
   const body = await openObject(deps.s3, input.bucket, input.key);
-  if (!body) throw new CorpusNotFoundError(`s3://${input.bucket}/${input.key} disappeared while the run started`);
+  if (!body)
+    throw new CorpusNotFoundError(`s3://${input.bucket}/${input.key} disappeared while the run started`);
   let lineNo = 0;
   for await (const rawLine of readLines(body)) {
     lineNo++;
@@ -130,7 +139,12 @@ export async function planRun(event: PlanEvent, deps: PlanDeps): Promise<PlanOut
     const outcome = parseLine(text, lineNo, settings.prompt);
     if (!outcome.ok) {
       const { code, message, recordId } = outcome.problem;
-      await recordFailure({ ...(recordId ? { recordId } : {}), line: lineNo, stage: 'plan', error: { code, message, retryable: false } });
+      await recordFailure({
+        ...(recordId ? { recordId } : {}),
+        line: lineNo,
+        stage: 'plan',
+        error: { code, message, retryable: false },
+      });
       continue;
     }
     const { item } = outcome;
@@ -167,7 +181,12 @@ export async function planRun(event: PlanEvent, deps: PlanDeps): Promise<PlanOut
     startedAt: event.startedAt,
     mode,
     requestedMode,
-    corpus: { bucket: input.bucket, key: input.key, ...(head.etag ? { etag: head.etag } : {}), size: head.size },
+    corpus: {
+      bucket: input.bucket,
+      key: input.key,
+      ...(head.etag ? { etag: head.etag } : {}),
+      size: head.size,
+    },
     output: { bucket: settings.outputBucket, prefix: runKeys.prefix(runId) },
     itemsKey: runKeys.items(runId),
     ledgerScope,
@@ -187,12 +206,17 @@ export async function planRun(event: PlanEvent, deps: PlanDeps): Promise<PlanOut
   return output;
 }
 
-function resolveRequestedMode(fromInput: RequestedMode | undefined, fromMetadata: string | undefined): RequestedMode {
+function resolveRequestedMode(
+  fromInput: RequestedMode | undefined,
+  fromMetadata: string | undefined,
+): RequestedMode {
   if (fromInput) return fromInput;
   if (fromMetadata === undefined) return 'auto';
   const mode = MODES.find((m) => m === fromMetadata.toLowerCase());
   if (!mode) {
-    throw new InvalidRunInputError(`The corpus object's metadata mode=${fromMetadata} is not one of ${MODES.join(', ')}`);
+    throw new InvalidRunInputError(
+      `The corpus object's metadata mode=${fromMetadata} is not one of ${MODES.join(', ')}`,
+    );
   }
   return mode;
 }
@@ -213,7 +237,9 @@ async function headCorpus(
   key: string,
 ): Promise<{ size: number; etag?: string; metadataMode?: string }> {
   try {
-    const head = await callDependency('S3 HeadObject', () => s3.send(new HeadObjectCommand({ Bucket: bucket, Key: key })));
+    const head = await callDependency('S3 HeadObject', () =>
+      s3.send(new HeadObjectCommand({ Bucket: bucket, Key: key })),
+    );
     return {
       size: head.ContentLength ?? 0,
       ...(head.ETag ? { etag: head.ETag.replace(/"/g, '') } : {}),
@@ -271,13 +297,17 @@ const baseDeps: Omit<PlanDeps, 'failureLane'> = {
   },
 };
 
-const persistenceStore = new DynamoDBPersistenceLayer({ tableName: env.IDEMPOTENCY_TABLE, awsSdkV3Client: ddb });
+const persistenceStore = new DynamoDBPersistenceLayer({
+  tableName: env.IDEMPOTENCY_TABLE,
+  awsSdkV3Client: ddb,
+});
 
 /** Lambda entry: Plan, idempotent per run (a retried Plan returns the first answer). */
 export const handler = makeIdempotent(
   async (event: unknown, _context: Context): Promise<PlanOutput> => {
     const parsed = planEventSchema.safeParse(event);
-    if (!parsed.success) throw new InvalidEventError(`Plan expects {runId, startedAt, input}: ${parsed.error.message}`);
+    if (!parsed.success)
+      throw new InvalidEventError(`Plan expects {runId, startedAt, input}: ${parsed.error.message}`);
     try {
       // Plan only sends non-retryable failures (bad lines): they go straight to the DLQ with their reason.
       const failureLane = new FailureLaneSender(sqs, env.FAILURE_DLQ_URL, env.FAILURE_DLQ_URL);
@@ -286,5 +316,8 @@ export const handler = makeIdempotent(
       metrics.publishStoredMetrics();
     }
   },
-  { persistenceStore, config: new IdempotencyConfig({ eventKeyJmesPath: 'runId', expiresAfterSeconds: 3600 }) },
+  {
+    persistenceStore,
+    config: new IdempotencyConfig({ eventKeyJmesPath: 'runId', expiresAfterSeconds: 3600 }),
+  },
 );

@@ -99,6 +99,7 @@ export function errorMessage(err: unknown): string {
 /** The name (error code) of anything thrown. */
 export function errorName(err: unknown): string {
   if (err instanceof Error) return err.name;
-  if (typeof err === 'object' && err !== null && 'name' in err && typeof err.name === 'string') return err.name;
+  if (typeof err === 'object' && err !== null && 'name' in err && typeof err.name === 'string')
+    return err.name;
   return 'Error';
 }

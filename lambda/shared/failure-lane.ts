@@ -7,15 +7,18 @@ import { InFlightLimiter } from './pool';
 const SQS_BATCH = 10;
 /** SQS's message size limit, less room for attributes. */
 const MAX_MESSAGE_BYTES = 250 * 1024;
+/** SendMessageBatch's limit on the sum of its messages' sizes (bodies and attributes). */
+const MAX_BATCH_BYTES = 256 * 1024;
 
 /**
  * Sends failures to the failure lane: retryable ones to the failure queue (its consumer retries them), the rest
  * straight to the dead-letter queue with their reason (retrying a validation error only burns receives).
- * Batches of ten, several batches in flight, partial batch failures resent.
+ * Batches of at most ten messages and 256 KiB, several batches in flight, partial batch failures resent.
  */
 export class FailureLaneSender {
   private retryable: FailureLaneMessage[] = [];
   private final: FailureLaneMessage[] = [];
+  private readonly pendingBytes = { queue: 0, dlq: 0 };
   private readonly limiter = new InFlightLimiter(8);
   /** Messages sent to the failure queue and to the DLQ. */
   readonly sent = { queue: 0, dlq: 0 };
@@ -29,8 +32,13 @@ export class FailureLaneSender {
   /** Queues one failure for sending. */
   async add(message: FailureLaneMessage): Promise<void> {
     const toQueue = message.error.retryable === true;
+    const fitted = fitMessage(message);
+    const size = entryBytes(fitted);
+    const lane = toQueue ? 'queue' : 'dlq';
+    if (this.pendingBytes[lane] + size > MAX_BATCH_BYTES) await this.flushOne(toQueue);
     const bucket = toQueue ? this.retryable : this.final;
-    bucket.push(fitMessage(message));
+    bucket.push(fitted);
+    this.pendingBytes[lane] += size;
     if (bucket.length >= SQS_BATCH) await this.flushOne(toQueue);
   }
 
@@ -43,8 +51,10 @@ export class FailureLaneSender {
 
   private async flushOne(toQueue: boolean): Promise<void> {
     const batch = toQueue ? this.retryable : this.final;
+    if (batch.length === 0) return;
     if (toQueue) this.retryable = [];
     else this.final = [];
+    this.pendingBytes[toQueue ? 'queue' : 'dlq'] = 0;
     const url = toQueue ? this.queueUrl : this.dlqUrl;
     await this.limiter.add(async () => {
       await sendBatch(this.client, url, batch);
@@ -54,18 +64,34 @@ export class FailureLaneSender {
   }
 }
 
+/** The size SQS counts for one message: its body and its `errorCode` attribute. */
+function entryBytes(message: FailureLaneMessage): number {
+  return (
+    Buffer.byteLength(JSON.stringify(message)) + Buffer.byteLength(`errorCodeString${message.error.code}`)
+  );
+}
+
 /** An oversized request body is dropped from the message (the failures file keeps the record's line number). */
 function fitMessage(message: FailureLaneMessage): FailureLaneMessage {
   if (Buffer.byteLength(JSON.stringify(message)) <= MAX_MESSAGE_BYTES) return message;
   const { modelInput: _dropped, ...rest } = message;
-  return { ...rest, error: { ...rest.error, message: `${rest.error.message} (request body omitted: too large for SQS)` } };
+  return {
+    ...rest,
+    error: { ...rest.error, message: `${rest.error.message} (request body omitted: too large for SQS)` },
+  };
 }
 
 async function sendBatch(client: SQSClient, queueUrl: string, messages: FailureLaneMessage[]): Promise<void> {
-  let pending = messages.map((m) => ({ Id: randomUUID().replace(/-/g, ''), MessageBody: JSON.stringify(m), code: m.error.code }));
+  let pending = messages.map((m) => ({
+    Id: randomUUID().replace(/-/g, ''),
+    MessageBody: JSON.stringify(m),
+    code: m.error.code,
+  }));
   for (let attempt = 0; pending.length > 0; attempt++) {
     if (attempt >= 5) {
-      throw new TransientDependencyError(`failure lane: ${pending.length} messages could not be sent to ${queueUrl}`);
+      throw new TransientDependencyError(
+        `failure lane: ${pending.length} messages could not be sent to ${queueUrl}`,
+      );
     }
     if (attempt > 0) await new Promise((r) => setTimeout(r, Math.random() * 100 * 2 ** attempt));
     const out = await callDependency('SQS SendMessageBatch', () =>
@@ -82,7 +108,8 @@ async function sendBatch(client: SQSClient, queueUrl: string, messages: FailureL
     );
     const failed = new Set((out.Failed ?? []).filter((f) => !f.SenderFault).map((f) => f.Id));
     const senderFault = (out.Failed ?? []).find((f) => f.SenderFault);
-    if (senderFault) throw new Error(`failure lane rejected a message: ${senderFault.Code}: ${senderFault.Message}`);
+    if (senderFault)
+      throw new Error(`failure lane rejected a message: ${senderFault.Code}: ${senderFault.Message}`);
     pending = pending.filter((p) => failed.has(p.Id));
   }
 }

@@ -45,14 +45,19 @@ export class Ledger {
     let keys: Record<string, unknown>[] = recordIds.map((id) => ({ pk: ledgerKey(scope, id) }));
     for (let attempt = 0; keys.length > 0; attempt++) {
       if (attempt > 0) {
-        if (attempt > 8) throw new TransientDependencyError(`ledger lookup left ${keys.length} keys unprocessed`);
+        if (attempt > 8)
+          throw new TransientDependencyError(`ledger lookup left ${keys.length} keys unprocessed`);
         await sleep(Math.min(2000, 50 * 2 ** attempt) * Math.random());
       }
       const out = await callDependency('ledger BatchGetItem', () =>
         this.options.client.send(
           new BatchGetCommand({
             RequestItems: {
-              [this.options.tableName]: { Keys: keys, ProjectionExpression: 'recordId, #s', ExpressionAttributeNames: { '#s': 'status' } },
+              [this.options.tableName]: {
+                Keys: keys,
+                ProjectionExpression: 'recordId, #s',
+                ExpressionAttributeNames: { '#s': 'status' },
+              },
             },
           }),
         ),
@@ -60,7 +65,8 @@ export class Ledger {
       for (const item of out.Responses?.[this.options.tableName] ?? []) {
         if (item.status === 'published' && typeof item.recordId === 'string') published.add(item.recordId);
       }
-      keys = (out.UnprocessedKeys?.[this.options.tableName]?.Keys as Record<string, unknown>[] | undefined) ?? [];
+      keys =
+        (out.UnprocessedKeys?.[this.options.tableName]?.Keys as Record<string, unknown>[] | undefined) ?? [];
     }
     return published;
   }
@@ -78,8 +84,10 @@ export class Ledger {
           new UpdateCommand({
             TableName: this.options.tableName,
             Key: { pk: ledgerKey(scope, recordId) },
-            UpdateExpression: 'SET #scope = :scope, recordId = :rid, runId = :run, claimedAt = :now, expiresAt = :exp, #s = if_not_exists(#s, :claimed)',
-            ConditionExpression: 'attribute_not_exists(pk) OR runId = :run OR (#s = :claimed AND claimedAt < :stale)',
+            UpdateExpression:
+              'SET #scope = :scope, recordId = :rid, runId = :run, claimedAt = :now, expiresAt = :exp, #s = if_not_exists(#s, :claimed)',
+            ConditionExpression:
+              'attribute_not_exists(pk) OR runId = :run OR (#s = :claimed AND claimedAt < :stale)',
             ExpressionAttributeNames: { '#s': 'status', '#scope': 'scope' },
             ExpressionAttributeValues: {
               ':scope': scope,

@@ -30,8 +30,7 @@ export interface LineProblem {
 
 /** The outcome of parsing one line. */
 export type ParsedLine =
-  | { ok: true; item: WorkItem; contentHash: string; bytes: number }
-  | { ok: false; problem: LineProblem };
+  { ok: true; item: WorkItem; contentHash: string; bytes: number } | { ok: false; problem: LineProblem };
 
 /**
  * The largest record (serialized work item) mode B accepts: the Map passes records through Step Functions, whose
@@ -74,7 +73,8 @@ export function detectFormat(modelInput: Record<string, unknown>): RecordFormat 
 function describeJsonType(value: unknown): string {
   if (value === null) return 'null';
   if (Array.isArray(value)) return 'an array';
-  return `a ${typeof value}`;
+  const type = typeof value;
+  return `${/^[aeiou]/.test(type) ? 'an' : 'a'} ${type}`;
 }
 
 function isPlainObject(value: unknown): value is Record<string, unknown> {
@@ -84,7 +84,12 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
 function normaliseId(raw: unknown, field: string): { id: string } | { problem: LineProblem } {
   if (typeof raw === 'number' && Number.isFinite(raw)) raw = String(raw);
   if (typeof raw !== 'string') {
-    return { problem: { code: 'InvalidRecordId', message: `${field} must be a string, got ${describeJsonType(raw)}` } };
+    return {
+      problem: {
+        code: 'InvalidRecordId',
+        message: `${field} must be a string, got ${describeJsonType(raw)}`,
+      },
+    };
   }
   if (!RECORD_ID_PATTERN.test(raw)) {
     return {
@@ -152,21 +157,29 @@ export function parseLine(raw: string, lineNo: number, prompt: PromptSettings): 
     modelInput = value.modelInput;
     if (value.recordId !== undefined) {
       const id = normaliseId(value.recordId, 'recordId');
-      if ('problem' in id) return { ok: false, problem: { ...id.problem, message: `line ${lineNo}: ${id.problem.message}` } };
+      if ('problem' in id)
+        return { ok: false, problem: { ...id.problem, message: `line ${lineNo}: ${id.problem.message}` } };
       recordId = id.id;
     }
   } else if ('text' in value || 'id' in value) {
     if (typeof value.text !== 'string' || value.text.trim() === '') {
       return {
         ok: false,
-        problem: { code: 'InvalidText', message: `line ${lineNo}: text must be a non-empty string for an {"id", "text"} line` },
+        problem: {
+          code: 'InvalidText',
+          message: `line ${lineNo}: text must be a non-empty string for an {"id", "text"} line`,
+        },
       };
     }
     if (value.id === undefined) {
-      return { ok: false, problem: { code: 'MissingId', message: `line ${lineNo}: an {"id", "text"} line needs an id` } };
+      return {
+        ok: false,
+        problem: { code: 'MissingId', message: `line ${lineNo}: an {"id", "text"} line needs an id` },
+      };
     }
     const id = normaliseId(value.id, 'id');
-    if ('problem' in id) return { ok: false, problem: { ...id.problem, message: `line ${lineNo}: ${id.problem.message}` } };
+    if ('problem' in id)
+      return { ok: false, problem: { ...id.problem, message: `line ${lineNo}: ${id.problem.message}` } };
     recordId = id.id;
     modelInput = templateRequest(value.text, prompt);
   } else {
@@ -206,7 +219,8 @@ export function cleanLine(raw: string, isFirst: boolean): string {
 }
 
 /** What the duplicate tracker says about a record. */
-export type DuplicateVerdict = { kind: 'new' } | { kind: 'identical'; firstLine: number } | { kind: 'conflict'; firstLine: number };
+export type DuplicateVerdict =
+  { kind: 'new' } | { kind: 'identical'; firstLine: number } | { kind: 'conflict'; firstLine: number };
 
 /**
  * Remembers each recordId's content hash and first line, to drop identical repeats and reject a recordId reused
@@ -222,7 +236,9 @@ export class DuplicateTracker {
       this.seen.set(recordId, { hash: contentHash, line });
       return { kind: 'new' };
     }
-    return prior.hash === contentHash ? { kind: 'identical', firstLine: prior.line } : { kind: 'conflict', firstLine: prior.line };
+    return prior.hash === contentHash
+      ? { kind: 'identical', firstLine: prior.line }
+      : { kind: 'conflict', firstLine: prior.line };
   }
 
   /** Distinct records seen. */

@@ -25,7 +25,8 @@ export class JsonlObjectWriter {
       queueSize: 4,
       partSize: 8 * 1024 * 1024,
     });
-    this.done = this.upload.done().catch((err: unknown) => {
+    // Mapped once, so write() and close() both surface a throttled upload as TransientDependencyError.
+    this.done = callDependency('S3 upload', () => this.upload.done()).catch((err: unknown) => {
       this.uploadError = err;
       this.body.destroy();
       throw err;
@@ -41,9 +42,18 @@ export class JsonlObjectWriter {
     this.lines++;
     this.bytes += Buffer.byteLength(text);
     if (!this.body.write(text)) {
+      // Both listeners go once either fires: a long write would otherwise pile up one 'close' listener per wait.
       await new Promise<void>((resolve, reject) => {
-        this.body.once('drain', resolve);
-        this.body.once('close', () => reject(this.uploadError ?? new Error('upload stream closed')));
+        const onDrain = (): void => {
+          this.body.off('close', onClose);
+          resolve();
+        };
+        const onClose = (): void => {
+          this.body.off('drain', onDrain);
+          reject(this.uploadError ?? new Error('upload stream closed'));
+        };
+        this.body.once('drain', onDrain);
+        this.body.once('close', onClose);
       });
     }
   }
@@ -51,16 +61,23 @@ export class JsonlObjectWriter {
   /** Ends the stream and waits for the upload to complete. */
   async close(): Promise<{ lines: number; bytes: number }> {
     this.body.end();
-    await callDependency('S3 upload', () => this.done);
+    await this.done;
     return { lines: this.lines, bytes: this.bytes };
   }
 }
 
 /** Writes a small JSONL object in one PutObject. */
-export async function putJsonl(client: S3Client, bucket: string, key: string, values: readonly unknown[]): Promise<void> {
+export async function putJsonl(
+  client: S3Client,
+  bucket: string,
+  key: string,
+  values: readonly unknown[],
+): Promise<void> {
   const body = values.map((v) => JSON.stringify(v)).join('\n') + (values.length ? '\n' : '');
   await callDependency('S3 PutObject', () =>
-    client.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: body, ContentType: 'application/x-ndjson' })),
+    client.send(
+      new PutObjectCommand({ Bucket: bucket, Key: key, Body: body, ContentType: 'application/x-ndjson' }),
+    ),
   );
 }
 
@@ -68,7 +85,12 @@ export async function putJsonl(client: S3Client, bucket: string, key: string, va
 export async function putJson(client: S3Client, bucket: string, key: string, value: unknown): Promise<void> {
   await callDependency('S3 PutObject', () =>
     client.send(
-      new PutObjectCommand({ Bucket: bucket, Key: key, Body: JSON.stringify(value, null, 2), ContentType: 'application/json' }),
+      new PutObjectCommand({
+        Bucket: bucket,
+        Key: key,
+        Body: JSON.stringify(value, null, 2),
+        ContentType: 'application/json',
+      }),
     ),
   );
 }
@@ -76,7 +98,9 @@ export async function putJson(client: S3Client, bucket: string, key: string, val
 /** Reads a JSON object, or undefined when it does not exist. */
 export async function getJson<T>(client: S3Client, bucket: string, key: string): Promise<T | undefined> {
   try {
-    const out = await callDependency('S3 GetObject', () => client.send(new GetObjectCommand({ Bucket: bucket, Key: key })));
+    const out = await callDependency('S3 GetObject', () =>
+      client.send(new GetObjectCommand({ Bucket: bucket, Key: key })),
+    );
     return JSON.parse(await out.Body!.transformToString()) as T;
   } catch (err) {
     if (err instanceof NoSuchKey || (err as { name?: string }).name === 'NoSuchKey') return undefined;
@@ -85,9 +109,15 @@ export async function getJson<T>(client: S3Client, bucket: string, key: string):
 }
 
 /** Opens an object as a stream, or undefined when it does not exist. */
-export async function openObject(client: S3Client, bucket: string, key: string): Promise<Readable | undefined> {
+export async function openObject(
+  client: S3Client,
+  bucket: string,
+  key: string,
+): Promise<Readable | undefined> {
   try {
-    const out = await callDependency('S3 GetObject', () => client.send(new GetObjectCommand({ Bucket: bucket, Key: key })));
+    const out = await callDependency('S3 GetObject', () =>
+      client.send(new GetObjectCommand({ Bucket: bucket, Key: key })),
+    );
     return out.Body as Readable;
   } catch (err) {
     if (err instanceof NoSuchKey || (err as { name?: string }).name === 'NoSuchKey') return undefined;

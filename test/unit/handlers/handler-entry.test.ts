@@ -1,0 +1,201 @@
+import 'aws-sdk-client-mock-jest';
+import { beforeEach, describe, expect, it } from '@jest/globals';
+import { mockClient } from 'aws-sdk-client-mock';
+import {
+  BedrockRuntimeClient,
+  ConverseCommand,
+  InvokeModelCommand,
+  type InvokeModelCommandOutput,
+} from '@aws-sdk/client-bedrock-runtime';
+import { EventBridgeClient, PutEventsCommand } from '@aws-sdk/client-eventbridge';
+import { S3Client } from '@aws-sdk/client-s3';
+import { SendMessageBatchCommand, SQSClient } from '@aws-sdk/client-sqs';
+import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import { handler as converseHandler } from '../../../lambda/converse-batch';
+import { handler as finalizeHandler } from '../../../lambda/finalize';
+import { handler as planHandler } from '../../../lambda/plan';
+import { batchIdOf } from '../../../lambda/shared/batches';
+import type { BatchEvent, FailureLine, ResultLine } from '../../../lambda/shared/contracts';
+import { FakeLedgerTable, FakeS3, fixture, lambdaContext, recordSqs, type SentBatch } from './helpers';
+
+// The handlers build their clients at import from the environment test/setup/lambda-env.ts gives them; mocking the
+// client classes reaches those instances. Idempotency is disabled there (POWERTOOLS_IDEMPOTENCY_DISABLED).
+const s3Mock = mockClient(S3Client);
+const ddbMock = mockClient(DynamoDBDocumentClient);
+const sqsMock = mockClient(SQSClient);
+const bedrockMock = mockClient(BedrockRuntimeClient);
+const ebMock = mockClient(EventBridgeClient);
+
+const OUT = process.env.OUTPUT_BUCKET ?? '';
+const MODEL = process.env.MODEL_ID ?? '';
+const QUEUE = process.env.FAILURE_QUEUE_URL ?? '';
+const DLQ = process.env.FAILURE_DLQ_URL ?? '';
+
+let s3: FakeS3;
+let table: FakeLedgerTable;
+let sent: SentBatch[];
+
+beforeEach(() => {
+  for (const m of [s3Mock, ddbMock, sqsMock, bedrockMock, ebMock]) m.reset();
+  s3 = new FakeS3(s3Mock).install();
+  table = new FakeLedgerTable(ddbMock, process.env.LEDGER_TABLE ?? '').install();
+  sent = recordSqs(sqsMock);
+});
+
+describe('ConverseBatch handler, end to end with mocked AWS', () => {
+  const event: BatchEvent = {
+    BatchInput: { runId: 'exec-1', ledgerScope: 'scope' },
+    Items: [
+      {
+        recordId: 'c1',
+        line: 1,
+        format: 'converse',
+        modelInput: {
+          messages: [{ role: 'user', content: [{ text: 'Hi' }] }],
+          inferenceConfig: { maxTokens: 20 },
+        },
+      },
+      {
+        recordId: 'n1',
+        line: 2,
+        format: 'native',
+        modelInput: {
+          anthropic_version: 'bedrock-2023-05-31',
+          max_tokens: 20,
+          messages: [{ role: 'user', content: 'Hi' }],
+        },
+      },
+      {
+        recordId: 'x1',
+        line: 3,
+        format: 'converse',
+        modelInput: { messages: [{ role: 'user', content: [{ text: 'Hi' }] }], max_tokens: 20 },
+      },
+    ],
+  };
+
+  it('calls Converse and InvokeModel, writes results and failures, and returns the summary', async () => {
+    bedrockMock.on(ConverseCommand).resolves({
+      output: { message: { role: 'assistant', content: [{ text: 'Hello!' }] } },
+      stopReason: 'end_turn',
+      usage: { inputTokens: 8, outputTokens: 3, totalTokens: 11 },
+      metrics: { latencyMs: 5 },
+    });
+    const nativeBody = {
+      content: [{ type: 'text', text: 'Hey' }],
+      usage: { input_tokens: 6, output_tokens: 2 },
+    };
+    bedrockMock.on(InvokeModelCommand).resolves({
+      body: new TextEncoder().encode(JSON.stringify(nativeBody)),
+      contentType: 'application/json',
+    } as unknown as InvokeModelCommandOutput);
+
+    const summary = await converseHandler(event, lambdaContext());
+
+    expect(summary).toEqual({
+      batchId: batchIdOf('exec-1', ['c1', 'n1', 'x1']),
+      records: 3,
+      succeeded: 2,
+      failed: 1,
+      skipped: 0,
+      throttled: 0,
+      inputTokens: 14,
+      outputTokens: 5,
+    });
+    expect(bedrockMock).toHaveReceivedCommandWith(ConverseCommand, {
+      modelId: MODEL,
+      messages: [{ role: 'user', content: [{ text: 'Hi' }] }],
+      inferenceConfig: { maxTokens: 20 },
+    });
+    expect(bedrockMock).toHaveReceivedCommandTimes(ConverseCommand, 1); // x1 never reached the API
+    expect(bedrockMock).toHaveReceivedCommandWith(InvokeModelCommand, {
+      modelId: MODEL,
+      body: JSON.stringify(event.Items[1]?.modelInput),
+      contentType: 'application/json',
+      accept: 'application/json',
+    });
+    expect(s3.lines<ResultLine>(OUT, `runs/exec-1/results/${summary.batchId}.jsonl`)).toEqual([
+      {
+        recordId: 'c1',
+        modelOutput: {
+          output: { message: { role: 'assistant', content: [{ text: 'Hello!' }] } },
+          stopReason: 'end_turn',
+        },
+        usage: { inputTokens: 8, outputTokens: 3, totalTokens: 11 },
+      },
+      { recordId: 'n1', modelOutput: nativeBody, usage: { inputTokens: 6, outputTokens: 2, totalTokens: 8 } },
+    ]);
+    expect(s3.lines<FailureLine>(OUT, `runs/exec-1/failures/${summary.batchId}.jsonl`)).toEqual([
+      {
+        recordId: 'x1',
+        line: 3,
+        stage: 'converse',
+        error: {
+          code: 'ValidationException',
+          message:
+            'the model API rejected the request: modelInput has fields Converse does not accept: max_tokens',
+          retryable: false,
+        },
+      },
+    ]);
+    expect(sent.map((b) => b.queueUrl)).toEqual([DLQ]);
+    expect(table.publishes.sort()).toEqual(['c1', 'n1']);
+  });
+
+  it('rejects an event that is not a Map batch with InvalidEventError', async () => {
+    await expect(converseHandler({ Items: [] }, lambdaContext())).rejects.toMatchObject({
+      name: 'InvalidEventError',
+      message: expect.stringContaining(
+        'ConverseBatch expects {BatchInput: {runId, ledgerScope}, Items: [...]}',
+      ),
+    });
+    expect(bedrockMock).not.toHaveReceivedAnyCommand();
+  });
+});
+
+describe('Plan and Finalize handlers', () => {
+  it('Plan sends every bad line to the DLQ of its environment and returns the plan', async () => {
+    s3.put('ingest-bucket', 'c.jsonl', fixture('bad-input-corpus.jsonl'));
+    const out = await planHandler(
+      {
+        runId: 'exec-2',
+        startedAt: '2025-01-01T00:00:00Z',
+        input: { bucket: 'ingest-bucket', key: 'c.jsonl' },
+      },
+      lambdaContext(),
+    );
+    expect(out.counts).toMatchObject({ lines: 24, records: 17, invalid: 6, toProcess: 17 });
+    expect(out).toMatchObject({
+      modelId: MODEL,
+      ledgerScope: process.env.LEDGER_SCOPE,
+      fanOut: { batchSize: 10, maxConcurrency: 4, toleratedFailurePercentage: 10 },
+    });
+    expect(sent.every((b) => b.queueUrl === DLQ)).toBe(true);
+    expect(sqsMock).not.toHaveReceivedCommandWith(SendMessageBatchCommand, { QueueUrl: QUEUE });
+  });
+
+  it('Finalize puts its event on the bus of its environment', async () => {
+    ebMock.on(PutEventsCommand).resolves({ FailedEntryCount: 0, Entries: [{ EventId: 'e' }] });
+    const out = await finalizeHandler(
+      {
+        runId: 'exec-3',
+        startedAt: '2025-01-01T00:00:00Z',
+        state: { bucket: 'b', key: 'k', error: { Error: 'States.Runtime', Cause: 'bad path' } },
+      },
+      lambdaContext(),
+    );
+    expect(out).toMatchObject({
+      status: 'FAILED',
+      manifestKey: 'runs/exec-3/manifest.json',
+      error: { code: 'States.Runtime', message: 'bad path' },
+    });
+    expect(ebMock).toHaveReceivedCommandWith(PutEventsCommand, {
+      Entries: [
+        expect.objectContaining({
+          EventBusName: process.env.EVENT_BUS_NAME,
+          DetailType: 'Corpus Run Failed',
+        }),
+      ],
+    });
+  });
+});

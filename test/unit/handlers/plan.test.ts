@@ -1,0 +1,364 @@
+import 'aws-sdk-client-mock-jest';
+import { afterEach, beforeEach, describe, expect, it, jest } from '@jest/globals';
+import { mockClient } from 'aws-sdk-client-mock';
+import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { HeadObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { SendMessageBatchCommand, SQSClient } from '@aws-sdk/client-sqs';
+import { BatchGetCommand, DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import { planRun, type PlanDeps, type PlanEvent, type PlanSettings } from '../../../lambda/plan';
+import type { FailureLine, PlanOutput, WorkItem } from '../../../lambda/shared/contracts';
+import { FailureLaneSender } from '../../../lambda/shared/failure-lane';
+import { Ledger } from '../../../lambda/shared/ledger';
+import { deriveRecordId, MAX_ITEM_BYTES } from '../../../lambda/shared/records';
+import { awsError, FakeLedgerTable, FakeS3, fixture, recordSqs, type SentBatch } from './helpers';
+
+const s3Mock = mockClient(S3Client);
+const ddbMock = mockClient(DynamoDBDocumentClient);
+const sqsMock = mockClient(SQSClient);
+
+const OUT = 'output-bucket';
+const INGEST = 'ingest-bucket';
+const TABLE = 'ledger-table';
+const QUEUE = 'https://sqs.us-east-1.amazonaws.com/123456789012/failures';
+const DLQ = 'https://sqs.us-east-1.amazonaws.com/123456789012/failures-dlq';
+const SCOPE = 'test/model';
+
+const settings: PlanSettings = {
+  outputBucket: OUT,
+  modelId: 'anthropic.claude-3-haiku-20240307-v1:0',
+  ledgerScope: SCOPE,
+  prompt: { template: 'Answer briefly: {{text}}', maxTokens: 256 },
+  batchSize: 10,
+  mapConcurrency: 4,
+  toleratedFailurePercentage: 10,
+};
+
+let s3: FakeS3;
+let table: FakeLedgerTable;
+let sent: SentBatch[];
+
+function deps(): PlanDeps {
+  return {
+    s3: new S3Client({}),
+    ledger: new Ledger({
+      client: DynamoDBDocumentClient.from(new DynamoDBClient({})),
+      tableName: TABLE,
+      ttlDays: 30,
+    }),
+    failureLane: new FailureLaneSender(new SQSClient({}), QUEUE, DLQ),
+    settings,
+  };
+}
+
+function event(input: unknown, runId = 'run-1'): PlanEvent {
+  return { runId, startedAt: '2025-01-02T03:04:05.000Z', input };
+}
+
+const FIXTURE_KEY = 'corpora/bad-input-corpus.jsonl';
+const FIXTURE_RECORDS = [
+  'ok-1',
+  'ok-2',
+  'rejected-empty',
+  'rejected-assistant-first',
+  'rejected-maxtokens',
+  'plain-1',
+  deriveRecordId({ messages: [{ role: 'user', content: [{ text: 'No id here' }] }] }),
+  ...Array.from({ length: 10 }, (_, i) => `ok-${i + 3}`),
+];
+
+beforeEach(() => {
+  s3Mock.reset();
+  ddbMock.reset();
+  sqsMock.reset();
+  s3 = new FakeS3(s3Mock).install();
+  table = new FakeLedgerTable(ddbMock, TABLE).install();
+  sent = recordSqs(sqsMock);
+  s3.put(INGEST, FIXTURE_KEY, fixture('bad-input-corpus.jsonl'));
+});
+
+afterEach(() => {
+  jest.restoreAllMocks();
+});
+
+describe('planRun over the bad-input fixture', () => {
+  let out: PlanOutput;
+  beforeEach(async () => {
+    out = await planRun(event({ bucket: INGEST, key: FIXTURE_KEY }), deps());
+  });
+
+  it('counts every line: lines = records + invalid + duplicates, toProcess = records - skipped', () => {
+    expect(out.counts).toEqual({
+      lines: 24,
+      records: 17,
+      invalid: 6,
+      duplicates: 1,
+      skipped: 0,
+      toProcess: 17,
+    });
+    const c = out.counts;
+    expect(c.lines).toBe(c.records + c.invalid + c.duplicates);
+    expect(c.toProcess).toBe(c.records - c.skipped);
+  });
+
+  it('returns the plan the workflow runs on and writes it as plan.json', () => {
+    expect(out).toEqual({
+      runId: 'run-1',
+      startedAt: '2025-01-02T03:04:05.000Z',
+      mode: 'converse',
+      requestedMode: 'auto',
+      corpus: {
+        bucket: INGEST,
+        key: FIXTURE_KEY,
+        etag: 'etag-1',
+        size: Buffer.byteLength(fixture('bad-input-corpus.jsonl')),
+      },
+      output: { bucket: OUT, prefix: 'runs/run-1/' },
+      itemsKey: 'runs/run-1/items.jsonl',
+      ledgerScope: SCOPE,
+      modelId: settings.modelId,
+      counts: out.counts,
+      fanOut: { batchSize: 10, maxConcurrency: 4, toleratedFailurePercentage: 10 },
+    });
+    expect(s3.json(OUT, 'runs/run-1/plan.json')).toEqual(out);
+  });
+
+  it('writes the items file in corpus order, one normalised work item per record', () => {
+    const items = s3.lines<WorkItem>(OUT, out.itemsKey);
+    expect(items.map((i) => i.recordId)).toEqual(FIXTURE_RECORDS);
+    expect(items.map((i) => i.line)).toEqual([
+      1, 3, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26,
+    ]);
+    expect(items[0]).toEqual({
+      recordId: 'ok-1',
+      format: 'converse',
+      line: 1,
+      modelInput: { messages: [{ role: 'user', content: [{ text: 'Hello one' }] }] },
+    });
+    expect(items[5]?.modelInput).toEqual({
+      messages: [{ role: 'user', content: [{ text: 'Answer briefly: Translate to French: good morning' }] }],
+      inferenceConfig: { maxTokens: 256 },
+    });
+  });
+
+  it('writes one failure line per bad line, with its line number and an actionable reason', () => {
+    const failures = s3.lines<FailureLine>(OUT, 'runs/run-1/failures/plan.jsonl');
+    expect(failures.map((f) => [f.line, f.stage, f.error.code, f.error.retryable])).toEqual([
+      [4, 'plan', 'InvalidJson', false],
+      [5, 'plan', 'NotAnObject', false],
+      [6, 'plan', 'NotAnObject', false],
+      [7, 'plan', 'MissingModelInput', false],
+      [8, 'plan', 'InvalidModelInput', false],
+      [10, 'plan', 'ConflictingRecordId', false],
+    ]);
+    for (const f of failures) expect(f.error.message).toMatch(new RegExp(`^line ${f.line}\\b`));
+    expect(failures[5]?.error.message).toBe(
+      'line 10 reuses recordId "ok-2" of line 3 with different content; give it its own recordId',
+    );
+    // The conflicting line must not carry ok-2 as its recordId: ok-2 is line 3's record.
+    expect(failures.every((f) => f.recordId === undefined)).toBe(true);
+  });
+
+  it('sends each bad line to the dead-letter queue, never to the retry queue', () => {
+    expect(sent.every((b) => b.queueUrl === DLQ)).toBe(true);
+    const messages = sent.flatMap((b) => b.messages);
+    expect(messages.map((m) => m.line)).toEqual([4, 5, 6, 7, 8, 10]);
+    for (const m of messages) {
+      expect(m).toMatchObject({
+        runId: 'run-1',
+        ledgerScope: SCOPE,
+        stage: 'plan',
+        error: { retryable: false },
+      });
+      expect(m.modelInput).toBeUndefined();
+    }
+    expect(sqsMock).not.toHaveReceivedCommandWith(SendMessageBatchCommand, { QueueUrl: QUEUE });
+  });
+
+  it('asks the ledger about every record, keyed by scope', () => {
+    expect(ddbMock).toHaveReceivedCommandTimes(BatchGetCommand, 1);
+    const keys = ddbMock.commandCalls(BatchGetCommand)[0]?.args[0].input.RequestItems?.[TABLE]?.Keys;
+    expect(keys).toEqual(FIXTURE_RECORDS.map((id) => ({ pk: `${SCOPE}#${id}` })));
+  });
+});
+
+describe('planRun and the ledger', () => {
+  it('skips records the ledger holds as published, keeping the order of the rest', async () => {
+    table.published.add('ok-1').add('ok-5').add('plain-1');
+    const out = await planRun(event({ bucket: INGEST, key: FIXTURE_KEY }), deps());
+    expect(out.counts).toMatchObject({ records: 17, skipped: 3, toProcess: 14 });
+    const ids = s3.lines<WorkItem>(OUT, out.itemsKey).map((i) => i.recordId);
+    expect(ids).toEqual(FIXTURE_RECORDS.filter((id) => !['ok-1', 'ok-5', 'plain-1'].includes(id)));
+  });
+
+  it('retries the keys BatchGet leaves unprocessed', async () => {
+    jest.spyOn(Math, 'random').mockReturnValue(0);
+    ddbMock.reset();
+    ddbMock
+      .on(BatchGetCommand)
+      .resolvesOnce({
+        Responses: { [TABLE]: [{ recordId: 'ok-1', status: 'published' }] },
+        UnprocessedKeys: { [TABLE]: { Keys: [{ pk: `${SCOPE}#ok-3` }, { pk: `${SCOPE}#ok-4` }] } },
+      })
+      .resolvesOnce({
+        Responses: {
+          [TABLE]: [
+            { recordId: 'ok-4', status: 'published' },
+            { recordId: 'ok-3', status: 'claimed' },
+          ],
+        },
+      });
+    const out = await planRun(event({ bucket: INGEST, key: FIXTURE_KEY }), deps());
+    expect(ddbMock).toHaveReceivedCommandTimes(BatchGetCommand, 2);
+    expect(ddbMock).toHaveReceivedNthCommandWith(2, BatchGetCommand, {
+      RequestItems: {
+        [TABLE]: expect.objectContaining({ Keys: [{ pk: `${SCOPE}#ok-3` }, { pk: `${SCOPE}#ok-4` }] }),
+      },
+    });
+    expect(out.counts).toMatchObject({ skipped: 2, toProcess: 15 });
+    const ids = s3.lines<WorkItem>(OUT, out.itemsKey).map((i) => i.recordId);
+    expect(ids).toContain('ok-3'); // only claimed, not published: still to process
+    expect(ids).not.toContain('ok-4');
+  });
+
+  it('fails with TransientDependencyError when the ledger lookup is throttled', async () => {
+    ddbMock.on(BatchGetCommand).rejects(awsError('ProvisionedThroughputExceededException', 400));
+    await expect(planRun(event({ bucket: INGEST, key: FIXTURE_KEY }), deps())).rejects.toMatchObject({
+      name: 'TransientDependencyError',
+      message: expect.stringContaining('ledger BatchGetItem failed transiently'),
+    });
+    expect(s3.text(OUT, 'runs/run-1/plan.json')).toBeUndefined();
+  });
+
+  it('fails with TransientDependencyError when writing the items file is throttled', async () => {
+    s3Mock.on(PutObjectCommand).rejects(awsError('SlowDown', 503));
+    await expect(planRun(event({ bucket: INGEST, key: FIXTURE_KEY }), deps())).rejects.toMatchObject({
+      name: 'TransientDependencyError',
+    });
+  });
+
+  it('writes an empty items file when the ledger holds every record', async () => {
+    FIXTURE_RECORDS.forEach((id) => table.published.add(id));
+    const out = await planRun(event({ bucket: INGEST, key: FIXTURE_KEY }), deps());
+    expect(out.counts).toMatchObject({ records: 17, skipped: 17, toProcess: 0 });
+    expect(s3.text(OUT, out.itemsKey)).toBe('');
+  });
+
+  it('looks up a large corpus in chunks of 100 and still writes items in corpus order', async () => {
+    const lines = Array.from({ length: 1250 }, (_, i) =>
+      JSON.stringify({ id: `r${i}`, text: `question ${i}` }),
+    );
+    s3.put(INGEST, 'big.jsonl', `${lines.join('\n')}\n`);
+    for (let i = 0; i < 1250; i += 7) table.published.add(`r${i}`);
+    const out = await planRun(event({ bucket: INGEST, key: 'big.jsonl' }), deps());
+    expect(ddbMock).toHaveReceivedCommandTimes(BatchGetCommand, 13);
+    for (const call of ddbMock.commandCalls(BatchGetCommand)) {
+      expect(call.args[0].input.RequestItems?.[TABLE]?.Keys?.length).toBeLessThanOrEqual(100);
+    }
+    const expected = Array.from({ length: 1250 }, (_, i) => i)
+      .filter((i) => i % 7 !== 0)
+      .map((i) => `r${i}`);
+    expect(s3.lines<WorkItem>(OUT, out.itemsKey).map((i) => i.recordId)).toEqual(expected);
+    expect(out.counts).toEqual({
+      lines: 1250,
+      records: 1250,
+      invalid: 0,
+      duplicates: 0,
+      skipped: 179,
+      toProcess: 1071,
+    });
+  });
+});
+
+describe('planRun input and corpus checks', () => {
+  it('rejects an invalid input with a message naming each field', async () => {
+    const err = planRun(event({ bucket: 'b', mode: 'fast', extra: 1 }), deps());
+    await expect(err).rejects.toMatchObject({ name: 'InvalidRunInputError' });
+    await expect(err).rejects.toThrow(/bucket: bucket must be an S3 bucket name/);
+    await expect(err).rejects.toThrow(/key: /);
+    await expect(err).rejects.toThrow(/mode: mode must be one of auto, batch, converse/);
+    await expect(err).rejects.toThrow(/extra/);
+    await expect(err).rejects.toThrow(/Expected \{"bucket": "<ingest bucket>", "key": "<corpus.jsonl>"/);
+    expect(s3Mock).not.toHaveReceivedAnyCommand();
+  });
+
+  it('rejects a non-object input', async () => {
+    await expect(planRun(event('s3://bucket/key'), deps())).rejects.toThrow(/Invalid run input \(input: /);
+  });
+
+  it('fails with CorpusNotFoundError naming the object when the corpus is missing', async () => {
+    const err = planRun(event({ bucket: INGEST, key: 'nope.jsonl' }), deps());
+    await expect(err).rejects.toMatchObject({ name: 'CorpusNotFoundError' });
+    await expect(err).rejects.toThrow('Cannot read the corpus s3://ingest-bucket/nope.jsonl (NotFound)');
+  });
+
+  it('turns a throttled HeadObject into TransientDependencyError (the workflow retries it)', async () => {
+    s3Mock.on(HeadObjectCommand).rejects(awsError('SlowDown', 503));
+    await expect(planRun(event({ bucket: INGEST, key: FIXTURE_KEY }), deps())).rejects.toMatchObject({
+      name: 'TransientDependencyError',
+    });
+  });
+
+  it('takes the mode from the corpus object metadata when the input has none', async () => {
+    s3.put(INGEST, 'meta.jsonl', fixture('bad-input-corpus.jsonl'), { mode: 'Converse' });
+    const out = await planRun(event({ bucket: INGEST, key: 'meta.jsonl' }), deps());
+    expect(out).toMatchObject({ requestedMode: 'converse', mode: 'converse' });
+  });
+
+  it('lets the input mode win over the metadata', async () => {
+    s3.put(INGEST, 'meta.jsonl', fixture('bad-input-corpus.jsonl'), { mode: 'batch' });
+    const out = await planRun(event({ bucket: INGEST, key: 'meta.jsonl', mode: 'auto' }), deps());
+    expect(out.requestedMode).toBe('auto');
+  });
+
+  it('rejects a metadata mode it does not know', async () => {
+    s3.put(INGEST, 'meta.jsonl', '', { mode: 'turbo' });
+    await expect(planRun(event({ bucket: INGEST, key: 'meta.jsonl' }), deps())).rejects.toMatchObject({
+      name: 'InvalidRunInputError',
+      message: expect.stringContaining('metadata mode=turbo is not one of auto, batch, converse'),
+    });
+  });
+
+  it.each([
+    ['the input', { bucket: INGEST, key: FIXTURE_KEY, mode: 'batch' }, undefined],
+    ['the metadata', { bucket: INGEST, key: 'meta.jsonl' }, { mode: 'batch' }],
+  ])('refuses batch mode asked for in %s with UnsupportedModeError', async (_where, input, metadata) => {
+    s3.put(INGEST, 'meta.jsonl', '', metadata);
+    await expect(planRun(event(input), deps())).rejects.toMatchObject({
+      name: 'UnsupportedModeError',
+      message: expect.stringContaining('start the run with mode "converse" or "auto"'),
+    });
+  });
+
+  it('uses the ledger scope of the input over the deployment default', async () => {
+    const out = await planRun(event({ bucket: INGEST, key: FIXTURE_KEY, ledgerScope: 'tenant-a' }), deps());
+    expect(out.ledgerScope).toBe('tenant-a');
+    const keys = ddbMock.commandCalls(BatchGetCommand)[0]?.args[0].input.RequestItems?.[TABLE]?.Keys;
+    expect(keys?.[0]).toEqual({ pk: 'tenant-a#ok-1' });
+  });
+
+  it('records an oversized record as RecordTooLarge with its recordId, and processes the rest', async () => {
+    const big = JSON.stringify({
+      recordId: 'huge',
+      modelInput: { messages: [{ role: 'user', content: [{ text: 'x'.repeat(MAX_ITEM_BYTES) }] }] },
+    });
+    s3.put(INGEST, 'big.jsonl', `${big}\n{"id": "small", "text": "hi"}\n`);
+    const out = await planRun(event({ bucket: INGEST, key: 'big.jsonl' }), deps());
+    expect(out.counts).toMatchObject({ lines: 2, records: 1, invalid: 1, toProcess: 1 });
+    const [failure] = s3.lines<FailureLine>(OUT, 'runs/run-1/failures/plan.jsonl');
+    expect(failure).toMatchObject({
+      recordId: 'huge',
+      line: 1,
+      stage: 'plan',
+      error: { code: 'RecordTooLarge' },
+    });
+  });
+
+  it('writes no failures file for a clean corpus, and counts an empty corpus as zero', async () => {
+    s3.put(INGEST, 'empty.jsonl', '\n\n');
+    const out = await planRun(event({ bucket: INGEST, key: 'empty.jsonl' }), deps());
+    expect(out.counts).toEqual({ lines: 0, records: 0, invalid: 0, duplicates: 0, skipped: 0, toProcess: 0 });
+    expect(s3.text(OUT, 'runs/run-1/failures/plan.jsonl')).toBeUndefined();
+    expect(ddbMock).not.toHaveReceivedAnyCommand();
+    expect(sqsMock).not.toHaveReceivedAnyCommand();
+  });
+});
