@@ -1,0 +1,149 @@
+import { createReadStream, createWriteStream, existsSync, statSync } from 'node:fs';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { basename, join } from 'node:path';
+import { finished } from 'node:stream/promises';
+import { ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
+import type { RequestedMode, RunManifest } from '../lambda/shared/contracts';
+import { runKeys } from '../lambda/shared/contracts';
+import { getJson, openObject } from '../lambda/shared/s3-jsonl';
+import { startLocalRuntime, type ExecutionSummary } from './runtime';
+
+/** A mistake in how the command was called: exit code 2, no stack trace. */
+export class UsageError extends Error {
+  override readonly name = 'UsageError';
+}
+
+/** What `corpus local run` needs. */
+export interface LocalRunOptions {
+  corpusFile: string;
+  mode: RequestedMode;
+  stateDir: string;
+  /** @default <stateDir>/runs/<runId> */
+  outDir?: string;
+  /** Receives progress lines while the run goes on. */
+  progress?: ((line: string) => void) | undefined;
+  /** How long to wait for the run. @default 30 minutes */
+  timeoutMs?: number;
+}
+
+/** What a local run produced. */
+export interface LocalRunOutcome {
+  runId: string;
+  manifest: RunManifest;
+  execution: ExecutionSummary;
+  outDir: string;
+  files: { manifest: string; results: string; failures: string };
+}
+
+const START_TIMEOUT_MS = 60_000;
+
+/**
+ * Runs a corpus through the pipeline on the local runtime: puts the file into the ingest bucket (the run starts
+ * through S3 -> EventBridge -> Step Functions as in AWS), waits for the execution, then copies the manifest, the
+ * results and the failures into the output directory.
+ */
+export async function runLocalCorpus(options: LocalRunOptions): Promise<LocalRunOutcome> {
+  if (options.mode === 'batch') {
+    throw new UsageError(
+      '--mode batch (Bedrock batch inference jobs, mode A) is not available yet; use --mode converse or --mode auto',
+    );
+  }
+  if (!existsSync(options.corpusFile) || !statSync(options.corpusFile).isFile()) {
+    throw new UsageError(`--corpus ${options.corpusFile}: no such file`);
+  }
+  const progress = options.progress ?? (() => undefined);
+  progress('starting the local runtime (emulators, Bedrock simulator, workflow runner)...');
+  const runtime = await startLocalRuntime({ stateDir: options.stateDir });
+  try {
+    const key = `${runtime.ingestPrefix}${basename(options.corpusFile)}`;
+    const started = runtime.nextExecution(
+      (e) => (JSON.parse(e.input) as { key?: unknown }).key === key,
+      START_TIMEOUT_MS,
+    );
+    progress(
+      `putting ${basename(options.corpusFile)} into s3://${runtime.ingestBucket}/${key} (mode ${options.mode})`,
+    );
+    await new Upload({
+      client: runtime.s3,
+      params: {
+        Bucket: runtime.ingestBucket,
+        Key: key,
+        Body: createReadStream(options.corpusFile),
+        ContentType: 'application/x-ndjson',
+        Metadata: { mode: options.mode },
+      },
+    }).done();
+    const execution = await started.catch((err: unknown) => {
+      throw new Error(
+        `no execution started for s3://${runtime.ingestBucket}/${key}: the S3 -> EventBridge -> Step Functions path did not fire (${String(err)})`,
+      );
+    });
+    progress(`run ${execution.name} started`);
+    const done = await runtime.waitForExecution(
+      execution.executionArn,
+      options.timeoutMs ?? 30 * 60_000,
+      progress,
+    );
+    const runId = done.name;
+    const manifest = await getJson<RunManifest>(runtime.s3, runtime.outputBucket, runKeys.manifest(runId));
+    if (!manifest) {
+      throw new Error(
+        `run ${runId} ended ${done.status} without a manifest: ${done.error ?? ''} ${done.cause ?? ''}`.trim(),
+      );
+    }
+    const outDir = options.outDir ?? join(options.stateDir, 'runs', runId);
+    await mkdir(outDir, { recursive: true });
+    const files = {
+      manifest: join(outDir, 'manifest.json'),
+      results: join(outDir, 'results.jsonl'),
+      failures: join(outDir, 'failures.jsonl'),
+    };
+    await writeFile(files.manifest, `${JSON.stringify(manifest, null, 2)}\n`);
+    await concatenate(runtime.s3, runtime.outputBucket, runKeys.resultsPrefix(runId), files.results);
+    await concatenate(runtime.s3, runtime.outputBucket, runKeys.failuresPrefix(runId), files.failures);
+    return { runId, manifest, execution: done, outDir, files };
+  } finally {
+    await runtime.stop();
+  }
+}
+
+/** Concatenates every object under a prefix (in key order) into one local file. */
+async function concatenate(s3: S3Client, bucket: string, prefix: string, file: string): Promise<void> {
+  const out = createWriteStream(file);
+  let token: string | undefined;
+  do {
+    const page = await s3.send(
+      new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ContinuationToken: token }),
+    );
+    for (const object of page.Contents ?? []) {
+      const body = object.Key ? await openObject(s3, bucket, object.Key) : undefined;
+      if (!body) continue;
+      for await (const chunk of body)
+        if (!out.write(chunk)) await new Promise<void>((r) => out.once('drain', () => r()));
+    }
+    token = page.IsTruncated ? page.NextContinuationToken : undefined;
+  } while (token);
+  out.end();
+  await finished(out);
+}
+
+/** A readable summary of a finished local run. */
+export function formatSummary(outcome: LocalRunOutcome): string {
+  const { manifest: m } = outcome;
+  const c = m.counts;
+  const seconds = (m.durationMs / 1000).toFixed(1);
+  const lines = [
+    `Run ${m.runId}: ${m.status} in ${seconds} s (mode ${m.mode ?? 'none'}, model ${m.modelId ?? 'n/a'})`,
+    `  lines ${c.lines} = records ${c.records} + invalid ${c.invalid} + duplicates ${c.duplicates}`,
+    `  records ${c.records} = succeeded ${c.succeeded} + failed ${c.failed} + skipped (already in the ledger) ${c.skipped}`,
+    `  tokens: ${m.tokens.input} in, ${m.tokens.output} out`,
+  ];
+  if (m.error) lines.push(`  error: ${m.error.code}: ${m.error.message}`);
+  lines.push(
+    `  results:  ${outcome.files.results}`,
+    `  failures: ${outcome.files.failures}${c.failed + c.invalid > 0 ? ` (${c.failed + c.invalid} lines, each with its reason)` : ''}`,
+    `  manifest: ${outcome.files.manifest}`,
+  );
+  return lines.join('\n');
+}

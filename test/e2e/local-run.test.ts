@@ -1,0 +1,145 @@
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+
+/**
+ * End to end, offline: the real CLI, the real definition and handlers, S3/DynamoDB/SQS emulators, the Bedrock
+ * simulator. The corpus has every kind of bad input; the checks are the CLI contract and its invariants.
+ */
+const ROOT = resolve(__dirname, '../..');
+const CLI = join(ROOT, 'bin/corpus.cjs');
+const BAD_CORPUS = join(ROOT, 'test/fixtures/bad-input-corpus.jsonl');
+
+interface Manifest {
+  runId: string;
+  mode: string;
+  status: string;
+  counts: Record<'lines' | 'records' | 'succeeded' | 'failed' | 'invalid' | 'duplicates' | 'skipped', number>;
+  tokens: { input: number; output: number };
+  startedAt: string;
+  finishedAt: string;
+}
+
+function runCli(args: string[]): { status: number | null; stdout: string; stderr: string } {
+  const out = spawnSync(process.execPath, [CLI, ...args], { cwd: ROOT, encoding: 'utf8', timeout: 240_000 });
+  return { status: out.status, stdout: out.stdout, stderr: out.stderr };
+}
+
+function readJsonl(file: string): Record<string, unknown>[] {
+  return readFileSync(file, 'utf8')
+    .split('\n')
+    .filter((l) => l.trim() !== '')
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
+}
+
+describe('corpus local run (mode converse)', () => {
+  const work = mkdtempSync(join(tmpdir(), 'corpus-e2e-'));
+  const stateDir = join(work, 'state');
+  afterAll(() => rmSync(work, { recursive: true, force: true }));
+
+  let first: Manifest;
+
+  it('runs a corpus full of bad input to completion and meets the contract', () => {
+    const outDir = join(work, 'out1');
+    const res = runCli([
+      'local',
+      'run',
+      '--corpus',
+      BAD_CORPUS,
+      '--mode',
+      'converse',
+      '--out',
+      outDir,
+      '--json',
+      '--state-dir',
+      stateDir,
+    ]);
+    if (res.status !== 0) throw new Error(`exit ${res.status}\n${res.stderr}\n${res.stdout}`);
+    first = JSON.parse(res.stdout) as Manifest;
+    const onDisk = JSON.parse(readFileSync(join(outDir, 'manifest.json'), 'utf8')) as Manifest;
+    expect(onDisk).toEqual(first);
+
+    expect(first.status).toBe('SUCCEEDED');
+    expect(first.mode).toBe('converse');
+    expect(Number.isNaN(Date.parse(first.startedAt))).toBe(false);
+    expect(Date.parse(first.finishedAt)).toBeGreaterThanOrEqual(Date.parse(first.startedAt));
+    const c = first.counts;
+    // 26 physical lines, 2 blank; 6 bad lines; 1 identical duplicate; 3 records the model API rejects.
+    expect(c).toEqual({
+      lines: 24,
+      records: 17,
+      succeeded: 14,
+      failed: 3,
+      invalid: 6,
+      duplicates: 1,
+      skipped: 0,
+    });
+    expect(c.lines).toBe(c.records + c.invalid + c.duplicates);
+    expect(c.records).toBe(c.succeeded + c.failed + c.skipped);
+
+    const results = readJsonl(join(outDir, 'results.jsonl'));
+    const failures = readJsonl(join(outDir, 'failures.jsonl'));
+    expect(results).toHaveLength(c.succeeded);
+    for (const r of results) {
+      expect(Object.keys(r).sort()).toEqual(['modelOutput', 'recordId', 'usage']);
+    }
+    expect(first.tokens.input).toBe(
+      results.reduce((n, r) => n + (r.usage as { inputTokens: number }).inputTokens, 0),
+    );
+    expect(first.tokens.output).toBeGreaterThan(0);
+
+    // Every valid record ends exactly once in results or failures.
+    const recordFailures = failures.filter((f) => f.stage !== 'plan');
+    const ids = [...results.map((r) => r.recordId), ...recordFailures.map((f) => f.recordId)];
+    expect(new Set(ids).size).toBe(ids.length);
+    expect(ids).toHaveLength(c.records);
+    expect(ids).toEqual(expect.arrayContaining(['ok-1', 'ok-2', 'plain-1', 'ok-12']));
+
+    // Each bad line and each rejected record has a reason a person can act on.
+    const badLines = failures.filter((f) => f.stage === 'plan');
+    expect(badLines).toHaveLength(c.invalid);
+    expect(badLines.map((f) => f.line)).toEqual([4, 5, 6, 7, 8, 10]);
+    for (const f of failures) {
+      const error = f.error as { code: string; message: string };
+      expect(error.code).toMatch(/^[A-Za-z.]+$/);
+      expect(error.message.length).toBeGreaterThan(15);
+    }
+    const byCode = Object.fromEntries(badLines.map((f) => [(f.error as { code: string }).code, f]));
+    expect(Object.keys(byCode).sort()).toEqual(
+      ['ConflictingRecordId', 'InvalidJson', 'InvalidModelInput', 'MissingModelInput', 'NotAnObject'].sort(),
+    );
+    const rejected = recordFailures.map((f) => f.recordId).sort();
+    expect(rejected).toEqual(['rejected-assistant-first', 'rejected-empty', 'rejected-maxtokens']);
+    for (const f of recordFailures) expect((f.error as { code: string }).code).toBe('ValidationException');
+  });
+
+  it('skips every record the ledger holds when the same corpus runs again', () => {
+    const outDir = join(work, 'out2');
+    const res = runCli([
+      'local',
+      'run',
+      '--corpus',
+      BAD_CORPUS,
+      '--mode',
+      'converse',
+      '--out',
+      outDir,
+      '--json',
+      '--state-dir',
+      stateDir,
+    ]);
+    if (res.status !== 0) throw new Error(`exit ${res.status}\n${res.stderr}\n${res.stdout}`);
+    const second = JSON.parse(res.stdout) as Manifest;
+    expect(second.runId).not.toBe(first.runId);
+    // Published records are skipped; records that failed are tried again (and fail again).
+    expect(second.counts).toEqual({ ...first.counts, succeeded: 0, skipped: first.counts.succeeded });
+    expect(readJsonl(join(outDir, 'results.jsonl'))).toHaveLength(0);
+  });
+
+  it('refuses batch mode with a clear message until mode A lands', () => {
+    const res = runCli(['local', 'run', '--corpus', BAD_CORPUS, '--mode', 'batch', '--state-dir', stateDir]);
+    expect(res.status).toBe(2);
+    expect(res.stderr).toMatch(/batch.*not available yet.*--mode converse/);
+  });
+});
