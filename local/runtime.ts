@@ -223,7 +223,7 @@ export async function startLocalRuntime(options: LocalRuntimeOptions): Promise<L
           if (run.executionArn !== executionArn) return;
           const c = run.itemCounts;
           const finished = run.status !== 'RUNNING';
-          if (!finished && Date.now() - lastReport < 1000) return;
+          if (!finished && (c.total === 0 || Date.now() - lastReport < 1000)) return;
           lastReport = Date.now();
           progress?.(
             `  ${run.stateName}: ${c.succeeded + c.failed} of ${c.total} records done (${c.failed} in failed batches)`,
