@@ -16,7 +16,6 @@ module.exports = {
       testEnvironment: 'node',
       roots: ['<rootDir>/test/e2e'],
       testMatch: ['**/*.test.ts'],
-      testTimeout: 300000,
       transform,
     },
   ],

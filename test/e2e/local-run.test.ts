@@ -33,6 +33,8 @@ function readJsonl(file: string): Record<string, unknown>[] {
     .map((l) => JSON.parse(l) as Record<string, unknown>);
 }
 
+jest.setTimeout(300_000);
+
 describe('corpus local run (mode converse)', () => {
   const work = mkdtempSync(join(tmpdir(), 'corpus-e2e-'));
   const stateDir = join(work, 'state');
