@@ -110,7 +110,7 @@ export interface ResultLine {
 }
 
 /** Where a failure happened. */
-export type FailureStage = 'plan' | 'converse' | 'fanout' | 'finalize';
+export type FailureStage = 'plan' | 'converse' | 'batch' | 'fanout' | 'finalize';
 
 /** One line of `runs/<runId>/failures/*.jsonl`: a failed record or a bad line, with a reason a person can act on. */
 export interface FailureLine {
