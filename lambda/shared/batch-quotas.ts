@@ -57,7 +57,8 @@ export const DEFAULT_BATCH_QUOTAS: BatchQuotas = {
 /** The service code of Amazon Bedrock in Service Quotas. */
 export const BEDROCK_SERVICE_CODE = 'bedrock';
 
-const KEYS: readonly BatchQuotaKey[] = [
+/** Every limit of {@link BatchQuotas}, in a fixed order. */
+export const BATCH_QUOTA_KEYS: readonly BatchQuotaKey[] = [
   'minRecordsPerJob',
   'maxRecordsPerJob',
   'maxRecordsPerFile',
@@ -291,7 +292,7 @@ async function lookUp(
   const notes: string[] = [];
   let answered = false;
   for (const source of ['applied', 'default'] as const) {
-    if (KEYS.every((key) => found[key])) break;
+    if (BATCH_QUOTA_KEYS.every((key) => found[key])) break;
     const operation = source === 'applied' ? 'ListServiceQuotas' : 'ListAWSDefaultServiceQuotas';
     let quotas: ServiceQuota[];
     try {
@@ -302,14 +303,14 @@ async function lookUp(
       continue;
     }
     const byName = indexByName(quotas);
-    for (const key of KEYS) {
+    for (const key of BATCH_QUOTA_KEYS) {
       if (found[key]) continue;
       const hit = pick(byName, key, names, source);
       if (typeof hit === 'string') notes.push(hit);
       else if (hit) found[key] = hit;
     }
   }
-  for (const key of KEYS) {
+  for (const key of BATCH_QUOTA_KEYS) {
     if (!found[key] && answered) {
       notes.push(
         `no quota "${batchQuotaNames(key, names[0] ?? modelId)[0]}" for ${modelId}: ${key} uses the configured value`,
@@ -323,7 +324,7 @@ function merge(lookup: QuotaLookup, fallback: BatchQuotas, fromCache: boolean): 
   const quotas = { ...fallback };
   const sources = {} as Record<BatchQuotaKey, BatchQuotaSource>;
   const quotaCodes: Partial<Record<BatchQuotaKey, string>> = {};
-  for (const key of KEYS) {
+  for (const key of BATCH_QUOTA_KEYS) {
     const hit = lookup.found[key];
     quotas[key] = hit ? hit.value : fallback[key];
     sources[key] = hit ? hit.source : 'fallback';
@@ -335,7 +336,7 @@ function merge(lookup: QuotaLookup, fallback: BatchQuotas, fromCache: boolean): 
     return {
       quotas: { ...fallback },
       modelName: lookup.modelName,
-      sources: Object.fromEntries(KEYS.map((k) => [k, 'fallback'])) as Record<
+      sources: Object.fromEntries(BATCH_QUOTA_KEYS.map((k) => [k, 'fallback'])) as Record<
         BatchQuotaKey,
         BatchQuotaSource
       >,

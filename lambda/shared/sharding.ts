@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { BatchQuotas } from './batch-quotas';
+import { BATCH_QUOTA_KEYS, type BatchQuotas } from './batch-quotas';
 
 /**
  * Mode A (Bedrock batch inference) sharding: how many CreateModelInvocationJob calls a run needs, which records go
@@ -59,19 +59,10 @@ export interface ShardPlan {
   viaConverse: number;
 }
 
-const QUOTA_KEYS = [
-  'minRecordsPerJob',
-  'maxRecordsPerJob',
-  'maxRecordsPerFile',
-  'maxBytesPerFile',
-  'maxBytesPerJob',
-  'maxConcurrentJobs',
-] as const satisfies readonly (keyof BatchQuotas)[];
-
 /** Problems with a set of quotas (empty when usable): every value a positive safe integer, min <= max. */
 export function batchQuotaProblems(quotas: BatchQuotas): string[] {
   const problems: string[] = [];
-  for (const key of QUOTA_KEYS) {
+  for (const key of BATCH_QUOTA_KEYS) {
     const value: unknown = quotas[key];
     if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1) {
       problems.push(`${key} must be a positive integer, got ${String(value)}`);

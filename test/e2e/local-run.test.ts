@@ -42,22 +42,17 @@ describe('corpus local run (mode converse)', () => {
 
   let first: Manifest;
 
+  /** `corpus local run` over the bad-input corpus in converse mode, asserting it exits 0. */
+  const runBadCorpus = (outDir: string): ReturnType<typeof runCli> => {
+    const args = ['local', 'run', '--corpus', BAD_CORPUS, '--mode', 'converse', '--out', outDir, '--json'];
+    const res = runCli([...args, '--state-dir', stateDir]);
+    if (res.status !== 0) throw new Error(`exit ${res.status}\n${res.stderr}\n${res.stdout}`);
+    return res;
+  };
+
   it('runs a corpus full of bad input to completion and meets the contract', () => {
     const outDir = join(work, 'out1');
-    const res = runCli([
-      'local',
-      'run',
-      '--corpus',
-      BAD_CORPUS,
-      '--mode',
-      'converse',
-      '--out',
-      outDir,
-      '--json',
-      '--state-dir',
-      stateDir,
-    ]);
-    if (res.status !== 0) throw new Error(`exit ${res.status}\n${res.stderr}\n${res.stdout}`);
+    const res = runBadCorpus(outDir);
     first = JSON.parse(res.stdout) as Manifest;
     const onDisk = JSON.parse(readFileSync(join(outDir, 'manifest.json'), 'utf8')) as Manifest;
     expect(onDisk).toEqual(first);
@@ -118,20 +113,7 @@ describe('corpus local run (mode converse)', () => {
 
   it('skips every record the ledger holds when the same corpus runs again', () => {
     const outDir = join(work, 'out2');
-    const res = runCli([
-      'local',
-      'run',
-      '--corpus',
-      BAD_CORPUS,
-      '--mode',
-      'converse',
-      '--out',
-      outDir,
-      '--json',
-      '--state-dir',
-      stateDir,
-    ]);
-    if (res.status !== 0) throw new Error(`exit ${res.status}\n${res.stderr}\n${res.stdout}`);
+    const res = runBadCorpus(outDir);
     const second = JSON.parse(res.stdout) as Manifest;
     expect(second.runId).not.toBe(first.runId);
     // Published records are skipped; records that failed are tried again (and fail again).
