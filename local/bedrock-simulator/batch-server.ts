@@ -1,9 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 
 import { BatchServiceError } from './batch-errors';
 import type { BatchJobService } from './batch-service';
+import { listenLocal } from '../listen';
 
 /** Where the control-plane server listens. */
 export interface ControlListenOptions {
@@ -145,17 +145,9 @@ export async function listenControl(
     });
   });
 
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(options.port ?? 0, host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const port = (server.address() as AddressInfo).port;
-  const urlHost = host.includes(':') ? `[${host}]` : host;
+  const { port, endpoint } = await listenLocal(server, options.port ?? 0, host);
   return {
-    endpoint: `http://${urlHost}:${port}`,
+    endpoint,
     port,
     close: () =>
       new Promise<void>((resolve, reject) => {

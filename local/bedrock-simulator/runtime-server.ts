@@ -1,7 +1,7 @@
 import http2 from 'node:http2';
-import type { AddressInfo } from 'node:net';
 
 import { SimulatorError } from './errors';
+import { listenLocal } from '../listen';
 import {
   BedrockRuntimeService,
   toErrorResponse,
@@ -133,18 +133,9 @@ export async function listenRuntime(
     stream.end(response.body);
   }
 
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(options.port ?? 0, host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const port = (server.address() as AddressInfo).port;
-  const urlHost = host.includes(':') ? `[${host}]` : host;
-
+  const { port, endpoint } = await listenLocal(server, options.port ?? 0, host);
   return {
-    endpoint: `http://${urlHost}:${port}`,
+    endpoint,
     port,
     close: () =>
       new Promise<void>((resolve, reject) => {

@@ -5,9 +5,9 @@
  */
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import type { LocalEventBus, PutEventsRequestEntryLike } from './bus';
 import { LocalEventBridgeError, type EventBridgeErrorCode } from './errors';
+import { listenLocal } from '../listen';
 
 /** Options of {@link startEventBridgeServer}. */
 export interface EventBridgeServerOptions {
@@ -181,16 +181,9 @@ export async function startEventBridgeServer(
   const server = createServer((request, response) => {
     void handle(bus, request, response, limit);
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(options.port ?? 0, host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const { port } = server.address() as AddressInfo;
+  const { port, endpoint } = await listenLocal(server, options.port ?? 0, host);
   return {
-    endpoint: `http://${host}:${port}`,
+    endpoint,
     port,
     stop: () =>
       new Promise<void>((resolve, reject) => {
