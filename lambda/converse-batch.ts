@@ -30,7 +30,7 @@ import { FailureLaneSender } from './shared/failure-lane';
 import { Ledger } from './shared/ledger';
 import { logger, metrics, tracer } from './shared/observability';
 import { mapWithConcurrency } from './shared/pool';
-import { openObject, putJsonl, readLines } from './shared/s3-jsonl';
+import { putJsonl, readResultsFile } from './shared/s3-jsonl';
 
 /** The model call for one record: Converse for Converse bodies, InvokeModel for native ones. */
 export type ModelCaller = (
@@ -99,7 +99,7 @@ export async function processBatch(event: BatchEvent, deps: ConverseBatchDeps): 
   );
   // A retried batch rewrites its results file: the answers an earlier attempt wrote (and may already have marked
   // published) must stay in it, even if the model fails this time, and need no second model call.
-  const earlier = await readResults(deps.s3, deps.outputBucket, runKeys.results(runId, batchId));
+  const earlier = await readResultsFile(deps.s3, deps.outputBucket, runKeys.results(runId, batchId));
   let throttled = 0;
   const outcomes = await mapWithConcurrency(
     event.Items,
@@ -207,19 +207,6 @@ export async function processBatch(event: BatchEvent, deps: ConverseBatchDeps): 
     throttled,
     ...usageTotals,
   };
-}
-
-/** The result lines of a batch's results file by recordId (empty when the file does not exist). */
-async function readResults(s3: S3Client, bucket: string, key: string): Promise<Map<string, ResultLine>> {
-  const results = new Map<string, ResultLine>();
-  const body = await openObject(s3, bucket, key);
-  if (!body) return results;
-  for await (const line of readLines(body)) {
-    if (!line) continue;
-    const result = JSON.parse(line) as ResultLine;
-    results.set(result.recordId, result);
-  }
-  return results;
 }
 
 function describeModelError(code: string, message: string, attempts: number): string {

@@ -16,7 +16,6 @@ import {
   type PlanOutput,
   type ResultLine,
   type RunManifest,
-  type Usage,
   type WorkItem,
 } from './shared/contracts';
 import { readEnv, required } from './shared/env';
@@ -28,7 +27,14 @@ import {
   TransientDependencyError,
 } from './shared/errors';
 import { logger, metrics, tracer } from './shared/observability';
-import { getJson, JsonlObjectWriter, openObject, putJson, readLines } from './shared/s3-jsonl';
+import {
+  getJson,
+  JsonlObjectWriter,
+  openObject,
+  putJson,
+  readLines,
+  readResultsFile,
+} from './shared/s3-jsonl';
 
 /** Finalize's event: the workflow state, whatever path led here. */
 export const finalizeEventSchema = z.object({
@@ -214,13 +220,15 @@ async function tallyFromResultWriter(
         tally.failedBatches++;
         const batch = JSON.parse(child.Input ?? '{}') as Partial<BatchEvent>;
         const items = batch.Items ?? [];
-        const published = await publishedResults(
-          deps,
+        const batchId = batchIdOf(
           plan.runId,
-          batchIdOf(
-            plan.runId,
-            items.map((i) => i.recordId),
-          ),
+          items.map((i) => i.recordId),
+        );
+        // What the batch managed to publish before it failed.
+        const published = await readResultsFile(
+          deps.s3,
+          deps.outputBucket,
+          runKeys.results(plan.runId, batchId),
         );
         const reason = {
           code: child.Error ?? (status === 'PENDING' ? 'NotProcessed' : 'ChildExecutionFailed'),
@@ -228,7 +236,7 @@ async function tallyFromResultWriter(
         };
         writer ??= new JsonlObjectWriter(deps.s3, deps.outputBucket, runKeys.failures(plan.runId, 'fanout'));
         for (const item of items) {
-          const usage = published.get(item.recordId);
+          const usage = published.get(item.recordId)?.usage;
           if (usage) {
             // Its answer is in the results file: it succeeded, and its tokens were spent.
             tally.succeeded++;
@@ -243,23 +251,6 @@ async function tallyFromResultWriter(
     }
   }
   if (writer) await writer.close();
-}
-
-/** The usage of each record a batch managed to publish before it failed, by recordId. */
-async function publishedResults(
-  deps: FinalizeDeps,
-  runId: string,
-  batchId: string,
-): Promise<Map<string, Usage>> {
-  const published = new Map<string, Usage>();
-  const body = await openObject(deps.s3, deps.outputBucket, runKeys.results(runId, batchId));
-  if (!body) return published;
-  for await (const line of readLines(body)) {
-    if (!line) continue;
-    const result = JSON.parse(line) as ResultLine;
-    published.set(result.recordId, result.usage);
-  }
-  return published;
 }
 
 function fanOutFailure(item: WorkItem, reason: { code: string; message: string }): FailureLine {

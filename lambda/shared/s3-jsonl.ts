@@ -2,6 +2,7 @@ import { createInterface } from 'node:readline';
 import { PassThrough, type Readable } from 'node:stream';
 import { GetObjectCommand, NoSuchKey, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
+import type { ResultLine } from './contracts';
 import { callDependency } from './errors';
 
 /**
@@ -133,4 +134,24 @@ export async function* readLines(stream: Readable): AsyncGenerator<string> {
   } finally {
     rl.close();
   }
+}
+
+/**
+ * The result lines of one results file by recordId (empty when the file does not exist). For a batch's or a shard
+ * part's file, which holds at most a few thousand lines.
+ */
+export async function readResultsFile(
+  s3: S3Client,
+  bucket: string,
+  key: string,
+): Promise<Map<string, ResultLine>> {
+  const results = new Map<string, ResultLine>();
+  const body = await openObject(s3, bucket, key);
+  if (!body) return results;
+  for await (const line of readLines(body)) {
+    if (!line) continue;
+    const result = JSON.parse(line) as ResultLine;
+    results.set(result.recordId, result);
+  }
+  return results;
 }
