@@ -1,5 +1,6 @@
 import { resolve } from 'node:path';
 import { Command, Option } from 'commander';
+import { describeFaults, FaultSpecError, parseFaults } from '../local/faults';
 import { formatSummary, runLocalCorpus, UsageError } from '../local/run-local';
 
 /**
@@ -34,6 +35,7 @@ local
     '--out <dir>',
     'where to write manifest.json, results.jsonl and failures.jsonl (default: <state-dir>/runs/<runId>)',
   )
+  .option('--faults <spec>', `comma-separated faults to inject into the local run:\n${describeFaults()}`)
   .option('--json', 'print the run manifest as JSON instead of a summary', false)
   .option(
     '--state-dir <dir>',
@@ -47,9 +49,12 @@ local
       out?: string;
       json: boolean;
       stateDir: string;
+      faults?: string;
     }) => {
       try {
+        const faults = opts.faults === undefined ? undefined : parseFaults(opts.faults);
         const outcome = await runLocalCorpus({
+          ...(faults ? { runtime: { bedrock: { ...faults.runtime, batch: { faults: faults.batch } } } } : {}),
           corpusFile: resolve(opts.corpus),
           mode: opts.mode,
           stateDir: resolve(opts.stateDir),
@@ -61,7 +66,7 @@ local
         );
         process.exitCode = outcome.manifest.status === 'SUCCEEDED' ? 0 : 1;
       } catch (err) {
-        if (err instanceof UsageError) {
+        if (err instanceof UsageError || err instanceof FaultSpecError) {
           process.stderr.write(`corpus: ${err.message}\n`);
           process.exitCode = 2;
           return;

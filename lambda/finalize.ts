@@ -12,12 +12,17 @@ import {
   runKeys,
   type BatchEvent,
   type BatchSummary,
+  type BatchJobOutcome,
+  type BatchPlan,
   type FailureLine,
+  type ManifestJob,
   type PlanOutput,
   type ResultLine,
   type RunManifest,
+  type ShardItem,
   type WorkItem,
 } from './shared/contracts';
+import { collectKeys, type CollectShardSummary } from './shared/collect';
 import { readEnv, required } from './shared/env';
 import { batchIdOf } from './shared/batches';
 import {
@@ -27,6 +32,7 @@ import {
   TransientDependencyError,
 } from './shared/errors';
 import { logger, metrics, tracer } from './shared/observability';
+import { mapWithConcurrency } from './shared/pool';
 import {
   getJson,
   JsonlObjectWriter,
@@ -81,6 +87,28 @@ interface StepFunctionsError {
   Cause?: string;
 }
 
+/** Why records went unprocessed, as a failure line's code and message. */
+interface Reason {
+  code: string;
+  message: string;
+}
+
+/** A shard of a mode A run whose job output was never collected (no marker), and its records' fate. */
+interface UncollectedShard {
+  item: ShardItem;
+  /** How the shard's job ended, when its child got that far. */
+  job?: BatchJobOutcome;
+  reason: Reason;
+  succeeded: number;
+  failed: number;
+}
+
+/** A failed (or never run) child of the batch Map, from its ResultWriter files. */
+interface FailedShardChild {
+  job?: BatchJobOutcome;
+  reason: Reason;
+}
+
 interface Tally {
   succeeded: number;
   failed: number;
@@ -95,7 +123,8 @@ interface Tally {
  * Accounts for every line of the run, writes `runs/<runId>/manifest.json` and announces the outcome on the
  * pipeline's event bus. Sums the children's summaries from the Map's ResultWriter files; the records of a child that
  * failed are checked against what it managed to publish and the rest recorded as failed; when the Map itself failed
- * (no ResultWriter details), every record is accounted for from the files the children wrote.
+ * (no ResultWriter details), every record is accounted for from the files the children wrote. A mode A run is
+ * summed from its shards' collect markers plus the Converse fan-out, and its manifest lists the jobs.
  */
 export async function finalizeRun(event: FinalizeEvent, deps: FinalizeDeps): Promise<FinalizeOutput> {
   const { runId, state } = event;
@@ -114,14 +143,17 @@ export async function finalizeRun(event: FinalizeEvent, deps: FinalizeDeps): Pro
     ? { code: stateError.Error ?? 'States.TaskFailed', message: describeCause(stateError.Cause) }
     : undefined;
 
+  let jobs: ManifestJob[] | undefined;
   if (plan && plan.counts.toProcess > 0) {
-    const details = (
-      state.fanOutResult as { resultWriterDetails?: { Bucket: string; Key: string } } | undefined
-    )?.resultWriterDetails;
-    if (details) {
-      await tallyFromResultWriter(deps, plan, details, tally);
+    if (plan.mode === 'batch' && plan.batch) {
+      jobs = await tallyBatchRun(deps, plan, plan.batch, state, tally, error);
     } else {
-      await tallyFromRunFiles(deps, plan, tally, error);
+      const details = resultWriterDetailsOf(state.fanOutResult);
+      if (details) {
+        await tallyFromResultWriter(deps, plan, details, tally);
+      } else {
+        await tallyFromRunFiles(deps, plan, tally, error);
+      }
     }
     if (!error && tally.succeeded + tally.failed + tally.skipped !== plan.counts.toProcess) {
       error = {
@@ -161,6 +193,7 @@ export async function finalizeRun(event: FinalizeEvent, deps: FinalizeDeps): Pro
       failuresPrefix: runKeys.failuresPrefix(runId),
     },
     ...(plan ? { batches: { total: tally.batches, failed: tally.failedBatches } } : {}),
+    ...(jobs ? { jobs } : {}),
     ...(error ? { error } : {}),
   };
   await putJson(deps.s3, deps.outputBucket, manifestKey, manifest);
@@ -168,6 +201,131 @@ export async function finalizeRun(event: FinalizeEvent, deps: FinalizeDeps): Pro
   metrics.addMetric(status === 'SUCCEEDED' ? 'RunsSucceeded' : 'RunsFailed', 'Count', 1);
   logger.info('run finalized', { runId, status, counts: manifest.counts, error });
   return { runId, status, manifestKey, counts: manifest.counts, ...(error ? { error } : {}) };
+}
+
+function resultWriterDetailsOf(mapResult: unknown): { Bucket: string; Key: string } | undefined {
+  return (mapResult as { resultWriterDetails?: { Bucket: string; Key: string } } | undefined)
+    ?.resultWriterDetails;
+}
+
+/**
+ * Mode A: accounts for the shards from their collect markers (a `Failed` job's marker counts its records as failed)
+ * and for the records that went through Converse from the fan-out's ResultWriter files. When a shard has no marker
+ * (its child failed before Collect finished) or the run failed, every record is accounted for from the run's files
+ * instead, each record of an uncollected shard recorded as failed with its child's error.
+ * @returns the run manifest's `jobs`, one per shard in shard order
+ */
+async function tallyBatchRun(
+  deps: FinalizeDeps,
+  plan: PlanOutput,
+  batch: BatchPlan,
+  state: Record<string, unknown>,
+  tally: Tally,
+  error: Reason | undefined,
+): Promise<ManifestJob[]> {
+  const shards = await getJson<ShardItem[]>(deps.s3, deps.outputBucket, batch.shardsKey);
+  if (!shards) throw new Error(`shard list s3://${deps.outputBucket}/${batch.shardsKey} is missing`);
+  const markers = await mapWithConcurrency(shards, 16, (shard) =>
+    getJson<CollectShardSummary>(deps.s3, deps.outputBucket, collectKeys.marker(plan.runId, shard.shard)),
+  );
+  const batchDetails = resultWriterDetailsOf(state.batchResult);
+  const failedChildren = batchDetails
+    ? await readFailedShardChildren(deps, batchDetails)
+    : new Map<number, FailedShardChild>();
+
+  const uncollected = new Map<number, UncollectedShard>();
+  shards.forEach((item, i) => {
+    if (markers[i]) return;
+    const child = failedChildren.get(item.shard);
+    uncollected.set(item.shard, {
+      item,
+      ...(child?.job ? { job: child.job } : {}),
+      reason: child?.reason ??
+        error ?? { code: 'NotCollected', message: "the shard's batch job output was never collected" },
+      succeeded: 0,
+      failed: 0,
+    });
+  });
+
+  if (uncollected.size === 0 && !error) {
+    for (const marker of markers) {
+      if (!marker) continue;
+      tally.succeeded += marker.succeeded;
+      tally.failed += marker.failed;
+      tally.skipped += marker.skipped;
+      tally.inputTokens += marker.inputTokens;
+      tally.outputTokens += marker.outputTokens;
+    }
+    const fanOut = resultWriterDetailsOf(state.fanOutResult);
+    if (fanOut) await tallyFromResultWriter(deps, plan, fanOut, tally);
+  } else {
+    logger.warn('accounting for the batch run from its files', {
+      uncollected: [...uncollected.keys()],
+      error,
+    });
+    await tallyFromRunFiles(deps, plan, tally, error, [...uncollected.values()]);
+  }
+
+  return shards.map((item, i): ManifestJob => {
+    const marker = markers[i];
+    if (marker) {
+      return {
+        shard: item.shard,
+        jobArn: marker.jobArn,
+        status: marker.status,
+        records: marker.records,
+        succeeded: marker.succeeded,
+        failed: marker.failed,
+        redriven: marker.missing,
+        submittedAt: marker.submittedAt ?? null,
+        endedAt: marker.endedAt ?? null,
+        ...(marker.message ? { message: marker.message } : {}),
+      };
+    }
+    const lost = uncollected.get(item.shard);
+    return {
+      shard: item.shard,
+      jobArn: lost?.job?.jobArn ?? null,
+      status: 'NotCollected',
+      records: item.records,
+      succeeded: lost?.succeeded ?? 0,
+      failed: lost?.failed ?? 0,
+      redriven: 0,
+      submittedAt: lost?.job?.submittedAt ?? null,
+      endedAt: lost?.job?.endedAt ?? null,
+      ...(lost ? { message: `${lost.reason.code}: ${lost.reason.message}` } : {}),
+    };
+  });
+}
+
+/** The batch Map's failed and never-run children by shard, with their error and how their job ended (if known). */
+async function readFailedShardChildren(
+  deps: FinalizeDeps,
+  details: { Bucket: string; Key: string },
+): Promise<Map<number, FailedShardChild>> {
+  const manifest = await getJson<ResultWriterManifest>(deps.s3, details.Bucket, details.Key);
+  if (!manifest) throw new Error(`Map Run manifest s3://${details.Bucket}/${details.Key} is missing`);
+  const children = new Map<number, FailedShardChild>();
+  for (const status of ['FAILED', 'PENDING'] as const) {
+    for (const file of manifest.ResultFiles?.[status] ?? []) {
+      for (const child of (await getJson<ChildResult[]>(deps.s3, details.Bucket, file.Key)) ?? []) {
+        const input = JSON.parse(child.Input ?? '{}') as {
+          shard?: Partial<ShardItem>;
+          job?: BatchJobOutcome;
+        };
+        const shard = input.shard?.shard;
+        if (typeof shard !== 'number') continue;
+        children.set(shard, {
+          ...(input.job ? { job: input.job } : {}),
+          reason: {
+            code: child.Error ?? (status === 'PENDING' ? 'NotProcessed' : 'ChildExecutionFailed'),
+            message: child.Cause ? describeCause(child.Cause) : 'the shard did not complete',
+          },
+        });
+      }
+    }
+  }
+  return children;
 }
 
 function isPlanOutput(state: Record<string, unknown>): state is Record<string, unknown> & PlanOutput {
@@ -267,16 +425,20 @@ function fanOutFailure(item: WorkItem, reason: { code: string; message: string }
 }
 
 /**
- * The Map failed as a whole (for instance the tolerated failure threshold was exceeded): account for every record
- * from the result and failure files the children wrote, and record the rest as not processed.
+ * The Map failed as a whole (for instance the tolerated failure threshold was exceeded), or a mode A shard was never
+ * collected: account for every record from the result and failure files the run wrote, and record the rest as not
+ * processed. The rest of an uncollected shard is recorded (stage `batch`) with that shard's reason, and each
+ * uncollected shard's records are counted into it.
  */
 async function tallyFromRunFiles(
   deps: FinalizeDeps,
   plan: PlanOutput,
   tally: Tally,
-  error: { code: string; message: string } | undefined,
+  error: Reason | undefined,
+  uncollected: UncollectedShard[] = [],
 ): Promise<void> {
-  const accounted = new Set<string>();
+  // recordId -> true when it succeeded, false when it failed.
+  const accounted = new Map<string, boolean>();
   for await (const key of listKeys(deps, runKeys.resultsPrefix(plan.runId))) {
     const body = await openObject(deps.s3, deps.outputBucket, key);
     if (!body) continue;
@@ -284,7 +446,7 @@ async function tallyFromRunFiles(
       if (!line) continue;
       const result = JSON.parse(line) as ResultLine;
       if (accounted.has(result.recordId)) continue;
-      accounted.add(result.recordId);
+      accounted.set(result.recordId, true);
       tally.succeeded++;
       tally.inputTokens += result.usage.inputTokens;
       tally.outputTokens += result.usage.outputTokens;
@@ -298,8 +460,18 @@ async function tallyFromRunFiles(
       if (!line) continue;
       const failure = JSON.parse(line) as FailureLine;
       if (!failure.recordId || accounted.has(failure.recordId)) continue;
-      accounted.add(failure.recordId);
+      accounted.set(failure.recordId, false);
       tally.failed++;
+    }
+  }
+  // The records of uncollected shards still unaccounted for, by the shard they belong to.
+  const lostIn = new Map<string, UncollectedShard>();
+  for (const lost of uncollected) {
+    for await (const recordId of shardRecordIds(deps, lost.item)) {
+      const outcome = accounted.get(recordId);
+      if (outcome === undefined) lostIn.set(recordId, lost);
+      else if (outcome) lost.succeeded++;
+      else lost.failed++;
     }
   }
   const items = await openObject(deps.s3, deps.outputBucket, plan.itemsKey);
@@ -313,15 +485,47 @@ async function tallyFromRunFiles(
     if (!line) continue;
     const item = JSON.parse(line) as WorkItem;
     if (accounted.has(item.recordId)) continue;
-    accounted.add(item.recordId);
+    accounted.set(item.recordId, false);
     tally.failed++;
     writer ??= new JsonlObjectWriter(deps.s3, deps.outputBucket, runKeys.failures(plan.runId, 'fanout'));
+    const lost = lostIn.get(item.recordId);
+    if (lost) {
+      lost.failed++;
+      await writer.write(uncollectedFailure(item, lost));
+      continue;
+    }
     await writer.write({
       ...fanOutFailure(item, reason),
       error: { code: reason.code, message: `not processed: ${reason.message}`, retryable: true },
     });
   }
   if (writer) await writer.close();
+}
+
+function uncollectedFailure(item: WorkItem, lost: UncollectedShard): FailureLine {
+  return {
+    recordId: item.recordId,
+    line: item.line,
+    stage: 'batch',
+    error: {
+      code: lost.reason.code,
+      message: `the batch job of shard ${lost.item.shard} was not collected: ${lost.reason.message}`,
+      retryable: true,
+    },
+  };
+}
+
+/** The record ids of a shard's input files (batch input lines `{recordId, modelInput}`), streamed. */
+async function* shardRecordIds(deps: FinalizeDeps, shard: ShardItem): AsyncGenerator<string> {
+  for (const key of shard.inputKeys) {
+    const body = await openObject(deps.s3, deps.outputBucket, key);
+    if (!body) continue;
+    for await (const line of readLines(body)) {
+      if (!line.trim()) continue;
+      const { recordId } = JSON.parse(line) as { recordId?: unknown };
+      if (typeof recordId === 'string') yield recordId;
+    }
+  }
 }
 
 async function* listKeys(deps: FinalizeDeps, prefix: string): AsyncGenerator<string> {

@@ -11,7 +11,9 @@ import {
   runInputSchema,
   runKeys,
   type FailureLine,
+  type BatchPlan,
   type PlanOutput,
+  type RecordFormat,
   type RequestedMode,
   type RunMode,
   type WorkItem,
@@ -22,13 +24,31 @@ import {
   CorpusNotFoundError,
   InvalidEventError,
   InvalidRunInputError,
-  UnsupportedModeError,
 } from './shared/errors';
 import { FailureLaneSender } from './shared/failure-lane';
 import { Ledger } from './shared/ledger';
 import { logger, metrics, tracer } from './shared/observability';
 import { cleanLine, DuplicateTracker, parseLine, type PromptSettings } from './shared/records';
 import { JsonlObjectWriter, openObject, putJson, readLines } from './shared/s3-jsonl';
+import { ServiceQuotasClient } from '@aws-sdk/client-service-quotas';
+import { BATCH_QUOTA_KEYS, readBatchQuotas, type BatchQuotas } from './shared/batch-quotas';
+import { batchLineBytes, writeShards, type FormatTotals } from './shared/shard-writer';
+import { autoMode } from './shared/sharding';
+
+/** Mode A settings of Plan. */
+export interface PlanBatchSettings {
+  /** `auto` picks batch from this many records to process (never below the job minimum). */
+  autoThreshold?: number;
+  toleratedFailurePercentage: number;
+  jobTimeoutHours: number;
+  reconcileIntervalMinutes: number;
+}
+
+/** The batch quotas to cut shards to, and where each came from. */
+export interface QuotaAnswer {
+  quotas: BatchQuotas;
+  sources: Record<string, string>;
+}
 
 /** Plan's settings, from its environment. */
 export interface PlanSettings {
@@ -39,6 +59,7 @@ export interface PlanSettings {
   batchSize: number;
   mapConcurrency: number;
   toleratedFailurePercentage: number;
+  batch: PlanBatchSettings;
 }
 
 /** What Plan talks to. */
@@ -47,7 +68,12 @@ export interface PlanDeps {
   ledger: Ledger;
   failureLane: FailureLaneSender;
   settings: PlanSettings;
+  /** The model's batch quotas (Service Quotas with the configured fallback, or the configured values). */
+  batchQuotas: () => Promise<QuotaAnswer>;
 }
+
+/** The margin the workflow waits beyond a job's own timeout (jobs may queue before their clock starts). */
+export const JOB_WAIT_MARGIN_SECONDS = 6 * 3600;
 
 /** Plan's event, built by the workflow from the execution input and context. */
 export const planEventSchema = z.object({
@@ -80,20 +106,23 @@ export async function planRun(event: PlanEvent, deps: PlanDeps): Promise<PlanOut
   const { runId } = event;
   const head = await headCorpus(deps.s3, input.bucket, input.key);
   const requestedMode = resolveRequestedMode(input.mode, head.metadataMode);
-  const mode = chooseMode(requestedMode);
+  const batchPossible = requestedMode !== 'converse';
   const ledgerScope = input.ledgerScope ?? settings.ledgerScope;
   logger.appendKeys({ runId });
   logger.info('planning run', {
     corpus: `s3://${input.bucket}/${input.key}`,
     size: head.size,
     requestedMode,
-    mode,
     ledgerScope,
   });
 
   const items = new JsonlObjectWriter(deps.s3, settings.outputBucket, runKeys.items(runId));
   let failures: JsonlObjectWriter | undefined;
   const counts = { lines: 0, records: 0, invalid: 0, duplicates: 0, skipped: 0, toProcess: 0 };
+  const totals: Record<RecordFormat, FormatTotals> = {
+    converse: { records: 0, bytes: 0 },
+    native: { records: 0, bytes: 0 },
+  };
   const recordFailure = async (failure: FailureLine): Promise<void> => {
     counts.invalid++;
     failures ??= new JsonlObjectWriter(deps.s3, settings.outputBucket, runKeys.failures(runId, 'plan'));
@@ -111,6 +140,10 @@ export async function planRun(event: PlanEvent, deps: PlanDeps): Promise<PlanOut
       if (published.has(item.recordId)) counts.skipped++;
       else {
         counts.toProcess++;
+        if (batchPossible) {
+          totals[item.format].records++;
+          totals[item.format].bytes += batchLineBytes(item);
+        }
         await items.write(item);
       }
     }
@@ -176,6 +209,46 @@ export async function planRun(event: PlanEvent, deps: PlanDeps): Promise<PlanOut
   if (failures) await failures.close();
   await deps.failureLane.flush();
 
+  let mode: RunMode = 'converse';
+  let batch: BatchPlan | undefined;
+  if (batchPossible && counts.toProcess > 0) {
+    const { quotas, sources } = await deps.batchQuotas();
+    mode = chooseMode(requestedMode, counts.toProcess, quotas, settings.batch.autoThreshold);
+    if (mode === 'batch') {
+      const written = await writeShards({
+        s3: deps.s3,
+        bucket: settings.outputBucket,
+        runId,
+        itemsKey: runKeys.items(runId),
+        totals,
+        quotas,
+      });
+      if (written.shards.length === 0) {
+        // Nothing can make a job of the minimum size: every record goes through Converse.
+        mode = 'converse';
+        logger.info('batch requested, but no job of the minimum size can be made: using Converse', {
+          toProcess: counts.toProcess,
+          minRecordsPerJob: quotas.minRecordsPerJob,
+        });
+      } else {
+        await putJson(deps.s3, settings.outputBucket, runKeys.shards(runId), written.shards);
+        batch = {
+          shardsKey: runKeys.shards(runId),
+          shards: written.shards.length,
+          records: written.shards.reduce((n, s) => n + s.records, 0),
+          viaConverse: written.viaConverse,
+          maxConcurrency: quotas.maxConcurrentJobs,
+          toleratedFailurePercentage: settings.batch.toleratedFailurePercentage,
+          jobWaitSeconds: settings.batch.jobTimeoutHours * 3600 + JOB_WAIT_MARGIN_SECONDS,
+          // Three reconciler ticks may be missed before the wait gives up on a heartbeat.
+          heartbeatSeconds: settings.batch.reconcileIntervalMinutes * 60 * 3 + 60,
+          quotas: { ...quotas },
+          quotaSources: sources,
+        };
+      }
+    }
+  }
+
   const output: PlanOutput = {
     runId,
     startedAt: event.startedAt,
@@ -193,10 +266,12 @@ export async function planRun(event: PlanEvent, deps: PlanDeps): Promise<PlanOut
     modelId: settings.modelId,
     counts,
     fanOut: {
+      itemsKey: batch ? runKeys.converseItems(runId) : runKeys.items(runId),
       batchSize: settings.batchSize,
       maxConcurrency: settings.mapConcurrency,
       toleratedFailurePercentage: settings.toleratedFailurePercentage,
     },
+    ...(batch ? { batch } : {}),
   };
   await putJson(deps.s3, settings.outputBucket, runKeys.plan(runId), output);
   metrics.addMetric('CorpusLines', 'Count', counts.lines);
@@ -221,14 +296,18 @@ function resolveRequestedMode(
   return mode;
 }
 
-/** Chooses the processing mode. Batch inference (mode A) is not part of this deployment yet. */
-export function chooseMode(requested: RequestedMode): RunMode {
-  if (requested === 'batch') {
-    throw new UnsupportedModeError(
-      'Batch mode (Bedrock batch inference jobs) is not available in this deployment yet; start the run with mode "converse" or "auto"',
-    );
-  }
-  return 'converse';
+/**
+ * Chooses the processing mode: `batch` and `converse` as asked; `auto` picks batch when the records to process reach
+ * the batch threshold (at least the minimum records per job), converse otherwise.
+ */
+export function chooseMode(
+  requested: RequestedMode,
+  toProcess: number,
+  quotas: BatchQuotas,
+  autoThreshold?: number,
+): RunMode {
+  if (requested !== 'auto') return requested;
+  return autoMode(toProcess, quotas, autoThreshold);
 }
 
 async function headCorpus(
@@ -271,8 +350,41 @@ const env = readEnv(
     CONVERSE_MAP_CONCURRENCY: positiveInt,
     TOLERATED_FAILURE_PERCENTAGE: z.coerce.number().min(0).max(100),
     LEDGER_TTL_DAYS: positiveInt.default(90),
+    BATCH_READ_SERVICE_QUOTAS: z.enum(['true', 'false']).default('true'),
+    BATCH_QUOTA_MIN_RECORDS_PER_JOB: positiveInt,
+    BATCH_QUOTA_MAX_RECORDS_PER_JOB: positiveInt,
+    BATCH_QUOTA_MAX_RECORDS_PER_FILE: positiveInt,
+    BATCH_QUOTA_MAX_BYTES_PER_FILE: positiveInt,
+    BATCH_QUOTA_MAX_BYTES_PER_JOB: positiveInt,
+    BATCH_QUOTA_MAX_CONCURRENT_JOBS: positiveInt,
+    BATCH_AUTO_THRESHOLD: positiveInt.optional(),
+    BATCH_TOLERATED_FAILURE_PERCENTAGE: z.coerce.number().min(0).max(100),
+    BATCH_JOB_TIMEOUT_HOURS: positiveInt,
+    BATCH_RECONCILE_INTERVAL_MINUTES: positiveInt,
   }),
 );
+
+const configuredQuotas: BatchQuotas = {
+  minRecordsPerJob: env.BATCH_QUOTA_MIN_RECORDS_PER_JOB,
+  maxRecordsPerJob: env.BATCH_QUOTA_MAX_RECORDS_PER_JOB,
+  maxRecordsPerFile: env.BATCH_QUOTA_MAX_RECORDS_PER_FILE,
+  maxBytesPerFile: env.BATCH_QUOTA_MAX_BYTES_PER_FILE,
+  maxBytesPerJob: env.BATCH_QUOTA_MAX_BYTES_PER_JOB,
+  maxConcurrentJobs: env.BATCH_QUOTA_MAX_CONCURRENT_JOBS,
+};
+const serviceQuotas = tracer.captureAWSv3Client(new ServiceQuotasClient({}));
+
+/** The quotas to shard with: read from Service Quotas (cached per execution environment), or as configured. */
+async function batchQuotas(): Promise<QuotaAnswer> {
+  if (env.BATCH_READ_SERVICE_QUOTAS === 'false') {
+    return {
+      quotas: configuredQuotas,
+      sources: Object.fromEntries(BATCH_QUOTA_KEYS.map((k) => [k, 'configured'])),
+    };
+  }
+  const reading = await readBatchQuotas(serviceQuotas, env.MODEL_ID, configuredQuotas);
+  return { quotas: reading.quotas, sources: reading.sources };
+}
 
 const s3 = tracer.captureAWSv3Client(new S3Client({}));
 const ddb = tracer.captureAWSv3Client(new DynamoDBClient({}));
@@ -294,7 +406,14 @@ const baseDeps: Omit<PlanDeps, 'failureLane'> = {
     batchSize: env.CONVERSE_BATCH_SIZE,
     mapConcurrency: env.CONVERSE_MAP_CONCURRENCY,
     toleratedFailurePercentage: env.TOLERATED_FAILURE_PERCENTAGE,
+    batch: {
+      ...(env.BATCH_AUTO_THRESHOLD ? { autoThreshold: env.BATCH_AUTO_THRESHOLD } : {}),
+      toleratedFailurePercentage: env.BATCH_TOLERATED_FAILURE_PERCENTAGE,
+      jobTimeoutHours: env.BATCH_JOB_TIMEOUT_HOURS,
+      reconcileIntervalMinutes: env.BATCH_RECONCILE_INTERVAL_MINUTES,
+    },
   },
+  batchQuotas,
 };
 
 const persistenceStore = new DynamoDBPersistenceLayer({

@@ -39,6 +39,56 @@ export const environmentConfigSchema = z
         maxAttempts: z.number().int().min(1).max(20).default(6),
       })
       .prefault({}),
+    /** Mode A: Bedrock batch inference jobs. */
+    batch: z
+      .object({
+        /**
+         * `auto` mode picks batch when the records to process reach this many (never below the job minimum).
+         * @default the minimum records per job
+         */
+        autoThreshold: z.number().int().min(1).optional(),
+        /**
+         * Read the per-model batch quotas from Service Quotas at run time (cached), falling back to `quotas`.
+         * Off only where no Service Quotas API exists (the offline runtime). @default true
+         */
+        readServiceQuotas: z.boolean().default(true),
+        /** Configured quotas: the fallback when Service Quotas does not answer. @default the documented defaults */
+        quotas: z
+          .object({
+            /** @default 100 */
+            minRecordsPerJob: z.number().int().min(1).default(100),
+            /** @default 50000 */
+            maxRecordsPerJob: z.number().int().min(1).default(50_000),
+            /** @default 50000 */
+            maxRecordsPerFile: z.number().int().min(1).default(50_000),
+            /** @default 1 GB */
+            maxBytesPerFile: z.number().int().min(1).default(1_000_000_000),
+            /** @default 5 GB */
+            maxBytesPerJob: z.number().int().min(1).default(5_000_000_000),
+            /** Submitted plus in-progress jobs per model: the batch Map's MaxConcurrency. @default 10 */
+            maxConcurrentJobs: z.number().int().min(1).max(1000).default(10),
+          })
+          .prefault({})
+          .refine((q) => q.minRecordsPerJob <= q.maxRecordsPerJob, {
+            message: 'minRecordsPerJob must not exceed maxRecordsPerJob',
+          }),
+        /** The job's timeoutDurationInHours (24 to 168). @default 72 */
+        jobTimeoutHours: z.number().int().min(24).max(168).default(72),
+        /** Share of failed shards (jobs) the run tolerates before it fails. @default 0 */
+        toleratedFailurePercentage: z.number().min(0).max(100).default(0),
+        /** How often the reconciler checks jobs in flight (lost events, heartbeats). @default 5 */
+        reconcileIntervalMinutes: z.number().int().min(1).max(60).default(5),
+        /** Tags put on every batch job (cost allocation). @default {} */
+        tags: z.record(z.string().min(1).max(128), z.string().max(256)).default({}),
+        /** Run the jobs inside a VPC (the subnets and security groups must already exist). */
+        vpc: z
+          .object({
+            subnetIds: z.array(z.string().regex(/^subnet-[0-9a-f]+$/)).min(1),
+            securityGroupIds: z.array(z.string().regex(/^sg-[0-9a-f]+$/)).min(1),
+          })
+          .optional(),
+      })
+      .prefault({}),
     /** How plain `{id, text}` lines become model requests. */
     prompt: z
       .object({
@@ -92,6 +142,8 @@ export interface PipelineConfig extends EnvironmentConfig {
   readonly envName: string;
   /** The ledger scope, resolved. */
   readonly ledgerScope: string;
+  /** Batch job names start with `<batchJobNamePrefix>-` (`corpus-<env>`, at most 20 characters). */
+  readonly batchJobNamePrefix: string;
 }
 
 /** Thrown when cdk.json context does not describe a valid environment. */
@@ -112,9 +164,14 @@ export function parseEnvironmentConfig(envName: string, raw: unknown): PipelineC
     const problems = parsed.error.issues.map((i) => `  - ${i.path.join('.') || '(root)'}: ${i.message}`);
     throw new ConfigError(`Invalid settings for environment "${envName}":\n${problems.join('\n')}`);
   }
+  const batchJobNamePrefix = `corpus-${envName}`
+    .replace(/[^a-zA-Z0-9-]+/g, '-')
+    .slice(0, 20)
+    .replace(/-+$/, '');
   return {
     ...parsed.data,
     envName,
     ledgerScope: parsed.data.ledger.scope ?? `${envName}/${parsed.data.modelId}`,
+    batchJobNamePrefix,
   };
 }

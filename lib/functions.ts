@@ -1,6 +1,7 @@
 import { Duration, RemovalPolicy } from 'aws-cdk-lib';
 import type * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import type * as events from 'aws-cdk-lib/aws-events';
+import type * as iam from 'aws-cdk-lib/aws-iam';
 import type * as kms from 'aws-cdk-lib/aws-kms';
 import type * as s3 from 'aws-cdk-lib/aws-s3';
 import type * as sqs from 'aws-cdk-lib/aws-sqs';
@@ -14,6 +15,11 @@ export const FUNCTION_ENTRIES = {
   plan: 'lambda/plan.ts',
   converse: 'lambda/converse-batch.ts',
   finalize: 'lambda/finalize.ts',
+  submitJob: 'lambda/submit-job.ts',
+  jobState: 'lambda/job-state.ts',
+  reconcile: 'lambda/reconcile.ts',
+  collect: 'lambda/collect.ts',
+  converseItems: 'lambda/converse-items.ts',
 } as const;
 
 /** Properties of {@link PipelineFunctions}. */
@@ -32,6 +38,15 @@ export interface PipelineFunctionsProps {
   readonly failureDeadLetterQueue: sqs.IQueue;
   /** The pipeline's event bus (EVENT_BUS_NAME). */
   readonly eventBus: events.IEventBus;
+  /** Mode A's batch jobs table (JOBS_TABLE). */
+  readonly jobsTable: dynamodb.ITable;
+  /** The role Bedrock runs batch jobs with (BATCH_ROLE_ARN). */
+  readonly batchServiceRole: iam.IRole;
+  /**
+   * Customer managed key the batch jobs encrypt their output with (BATCH_OUTPUT_KMS_KEY_ARN).
+   * @default the bucket's default encryption
+   */
+  readonly batchOutputKey?: kms.IKey;
   /**
    * Customer managed key for the log groups.
    * @default CloudWatch Logs default encryption
@@ -50,7 +65,7 @@ export interface PipelineFunctionsProps {
 }
 
 /**
- * The workflow's three functions with their environment. Permissions are not granted here: the stack grants
+ * The workflow's functions with their environment. Permissions are not granted here: the stack grants
  * each one exactly what it uses.
  */
 export class PipelineFunctions extends Construct {
@@ -60,10 +75,21 @@ export class PipelineFunctions extends Construct {
   public readonly converse: PipelineFunction;
   /** Finalize: the run manifest and the completion event. */
   public readonly finalize: PipelineFunction;
+  /** Mode A SubmitJob: one CreateModelInvocationJob per shard; records the shard's task token by job ARN. */
+  public readonly submitJob: PipelineFunction;
+  /** Mode A job-state handler: resumes a shard's wait when its job ends (EventBridge). */
+  public readonly jobState: PipelineFunction;
+  /** Mode A reconciler: resumes jobs whose event never came, heartbeats long waits (schedule). */
+  public readonly reconcile: PipelineFunction;
+  /** Mode A Collect: streams a job's output through the ledger. */
+  public readonly collect: PipelineFunction;
+  /** Mode A ConverseItems: gathers the records that go through Converse after the jobs. */
+  public readonly converseItems: PipelineFunction;
 
   constructor(scope: Construct, id: string, props: PipelineFunctionsProps) {
     super(scope, id);
     const { config } = props;
+    const quotas = config.batch.quotas;
     const common = {
       logRetention: toRetentionDays(config.logRetentionDays),
       removalPolicy: props.removalPolicy ?? RemovalPolicy.RETAIN,
@@ -92,6 +118,20 @@ export class PipelineFunctions extends Construct {
         CONVERSE_BATCH_SIZE: String(config.converse.batchSize),
         CONVERSE_MAP_CONCURRENCY: String(config.converse.mapConcurrency),
         TOLERATED_FAILURE_PERCENTAGE: String(config.converse.toleratedFailurePercentage),
+        LEDGER_TTL_DAYS: String(config.ledger.ttlDays),
+        BATCH_READ_SERVICE_QUOTAS: String(config.batch.readServiceQuotas),
+        BATCH_QUOTA_MIN_RECORDS_PER_JOB: String(quotas.minRecordsPerJob),
+        BATCH_QUOTA_MAX_RECORDS_PER_JOB: String(quotas.maxRecordsPerJob),
+        BATCH_QUOTA_MAX_RECORDS_PER_FILE: String(quotas.maxRecordsPerFile),
+        BATCH_QUOTA_MAX_BYTES_PER_FILE: String(quotas.maxBytesPerFile),
+        BATCH_QUOTA_MAX_BYTES_PER_JOB: String(quotas.maxBytesPerJob),
+        BATCH_QUOTA_MAX_CONCURRENT_JOBS: String(quotas.maxConcurrentJobs),
+        ...(config.batch.autoThreshold !== undefined
+          ? { BATCH_AUTO_THRESHOLD: String(config.batch.autoThreshold) }
+          : {}),
+        BATCH_TOLERATED_FAILURE_PERCENTAGE: String(config.batch.toleratedFailurePercentage),
+        BATCH_JOB_TIMEOUT_HOURS: String(config.batch.jobTimeoutHours),
+        BATCH_RECONCILE_INTERVAL_MINUTES: String(config.batch.reconcileIntervalMinutes),
       },
     });
 
@@ -131,6 +171,79 @@ export class PipelineFunctions extends Construct {
         EVENT_BUS_NAME: props.eventBus.eventBusName,
         IDEMPOTENCY_TABLE: props.idempotencyTable.tableName,
       },
+    });
+
+    const jobsEnvironment = {
+      JOBS_TABLE: props.jobsTable.tableName,
+      JOBS_TTL_DAYS: String(config.ledger.ttlDays),
+    };
+    this.submitJob = new PipelineFunction(this, 'SubmitJob', {
+      ...common,
+      entry: FUNCTION_ENTRIES.submitJob,
+      serviceName: 'corpus-submit-job',
+      description: 'Submits one Bedrock batch inference job per shard and records its task token by job ARN',
+      timeout: Duration.seconds(60),
+      memorySize: 256,
+      environment: {
+        ...jobsEnvironment,
+        OUTPUT_BUCKET: props.outputBucket.bucketName,
+        MODEL_ID: config.modelId,
+        BATCH_ROLE_ARN: props.batchServiceRole.roleArn,
+        BATCH_JOB_TIMEOUT_HOURS: String(config.batch.jobTimeoutHours),
+        BATCH_JOB_NAME_PREFIX: config.batchJobNamePrefix,
+        BATCH_JOB_TAGS: JSON.stringify({ ...config.batch.tags, environment: config.envName }),
+        ...(config.batch.vpc
+          ? {
+              BATCH_VPC_SUBNET_IDS: config.batch.vpc.subnetIds.join(','),
+              BATCH_VPC_SECURITY_GROUP_IDS: config.batch.vpc.securityGroupIds.join(','),
+            }
+          : {}),
+        ...(props.batchOutputKey ? { BATCH_OUTPUT_KMS_KEY_ARN: props.batchOutputKey.keyArn } : {}),
+      },
+    });
+    this.jobState = new PipelineFunction(this, 'JobState', {
+      ...common,
+      entry: FUNCTION_ENTRIES.jobState,
+      serviceName: 'corpus-job-state',
+      description: 'Resumes the shard waiting on a Bedrock batch job when the job reaches a terminal status',
+      timeout: Duration.seconds(60),
+      memorySize: 256,
+      environment: jobsEnvironment,
+    });
+    this.reconcile = new PipelineFunction(this, 'Reconcile', {
+      ...common,
+      entry: FUNCTION_ENTRIES.reconcile,
+      serviceName: 'corpus-reconcile',
+      description:
+        'Resumes batch jobs whose state-change event never came; heartbeats the waits of running jobs',
+      timeout: Duration.minutes(5),
+      memorySize: 256,
+      environment: jobsEnvironment,
+    });
+    this.collect = new PipelineFunction(this, 'Collect', {
+      ...common,
+      entry: FUNCTION_ENTRIES.collect,
+      serviceName: 'corpus-collect',
+      description: 'Streams a batch job output through the ledger; error lines to the failure lane',
+      timeout: Duration.minutes(15),
+      memorySize: 1024,
+      environment: {
+        OUTPUT_BUCKET: props.outputBucket.bucketName,
+        LEDGER_TABLE: props.ledgerTable.tableName,
+        IDEMPOTENCY_TABLE: props.idempotencyTable.tableName,
+        FAILURE_QUEUE_URL: props.failureQueue.queueUrl,
+        FAILURE_DLQ_URL: props.failureDeadLetterQueue.queueUrl,
+        LEDGER_TTL_DAYS: String(config.ledger.ttlDays),
+      },
+    });
+    this.converseItems = new PipelineFunction(this, 'ConverseItems', {
+      ...common,
+      entry: FUNCTION_ENTRIES.converseItems,
+      serviceName: 'corpus-converse-items',
+      description: 'Gathers the records that go through Converse after the batch jobs',
+      timeout: Duration.minutes(15),
+      memorySize: 512,
+      environment: { OUTPUT_BUCKET: props.outputBucket.bucketName },
     });
   }
 }

@@ -28,9 +28,10 @@ export const IDEMPOTENCY_PARTITION_KEY = 'id';
 /** The TTL attribute Powertools idempotency writes. */
 export const IDEMPOTENCY_TTL_ATTRIBUTE = 'expiration';
 
-// KMS actions CDK grants for reading and writing a table encrypted with a customer managed key.
-const KMS_WILDCARD_ACTIONS = ['kms:ReEncrypt*', 'kms:GenerateDataKey*'];
-const KMS_WILDCARD_REASON =
+/** KMS actions CDK grants for reading and writing a table encrypted with a customer managed key. */
+export const KMS_WILDCARD_ACTIONS = ['kms:ReEncrypt*', 'kms:GenerateDataKey*'];
+/** Why those wildcard actions are acceptable. */
+export const KMS_WILDCARD_REASON =
   'kms:ReEncrypt*/kms:GenerateDataKey* are the action families DynamoDB needs for items encrypted with the ' +
   "pipeline's customer managed key; the statement is scoped to that one key ARN.";
 

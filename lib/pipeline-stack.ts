@@ -1,6 +1,8 @@
-import { CfnOutput, RemovalPolicy, Stack, type StackProps, Tags } from 'aws-cdk-lib';
+import { CfnOutput, Duration, RemovalPolicy, Stack, type StackProps, Tags } from 'aws-cdk-lib';
 import { Construct } from 'constructs';
+import * as iam from 'aws-cdk-lib/aws-iam';
 import { grantModelInvoke } from './bedrock-model';
+import { BatchJobs, BatchJobTracking } from './batch-jobs';
 import type { PipelineConfig } from './config';
 import { PipelineEncryption } from './encryption';
 import { IngestTrigger, PipelineEventBus } from './events';
@@ -8,6 +10,7 @@ import { FailureLane } from './failure-lane';
 import { PipelineFunctions } from './functions';
 import { PipelineLedger } from './ledger';
 import { toRetentionDays } from './log-retention';
+import { acknowledgeWildcardResources } from './nag';
 import { MAP_RUNS_PREFIX, PipelineStorage } from './storage';
 import { PipelineWorkflow } from './workflow';
 
@@ -53,6 +56,10 @@ export class PipelineStack extends Stack {
   public readonly workflow: PipelineWorkflow;
   /** The S3 upload -> workflow rule. */
   public readonly ingestTrigger: IngestTrigger;
+  /** Mode A: the jobs table and Bedrock's service role. */
+  public readonly batchJobs: BatchJobs;
+  /** Mode A: the job state-change rule and the reconciler's schedule. */
+  public readonly batchJobTracking: BatchJobTracking;
 
   constructor(scope: Construct, id: string, props: PipelineStackProps) {
     super(scope, id, props);
@@ -83,6 +90,13 @@ export class PipelineStack extends Stack {
       removalPolicy,
     });
     this.bus = new PipelineEventBus(this, 'Events', { eventBusName: name });
+    this.batchJobs = new BatchJobs(this, 'BatchJobs', {
+      modelId: config.modelId,
+      outputBucket: this.storage.outputBucket,
+      jobNamePrefix: config.batchJobNamePrefix,
+      ...(key ? { encryptionKey: key } : {}),
+      removalPolicy,
+    });
 
     this.functions = new PipelineFunctions(this, 'Functions', {
       config,
@@ -92,11 +106,14 @@ export class PipelineStack extends Stack {
       failureQueue: this.failureLane.queue,
       failureDeadLetterQueue: this.failureLane.deadLetterQueue,
       eventBus: this.bus.eventBus,
-      ...(key ? { logEncryptionKey: key } : {}),
+      jobsTable: this.batchJobs.jobsTable,
+      batchServiceRole: this.batchJobs.serviceRole,
+      ...(key ? { batchOutputKey: key, logEncryptionKey: key } : {}),
       removalPolicy,
       ...(props.projectRoot ? { projectRoot: props.projectRoot } : {}),
     });
-    const { plan, converse, finalize } = this.functions;
+    const { plan, converse, finalize, submitJob, jobState, reconcile, collect, converseItems } =
+      this.functions;
 
     this.storage.grantIngestRead(plan);
     this.storage.grantOutputRead(plan, RUNS_KEY_PATTERN);
@@ -104,6 +121,20 @@ export class PipelineStack extends Stack {
     this.ledger.grantLedgerLookup(plan);
     this.ledger.grantIdempotency(plan);
     this.failureLane.grantSendToDeadLetterQueue(plan);
+    if (config.batch.readServiceQuotas) {
+      plan.grantPrincipal.addToPrincipalPolicy(
+        new iam.PolicyStatement({
+          actions: ['servicequotas:ListServiceQuotas', 'servicequotas:ListAWSDefaultServiceQuotas'],
+          resources: ['*'],
+        }),
+      );
+      acknowledgeWildcardResources(
+        plan,
+        ['*'],
+        'Service Quotas list actions support no resource-level permissions; Plan reads the Bedrock batch quotas ' +
+          'of the model to cut shards within them.',
+      );
+    }
 
     grantModelInvoke(converse, this, config.modelId);
     // A retried batch reads the results an earlier attempt wrote, and deletes a failures file it supersedes.
@@ -121,11 +152,29 @@ export class PipelineStack extends Stack {
     this.bus.grantPutEvents(finalize);
     this.ledger.grantIdempotency(finalize);
 
+    this.batchJobs.grantSubmit(submitJob);
+    this.batchJobs.grantFollow(jobState);
+    this.batchJobs.grantReconcile(reconcile);
+
+    // Collect reads the shard input files and the job's output, writes results, failures, redrive and marker files.
+    this.storage.grantOutputRead(collect, RUNS_KEY_PATTERN);
+    this.storage.grantOutputWrite(collect, RUNS_KEY_PATTERN);
+    this.ledger.grantLedgerRecord(collect);
+    this.ledger.grantIdempotency(collect);
+    this.failureLane.grantSendToQueue(collect);
+    this.failureLane.grantSendToDeadLetterQueue(collect);
+
+    this.storage.grantOutputRead(converseItems, RUNS_KEY_PATTERN);
+    this.storage.grantOutputWrite(converseItems, RUNS_KEY_PATTERN);
+
     this.workflow = new PipelineWorkflow(this, 'Workflow', {
       stateMachineName: name,
       planFunctionArn: plan.functionArn,
       converseFunctionArn: converse.functionArn,
       finalizeFunctionArn: finalize.functionArn,
+      submitJobFunctionArn: submitJob.functionArn,
+      collectFunctionArn: collect.functionArn,
+      converseItemsFunctionArn: converseItems.functionArn,
       outputBucket: this.storage.outputBucket,
       logRetention: toRetentionDays(config.logRetentionDays),
       ...(key ? { logEncryptionKey: key } : {}),
@@ -135,6 +184,21 @@ export class PipelineStack extends Stack {
     plan.grantInvoke(stateMachine);
     converse.grantInvoke(stateMachine);
     finalize.grantInvoke(stateMachine);
+    submitJob.grantInvoke(stateMachine);
+    collect.grantInvoke(stateMachine);
+    converseItems.grantInvoke(stateMachine);
+    this.workflow.grantTaskResponse(jobState);
+    this.workflow.grantTaskResponse(reconcile);
+    this.workflow.grantTaskResponse(submitJob);
+
+    this.batchJobTracking = new BatchJobTracking(this, 'BatchJobTracking', {
+      jobNamePrefix: config.batchJobNamePrefix,
+      jobStateHandler: jobState.lambdaFunction,
+      reconciler: reconcile.lambdaFunction,
+      reconcileInterval: Duration.minutes(config.batch.reconcileIntervalMinutes),
+      ...(key ? { encryptionKey: key } : {}),
+      removalPolicy,
+    });
     // ItemReader reads the items file under runs/; ResultWriter writes (and, per its documented policy, reads back)
     // under map-runs/.
     this.storage.grantOutputRead(stateMachine, RUNS_KEY_PATTERN, { listBucket: false });
@@ -159,6 +223,8 @@ export class PipelineStack extends Stack {
       FailureQueueUrl: this.failureLane.queue.queueUrl,
       FailureDlqUrl: this.failureLane.deadLetterQueue.queueUrl,
       EventBusName: this.bus.eventBus.eventBusName,
+      JobsTableName: this.batchJobs.jobsTable.tableName,
+      BatchServiceRoleArn: this.batchJobs.serviceRole.roleArn,
     };
     for (const [outputId, value] of Object.entries(outputs)) {
       new CfnOutput(this, outputId, { value });

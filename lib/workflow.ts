@@ -37,6 +37,12 @@ export interface PipelineWorkflowProps {
   readonly converseFunctionArn: string;
   /** ARN of the Finalize function (FinalizeFunctionArn). */
   readonly finalizeFunctionArn: string;
+  /** ARN of the mode A SubmitJob function (SubmitJobFunctionArn). */
+  readonly submitJobFunctionArn: string;
+  /** ARN of the mode A Collect function (CollectFunctionArn). */
+  readonly collectFunctionArn: string;
+  /** ARN of the mode A ConverseItems function (ConverseItemsFunctionArn). */
+  readonly converseItemsFunctionArn: string;
   /** The output bucket: items files are read from it, Distributed Map results written to it (OutputBucketName). */
   readonly outputBucket: s3.IBucket;
   /**
@@ -82,6 +88,8 @@ export class PipelineWorkflow extends Construct {
   public readonly logGroup: logs.LogGroup;
   /** The substitutions applied to the definition's placeholders. */
   public readonly definitionSubstitutions: Readonly<Record<string, string>>;
+  /** The state machine's ARN, built from its name: usable by functions the definition itself references. */
+  public readonly stateMachineArnFromName: string;
 
   constructor(scope: Construct, id: string, props: PipelineWorkflowProps) {
     super(scope, id);
@@ -92,6 +100,9 @@ export class PipelineWorkflow extends Construct {
       PlanFunctionArn: props.planFunctionArn,
       ConverseFunctionArn: props.converseFunctionArn,
       FinalizeFunctionArn: props.finalizeFunctionArn,
+      SubmitJobFunctionArn: props.submitJobFunctionArn,
+      CollectFunctionArn: props.collectFunctionArn,
+      ConverseItemsFunctionArn: props.converseItemsFunctionArn,
       OutputBucketName: props.outputBucket.bucketName,
     };
     const placeholders = listDefinitionPlaceholders(definition);
@@ -137,6 +148,7 @@ export class PipelineWorkflow extends Construct {
       });
     const name = props.stateMachineName;
     const ownArn = arn('stateMachine', name);
+    this.stateMachineArnFromName = ownArn;
     const executionArns = [
       arn('execution', `${name}:*`),
       arn('execution', `${name}/*`),
@@ -172,5 +184,18 @@ export class PipelineWorkflow extends Construct {
         'DeleteLogDelivery, ListLogDeliveries, PutResourcePolicy, DescribeResourcePolicies, DescribeLogGroups) ' +
         'and X-Ray tracing (xray:PutTraceSegments, PutTelemetryRecords, GetSamplingRules, GetSamplingTargets).',
     );
+  }
+
+  /**
+   * Lets `grantee` end or keep alive this workflow's `.waitForTaskToken` waits (states:SendTaskSuccess and
+   * SendTaskHeartbeat on the state machine). The ARN comes from the name: the functions granted
+   * here are referenced by the definition, so the state machine's own ARN attribute would make a cycle.
+   */
+  public grantTaskResponse(grantee: iam.IGrantable): iam.Grant {
+    return iam.Grant.addToPrincipal({
+      grantee,
+      actions: ['states:SendTaskSuccess', 'states:SendTaskHeartbeat'],
+      resourceArns: [this.stateMachineArnFromName],
+    });
   }
 }

@@ -7,7 +7,7 @@ import { Upload } from '@aws-sdk/lib-storage';
 import type { RequestedMode, RunManifest } from '../lambda/shared/contracts';
 import { runKeys } from '../lambda/shared/contracts';
 import { getJson, openObject } from '../lambda/shared/s3-jsonl';
-import { startLocalRuntime, type ExecutionSummary } from './runtime';
+import { startLocalRuntime, type ExecutionSummary, type LocalRuntimeOptions } from './runtime';
 
 /** A mistake in how the command was called: exit code 2, no stack trace. */
 export class UsageError extends Error {
@@ -25,6 +25,8 @@ export interface LocalRunOptions {
   progress?: ((line: string) => void) | undefined;
   /** How long to wait for the run. @default 30 minutes */
   timeoutMs?: number;
+  /** Local runtime settings (Bedrock simulator behaviour and faults, schedule interval). */
+  runtime?: Omit<LocalRuntimeOptions, 'stateDir'>;
 }
 
 /** What a local run produced. */
@@ -44,17 +46,12 @@ const START_TIMEOUT_MS = 60_000;
  * results and the failures into the output directory.
  */
 export async function runLocalCorpus(options: LocalRunOptions): Promise<LocalRunOutcome> {
-  if (options.mode === 'batch') {
-    throw new UsageError(
-      '--mode batch (Bedrock batch inference jobs, mode A) is not available yet; use --mode converse or --mode auto',
-    );
-  }
   if (!existsSync(options.corpusFile) || !statSync(options.corpusFile).isFile()) {
     throw new UsageError(`--corpus ${options.corpusFile}: no such file`);
   }
   const progress = options.progress ?? (() => undefined);
   progress('starting the local runtime (emulators, Bedrock simulator, workflow runner)...');
-  const runtime = await startLocalRuntime({ stateDir: options.stateDir });
+  const runtime = await startLocalRuntime({ ...options.runtime, stateDir: options.stateDir });
   try {
     const key = `${runtime.ingestPrefix}${basename(options.corpusFile)}`;
     const started = runtime.nextExecution(
@@ -139,6 +136,18 @@ export function formatSummary(outcome: LocalRunOutcome): string {
     `  records ${c.records} = succeeded ${c.succeeded} + failed ${c.failed} + skipped (already in the ledger) ${c.skipped}`,
     `  tokens: ${m.tokens.input} in, ${m.tokens.output} out`,
   ];
+  if (m.jobs && m.jobs.length > 0) {
+    lines.push(`  batch jobs: ${m.jobs.length} (one per shard)`);
+    for (const j of m.jobs) {
+      const took =
+        j.submittedAt && j.endedAt
+          ? ` in ${((Date.parse(j.endedAt) - Date.parse(j.submittedAt)) / 1000).toFixed(1)} s`
+          : '';
+      lines.push(
+        `    shard ${j.shard}: ${j.status}${took}, ${j.records} records: ${j.succeeded} succeeded, ${j.failed} failed, ${j.redriven} re-driven through Converse${j.message ? ` (${j.message})` : ''}`,
+      );
+    }
+  }
   if (m.error) lines.push(`  error: ${m.error.code}: ${m.error.message}`);
   lines.push(
     `  results:  ${outcome.files.results}`,

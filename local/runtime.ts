@@ -3,11 +3,23 @@ import { join, resolve } from 'node:path';
 import { S3Client } from '@aws-sdk/client-s3';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { SQSClient, SendMessageCommand } from '@aws-sdk/client-sqs';
-import { startBedrockSimulator, type BedrockSimulatorOptions } from './bedrock-simulator';
+import {
+  startBedrockSimulator,
+  type BatchLimits,
+  type BedrockSimulator,
+  type BedrockSimulatorOptions,
+} from './bedrock-simulator';
 import { startEmulators, type Emulators } from './cloud/emulators';
 import { LocalFunction } from './cloud/lambda-runner';
 import { provision, type CfnTemplate, type ProvisionedStack } from './cloud/template';
-import { LocalEventBus, s3ObjectCreatedEvent, startEventBridgeServer, type LocalTarget } from './eventbridge';
+import {
+  LocalEventBus,
+  s3ObjectCreatedEvent,
+  startEventBridgeServer,
+  startScheduler,
+  type LocalTarget,
+} from './eventbridge';
+import { startStepFunctionsServer } from './stepfunctions';
 import { synthLocalTemplate } from './synth';
 import {
   LocalWorkflow,
@@ -28,6 +40,11 @@ export interface LocalRuntimeOptions {
   bedrock?: BedrockSimulatorOptions;
   /** Echo function logs to the console instead of `<stateDir>/logs/`. @default false */
   echoLogs?: boolean;
+  /**
+   * Every scheduled rule (the batch reconciler's `rate(...)`) fires at this interval offline, so lost job events
+   * are recovered in seconds rather than minutes. @default 2000
+   */
+  scheduleIntervalMs?: number;
 }
 
 /** A workflow execution as the runtime reports it. */
@@ -40,6 +57,10 @@ export interface LocalRuntime {
   ingestBucket: string;
   ingestPrefix: string;
   outputBucket: string;
+  /** The Bedrock simulator (batch jobs, stats, faults). */
+  bedrock: BedrockSimulator;
+  /** The workflow runner. */
+  workflow: LocalWorkflow;
   /** Resolves with the first execution started from now on that matches. */
   nextExecution(match: (e: ExecutionSummary) => boolean, timeoutMs: number): Promise<ExecutionSummary>;
   /** Waits for an execution to end, reporting Map progress. */
@@ -49,6 +70,31 @@ export interface LocalRuntime {
     progress?: (line: string) => void,
   ): Promise<ExecutionSummary>;
   stop(): Promise<void>;
+}
+
+const LAMBDA_INVOKE = 'arn:aws:states:::lambda:invoke';
+const LAMBDA_INVOKE_WAIT = 'arn:aws:states:::lambda:invoke.waitForTaskToken';
+
+/** Plan's environment names of the configured batch quotas, by simulator limit. */
+const BATCH_LIMIT_ENV: Record<keyof BatchLimits, string> = {
+  minRecordsPerJob: 'BATCH_QUOTA_MIN_RECORDS_PER_JOB',
+  maxRecordsPerJob: 'BATCH_QUOTA_MAX_RECORDS_PER_JOB',
+  maxRecordsPerFile: 'BATCH_QUOTA_MAX_RECORDS_PER_FILE',
+  maxBytesPerFile: 'BATCH_QUOTA_MAX_BYTES_PER_FILE',
+  maxBytesPerJob: 'BATCH_QUOTA_MAX_BYTES_PER_JOB',
+  maxConcurrentJobs: 'BATCH_QUOTA_MAX_CONCURRENT_JOBS',
+};
+
+/** The batch quotas the stack configured (read from the function that carries them), as simulator limits. */
+function configuredBatchLimits(stack: ProvisionedStack): Partial<BatchLimits> {
+  const carrier = stack.functions.find((f) => f.environment[BATCH_LIMIT_ENV.maxConcurrentJobs] !== undefined);
+  if (!carrier) return {};
+  const limits: Partial<Record<keyof BatchLimits, number>> = {};
+  for (const [limit, name] of Object.entries(BATCH_LIMIT_ENV) as [keyof BatchLimits, string][]) {
+    const value = Number(carrier.environment[name]);
+    if (Number.isInteger(value) && value > 0) limits[limit] = value;
+  }
+  return limits;
 }
 
 const REGION = 'us-east-1';
@@ -71,8 +117,6 @@ export async function startLocalRuntime(options: LocalRuntimeOptions): Promise<L
   try {
     const emulators: Emulators = await startEmulators({ stateDir, region: REGION });
     stoppers.push(() => emulators.stop());
-    const bedrock = await startBedrockSimulator(options.bedrock ?? {});
-    stoppers.push(() => bedrock.stop());
     // Rules are added once the template is provisioned; until then nothing can match.
     let deliver: (target: LocalTarget, inputJson: string) => Promise<void> = () => Promise.resolve();
     const bus = new LocalEventBus({
@@ -96,14 +140,65 @@ export async function startLocalRuntime(options: LocalRuntimeOptions): Promise<L
       clients: { s3, dynamodb, sqs },
     });
 
+    // The simulator enforces the batch quotas the stack was configured with (Plan's fallback values), reads job
+    // input and writes job output in the local S3, and publishes job state changes on the local default bus.
+    const bedrockOptions = options.bedrock ?? {};
+    const bedrock = await startBedrockSimulator({
+      ...bedrockOptions,
+      batch: {
+        region: REGION,
+        accountId: ACCOUNT,
+        ...bedrockOptions.batch,
+        limits: { default: configuredBatchLimits(stack), ...bedrockOptions.batch?.limits },
+      },
+      s3Client: s3,
+      onJobEvent: (event) => {
+        bus.emit({ ...event, resources: [...event.resources], detail: { ...event.detail } });
+      },
+    });
+    stoppers.push(() => bedrock.stop());
+
+    const functions = new Map<string, LocalFunction>();
+    const machine = stack.stateMachines[0];
+    if (!machine) throw new Error('the template declares no state machine');
+    const invokeTask = async (call: TaskCall): Promise<unknown> => {
+      if (call.resource === LAMBDA_INVOKE || call.resource === LAMBDA_INVOKE_WAIT) {
+        const params = call.parameters as { FunctionName?: string; Payload?: unknown };
+        const fn = params.FunctionName ? functions.get(params.FunctionName) : undefined;
+        if (!fn)
+          throw Object.assign(new Error(`no local function ${params.FunctionName}`), {
+            name: 'Lambda.ResourceNotFoundException',
+          });
+        // For .waitForTaskToken the result is ignored: the task ends when SendTask* names its token.
+        const payload = await fn.invoke(params.Payload ?? {});
+        return { StatusCode: 200, ExecutedVersion: '$LATEST', Payload: payload };
+      }
+      throw Object.assign(
+        new Error(`the local runtime cannot run Task resource ${call.resource} (state ${call.stateName})`),
+        {
+          name: 'States.Runtime',
+        },
+      );
+    };
+    const workflow = new LocalWorkflow({
+      stateMachineArn: machine.arn,
+      name: machine.name,
+      definition: machine.definition,
+      invokeTask,
+      objectStore: s3ObjectStore(s3),
+    });
+    const sfnServer = await startStepFunctionsServer(workflow);
+    stoppers.push(() => sfnServer.stop());
+
     const serviceEnv: Record<string, string> = {
       ...emulators.environment(),
       AWS_ENDPOINT_URL_EVENTBRIDGE: eventsServer.endpoint,
       AWS_ENDPOINT_URL_BEDROCK_RUNTIME: bedrock.runtimeEndpoint,
+      AWS_ENDPOINT_URL_BEDROCK: bedrock.controlEndpoint,
+      AWS_ENDPOINT_URL_SFN: sfnServer.endpoint,
       // No X-Ray daemon offline; logs and EMF metrics go to the function's log file.
       POWERTOOLS_TRACE_ENABLED: 'false',
     };
-    const functions = new Map<string, LocalFunction>();
     for (const fn of stack.functions) {
       const local = new LocalFunction({
         name: fn.name,
@@ -123,34 +218,6 @@ export async function startLocalRuntime(options: LocalRuntimeOptions): Promise<L
       functions.set(fn.name, local);
       stoppers.push(() => local.stop());
     }
-
-    const machine = stack.stateMachines[0];
-    if (!machine) throw new Error('the template declares no state machine');
-    const invokeTask = async (call: TaskCall): Promise<unknown> => {
-      if (call.resource === 'arn:aws:states:::lambda:invoke') {
-        const params = call.parameters as { FunctionName?: string; Payload?: unknown };
-        const fn = params.FunctionName ? functions.get(params.FunctionName) : undefined;
-        if (!fn)
-          throw Object.assign(new Error(`no local function ${params.FunctionName}`), {
-            name: 'Lambda.ResourceNotFoundException',
-          });
-        const payload = await fn.invoke(params.Payload ?? {});
-        return { StatusCode: 200, ExecutedVersion: '$LATEST', Payload: payload };
-      }
-      throw Object.assign(
-        new Error(`the local runtime cannot run Task resource ${call.resource} (state ${call.stateName})`),
-        {
-          name: 'States.Runtime',
-        },
-      );
-    };
-    const workflow = new LocalWorkflow({
-      stateMachineArn: machine.arn,
-      name: machine.name,
-      definition: machine.definition,
-      invokeTask,
-      objectStore: s3ObjectStore(s3),
-    });
 
     for (const b of stack.eventBuses) if (!bus.hasEventBus(b.name)) bus.createEventBus(b.name);
     for (const rule of stack.rules) {
@@ -187,6 +254,16 @@ export async function startLocalRuntime(options: LocalRuntimeOptions): Promise<L
       throw new Error(`the local bus cannot deliver to ${target.arn}`);
     };
 
+    const scheduler = startScheduler(
+      stack.schedules,
+      async (_schedule, input, target) => {
+        if (target) await deliver(target as LocalTarget, input);
+      },
+      { intervalMs: options.scheduleIntervalMs ?? 2000 },
+    );
+    // Stopped first: a tick must not start a function that is being stopped.
+    stoppers.push(() => scheduler.stop());
+
     const eventBridgeBuckets = new Set(stack.buckets.filter((b) => b.eventBridgeEnabled).map((b) => b.name));
     emulators.onObjectCreated((object) => {
       if (!eventBridgeBuckets.has(object.bucket)) return;
@@ -202,6 +279,8 @@ export async function startLocalRuntime(options: LocalRuntimeOptions): Promise<L
       ingestBucket: ingest,
       ingestPrefix: stack.output('IngestPrefix'),
       outputBucket: output,
+      bedrock,
+      workflow,
       nextExecution(match, timeoutMs) {
         return new Promise((resolvePromise, reject) => {
           const timer = setTimeout(() => {
@@ -225,8 +304,10 @@ export async function startLocalRuntime(options: LocalRuntimeOptions): Promise<L
           const finished = run.status !== 'RUNNING';
           if (!finished && (c.total === 0 || Date.now() - lastReport < 1000)) return;
           lastReport = Date.now();
+          // The batch Map's items are shards (one job each); the Converse Map's items are records.
+          const what = run.stateName === 'BatchJobs' ? 'shards (batch jobs)' : 'records';
           progress?.(
-            `  ${run.stateName}: ${c.succeeded + c.failed} of ${c.total} records done (${c.failed} in failed batches)`,
+            `  ${run.stateName}: ${c.succeeded + c.failed} of ${c.total} ${what} done (${c.failed} failed)`,
           );
         };
         workflow.on('mapRun', onMapRun);

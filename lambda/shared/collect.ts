@@ -1,9 +1,12 @@
 import { DeleteObjectCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
 import { z } from 'zod';
 import {
+  BATCH_JOB_TERMINAL_STATUSES,
   runKeys,
+  type BatchJobTerminalStatus,
   type FailureLaneMessage,
   type FailureLine,
+  type FailureStage,
   type ResultLine,
   type Usage,
   type WorkItem,
@@ -29,26 +32,15 @@ import { getJson, JsonlObjectWriter, openObject, putJson, readLines } from './s3
  * entry and one state byte per record; a shard holds at most 50,000 records).
  */
 
-/** The terminal statuses a batch job reaches; Collect runs on each. */
-export const BATCH_JOB_END_STATUSES = [
-  'Completed',
-  'PartiallyCompleted',
-  'Stopped',
-  'Expired',
-  'Failed',
-] as const;
+/** The terminal statuses a batch job reaches; Collect runs on each (the contract's list). */
+export const BATCH_JOB_END_STATUSES = BATCH_JOB_TERMINAL_STATUSES;
 /** A terminal batch job status. */
-export type BatchJobEndStatus = (typeof BATCH_JOB_END_STATUSES)[number];
+export type BatchJobEndStatus = BatchJobTerminalStatus;
 
-/**
- * The stage of a failure found in a batch job's output. `FailureStage` in contracts.ts lacks `'batch'` (to be added
- * there); until then the stage is typed here.
- */
-export type CollectFailureStage = 'batch';
-const STAGE: CollectFailureStage = 'batch';
+const STAGE = 'batch' satisfies FailureStage;
 
-/** A line of the shard's failures file. */
-export type CollectFailureLine = Omit<FailureLine, 'stage'> & { stage: CollectFailureStage };
+/** A line of the shard's failures file: a failure at the `batch` stage. */
+export type CollectFailureLine = FailureLine & { stage: typeof STAGE };
 
 /** What Collect is given for one shard. */
 export const collectShardInputSchema = z.object({
@@ -63,6 +55,10 @@ export const collectShardInputSchema = z.object({
   inputKeys: z.array(z.string().min(1)).min(1),
   /** Where the job wrote its output in the output bucket: `<prefix>/<jobId>/`. */
   outputPrefix: z.string().min(1),
+  /** When the job was submitted (ISO-8601), kept in the marker for the run manifest. */
+  submittedAt: z.string().min(1).optional(),
+  /** When the job ended (ISO-8601), kept in the marker for the run manifest. */
+  endedAt: z.string().min(1).optional(),
 });
 /** What Collect is given for one shard. */
 export type CollectShardInput = z.infer<typeof collectShardInputSchema>;
@@ -114,6 +110,12 @@ export interface CollectShardSummary {
   inputTokens: number;
   outputTokens: number;
   manifestCheck: ManifestCheck;
+  /** When the job was submitted (ISO-8601), when known. */
+  submittedAt?: string;
+  /** When the job ended (ISO-8601), when known. */
+  endedAt?: string;
+  /** The job's message (why it failed or stopped), when it has one. */
+  message?: string;
 }
 
 /** What Collect talks to. */
@@ -127,7 +129,10 @@ export interface CollectDeps {
   concurrency?: number;
 }
 
-/** The batch job ended `Failed`: nothing of it is collected, and the workflow's Map tolerance decides the run. */
+/**
+ * The batch job ended `Failed`: its records are recorded as failed (and sent to the failure lane for a Converse
+ * retry), and the workflow's Map tolerance decides the run.
+ */
 export class BatchJobFailedError extends Error {
   override readonly name = 'BatchJobFailedError';
   constructor(
@@ -262,27 +267,43 @@ type RecordState = (typeof RecordState)[keyof typeof RecordState];
 /**
  * Collects one shard's batch job output. Successes are published through the ledger exactly as mode B does (claim,
  * results file, then mark published), error lines go to the failures file and the failure lane, records without an
- * output line go to the redrive file for mode B. Idempotent: a repeated collect of the same job returns the summary
- * it wrote last time; one interrupted before that re-claims its own records and rewrites the same files.
- * @throws BatchJobFailedError when the job ended `Failed`
+ * output line go to the redrive file for mode B. A `Failed` job produced nothing to collect: each of its records is
+ * written as a retryable failure (and sent to the failure queue with its request), the marker is written, and
+ * BatchJobFailedError is thrown so the shard's child fails. Idempotent: a repeated collect of the same job returns
+ * the summary it wrote last time (or throws the same error for a `Failed` job, sending nothing again); one
+ * interrupted before that re-claims its own records and rewrites the same files.
+ * @throws BatchJobFailedError when the job ended `Failed` (after its records were recorded as failed)
  * @throws TransientDependencyError when S3, DynamoDB or SQS fails in a way worth retrying
  */
 export async function collectShard(
   input: CollectShardInput,
   deps: CollectDeps,
 ): Promise<CollectShardSummary> {
-  if (input.jobStatus === 'Failed') {
-    throw new BatchJobFailedError(input.jobArn, input.shard, input.failureMessage);
-  }
   const markerKey = collectKeys.marker(input.runId, input.shard);
   const earlier = await getJson<CollectShardSummary>(deps.s3, deps.outputBucket, markerKey);
   if (earlier && earlier.jobArn === input.jobArn && earlier.status === input.jobStatus) {
     logger.info('shard already collected', { shard: input.shard, jobArn: input.jobArn });
+    if (earlier.status === 'Failed') {
+      throw new BatchJobFailedError(input.jobArn, input.shard, earlier.message ?? input.failureMessage);
+    }
     return earlier;
   }
-  const summary = await new ShardCollector(input, deps).run();
+  const collector = new ShardCollector(input, deps);
+  const summary = input.jobStatus === 'Failed' ? await collector.failAll() : await collector.run();
   await putJson(deps.s3, deps.outputBucket, markerKey, summary);
+  if (summary.status === 'Failed') {
+    throw new BatchJobFailedError(input.jobArn, input.shard, input.failureMessage);
+  }
   return summary;
+}
+
+/** What a person reads for each record of a `Failed` job. */
+export function batchJobFailedMessage(jobArn: string, failureMessage: string | undefined): string {
+  return (
+    `the Bedrock batch job ${jobArn} failed (${failureMessage ?? 'Bedrock gave no failure message'}), ` +
+    'so this record was not processed; it was sent to the failure queue to be retried through Converse. ' +
+    "If the job's message points at the input (format, size, model access), fix that and run the corpus again."
+  );
 }
 
 interface PendingClaim {
@@ -350,6 +371,7 @@ class ShardCollector {
       inputTokens: this.tally.inputTokens,
       outputTokens: this.tally.outputTokens,
       manifestCheck,
+      ...this.jobTimes(),
     };
     if (!manifestCheck.ok) {
       logger.warn('batch job output does not match its manifest', {
@@ -366,6 +388,63 @@ class ShardCollector {
     metrics.addMetric('OutputTokens', 'Count', summary.outputTokens);
     logger.info('shard collected', { ...summary });
     return summary;
+  }
+
+  /**
+   * A `Failed` job: streams the shard's input once and records each distinct record as a retryable failure, in the
+   * failures file and on the failure queue with its request (the queue's consumer retries it through Converse).
+   */
+  async failAll(): Promise<CollectShardSummary> {
+    const { input, deps } = this;
+    const message = batchJobFailedMessage(input.jobArn, input.failureMessage);
+    for await (const { recordId, modelInput } of this.inputRecords()) {
+      if (this.index.has(recordId)) continue;
+      this.index.set(recordId, this.index.size);
+      const failure: CollectFailureLine = {
+        recordId,
+        stage: STAGE,
+        error: { code: 'BatchJobFailed', message, retryable: true },
+      };
+      await this.failures.write(failure);
+      await deps.failureLane.add(laneMessage(input, failure, modelInput));
+    }
+    const wroteFailures = await this.failures.finish();
+    await deps.failureLane.flush();
+    const records = this.index.size;
+    const summary: CollectShardSummary = {
+      shard: input.shard,
+      jobArn: input.jobArn,
+      status: input.jobStatus,
+      records,
+      succeeded: 0,
+      failed: records,
+      skipped: 0,
+      missing: 0,
+      ...(wroteFailures ? { failuresKey: collectKeys.failures(input.runId, input.shard) } : {}),
+      inputTokens: 0,
+      outputTokens: 0,
+      manifestCheck: {
+        expected: null,
+        seen: 0,
+        ok: false,
+        ignoredLines: 0,
+        detail: 'the job failed: its output was not read',
+      },
+      ...this.jobTimes(),
+    };
+    metrics.addMetric('RecordsFailed', 'Count', records);
+    logger.warn('batch job failed: its records were recorded as failed', { ...summary });
+    return summary;
+  }
+
+  /** The job's times and message, for the marker. */
+  private jobTimes(): Pick<CollectShardSummary, 'submittedAt' | 'endedAt' | 'message'> {
+    const { submittedAt, endedAt, failureMessage } = this.input;
+    return {
+      ...(submittedAt ? { submittedAt } : {}),
+      ...(endedAt ? { endedAt } : {}),
+      ...(failureMessage ? { message: failureMessage } : {}),
+    };
   }
 
   /** Reads the input files once for the shard's record ids and their positions. */

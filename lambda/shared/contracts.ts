@@ -92,7 +92,128 @@ export interface PlanOutput {
   ledgerScope: string;
   modelId: string;
   counts: PlanCounts;
-  fanOut: { batchSize: number; maxConcurrency: number; toleratedFailurePercentage: number };
+  fanOut: FanOutSettings;
+  /** Mode A only: the shards (batch jobs) and the records that go through Converse instead. */
+  batch?: BatchPlan;
+}
+
+/** Mode B's Distributed Map settings, and the items it reads. */
+export interface FanOutSettings {
+  /** The items file the Converse fan-out reads: every record in mode B, the leftovers of mode A. */
+  itemsKey: string;
+  batchSize: number;
+  maxConcurrency: number;
+  toleratedFailurePercentage: number;
+}
+
+/** One shard of a mode A run: one Bedrock batch inference job. An item of the batch Map (`runs/<runId>/shards.json`). */
+export interface ShardItem {
+  /** 0-based shard index. */
+  shard: number;
+  records: number;
+  bytes: number;
+  /** The records' format: every record of a shard has the same (`converse` makes the job modelInvocationType Converse). */
+  format: RecordFormat;
+  /** The shard's input files in the output bucket, in order. */
+  inputKeys: string[];
+  /** The job's input location (inputDataConfig s3Uri is `s3://<output bucket>/<inputPrefix>`). */
+  inputPrefix: string;
+  /** The job's output location (outputDataConfig s3Uri); Bedrock writes under `<outputPrefix><jobId>/`. */
+  outputPrefix: string;
+}
+
+/** Mode A's part of the plan. */
+export interface BatchPlan {
+  /** JSON array of {@link ShardItem} in the output bucket: the batch Map's ItemReader. */
+  shardsKey: string;
+  shards: number;
+  /** Records in shards. */
+  records: number;
+  /** Records that go through Converse in the same run (too few for a job of the minimum size). */
+  viaConverse: number;
+  /** Batch Map MaxConcurrency: the concurrent-jobs quota. */
+  maxConcurrency: number;
+  toleratedFailurePercentage: number;
+  /** How long the workflow waits for one job (the job's own timeout plus a margin): the wait's TimeoutSeconds. */
+  jobWaitSeconds: number;
+  /** The wait's HeartbeatSeconds: the reconciler beats more often than that. */
+  heartbeatSeconds: number;
+  /** The limits the shards were cut to, and where each came from. */
+  quotas: Record<string, number>;
+  quotaSources: Record<string, string>;
+}
+
+/** What a shard's child execution hands the SubmitJob function (with `$$.Task.Token`). */
+export const submitJobEventSchema = z.object({
+  taskToken: z.string().min(1),
+  runId: z.string().min(1),
+  shard: z.object({
+    shard: z.number().int().nonnegative(),
+    records: z.number().int().positive(),
+    bytes: z.number().int().nonnegative(),
+    format: z.enum(['converse', 'native']),
+    inputKeys: z.array(z.string().min(1)).min(1),
+    inputPrefix: z.string().min(1),
+    outputPrefix: z.string().min(1),
+  }),
+});
+/** SubmitJob's event. */
+export type SubmitJobEvent = z.infer<typeof submitJobEventSchema>;
+
+/** Terminal statuses of a batch inference job. */
+export const BATCH_JOB_TERMINAL_STATUSES = [
+  'Completed',
+  'PartiallyCompleted',
+  'Stopped',
+  'Expired',
+  'Failed',
+] as const;
+/** A terminal status. */
+export type BatchJobTerminalStatus = (typeof BATCH_JOB_TERMINAL_STATUSES)[number];
+
+/**
+ * How a batch job ended: the output a shard's wait resumes with (SendTaskSuccess), sent by the job-state handler, the
+ * reconciler, or SubmitJob itself when the job had already ended.
+ */
+export const batchJobOutcomeSchema = z.object({
+  jobArn: z.string().min(1),
+  jobName: z.string().min(1),
+  shard: z.number().int().nonnegative(),
+  status: z.enum(BATCH_JOB_TERMINAL_STATUSES),
+  /** The job's message (why it failed or stopped), when it has one. */
+  message: z.string().optional(),
+  /** ISO-8601. */
+  submittedAt: z.string().min(1),
+  /** ISO-8601. */
+  endedAt: z.string().optional(),
+  /** Key prefix of the job's output in the output bucket: `<shard outputPrefix><jobId>/`. */
+  outputPrefix: z.string().min(1),
+  /** Bedrock's counters, when GetModelInvocationJob reports them. */
+  counts: z
+    .object({
+      total: z.number().int().nonnegative().optional(),
+      processed: z.number().int().nonnegative().optional(),
+      success: z.number().int().nonnegative().optional(),
+      error: z.number().int().nonnegative().optional(),
+    })
+    .optional(),
+});
+/** How a batch job ended. */
+export type BatchJobOutcome = z.infer<typeof batchJobOutcomeSchema>;
+
+/** One job in the run manifest's `jobs`. */
+export interface ManifestJob {
+  shard: number;
+  jobArn: string | null;
+  status: string;
+  records: number;
+  succeeded: number;
+  failed: number;
+  /** Records without output, re-driven through Converse. */
+  redriven: number;
+  submittedAt: string | null;
+  endedAt: string | null;
+  message?: string;
 }
 
 /** Token usage of one model call. */
@@ -155,6 +276,8 @@ export interface RunManifest {
   ledgerScope: string | null;
   output: { bucket: string; manifestKey: string; resultsPrefix: string; failuresPrefix: string };
   batches?: { total: number; failed: number };
+  /** Mode A: one entry per shard (batch job), in shard order. */
+  jobs?: ManifestJob[];
   error?: { code: string; message: string };
 }
 
@@ -175,4 +298,12 @@ export const runKeys = {
   failuresPrefix: (runId: string): string => `runs/${runId}/failures/`,
   results: (runId: string, part: string): string => `runs/${runId}/results/${part}.jsonl`,
   failures: (runId: string, part: string): string => `runs/${runId}/failures/${part}.jsonl`,
+  /** Mode A: the shard list (JSON array of ShardItem). */
+  shards: (runId: string): string => `runs/${runId}/shards.json`,
+  /** Mode A: the records Plan sends through Converse (too few for another job). */
+  converseTail: (runId: string): string => `runs/${runId}/converse-tail.jsonl`,
+  /** Mode A: what the Converse fan-out reads after the jobs (the tail plus records jobs left without output). */
+  converseItems: (runId: string): string => `runs/${runId}/converse-items.jsonl`,
+  /** Mode A: per-shard records without output (written by Collect). */
+  redrivePrefix: (runId: string): string => `runs/${runId}/redrive/`,
 };

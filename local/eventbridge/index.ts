@@ -4,3 +4,4 @@ export * from './pattern';
 export * from './input-transformer';
 export * from './bus';
 export * from './server';
+export * from './scheduler';

@@ -120,10 +120,4 @@ describe('corpus local run (mode converse)', () => {
     expect(second.counts).toEqual({ ...first.counts, succeeded: 0, skipped: first.counts.succeeded });
     expect(readJsonl(join(outDir, 'results.jsonl'))).toHaveLength(0);
   });
-
-  it('refuses batch mode with a clear message until mode A lands', () => {
-    const res = runCli(['local', 'run', '--corpus', BAD_CORPUS, '--mode', 'batch', '--state-dir', stateDir]);
-    expect(res.status).toBe(2);
-    expect(res.stderr).toMatch(/batch.*not available yet.*--mode converse/);
-  });
 });

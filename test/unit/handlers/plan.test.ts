@@ -6,9 +6,10 @@ import { HeadObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s
 import { SendMessageBatchCommand, SQSClient } from '@aws-sdk/client-sqs';
 import { BatchGetCommand, DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { planRun, type PlanDeps, type PlanEvent, type PlanSettings } from '../../../lambda/plan';
-import type { FailureLine, PlanOutput, WorkItem } from '../../../lambda/shared/contracts';
+import type { FailureLine, PlanOutput, ShardItem, WorkItem } from '../../../lambda/shared/contracts';
 import { FailureLaneSender } from '../../../lambda/shared/failure-lane';
 import { Ledger } from '../../../lambda/shared/ledger';
+import type { BatchQuotas } from '../../../lambda/shared/batch-quotas';
 import { deriveRecordId, MAX_ITEM_BYTES } from '../../../lambda/shared/records';
 import { awsError, FakeLedgerTable, FakeS3, fixture, recordSqs, type SentBatch } from './helpers';
 
@@ -31,7 +32,19 @@ const settings: PlanSettings = {
   batchSize: 10,
   mapConcurrency: 4,
   toleratedFailurePercentage: 10,
+  batch: { toleratedFailurePercentage: 0, jobTimeoutHours: 24, reconcileIntervalMinutes: 5 },
 };
+
+/** The local environment's small quotas: a few thousand records make several shards. */
+const QUOTAS: BatchQuotas = {
+  minRecordsPerJob: 100,
+  maxRecordsPerJob: 1000,
+  maxRecordsPerFile: 400,
+  maxBytesPerFile: 10_000_000,
+  maxBytesPerJob: 50_000_000,
+  maxConcurrentJobs: 2,
+};
+let quotas: BatchQuotas = QUOTAS;
 
 let s3: FakeS3;
 let table: FakeLedgerTable;
@@ -47,6 +60,7 @@ function deps(): PlanDeps {
     }),
     failureLane: new FailureLaneSender(new SQSClient({}), QUEUE, DLQ),
     settings,
+    batchQuotas: () => Promise.resolve({ quotas, sources: { minRecordsPerJob: 'configured' } }),
   };
 }
 
@@ -73,6 +87,7 @@ beforeEach(() => {
   s3 = new FakeS3(s3Mock).install();
   table = new FakeLedgerTable(ddbMock, TABLE).install();
   sent = recordSqs(sqsMock);
+  quotas = QUOTAS;
   s3.put(INGEST, FIXTURE_KEY, fixture('bad-input-corpus.jsonl'));
 });
 
@@ -117,7 +132,12 @@ describe('planRun over the bad-input fixture', () => {
       ledgerScope: SCOPE,
       modelId: settings.modelId,
       counts: out.counts,
-      fanOut: { batchSize: 10, maxConcurrency: 4, toleratedFailurePercentage: 10 },
+      fanOut: {
+        itemsKey: 'runs/run-1/items.jsonl',
+        batchSize: 10,
+        maxConcurrency: 4,
+        toleratedFailurePercentage: 10,
+      },
     });
     expect(s3.json(OUT, 'runs/run-1/plan.json')).toEqual(out);
   });
@@ -321,13 +341,16 @@ describe('planRun input and corpus checks', () => {
   it.each([
     ['the input', { bucket: INGEST, key: FIXTURE_KEY, mode: 'batch' }, undefined],
     ['the metadata', { bucket: INGEST, key: 'meta.jsonl' }, { mode: 'batch' }],
-  ])('refuses batch mode asked for in %s with UnsupportedModeError', async (_where, input, metadata) => {
-    s3.put(INGEST, 'meta.jsonl', '', metadata);
-    await expect(planRun(event(input), deps())).rejects.toMatchObject({
-      name: 'UnsupportedModeError',
-      message: expect.stringContaining('start the run with mode "converse" or "auto"'),
-    });
-  });
+  ])(
+    'runs batch asked for in %s through Converse when the records are too few for one job',
+    async (_where, input, metadata) => {
+      s3.put(INGEST, 'meta.jsonl', fixture('bad-input-corpus.jsonl'), metadata);
+      const out = await planRun(event(input), deps());
+      expect(out).toMatchObject({ requestedMode: 'batch', mode: 'converse' });
+      expect(out.batch).toBeUndefined();
+      expect(out.fanOut.itemsKey).toBe(out.itemsKey);
+    },
+  );
 
   it('uses the ledger scope of the input over the deployment default', async () => {
     const out = await planRun(event({ bucket: INGEST, key: FIXTURE_KEY, ledgerScope: 'tenant-a' }), deps());
@@ -360,5 +383,148 @@ describe('planRun input and corpus checks', () => {
     expect(s3.text(OUT, 'runs/run-1/failures/plan.jsonl')).toBeUndefined();
     expect(ddbMock).not.toHaveReceivedAnyCommand();
     expect(sqsMock).not.toHaveReceivedAnyCommand();
+  });
+});
+
+/** A corpus of `n` Converse-format records, ids r-00000.., optionally with native-format lines mixed in. */
+function corpus(n: number, nativeEvery = 0): string {
+  return Array.from({ length: n }, (_, i) => {
+    const recordId = `r-${String(i).padStart(5, '0')}`;
+    if (nativeEvery > 0 && i % nativeEvery === 0) {
+      return JSON.stringify({
+        recordId,
+        modelInput: {
+          anthropic_version: 'bedrock-2023-05-31',
+          max_tokens: 64,
+          messages: [{ role: 'user', content: `native ${i}` }],
+        },
+      });
+    }
+    return JSON.stringify({
+      recordId,
+      modelInput: { messages: [{ role: 'user', content: [{ text: `record ${i}` }] }] },
+    });
+  }).join('\n');
+}
+
+describe('planRun in batch mode (mode A sharding)', () => {
+  function shardsOf(out: PlanOutput): ShardItem[] {
+    return s3.json(OUT, out.batch?.shardsKey ?? 'missing') as ShardItem[];
+  }
+
+  it('cuts 2,550 records into three balanced shards within the job and file limits', async () => {
+    s3.put(INGEST, 'big.jsonl', corpus(2550));
+    const out = await planRun(event({ bucket: INGEST, key: 'big.jsonl', mode: 'batch' }), deps());
+    expect(out.mode).toBe('batch');
+    expect(out.batch).toMatchObject({
+      shardsKey: 'runs/run-1/shards.json',
+      shards: 3,
+      records: 2550,
+      viaConverse: 0,
+      maxConcurrency: 2,
+      toleratedFailurePercentage: 0,
+      jobWaitSeconds: 24 * 3600 + 6 * 3600,
+      heartbeatSeconds: 5 * 60 * 3 + 60,
+    });
+    expect(out.fanOut.itemsKey).toBe('runs/run-1/converse-items.jsonl');
+    const shards = shardsOf(out);
+    expect(shards.map((s) => s.records)).toEqual([850, 850, 850]);
+    const seen: string[] = [];
+    for (const shard of shards) {
+      expect(shard).toMatchObject({
+        format: 'converse',
+        inputPrefix: `runs/run-1/shards/0000${shard.shard}/input/`,
+        outputPrefix: `runs/run-1/shards/0000${shard.shard}/output/`,
+      });
+      // 850 records with at most 400 per file: three files.
+      expect(shard.inputKeys).toHaveLength(3);
+      let bytes = 0;
+      for (const key of shard.inputKeys) {
+        expect(key.startsWith(shard.inputPrefix)).toBe(true);
+        const lines = s3.lines<{ recordId: string; modelInput: unknown }>(OUT, key);
+        expect(lines.length).toBeLessThanOrEqual(400);
+        for (const line of lines) {
+          expect(Object.keys(line)).toEqual(['recordId', 'modelInput']);
+          seen.push(line.recordId);
+          bytes += Buffer.byteLength(JSON.stringify(line)) + 1;
+        }
+      }
+      expect(bytes).toBe(shard.bytes);
+    }
+    // Every record exactly once, in corpus order.
+    expect(seen).toEqual(Array.from({ length: 2550 }, (_, i) => `r-${String(i).padStart(5, '0')}`));
+    expect(s3.text(OUT, 'runs/run-1/converse-tail.jsonl')).toBeUndefined();
+  });
+
+  it('sends records too few for another job through Converse (the tail)', async () => {
+    // 1,050 records with a 1,000 cap: 2 shards of 525 (balanced, no 50-record job).
+    s3.put(INGEST, 'c.jsonl', corpus(1050));
+    const out = await planRun(event({ bucket: INGEST, key: 'c.jsonl', mode: 'batch' }), deps());
+    expect(shardsOf(out).map((s) => s.records)).toEqual([525, 525]);
+    // 150 records: one job of 150. 99 records: none, all via Converse.
+    quotas = { ...QUOTAS, maxRecordsPerJob: 100, maxRecordsPerFile: 100 };
+    s3.put(INGEST, 'd.jsonl', corpus(150));
+    const tail = await planRun(event({ bucket: INGEST, key: 'd.jsonl', mode: 'batch' }, 'run-2'), deps());
+    expect(tail.batch).toMatchObject({ shards: 1, records: 100, viaConverse: 50 });
+    expect(s3.lines<WorkItem>(OUT, 'runs/run-2/converse-tail.jsonl').map((i) => i.recordId)).toEqual(
+      Array.from({ length: 50 }, (_, i) => `r-${String(i + 100).padStart(5, '0')}`),
+    );
+    expect(s3.lines<WorkItem>(OUT, 'runs/run-2/converse-tail.jsonl')[0]).toMatchObject({
+      format: 'converse',
+      line: 101,
+    });
+  });
+
+  it('puts the minority format through Converse: a job takes one format', async () => {
+    s3.put(INGEST, 'mixed.jsonl', corpus(600, 10));
+    const out = await planRun(event({ bucket: INGEST, key: 'mixed.jsonl', mode: 'batch' }), deps());
+    expect(out.batch).toMatchObject({ records: 540, viaConverse: 60 });
+    expect(shardsOf(out).every((s) => s.format === 'converse')).toBe(true);
+    const tail = s3.lines<WorkItem>(OUT, 'runs/run-1/converse-tail.jsonl');
+    expect(tail).toHaveLength(60);
+    expect(tail.every((i) => i.format === 'native')).toBe(true);
+  });
+
+  it('auto picks batch at the job minimum and converse one record below it', async () => {
+    s3.put(INGEST, 'a.jsonl', corpus(100));
+    s3.put(INGEST, 'b.jsonl', corpus(99));
+    const atMin = await planRun(event({ bucket: INGEST, key: 'a.jsonl' }), deps());
+    const below = await planRun(event({ bucket: INGEST, key: 'b.jsonl' }, 'run-2'), deps());
+    expect(atMin).toMatchObject({ requestedMode: 'auto', mode: 'batch', batch: { shards: 1 } });
+    expect(below).toMatchObject({ requestedMode: 'auto', mode: 'converse' });
+  });
+
+  it('auto honours a configured threshold above the minimum', async () => {
+    s3.put(INGEST, 'a.jsonl', corpus(300));
+    const d = deps();
+    d.settings = { ...settings, batch: { ...settings.batch, autoThreshold: 500 } };
+    expect((await planRun(event({ bucket: INGEST, key: 'a.jsonl' }), d)).mode).toBe('converse');
+  });
+
+  it('never reads the quotas for a converse run', async () => {
+    s3.put(INGEST, 'a.jsonl', corpus(300));
+    const d = deps();
+    const read = jest.fn(d.batchQuotas);
+    d.batchQuotas = read;
+    expect((await planRun(event({ bucket: INGEST, key: 'a.jsonl', mode: 'converse' }), d)).mode).toBe(
+      'converse',
+    );
+    expect(read).not.toHaveBeenCalled();
+  });
+
+  it('respects the byte limits before the record limits', async () => {
+    // Each record is ~80 bytes in a shard file: 20 KB per file fits ~250 of them, under the 400-record cap.
+    quotas = { ...QUOTAS, maxBytesPerFile: 20_000, maxBytesPerJob: 60_000 };
+    s3.put(INGEST, 'a.jsonl', corpus(2000));
+    const out = await planRun(event({ bucket: INGEST, key: 'a.jsonl', mode: 'batch' }), deps());
+    const shards = shardsOf(out);
+    for (const shard of shards) {
+      expect(shard.bytes).toBeLessThanOrEqual(60_000);
+      for (const key of shard.inputKeys) {
+        expect(Buffer.byteLength(s3.text(OUT, key) ?? '')).toBeLessThanOrEqual(20_000);
+      }
+    }
+    expect(shards.reduce((n, s) => n + s.records, 0) + (out.batch?.viaConverse ?? 0)).toBe(2000);
+    expect(shards.length).toBeGreaterThan(2);
   });
 });

@@ -190,6 +190,9 @@ describe('constructs on their own', () => {
           planFunctionArn: 'arn:aws:lambda:us-east-1:111122223333:function:p',
           converseFunctionArn: 'arn:aws:lambda:us-east-1:111122223333:function:c',
           finalizeFunctionArn: 'arn:aws:lambda:us-east-1:111122223333:function:f',
+          submitJobFunctionArn: 'arn:aws:lambda:us-east-1:111122223333:function:s',
+          collectFunctionArn: 'arn:aws:lambda:us-east-1:111122223333:function:o',
+          converseItemsFunctionArn: 'arn:aws:lambda:us-east-1:111122223333:function:i',
           outputBucket: new s3.Bucket(stack, 'Out'),
           definitionPath,
         });

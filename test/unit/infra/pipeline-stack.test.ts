@@ -3,6 +3,7 @@ import * as path from 'node:path';
 import type { CfnElement } from 'aws-cdk-lib';
 import { Match } from 'aws-cdk-lib/assertions';
 import type { IConstruct } from 'constructs';
+import { JOBS_TABLE_KEYS } from '../../../lambda/shared/batch-jobs';
 import { flattenForNag } from '../../../lib/nag';
 import { PROJECT_ROOT } from '../../../lib/paths';
 import { MAP_RUNS_PREFIX } from '../../../lib/storage';
@@ -31,6 +32,9 @@ const WILDCARD_RESOURCE_EXCEPTIONS: Record<string, string> = {
   'logs:PutResourcePolicy': 'CloudWatch Logs vended log delivery: "*" only',
   'logs:DescribeResourcePolicies': 'CloudWatch Logs vended log delivery: "*" only',
   'logs:DescribeLogGroups': 'CloudWatch Logs vended log delivery: "*" only',
+  'servicequotas:ListServiceQuotas': 'Service Quotas list actions: no resource-level permissions',
+  'servicequotas:ListAWSDefaultServiceQuotas': 'Service Quotas list actions: no resource-level permissions',
+  'bedrock:ListModelInvocationJobs': 'Bedrock list of batch jobs: no resource-level permissions',
 };
 
 const XRAY = ['xray:PutTelemetryRecords', 'xray:PutTraceSegments'];
@@ -165,7 +169,7 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
     const ingest = s.stack.storage.ingestBucket.bucketArn;
     expect(permissionsOf(s, plan.role)).toEqual({
       [ref(s, plan.logGroup.logGroupArn)]: ['logs:CreateLogStream', 'logs:PutLogEvents'],
-      '*': XRAY,
+      '*': ['servicequotas:ListAWSDefaultServiceQuotas', 'servicequotas:ListServiceQuotas', ...XRAY],
       [`${ref(s, ingest)}/corpora/*`]: ['s3:GetObject'],
       [ref(s, ingest)]: ['s3:ListBucket'],
       [`${ref(s, out)}/runs/*`]: ['s3:GetObject', ...S3_WRITE].sort(),
@@ -215,24 +219,27 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
   });
 
   test('the state machine may invoke its functions, run its Distributed Map and use runs/ and map-runs/', () => {
-    const { plan, converse, finalize } = s.stack.functions;
+    const { plan, converse, finalize, submitJob, collect, converseItems } = s.stack.functions;
     const out = s.stack.storage.outputBucket.bucketArn;
     const states = 'arn:aws:states:us-east-1:<AWS::AccountId>';
     const invoke = ['lambda:InvokeFunction'];
+    const invokes = Object.fromEntries(
+      [plan, converse, finalize, submitJob, collect, converseItems].flatMap((fn) => [
+        [ref(s, fn.functionArn), invoke],
+        [`${ref(s, fn.functionArn)}:*`, invoke],
+      ]),
+    );
     expect(permissionsOf(s, s.stack.workflow.stateMachine.role)).toEqual({
-      '*': Object.keys(WILDCARD_RESOURCE_EXCEPTIONS).sort(),
+      '*': Object.keys(WILDCARD_RESOURCE_EXCEPTIONS)
+        .filter((a) => a.startsWith('logs:') || a.startsWith('xray:'))
+        .sort(),
       [`${states}:stateMachine:CorpusPipeline-dev`]: ['states:StartExecution'],
       [`${states}:execution:CorpusPipeline-dev:*`]: ['states:DescribeExecution', 'states:StopExecution'],
       [`${states}:execution:CorpusPipeline-dev/*`]: ['states:DescribeExecution', 'states:StopExecution'],
       [`${states}:express:CorpusPipeline-dev:*`]: ['states:DescribeExecution', 'states:StopExecution'],
       [`${states}:express:CorpusPipeline-dev/*`]: ['states:DescribeExecution', 'states:StopExecution'],
       [`${states}:execution:CorpusPipeline-dev/*:*`]: ['states:RedriveExecution'],
-      [ref(s, plan.functionArn)]: invoke,
-      [`${ref(s, plan.functionArn)}:*`]: invoke,
-      [ref(s, converse.functionArn)]: invoke,
-      [`${ref(s, converse.functionArn)}:*`]: invoke,
-      [ref(s, finalize.functionArn)]: invoke,
-      [`${ref(s, finalize.functionArn)}:*`]: invoke,
+      ...invokes,
       [`${ref(s, out)}/runs/*`]: ['s3:GetObject'],
       [`${ref(s, out)}/map-runs/*`]: ['s3:GetObject', ...S3_WRITE].sort(),
     });
@@ -262,7 +269,8 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
       });
     }
     const queues = resourcesOfType(s.json, 'AWS::SQS::Queue');
-    expect(queues).toHaveLength(3);
+    // Failure queue, its DLQ, and the DLQs of the ingest rule and the batch job-state rule.
+    expect(queues).toHaveLength(4);
     for (const [id, queue] of queues) {
       expect({ id, sse: queue.Properties?.SqsManagedSseEnabled }).toEqual({ id, sse: true });
     }
@@ -342,14 +350,15 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
   });
 
   test('ledger: pk/expiresAt, idempotency: id/expiration; on-demand with point-in-time recovery', () => {
-    s.template.resourceCountIs('AWS::DynamoDB::Table', 2);
+    s.template.resourceCountIs('AWS::DynamoDB::Table', 3);
     for (const [pk, ttl] of [
+      ['jobArn', 'expiresAt'],
       ['pk', 'expiresAt'],
       ['id', 'expiration'],
     ]) {
       s.template.hasResourceProperties('AWS::DynamoDB::Table', {
         KeySchema: [{ AttributeName: pk, KeyType: 'HASH' }],
-        AttributeDefinitions: [{ AttributeName: pk, AttributeType: 'S' }],
+        AttributeDefinitions: Match.arrayWith([{ AttributeName: pk, AttributeType: 'S' }]),
         BillingMode: 'PAY_PER_REQUEST',
         PointInTimeRecoverySpecification: { PointInTimeRecoveryEnabled: true },
         TimeToLiveSpecification: { AttributeName: ttl, Enabled: true },
@@ -362,13 +371,13 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
       ([, state]) =>
         state.Type === 'Map' && JSON.stringify(state.ItemProcessor?.ProcessorConfig).includes('DISTRIBUTED'),
     );
-    expect(maps.map(([name]) => name)).toEqual(['FanOut']);
-    const [, map] = maps[0] as [string, AslState];
+    expect(maps.map(([name]) => name)).toEqual(['BatchJobs', 'FanOut']);
+    const map = maps.find(([name]) => name === 'FanOut')?.[1] as AslState;
     expect(map.ItemProcessor?.ProcessorConfig).toEqual({ Mode: 'DISTRIBUTED', ExecutionType: 'EXPRESS' });
     expect(map.ItemReader).toMatchObject({
       Resource: 'arn:aws:states:::s3:getObject',
       ReaderConfig: { InputType: 'JSONL' },
-      Parameters: { Bucket: '${OutputBucketName}' },
+      Parameters: { Bucket: '${OutputBucketName}', 'Key.$': '$.fanOut.itemsKey' },
     });
     expect(asRecord(map.ItemBatcher, 'ItemBatcher').MaxItemsPerBatchPath).toEqual(
       expect.stringMatching(/^\$\./),
@@ -384,9 +393,47 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
     });
   });
 
+  test('mode A: a Distributed Map over the shards, STANDARD children that wait on a task token, then Collect', () => {
+    const states = allStates(definitionOf(s).States);
+    const map = states.find(([name]) => name === 'BatchJobs')?.[1] as AslState;
+    expect(map.ItemProcessor?.ProcessorConfig).toEqual({ Mode: 'DISTRIBUTED', ExecutionType: 'STANDARD' });
+    expect(map.ItemReader).toMatchObject({
+      Resource: 'arn:aws:states:::s3:getObject',
+      ReaderConfig: { InputType: 'JSON' },
+      Parameters: { Bucket: '${OutputBucketName}', 'Key.$': '$.batch.shardsKey' },
+    });
+    // One job per shard, never more in flight than the concurrent-jobs quota Plan read.
+    expect(map.MaxConcurrencyPath).toBe('$.batch.maxConcurrency');
+    expect(map.ToleratedFailurePercentagePath).toBe('$.batch.toleratedFailurePercentage');
+    const submit = states.find(([name]) => name === 'BatchJobs/SubmitJob')?.[1] as AslState & {
+      Resource: string;
+      TimeoutSecondsPath?: string;
+      HeartbeatSecondsPath?: string;
+      Next?: string;
+    };
+    expect(submit.Resource).toBe('arn:aws:states:::lambda:invoke.waitForTaskToken');
+    expect(JSON.stringify(submit)).toContain('$$.Task.Token');
+    expect(submit.TimeoutSecondsPath).toBe('$.jobWaitSeconds');
+    expect(submit.HeartbeatSecondsPath).toBe('$.heartbeatSeconds');
+    expect(submit.Next).toBe('CollectShard');
+    // Slots held by other runs: back off and retry, never fail the run.
+    const quotaRetry = (submit.Retry ?? []).find((r) =>
+      (r as { ErrorEquals: string[] }).ErrorEquals.includes('BatchQuotaBusyError'),
+    ) as { MaxAttempts: number; MaxDelaySeconds: number } | undefined;
+    expect(quotaRetry?.MaxAttempts).toBeGreaterThanOrEqual(100);
+    expect(quotaRetry?.MaxDelaySeconds).toBeLessThanOrEqual(900);
+  });
+
   test('every Task state, at any depth, has a Retry', () => {
     const tasks = allStates(definitionOf(s).States).filter(([, state]) => state.Type === 'Task');
-    expect(tasks.map(([name]) => name).sort()).toEqual(['FanOut/ConverseBatch', 'Finalize', 'Plan']);
+    expect(tasks.map(([name]) => name).sort()).toEqual([
+      'BatchJobs/CollectShard',
+      'BatchJobs/SubmitJob',
+      'ConverseItems',
+      'FanOut/ConverseBatch',
+      'Finalize',
+      'Plan',
+    ]);
     for (const [name, task] of tasks) {
       expect({ name, retries: (task.Retry ?? []).length > 0 }).toEqual({ name, retries: true });
     }
@@ -395,10 +442,13 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
   test("the definition's placeholders are exactly the substitution keys", () => {
     const placeholders = listDefinitionPlaceholders(fs.readFileSync(DEFAULT_DEFINITION_PATH, 'utf8'));
     expect(placeholders).toEqual([
+      'CollectFunctionArn',
       'ConverseFunctionArn',
+      'ConverseItemsFunctionArn',
       'FinalizeFunctionArn',
       'OutputBucketName',
       'PlanFunctionArn',
+      'SubmitJobFunctionArn',
     ]);
     const [, machine] = resourcesOfType(s.json, 'AWS::StepFunctions::StateMachine')[0] ?? [];
     expect(
@@ -423,9 +473,8 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
     const ingestId = s.stack.getLogicalId(s.stack.storage.ingestBucket.node.defaultChild as CfnElement);
     const machineId = s.stack.getLogicalId(s.stack.workflow.stateMachine.node.defaultChild as CfnElement);
     const dlqId = s.stack.getLogicalId(s.stack.ingestTrigger.deadLetterQueue.node.defaultChild as CfnElement);
-    const rules = resourcesOfType(s.json, 'AWS::Events::Rule');
-    expect(rules).toHaveLength(1);
-    const rule = asRecord(rules[0]?.[1].Properties, 'rule');
+    const ruleId = s.stack.getLogicalId(s.stack.ingestTrigger.rule.node.defaultChild as CfnElement);
+    const rule = asRecord(s.json.Resources[ruleId]?.Properties, 'rule');
     expect(rule.EventBusName).toBeUndefined(); // the default bus, where S3 sends its events
     expect(rule.EventPattern).toEqual({
       source: ['aws.s3'],
@@ -470,6 +519,17 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
         'PROMPT_MAX_TOKENS',
         'PROMPT_TEMPLATE',
         'TOLERATED_FAILURE_PERCENTAGE',
+        'LEDGER_TTL_DAYS',
+        'BATCH_READ_SERVICE_QUOTAS',
+        'BATCH_QUOTA_MIN_RECORDS_PER_JOB',
+        'BATCH_QUOTA_MAX_RECORDS_PER_JOB',
+        'BATCH_QUOTA_MAX_RECORDS_PER_FILE',
+        'BATCH_QUOTA_MAX_BYTES_PER_FILE',
+        'BATCH_QUOTA_MAX_BYTES_PER_JOB',
+        'BATCH_QUOTA_MAX_CONCURRENT_JOBS',
+        'BATCH_TOLERATED_FAILURE_PERCENTAGE',
+        'BATCH_JOB_TIMEOUT_HOURS',
+        'BATCH_RECONCILE_INTERVAL_MINUTES',
       ],
       'lambda/converse-batch.ts': [
         'OUTPUT_BUCKET',
@@ -486,6 +546,27 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
         'TOKENS_PER_MINUTE',
       ],
       'lambda/finalize.ts': ['OUTPUT_BUCKET', 'EVENT_BUS_NAME', 'IDEMPOTENCY_TABLE'],
+      'lambda/submit-job.ts': [
+        'OUTPUT_BUCKET',
+        'JOBS_TABLE',
+        'JOBS_TTL_DAYS',
+        'MODEL_ID',
+        'BATCH_ROLE_ARN',
+        'BATCH_JOB_TIMEOUT_HOURS',
+        'BATCH_JOB_NAME_PREFIX',
+        'BATCH_JOB_TAGS',
+      ],
+      'lambda/job-state.ts': ['JOBS_TABLE', 'JOBS_TTL_DAYS'],
+      'lambda/reconcile.ts': ['JOBS_TABLE', 'JOBS_TTL_DAYS'],
+      'lambda/collect.ts': [
+        'OUTPUT_BUCKET',
+        'LEDGER_TABLE',
+        'IDEMPOTENCY_TABLE',
+        'FAILURE_QUEUE_URL',
+        'FAILURE_DLQ_URL',
+        'LEDGER_TTL_DAYS',
+      ],
+      'lambda/converse-items.ts': ['OUTPUT_BUCKET'],
     };
     const common = ['NODE_OPTIONS', 'POWERTOOLS_METRICS_NAMESPACE', 'POWERTOOLS_SERVICE_NAME'];
     const seen: string[] = [];
@@ -554,18 +635,131 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
   test('outputs for the CLI', () => {
     expect(Object.keys(s.json.Outputs ?? {}).sort()).toEqual(
       [
+        'BatchServiceRoleArn',
         'EventBusName',
         'FailureDlqUrl',
         'FailureQueueUrl',
         'IdempotencyTableName',
         'IngestBucketName',
         'IngestPrefix',
+        'JobsTableName',
         'LedgerTableName',
         'OutputBucketName',
         'StateMachineArn',
       ].sort(),
     );
     expect(s.json.Outputs?.IngestPrefix).toEqual({ Value: 'corpora/' });
+  });
+
+  test('mode A: the Bedrock service role trusts Bedrock jobs of this account only, reads shard inputs, writes shard outputs, invokes the model', () => {
+    const role = s.stack.batchJobs.serviceRole;
+    const roleId = s.stack.getLogicalId(role.node.defaultChild as CfnElement);
+    const trust = asRecord(s.json.Resources[roleId]?.Properties?.AssumeRolePolicyDocument, 'trust');
+    expect(trust.Statement).toEqual([
+      {
+        Action: 'sts:AssumeRole',
+        Effect: 'Allow',
+        Principal: { Service: 'bedrock.amazonaws.com' },
+        Condition: {
+          StringEquals: { 'aws:SourceAccount': { Ref: 'AWS::AccountId' } },
+          ArnLike: {
+            'aws:SourceArn': {
+              'Fn::Join': [
+                '',
+                ['arn:aws:bedrock:us-east-1:', { Ref: 'AWS::AccountId' }, ':model-invocation-job/*'],
+              ],
+            },
+          },
+        },
+      },
+    ]);
+    const out = ref(s, s.stack.storage.outputBucket.bucketArn);
+    expect(permissionsOf(s, role)).toEqual({
+      [`${out}/runs/*/shards/*/input/*`]: ['s3:GetObject'],
+      [out]: ['s3:ListBucket'],
+      [`${out}/runs/*/shards/*/output/*`]: ['s3:PutObject'],
+      'arn:aws:bedrock:us-east-1::foundation-model/anthropic.claude-3-haiku-20240307-v1:0': [
+        'bedrock:InvokeModel',
+      ],
+    });
+  });
+
+  test('mode A: SubmitJob may create and find jobs, pass only the service role to Bedrock, and record tokens', () => {
+    const { submitJob } = s.stack.functions;
+    const jobs = 'arn:aws:bedrock:us-east-1:<AWS::AccountId>:model-invocation-job/*';
+    const perms = permissionsOf(s, submitJob.role);
+    expect(perms[jobs]).toEqual([
+      'bedrock:CreateModelInvocationJob',
+      'bedrock:GetModelInvocationJob',
+      'bedrock:TagResource',
+    ]);
+    expect(perms['*']).toEqual(['bedrock:ListModelInvocationJobs', ...XRAY].sort());
+    expect(perms[ref(s, s.stack.batchJobs.serviceRole.roleArn)]).toEqual(['iam:PassRole']);
+    expect(perms[ref(s, s.stack.batchJobs.jobsTable.tableArn)]).toEqual(['dynamodb:UpdateItem']);
+    expect(perms['arn:aws:states:us-east-1:<AWS::AccountId>:stateMachine:CorpusPipeline-dev']).toEqual([
+      'states:SendTaskHeartbeat',
+      'states:SendTaskSuccess',
+    ]);
+    s.template.hasResourceProperties('AWS::IAM::Policy', {
+      PolicyDocument: {
+        Statement: Match.arrayWith([
+          Match.objectLike({
+            Action: 'iam:PassRole',
+            Condition: { StringEquals: { 'iam:PassedToService': 'bedrock.amazonaws.com' } },
+          }),
+        ]),
+      },
+    });
+  });
+
+  test('mode A: terminal job events of this environment resume the wait; the reconciler runs on a schedule', () => {
+    const tracking = s.stack.batchJobTracking;
+    const ruleId = s.stack.getLogicalId(tracking.stateChangeRule.node.defaultChild as CfnElement);
+    const rule = asRecord(s.json.Resources[ruleId]?.Properties, 'rule');
+    expect(rule.EventBusName).toBeUndefined(); // Bedrock publishes on the default bus
+    expect(rule.EventPattern).toEqual({
+      source: ['aws.bedrock'],
+      'detail-type': ['Batch Inference Job State Change'],
+      detail: {
+        batchJobName: [{ prefix: 'corpus-dev-' }],
+        status: ['Completed', 'PartiallyCompleted', 'Failed', 'Stopped', 'Expired'],
+      },
+    });
+    const jobStateId = s.stack.getLogicalId(
+      s.stack.functions.jobState.lambdaFunction.node.defaultChild as CfnElement,
+    );
+    expect(asList(rule.Targets)).toEqual([
+      expect.objectContaining({
+        Arn: { 'Fn::GetAtt': [jobStateId, 'Arn'] },
+        DeadLetterConfig: expect.anything(),
+        RetryPolicy: expect.objectContaining({ MaximumRetryAttempts: 10 }),
+      }),
+    ]);
+    const scheduleId = s.stack.getLogicalId(tracking.reconcileSchedule.node.defaultChild as CfnElement);
+    expect(s.json.Resources[scheduleId]?.Properties?.ScheduleExpression).toBe('rate(5 minutes)');
+  });
+
+  test('mode A: the jobs table keys and indexes are the ones the handlers use', () => {
+    const tableId = s.stack.getLogicalId(s.stack.batchJobs.jobsTable.node.defaultChild as CfnElement);
+    const props = asRecord(s.json.Resources[tableId]?.Properties, 'jobs table');
+    expect(props.KeySchema).toEqual([{ AttributeName: JOBS_TABLE_KEYS.partitionKey, KeyType: 'HASH' }]);
+    const indexes = asList(props.GlobalSecondaryIndexes).map((i) => asRecord(i, 'index'));
+    expect(indexes.map((i) => [i.IndexName, i.KeySchema])).toEqual([
+      [
+        JOBS_TABLE_KEYS.byRunIndex,
+        [
+          { AttributeName: JOBS_TABLE_KEYS.byRunPartitionKey, KeyType: 'HASH' },
+          { AttributeName: JOBS_TABLE_KEYS.byRunSortKey, KeyType: 'RANGE' },
+        ],
+      ],
+      [
+        JOBS_TABLE_KEYS.inFlightIndex,
+        [
+          { AttributeName: JOBS_TABLE_KEYS.inFlightPartitionKey, KeyType: 'HASH' },
+          { AttributeName: JOBS_TABLE_KEYS.inFlightSortKey, KeyType: 'RANGE' },
+        ],
+      ],
+    ]);
   });
 
   test('stateful resources are destroyed with a dev stack', () => {

@@ -409,9 +409,24 @@ describe('collectShard: records without an output line', () => {
     ['Expired', true],
   ])('%s: keeps what the job wrote and re-drives the rest', async (status, withManifest) => {
     // The job ended before it wrote the second file's output.
-    const input = stage({ jobStatus: status, failureMessage: `job ${status}` }, withManifest, false);
+    const input = stage(
+      {
+        jobStatus: status,
+        failureMessage: `job ${status}`,
+        submittedAt: '2025-01-02T03:00:00.000Z',
+        endedAt: '2025-01-03T03:00:00.000Z',
+      },
+      withManifest,
+      false,
+    );
     const summary = await collectShard(input, deps());
     expect(summary).toMatchObject({ status, records: 16, succeeded: 6, missing: 10 });
+    // The job's times and message are kept for the run manifest's jobs.
+    expect(summary).toMatchObject({
+      submittedAt: '2025-01-02T03:00:00.000Z',
+      endedAt: '2025-01-03T03:00:00.000Z',
+      message: `job ${status}`,
+    });
     expect(s3.lines<WorkItem>(BUCKET, collectKeys.redrive(RUN, 2)).map((w) => w.recordId)).toEqual([
       'p-1',
       'p-4',
@@ -429,17 +444,32 @@ describe('collectShard: records without an output line', () => {
 });
 
 describe('collectShard: a Failed job', () => {
-  it('throws BatchJobFailedError with the failure message and touches nothing', async () => {
-    const records = ids('f', 3).map(converseInput);
-    const input = stageShard(
+  const reason = 'The input file has 12 records, fewer than the minimum of 100.';
+  const converseRecords = ids('f', 3).map(converseInput);
+  const nativeRecords = ids('g', 2).map(nativeInput);
+  let input: CollectShardInput;
+
+  beforeEach(() => {
+    input = stageShard(
       s3,
-      { runId: RUN, shard: 5, jobId: 'jobf', inputs: [records], outputs: [] },
+      {
+        runId: RUN,
+        shard: 5,
+        jobId: 'jobf',
+        // f-1 repeated in the second file: recorded once.
+        inputs: [converseRecords, [...nativeRecords, converseRecords[1]!]],
+        outputs: [],
+      },
       {
         jobStatus: 'Failed',
-        failureMessage: 'The input file has 12 records, fewer than the minimum of 100.',
+        failureMessage: reason,
+        submittedAt: '2025-01-02T03:00:00.000Z',
+        endedAt: '2025-01-02T03:05:00.000Z',
       },
     );
-    const before = new Map(s3.objects);
+  });
+
+  it('records every input record as a retryable failure, writes the marker, then throws BatchJobFailedError', async () => {
     const err = await collectShard(input, deps()).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(BatchJobFailedError);
     expect(err).toMatchObject({
@@ -448,10 +478,95 @@ describe('collectShard: a Failed job', () => {
       shard: 5,
       message: expect.stringContaining('fewer than the minimum of 100'),
     });
-    expect(s3.objects).toEqual(before);
-    expect(s3Mock).not.toHaveReceivedCommand(PutObjectCommand);
+
+    const failures = s3.lines<CollectFailureLine>(BUCKET, collectKeys.failures(RUN, 5));
+    expect(failures.map((f) => f.recordId)).toEqual(['f-0', 'f-1', 'f-2', 'g-0', 'g-1']);
+    for (const f of failures) {
+      expect(f).toEqual({
+        recordId: f.recordId,
+        stage: 'batch',
+        error: {
+          code: 'BatchJobFailed',
+          message: expect.stringContaining(`${input.jobArn} failed (${reason})`),
+          retryable: true,
+        },
+      });
+    }
+    expect(failures[0]?.error.message).toContain('retried through Converse');
+
+    // Each record goes to the failure queue with its request, so it can be retried through Converse.
+    const queued = laneMessages(QUEUE);
+    expect(queued.map((m) => m.recordId)).toEqual(['f-0', 'f-1', 'f-2', 'g-0', 'g-1']);
+    expect(queued[0]).toEqual({
+      ...failures[0],
+      runId: RUN,
+      ledgerScope: 'test/model',
+      format: 'converse',
+      modelInput: converseRecords[0]!.modelInput,
+    });
+    expect(queued[3]).toMatchObject({ format: 'native', modelInput: nativeRecords[0]!.modelInput });
+    expect(laneMessages(DLQ)).toEqual([]);
+
+    expect(s3.json(BUCKET, collectKeys.marker(RUN, 5))).toEqual({
+      shard: 5,
+      jobArn: input.jobArn,
+      status: 'Failed',
+      records: 5,
+      succeeded: 0,
+      failed: 5,
+      skipped: 0,
+      missing: 0,
+      failuresKey: collectKeys.failures(RUN, 5),
+      inputTokens: 0,
+      outputTokens: 0,
+      manifestCheck: {
+        expected: null,
+        seen: 0,
+        ok: false,
+        ignoredLines: 0,
+        detail: 'the job failed: its output was not read',
+      },
+      submittedAt: '2025-01-02T03:00:00.000Z',
+      endedAt: '2025-01-02T03:05:00.000Z',
+      message: reason,
+    });
+    // Nothing was claimed or published, nothing re-driven.
     expect(ddbMock).not.toHaveReceivedAnyCommand();
-    expect(sqsMock).not.toHaveReceivedAnyCommand();
+    expect(allResults()).toEqual([]);
+    expect(s3.text(BUCKET, collectKeys.redrive(RUN, 5))).toBeUndefined();
+  });
+
+  it('a repeated collect of the same Failed job throws again without writing or sending anything', async () => {
+    await expect(collectShard(input, deps())).rejects.toBeInstanceOf(BatchJobFailedError);
+    const files = runFiles();
+    const marker = s3.text(BUCKET, collectKeys.marker(RUN, 5));
+    const messages = sent.flatMap((b) => b.messages).length;
+    const puts = s3Mock.commandCalls(PutObjectCommand).length;
+
+    const again = await collectShard(input, deps()).catch((e: unknown) => e);
+    expect(again).toBeInstanceOf(BatchJobFailedError);
+    expect(again).toMatchObject({ jobArn: input.jobArn, shard: 5, message: expect.stringContaining(reason) });
+    expect(sent.flatMap((b) => b.messages)).toHaveLength(messages);
+    expect(messages).toBe(5);
+    expect(s3Mock.commandCalls(PutObjectCommand)).toHaveLength(puts);
+    expect(runFiles()).toEqual(files);
+    expect(s3.text(BUCKET, collectKeys.marker(RUN, 5))).toBe(marker);
+  });
+
+  it('a resubmitted job of the shard is collected even though the failed one left a marker', async () => {
+    await expect(collectShard(input, deps())).rejects.toBeInstanceOf(BatchJobFailedError);
+    const records = [...converseRecords, ...nativeRecords];
+    const retry = stageShard(s3, {
+      runId: RUN,
+      shard: 5,
+      jobId: 'jobf2',
+      inputs: [records],
+      outputs: [records.map((r, i) => (i < 3 ? converseSuccess(r) : nativeSuccess(r)))],
+      manifest: { total: 5, success: 5, error: 0 },
+    });
+    const summary = await collectShard(retry, deps());
+    expect(summary).toMatchObject({ status: 'Completed', succeeded: 5, failed: 0 });
+    expect(s3.json(BUCKET, collectKeys.marker(RUN, 5))).toEqual(summary);
   });
 });
 

@@ -1,0 +1,117 @@
+import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { S3Client } from '@aws-sdk/client-s3';
+import { SQSClient } from '@aws-sdk/client-sqs';
+import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import { IdempotencyConfig, makeIdempotent } from '@aws-lambda-powertools/idempotency';
+import { DynamoDBPersistenceLayer } from '@aws-lambda-powertools/idempotency/dynamodb';
+import type { Context } from 'aws-lambda';
+import { z } from 'zod';
+import { batchJobOutcomeSchema, submitJobEventSchema } from './shared/contracts';
+import { collectShard, type CollectShardInput, type CollectShardSummary } from './shared/collect';
+import { readEnv, positiveInt, required } from './shared/env';
+import { InvalidEventError } from './shared/errors';
+import { FailureLaneSender } from './shared/failure-lane';
+import { Ledger } from './shared/ledger';
+import { logger, metrics, tracer } from './shared/observability';
+
+/**
+ * Collect's event, as a shard's child execution builds it after the job's wait: the shard (an item of
+ * `runs/<runId>/shards.json`) and how its job ended (the wait's output).
+ */
+export const collectEventSchema = z.object({
+  runId: z.string().min(1),
+  ledgerScope: z.string().min(1),
+  shard: submitJobEventSchema.shape.shard,
+  job: batchJobOutcomeSchema,
+});
+/** Collect's event. */
+export type CollectEvent = z.infer<typeof collectEventSchema>;
+
+/** Maps Collect's event to what {@link collectShard} takes. */
+export function toCollectInput(event: CollectEvent): CollectShardInput {
+  const { runId, ledgerScope, shard, job } = event;
+  return {
+    runId,
+    ledgerScope,
+    shard: shard.shard,
+    jobArn: job.jobArn,
+    jobStatus: job.status,
+    ...(job.message !== undefined ? { failureMessage: job.message } : {}),
+    inputKeys: shard.inputKeys,
+    outputPrefix: job.outputPrefix,
+    submittedAt: job.submittedAt,
+    ...(job.endedAt !== undefined ? { endedAt: job.endedAt } : {}),
+  };
+}
+
+/**
+ * Parses Collect's event.
+ * @throws InvalidEventError when the event is not `{runId, ledgerScope, shard, job}`
+ */
+export function parseCollectEvent(event: unknown): CollectEvent {
+  const parsed = collectEventSchema.safeParse(event);
+  if (!parsed.success) {
+    throw new InvalidEventError(
+      `Collect expects {runId, ledgerScope, shard: ShardItem, job: BatchJobOutcome}: ${parsed.error.message}`,
+    );
+  }
+  if (parsed.data.job.shard !== parsed.data.shard.shard) {
+    throw new InvalidEventError(
+      `Collect was given the job of shard ${parsed.data.job.shard} for shard ${parsed.data.shard.shard}`,
+    );
+  }
+  return parsed.data;
+}
+
+const env = readEnv(
+  z.object({
+    OUTPUT_BUCKET: required,
+    LEDGER_TABLE: required,
+    IDEMPOTENCY_TABLE: required,
+    FAILURE_QUEUE_URL: required,
+    FAILURE_DLQ_URL: required,
+    LEDGER_TTL_DAYS: positiveInt,
+  }),
+);
+
+const s3 = tracer.captureAWSv3Client(new S3Client({}));
+const ddb = tracer.captureAWSv3Client(new DynamoDBClient({}));
+const sqs = tracer.captureAWSv3Client(new SQSClient({}));
+const ledger = new Ledger({
+  client: DynamoDBDocumentClient.from(ddb),
+  tableName: env.LEDGER_TABLE,
+  ttlDays: env.LEDGER_TTL_DAYS,
+});
+const persistenceStore = new DynamoDBPersistenceLayer({
+  tableName: env.IDEMPOTENCY_TABLE,
+  awsSdkV3Client: ddb,
+});
+
+/**
+ * Lambda entry: collects one shard's batch job output. Idempotent per (run, shard, job, status): the collect marker
+ * makes a repeat return the same summary, and the idempotency record keeps two attempts from collecting at once.
+ * A `Failed` job throws BatchJobFailedError (after recording its records as failed); an error is never cached.
+ */
+export const handler = makeIdempotent(
+  async (event: unknown, _context: Context): Promise<CollectShardSummary> => {
+    const parsed = parseCollectEvent(event);
+    logger.appendKeys({ runId: parsed.runId, shard: parsed.shard.shard });
+    try {
+      return await collectShard(toCollectInput(parsed), {
+        s3,
+        ledger,
+        failureLane: new FailureLaneSender(sqs, env.FAILURE_QUEUE_URL, env.FAILURE_DLQ_URL),
+        outputBucket: env.OUTPUT_BUCKET,
+      });
+    } finally {
+      metrics.publishStoredMetrics();
+    }
+  },
+  {
+    persistenceStore,
+    config: new IdempotencyConfig({
+      eventKeyJmesPath: '[runId, shard.shard, job.jobArn, job.status]',
+      expiresAfterSeconds: 3600,
+    }),
+  },
+);
