@@ -183,6 +183,28 @@ const RETRYABLE_CODES = new Set([
   'TimeoutError',
 ]);
 
+/** The exception Bedrock's runtime API answers with for each HTTP status a batch error line carries. */
+const STATUS_NAMES: Readonly<Record<string, string>> = {
+  '400': 'ValidationException',
+  '403': 'AccessDeniedException',
+  '404': 'ResourceNotFoundException',
+  '408': 'ModelTimeoutException',
+  '424': 'ModelErrorException',
+  '429': 'ThrottlingException',
+  '500': 'InternalServerException',
+  '503': 'ServiceUnavailableException',
+};
+
+/**
+ * The failure code of a batch error line: Bedrock writes an HTTP status (`400`); the failure files use the name the
+ * same request gets from the runtime API (`ValidationException`), so both modes report a rejection alike.
+ */
+export function batchErrorCode(raw: unknown): string {
+  if (typeof raw !== 'number' && typeof raw !== 'string') return 'BatchRecordError';
+  const code = String(raw);
+  return STATUS_NAMES[code] ?? code;
+}
+
 /**
  * True when an error line's code is worth retrying: throttling, timeouts and server errors (HTTP 408, 429, 5xx or
  * their exception names). Validation and other client errors are not.
@@ -614,9 +636,7 @@ class ShardCollector {
     error: Record<string, unknown>,
     modelInput: unknown,
   ): Promise<void> {
-    const rawCode = error.errorCode;
-    const code =
-      typeof rawCode === 'number' || typeof rawCode === 'string' ? String(rawCode) : 'BatchRecordError';
+    const code = batchErrorCode(error.errorCode);
     const message =
       typeof error.errorMessage === 'string' && error.errorMessage !== ''
         ? error.errorMessage

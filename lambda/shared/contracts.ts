@@ -209,6 +209,8 @@ export interface ManifestJob {
   records: number;
   succeeded: number;
   failed: number;
+  /** Records another run had already published (lost the ledger claim). */
+  skipped: number;
   /** Records without output, re-driven through Converse. */
   redriven: number;
   submittedAt: string | null;

@@ -22,6 +22,7 @@ interface Job {
   records: number;
   succeeded: number;
   failed: number;
+  skipped: number;
   redriven: number;
   submittedAt: string | null;
   endedAt: string | null;
@@ -137,7 +138,7 @@ describe('corpus local run --mode batch (mode A)', () => {
       expect(j.jobArn).toMatch(/^arn:aws:bedrock:us-east-1:000000000000:model-invocation-job\/[a-z0-9]+$/);
       expect(Number.isNaN(Date.parse(j.submittedAt ?? ''))).toBe(false);
       expect(Date.parse(j.endedAt ?? '')).toBeGreaterThanOrEqual(Date.parse(j.submittedAt ?? ''));
-      expect(j.succeeded + j.failed + j.redriven).toBe(j.records);
+      expect(j.succeeded + j.failed + j.skipped + j.redriven).toBe(j.records);
     }
     expect(new Set(jobs.map((j) => j.jobArn)).size).toBe(3);
     // The partial-job fault left records without output: those jobs ended PartiallyCompleted, and their
@@ -167,6 +168,7 @@ describe('corpus local run --mode batch (mode A)', () => {
     ]);
     for (const f of recordFailures) {
       expect(f.stage).toBe('batch');
+      expect((f.error as { code: string }).code).toBe('ValidationException');
       expect((f.error as { message: string }).message.length).toBeGreaterThan(15);
     }
   });

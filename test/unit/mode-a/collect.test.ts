@@ -281,17 +281,21 @@ describe('collectShard: error lines', () => {
       {
         recordId: 'e-4',
         stage: 'batch',
-        error: { code: '400', message: 'messages.0.content: must not be empty', retryable: false },
+        error: {
+          code: 'ValidationException',
+          message: 'messages.0.content: must not be empty',
+          retryable: false,
+        },
       },
       {
         recordId: 'e-3',
         stage: 'batch',
-        error: { code: '429', message: 'Too many tokens, please wait', retryable: true },
+        error: { code: 'ThrottlingException', message: 'Too many tokens, please wait', retryable: true },
       },
       {
         recordId: 'e-5',
         stage: 'batch',
-        error: { code: '500', message: 'Internal server error', retryable: true },
+        error: { code: 'InternalServerException', message: 'Internal server error', retryable: true },
       },
       {
         recordId: 'e-6',
@@ -301,7 +305,7 @@ describe('collectShard: error lines', () => {
       {
         recordId: 'e-7',
         stage: 'batch',
-        error: { code: '503', message: 'Service unavailable', retryable: true },
+        error: { code: 'ServiceUnavailableException', message: 'Service unavailable', retryable: true },
       },
     ]);
     expect(allResults().map(({ line }) => line.recordId)).toEqual(['e-2', 'e-0', 'e-1']);
@@ -329,7 +333,11 @@ describe('collectShard: error lines', () => {
         stage: 'batch',
         runId: RUN,
         ledgerScope: 'test/model',
-        error: { code: '400', message: 'messages.0.content: must not be empty', retryable: false },
+        error: {
+          code: 'ValidationException',
+          message: 'messages.0.content: must not be empty',
+          retryable: false,
+        },
       },
     ]);
   });
