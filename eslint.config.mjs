@@ -9,6 +9,8 @@ export default tseslint.config(
       'node_modules/**',
       'cdk.out/**',
       '.corpus-local/**',
+      '.bench-tmp/**',
+      'bench/.data/**',
       'coverage/**',
       '**/*.cjs',
       '**/*.mjs',

@@ -13,6 +13,7 @@ import { InvalidEventError } from './shared/errors';
 import { FailureLaneSender } from './shared/failure-lane';
 import { Ledger } from './shared/ledger';
 import { logger, metrics, tracer } from './shared/observability';
+import { resultsPublisherFromEnv } from './shared/results-queue';
 
 /**
  * Collect's event, as a shard's child execution builds it after the job's wait: the shard (an item of
@@ -82,6 +83,7 @@ const ledger = new Ledger({
   tableName: env.LEDGER_TABLE,
   ttlDays: env.LEDGER_TTL_DAYS,
 });
+const resultsPublisher = resultsPublisherFromEnv(sqs, ledger);
 const persistenceStore = new DynamoDBPersistenceLayer({
   tableName: env.IDEMPOTENCY_TABLE,
   awsSdkV3Client: ddb,
@@ -101,6 +103,7 @@ export const handler = makeIdempotent(
         s3,
         ledger,
         failureLane: new FailureLaneSender(sqs, env.FAILURE_QUEUE_URL, env.FAILURE_DLQ_URL),
+        ...(resultsPublisher ? { resultsPublisher } : {}),
         outputBucket: env.OUTPUT_BUCKET,
       });
     } finally {

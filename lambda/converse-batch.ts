@@ -1,16 +1,9 @@
-import {
-  BedrockRuntimeClient,
-  ConverseCommand,
-  InvokeModelCommand,
-  type ConverseCommandInput,
-} from '@aws-sdk/client-bedrock-runtime';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { DeleteObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { SQSClient } from '@aws-sdk/client-sqs';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { IdempotencyConfig, makeIdempotent } from '@aws-lambda-powertools/idempotency';
 import { DynamoDBPersistenceLayer } from '@aws-lambda-powertools/idempotency/dynamodb';
-import { ConfiguredRetryStrategy } from '@smithy/util-retry';
 import type { Context } from 'aws-lambda';
 import { z } from 'zod';
 import {
@@ -25,18 +18,23 @@ import {
 } from './shared/contracts';
 import { readEnv, positiveInt, required } from './shared/env';
 import { batchIdOf } from './shared/batches';
-import { callDependency, errorMessage, errorName, InvalidEventError } from './shared/errors';
+import { callDependency, InvalidEventError } from './shared/errors';
 import { FailureLaneSender } from './shared/failure-lane';
 import { Ledger } from './shared/ledger';
+import { contentHashOf } from './shared/records';
 import { logger, metrics, tracer } from './shared/observability';
+import {
+  bedrockCaller,
+  bedrockRuntimeClient,
+  classifyModelError,
+  type ModelCaller,
+} from './shared/model-caller';
 import { mapWithConcurrency } from './shared/pool';
+import { resultsPublisherFromEnv, type ResultsPublisher } from './shared/results-queue';
 import { putJsonl, readResultsFile } from './shared/s3-jsonl';
 
-/** The model call for one record: Converse for Converse bodies, InvokeModel for native ones. */
-export type ModelCaller = (
-  item: WorkItem,
-  signal: AbortSignal,
-) => Promise<{ modelOutput: unknown; usage: Usage }>;
+// The model call moved to shared/model-caller (the failure-lane consumer uses it too); re-exported for existing callers.
+export { bedrockCaller, throttleBackoffMs, toConverseInput, type ModelCaller } from './shared/model-caller';
 
 /** What the Converse child talks to. */
 export interface ConverseBatchDeps {
@@ -44,6 +42,8 @@ export interface ConverseBatchDeps {
   ledger: Ledger;
   failureLane: FailureLaneSender;
   callModel: ModelCaller;
+  /** The results queue, when one is configured: each record this batch publishes is sent to it. */
+  resultsPublisher?: Pick<ResultsPublisher, 'publish'>;
   outputBucket: string;
   itemConcurrency: number;
   /** Milliseconds left in this invocation. */
@@ -52,34 +52,6 @@ export interface ConverseBatchDeps {
 
 /** Time kept back at the end of an invocation to write results and publish claims. */
 const SAFETY_MARGIN_MS = 30_000;
-
-/** Errors after which a later retry may succeed: they go to the failure queue, the rest to the DLQ. */
-const RETRYABLE_MODEL_ERRORS = new Set([
-  'ThrottlingException',
-  'ServiceUnavailableException',
-  'InternalServerException',
-  'ModelTimeoutException',
-  'ModelNotReadyException',
-  'ServiceQuotaExceededException',
-  'TimeoutError',
-  'AbortError',
-  'NotAttempted',
-  'TransientDependencyError',
-]);
-
-/** Modelled Converse request fields; anything else in a record's modelInput is rejected with its name. */
-const CONVERSE_FIELDS = new Set([
-  'messages',
-  'system',
-  'inferenceConfig',
-  'toolConfig',
-  'guardrailConfig',
-  'additionalModelRequestFields',
-  'promptVariables',
-  'additionalModelResponseFieldPaths',
-  'requestMetadata',
-  'performanceConfig',
-]);
 
 type Outcome =
   | { ok: true; item: WorkItem; modelOutput: unknown; usage: Usage }
@@ -125,16 +97,9 @@ export async function processBatch(event: BatchEvent, deps: ConverseBatchDeps): 
         const { modelOutput, usage } = await deps.callModel(item, controller.signal);
         return { ok: true, item, modelOutput, usage };
       } catch (err) {
-        const code = controller.signal.aborted ? 'TimeoutError' : errorName(err);
-        const attempts = (err as { $metadata?: { attempts?: number } }).$metadata?.attempts ?? 1;
-        if (code === 'ThrottlingException') throttled++;
-        return {
-          ok: false,
-          item,
-          code,
-          message: describeModelError(code, errorMessage(err), attempts),
-          retryable: RETRYABLE_MODEL_ERRORS.has(code),
-        };
+        const failure = classifyModelError(err, controller.signal.aborted);
+        if (failure.code === 'ThrottlingException') throttled++;
+        return { ok: false, item, ...failure };
       } finally {
         clearTimeout(timer);
       }
@@ -146,7 +111,10 @@ export async function processBatch(event: BatchEvent, deps: ConverseBatchDeps): 
   let skipped = 0;
   const claimed = await mapWithConcurrency(outcomes, 16, async (o) => {
     if (!o.ok) return false;
-    return (await deps.ledger.claim(ledgerScope, o.item.recordId, runId)) === 'claimed';
+    return (
+      (await deps.ledger.claim(ledgerScope, o.item.recordId, runId, contentHashOf(o.item.modelInput))) ===
+      'claimed'
+    );
   });
   const usageTotals = { inputTokens: 0, outputTokens: 0 };
   outcomes.forEach((o, i) => {
@@ -168,9 +136,17 @@ export async function processBatch(event: BatchEvent, deps: ConverseBatchDeps): 
     }
   });
 
-  // Results first, then the ledger says published: a crash in between leaves claims this run re-publishes on retry.
-  if (results.length > 0)
-    await putJsonl(deps.s3, deps.outputBucket, runKeys.results(runId, batchId), results);
+  // Results first, then the results queue, then the ledger says published: a crash in between leaves claims this run
+  // re-publishes on retry, into the same file and with the same queue deduplication ids.
+  const resultKey = runKeys.results(runId, batchId);
+  if (results.length > 0) {
+    await putJsonl(deps.s3, deps.outputBucket, resultKey, results);
+    // Answers an earlier attempt wrote may have been marked published (and sent) by it already.
+    await deps.resultsPublisher?.publish(
+      results.map((r) => ({ runId, recordId: r.recordId, ledgerScope, resultKey, usage: r.usage })),
+      { skipPublished: earlier.size > 0 },
+    );
+  }
   if (failures.length > 0) {
     await putJsonl(deps.s3, deps.outputBucket, runKeys.failures(runId, batchId), failures);
     const byId = new Map(event.Items.map((i) => [i.recordId, i]));
@@ -209,75 +185,6 @@ export async function processBatch(event: BatchEvent, deps: ConverseBatchDeps): 
   };
 }
 
-function describeModelError(code: string, message: string, attempts: number): string {
-  const tries = attempts > 1 ? ` (after ${attempts} attempts)` : '';
-  switch (code) {
-    case 'ValidationException':
-      return `the model API rejected the request: ${message}`;
-    case 'ThrottlingException':
-      return `throttled by the model's quota${tries}: ${message}`;
-    case 'AccessDeniedException':
-      return `not allowed to invoke the model (check model access and the function's role): ${message}`;
-    default:
-      return `${message}${tries}`;
-  }
-}
-
-/** Builds the Converse request for a record, refusing fields Converse does not have (the SDK would drop them). */
-export function toConverseInput(modelId: string, modelInput: Record<string, unknown>): ConverseCommandInput {
-  const unknown = Object.keys(modelInput).filter((k) => !CONVERSE_FIELDS.has(k));
-  if (unknown.length > 0) {
-    const err = new Error(`modelInput has fields Converse does not accept: ${unknown.join(', ')}`);
-    err.name = 'ValidationException';
-    throw err;
-  }
-  return { ...(modelInput as Omit<ConverseCommandInput, 'modelId'>), modelId };
-}
-
-/** The model caller for a Bedrock Runtime client. */
-export function bedrockCaller(client: BedrockRuntimeClient, modelId: string): ModelCaller {
-  return async (item, signal) => {
-    if (item.format === 'converse') {
-      const out = await client.send(new ConverseCommand(toConverseInput(modelId, item.modelInput)), {
-        abortSignal: signal,
-      });
-      const inputTokens = out.usage?.inputTokens ?? 0;
-      const outputTokens = out.usage?.outputTokens ?? 0;
-      return {
-        modelOutput: { output: out.output, stopReason: out.stopReason },
-        usage: {
-          inputTokens,
-          outputTokens,
-          totalTokens: out.usage?.totalTokens ?? inputTokens + outputTokens,
-        },
-      };
-    }
-    const out = await client.send(
-      new InvokeModelCommand({
-        modelId,
-        body: JSON.stringify(item.modelInput),
-        contentType: 'application/json',
-        accept: 'application/json',
-      }),
-      { abortSignal: signal },
-    );
-    const body = JSON.parse(new TextDecoder().decode(out.body)) as {
-      usage?: { input_tokens?: number; output_tokens?: number };
-    };
-    const inputTokens = body.usage?.input_tokens ?? 0;
-    const outputTokens = body.usage?.output_tokens ?? 0;
-    return {
-      modelOutput: body,
-      usage: { inputTokens, outputTokens, totalTokens: inputTokens + outputTokens },
-    };
-  };
-}
-
-/** Full-jitter exponential backoff for throttling, in the order of a per-minute quota's refill: up to 20 s. */
-export function throttleBackoffMs(attempt: number): number {
-  return Math.round(Math.random() * Math.min(20_000, 500 * 2 ** attempt));
-}
-
 const env = readEnv(
   z.object({
     OUTPUT_BUCKET: required,
@@ -292,11 +199,7 @@ const env = readEnv(
   }),
 );
 
-const bedrock = tracer.captureAWSv3Client(
-  new BedrockRuntimeClient({
-    retryStrategy: new ConfiguredRetryStrategy(env.MAX_ATTEMPTS, throttleBackoffMs),
-  }),
-);
+const bedrock = tracer.captureAWSv3Client(bedrockRuntimeClient(env.MAX_ATTEMPTS));
 const s3 = tracer.captureAWSv3Client(new S3Client({}));
 const ddb = tracer.captureAWSv3Client(new DynamoDBClient({}));
 const sqs = tracer.captureAWSv3Client(new SQSClient({}));
@@ -306,6 +209,7 @@ const ledger = new Ledger({
   ttlDays: env.LEDGER_TTL_DAYS,
 });
 const callModel = bedrockCaller(bedrock, env.MODEL_ID);
+const resultsPublisher = resultsPublisherFromEnv(sqs, ledger);
 const persistenceStore = new DynamoDBPersistenceLayer({
   tableName: env.IDEMPOTENCY_TABLE,
   awsSdkV3Client: ddb,
@@ -327,6 +231,7 @@ export const handler = makeIdempotent(
         ledger,
         failureLane: new FailureLaneSender(sqs, env.FAILURE_QUEUE_URL, env.FAILURE_DLQ_URL),
         callModel,
+        ...(resultsPublisher ? { resultsPublisher } : {}),
         outputBucket: env.OUTPUT_BUCKET,
         itemConcurrency: env.ITEM_CONCURRENCY,
         remainingMs: () => context.getRemainingTimeInMillis(),

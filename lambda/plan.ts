@@ -26,7 +26,7 @@ import {
   InvalidRunInputError,
 } from './shared/errors';
 import { FailureLaneSender } from './shared/failure-lane';
-import { Ledger } from './shared/ledger';
+import { Ledger, type PublishedEntry } from './shared/ledger';
 import { logger, metrics, tracer } from './shared/observability';
 import { cleanLine, DuplicateTracker, parseLine, type PromptSettings } from './shared/records';
 import { JsonlObjectWriter, openObject, putJson, readLines } from './shared/s3-jsonl';
@@ -131,13 +131,29 @@ export async function planRun(event: PlanEvent, deps: PlanDeps): Promise<PlanOut
   };
 
   // Ledger lookups run ahead of the writer, several in flight, while items are written in corpus order.
-  const lookups: { chunk: WorkItem[]; published: Promise<Set<string>> }[] = [];
+  type Pending = { item: WorkItem; contentHash: string };
+  const lookups: { chunk: Pending[]; published: Promise<Map<string, PublishedEntry>> }[] = [];
   const writeOldestChunk = async (): Promise<void> => {
     const next = lookups.shift();
     if (!next) return;
     const published = await next.published;
-    for (const item of next.chunk) {
-      if (published.has(item.recordId)) counts.skipped++;
+    for (const { item, contentHash } of next.chunk) {
+      const entry = published.get(item.recordId);
+      if (entry?.contentHash !== undefined && entry.contentHash !== contentHash) {
+        // Another corpus (or an edited one) reuses the id for different content: skipping it would silently drop
+        // this record, processing it would overwrite the published answer.
+        counts.records--;
+        await recordFailure({
+          recordId: item.recordId,
+          line: item.line,
+          stage: 'plan',
+          error: {
+            code: 'RecordIdReused',
+            message: `line ${item.line}: recordId ${JSON.stringify(item.recordId)} was already published in ledger scope ${JSON.stringify(ledgerScope)} (run ${entry.runId}) with different content; give this record its own recordId, or run it under another ledgerScope`,
+            retryable: false,
+          },
+        });
+      } else if (entry) counts.skipped++;
       else {
         counts.toProcess++;
         if (batchPossible) {
@@ -148,11 +164,11 @@ export async function planRun(event: PlanEvent, deps: PlanDeps): Promise<PlanOut
       }
     }
   };
-  let chunk: WorkItem[] = [];
+  let chunk: Pending[] = [];
   const submitChunk = async (): Promise<void> => {
     if (chunk.length === 0) return;
-    const ids = chunk.map((i) => i.recordId);
-    const published = deps.ledger.findPublished(ledgerScope, ids);
+    const ids = chunk.map((p) => p.item.recordId);
+    const published = deps.ledger.lookupPublished(ledgerScope, ids);
     published.catch(() => undefined); // awaited in order by writeOldestChunk
     lookups.push({ chunk, published });
     chunk = [];
@@ -200,7 +216,7 @@ export async function planRun(event: PlanEvent, deps: PlanDeps): Promise<PlanOut
       continue;
     }
     counts.records++;
-    chunk.push(item);
+    chunk.push({ item, contentHash: outcome.contentHash });
     if (chunk.length >= LEDGER_LOOKUP_CHUNK) await submitChunk();
   }
   await submitChunk();

@@ -74,6 +74,13 @@ const TOKEN_REFRESHES = 3;
  */
 export async function reconcileJobs(deps: ReconcileDeps): Promise<ReconcileSummary> {
   const jobs = await deps.store.listInFlight();
+  // The job SLA alarm reads this; 0 when nothing is in flight, so the alarm sees data every run.
+  const now = (deps.now ?? Date.now)();
+  metrics.addMetric(
+    'OldestJobInFlightSeconds',
+    'Seconds',
+    Math.max(0, ...jobs.map((j) => (now - Date.parse(j.submittedAt)) / 1000).filter(Number.isFinite)),
+  );
   const results = await mapWithConcurrency(jobs, deps.concurrency, async (stored) => {
     try {
       return { jobArn: stored.jobArn, done: await reconcileJob(deps, stored) };

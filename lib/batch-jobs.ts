@@ -9,8 +9,9 @@ import type * as s3 from 'aws-cdk-lib/aws-s3';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import { grantModelInvoke, modelInvokeResources } from './bedrock-model';
+import { ruleTargetDeadLetterQueue } from './events';
 import { KMS_WILDCARD_ACTIONS, KMS_WILDCARD_REASON } from './ledger';
-import { acknowledge, acknowledgeWildcardActions, acknowledgeWildcardResources } from './nag';
+import { acknowledgeWildcardActions, acknowledgeWildcardResources } from './nag';
 
 /** Key patterns of a shard's job input and output in the output bucket (see lambda/shared/sharding.ts). */
 export const SHARD_INPUT_KEY_PATTERN = 'runs/*/shards/*/input/*';
@@ -284,20 +285,12 @@ export class BatchJobTracking extends Construct {
 
   constructor(scope: Construct, id: string, props: BatchJobTrackingProps) {
     super(scope, id);
-    this.deadLetterQueue = new sqs.Queue(this, 'DeadLetterQueue', {
-      ...(props.encryptionKey
-        ? { encryption: sqs.QueueEncryption.KMS, encryptionMasterKey: props.encryptionKey }
-        : { encryption: sqs.QueueEncryption.SQS_MANAGED }),
-      enforceSSL: true,
-      retentionPeriod: Duration.days(14),
-      removalPolicy: props.removalPolicy ?? RemovalPolicy.RETAIN,
+    this.deadLetterQueue = ruleTargetDeadLetterQueue(this, 'DeadLetterQueue', {
+      ...props,
+      reason:
+        'This queue is itself the dead-letter queue of the job-state rule target (the reconciler also covers any ' +
+        'event that lands here).',
     });
-    acknowledge(
-      this.deadLetterQueue,
-      ['AwsSolutions-SQS3'],
-      'This queue is itself the dead-letter queue of the job-state rule target (attached to the target, not ' +
-        'through a redrive policy); the reconciler also covers any event that lands here.',
-    );
     this.stateChangeRule = new events.Rule(this, 'StateChangeRule', {
       description: `Resumes the shard waiting on a Bedrock batch job named ${props.jobNamePrefix}-* when it ends`,
       eventPattern: {

@@ -89,6 +89,38 @@ export const environmentConfigSchema = z
           .optional(),
       })
       .prefault({}),
+    /**
+     * Model prices for the cost report, USD per million tokens, by model id (or inference profile id). On-demand
+     * prices; batch inference is billed at `batchDiscount` of them. @default Claude 3 Haiku's list prices
+     */
+    pricing: z
+      .record(
+        z.string().min(1),
+        z.object({
+          inputPerMillion: z.number().nonnegative(),
+          outputPerMillion: z.number().nonnegative(),
+          /** Batch price as a fraction of the on-demand price. @default 0.5 */
+          batchDiscount: z.number().min(0).max(1).default(0.5),
+        }),
+      )
+      .default({
+        'anthropic.claude-3-haiku-20240307-v1:0': {
+          inputPerMillion: 0.25,
+          outputPerMillion: 1.25,
+          batchDiscount: 0.5,
+        },
+      }),
+    /** Dashboard and alarms. */
+    monitoring: z
+      .object({
+        /** Email subscribed to the alarm topic (a confirmation mail is sent on deploy). @default none */
+        alarmEmail: z.email().optional(),
+        /** A batch job in flight longer than this raises the job SLA alarm. @default 24 */
+        jobSlaHours: z.number().positive().max(168).default(24),
+        /** Records failed as a percentage of records processed, over 15 minutes, that raises an alarm. @default 5 */
+        errorRatePercent: z.number().min(0).max(100).default(5),
+      })
+      .prefault({}),
     /** How plain `{id, text}` lines become model requests. */
     prompt: z
       .object({
@@ -125,7 +157,20 @@ export const environmentConfigSchema = z
       .regex(/^[^/].*\/$/, 'ingestPrefix must be relative and end with /')
       .default('corpora/'),
     /** The failure lane: messages move to the dead-letter queue after this many receives. @default 5 */
-    failureLane: z.object({ maxReceiveCount: z.number().int().min(1).max(1000).default(5) }).prefault({}),
+    failureLane: z
+      .object({
+        maxReceiveCount: z.number().int().min(1).max(1000).default(5),
+        /** Messages the consumer takes per invocation. @default 10 */
+        consumerBatchSize: z.number().int().min(1).max(100).default(10),
+        /** Consumer invocations in flight at once (event source MaximumConcurrency, 2 to 1000). @default 2 */
+        consumerConcurrency: z.number().int().min(2).max(1000).default(2),
+      })
+      .prefault({}),
+    /**
+     * A FIFO queue that receives each successfully published record once (`{runId, recordId, ledgerScope,
+     * resultKey, usage}`), for a downstream stage that wants records rather than the run-completed event.
+     */
+    resultsQueue: z.object({ enabled: z.boolean().default(false) }).prefault({}),
     /** CloudWatch Logs retention for the functions and the workflow. @default 30 */
     logRetentionDays: z.number().int().positive().default(30),
     /** What happens to stateful resources on stack deletion. @default 'retain' */

@@ -31,6 +31,48 @@ export class PipelineEventBus extends Construct {
   }
 }
 
+/** Properties of {@link ruleTargetDeadLetterQueue}. */
+export interface RuleTargetDeadLetterQueueProps {
+  /**
+   * Customer managed key (its key policy must let events.amazonaws.com use it).
+   * @default SQS-managed server-side encryption
+   */
+  readonly encryptionKey?: kms.IKey;
+  /**
+   * What happens to the queue on stack deletion.
+   * @default RemovalPolicy.RETAIN
+   */
+  readonly removalPolicy?: RemovalPolicy;
+  /** What the queue holds, for the cdk-nag acknowledgement. */
+  readonly reason: string;
+}
+
+/**
+ * The dead-letter queue of an EventBridge rule target: events EventBridge could not deliver after its retries,
+ * kept 14 days, encrypted, TLS only.
+ */
+export function ruleTargetDeadLetterQueue(
+  scope: Construct,
+  id: string,
+  props: RuleTargetDeadLetterQueueProps,
+): sqs.Queue {
+  const queue = new sqs.Queue(scope, id, {
+    ...(props.encryptionKey
+      ? { encryption: sqs.QueueEncryption.KMS, encryptionMasterKey: props.encryptionKey }
+      : { encryption: sqs.QueueEncryption.SQS_MANAGED }),
+    enforceSSL: true,
+    retentionPeriod: Duration.days(14),
+    removalPolicy: props.removalPolicy ?? RemovalPolicy.RETAIN,
+  });
+  acknowledge(
+    queue,
+    ['AwsSolutions-SQS3'],
+    `${props.reason} EventBridge dead-letter queues are attached to the rule target, not through a redrive policy, ` +
+      'which is what the rule looks for.',
+  );
+  return queue;
+}
+
 /** Properties of {@link IngestTrigger}. */
 export interface IngestTriggerProps {
   /** The bucket whose uploads start runs; it must send its events to EventBridge (`eventBridgeEnabled`). */
@@ -82,20 +124,10 @@ export class IngestTrigger extends Construct {
 
   constructor(scope: Construct, id: string, props: IngestTriggerProps) {
     super(scope, id);
-    this.deadLetterQueue = new sqs.Queue(this, 'DeadLetterQueue', {
-      ...(props.encryptionKey
-        ? { encryption: sqs.QueueEncryption.KMS, encryptionMasterKey: props.encryptionKey }
-        : { encryption: sqs.QueueEncryption.SQS_MANAGED }),
-      enforceSSL: true,
-      retentionPeriod: Duration.days(14),
-      removalPolicy: props.removalPolicy ?? RemovalPolicy.RETAIN,
+    this.deadLetterQueue = ruleTargetDeadLetterQueue(this, 'DeadLetterQueue', {
+      ...props,
+      reason: 'This queue is itself the dead-letter queue of the ingest rule target.',
     });
-    acknowledge(
-      this.deadLetterQueue,
-      ['AwsSolutions-SQS3'],
-      'This queue is itself the dead-letter queue of the ingest rule target; EventBridge dead-letter queues are ' +
-        'attached to the target, not through a redrive policy, which is what the rule looks for.',
-    );
 
     this.rule = new events.Rule(this, 'Rule', {
       description: `Starts a corpus run for each object created under ${props.keyPrefix}`,

@@ -20,7 +20,11 @@ export const FUNCTION_ENTRIES = {
   reconcile: 'lambda/reconcile.ts',
   collect: 'lambda/collect.ts',
   converseItems: 'lambda/converse-items.ts',
+  failureLaneConsumer: 'lambda/failure-lane-consumer.ts',
 } as const;
+
+/** The failure-lane consumer's timeout: the failure queue's visibility timeout is derived from it. */
+export const FAILURE_LANE_CONSUMER_TIMEOUT = Duration.seconds(120);
 
 /** Properties of {@link PipelineFunctions}. */
 export interface PipelineFunctionsProps {
@@ -38,6 +42,11 @@ export interface PipelineFunctionsProps {
   readonly failureDeadLetterQueue: sqs.IQueue;
   /** The pipeline's event bus (EVENT_BUS_NAME). */
   readonly eventBus: events.IEventBus;
+  /**
+   * The results queue (RESULTS_QUEUE_URL) of the functions that publish records.
+   * @default no results queue
+   */
+  readonly resultsQueue?: sqs.IQueue;
   /** Mode A's batch jobs table (JOBS_TABLE). */
   readonly jobsTable: dynamodb.ITable;
   /** The role Bedrock runs batch jobs with (BATCH_ROLE_ARN). */
@@ -85,11 +94,16 @@ export class PipelineFunctions extends Construct {
   public readonly collect: PipelineFunction;
   /** Mode A ConverseItems: gathers the records that go through Converse after the jobs. */
   public readonly converseItems: PipelineFunction;
+  /** The failure-lane consumer: retries retryable failures through Converse, dead-letters the rest with a reason. */
+  public readonly failureLaneConsumer: PipelineFunction;
 
   constructor(scope: Construct, id: string, props: PipelineFunctionsProps) {
     super(scope, id);
     const { config } = props;
     const quotas = config.batch.quotas;
+    const results: Record<string, string> = props.resultsQueue
+      ? { RESULTS_QUEUE_URL: props.resultsQueue.queueUrl }
+      : {};
     const common = {
       logRetention: toRetentionDays(config.logRetentionDays),
       removalPolicy: props.removalPolicy ?? RemovalPolicy.RETAIN,
@@ -156,6 +170,7 @@ export class PipelineFunctions extends Construct {
         REQUESTS_PER_MINUTE: String(config.onDemand.requestsPerMinute),
         TOKENS_PER_MINUTE: String(config.onDemand.tokensPerMinute),
         CONVERSE_MAP_CONCURRENCY: String(config.converse.mapConcurrency),
+        ...results,
       },
     });
 
@@ -234,6 +249,7 @@ export class PipelineFunctions extends Construct {
         FAILURE_QUEUE_URL: props.failureQueue.queueUrl,
         FAILURE_DLQ_URL: props.failureDeadLetterQueue.queueUrl,
         LEDGER_TTL_DAYS: String(config.ledger.ttlDays),
+        ...results,
       },
     });
     this.converseItems = new PipelineFunction(this, 'ConverseItems', {
@@ -244,6 +260,26 @@ export class PipelineFunctions extends Construct {
       timeout: Duration.minutes(15),
       memorySize: 512,
       environment: { OUTPUT_BUCKET: props.outputBucket.bucketName },
+    });
+    this.failureLaneConsumer = new PipelineFunction(this, 'FailureLaneConsumer', {
+      ...common,
+      entry: FUNCTION_ENTRIES.failureLaneConsumer,
+      serviceName: 'corpus-failure-lane',
+      description:
+        'Retries retryable failures through Converse and publishes them once via the ledger; dead-letters the rest',
+      timeout: FAILURE_LANE_CONSUMER_TIMEOUT,
+      memorySize: 512,
+      environment: {
+        OUTPUT_BUCKET: props.outputBucket.bucketName,
+        LEDGER_TABLE: props.ledgerTable.tableName,
+        FAILURE_DLQ_URL: props.failureDeadLetterQueue.queueUrl,
+        MODEL_ID: config.modelId,
+        // The queue is the retry loop: short retries inside one call.
+        MAX_ATTEMPTS: '2',
+        LEDGER_TTL_DAYS: String(config.ledger.ttlDays),
+        MAX_RECEIVE_COUNT: String(config.failureLane.maxReceiveCount),
+        ...results,
+      },
     });
   }
 }

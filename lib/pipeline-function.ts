@@ -83,6 +83,8 @@ export class PipelineFunction extends Construct implements iam.IGrantable {
   public readonly logGroup: logs.LogGroup;
   /** The repo-relative entry file. */
   public readonly entry: string;
+  /** Its POWERTOOLS_SERVICE_NAME (the metrics' service dimension). */
+  public readonly serviceName: string;
   /** The principal grants apply to (the execution role). */
   public readonly grantPrincipal: iam.IPrincipal;
 
@@ -90,6 +92,7 @@ export class PipelineFunction extends Construct implements iam.IGrantable {
     super(scope, id);
     const projectRoot = props.projectRoot ?? PROJECT_ROOT;
     this.entry = props.entry;
+    this.serviceName = props.serviceName;
 
     this.logGroup = new logs.LogGroup(this, 'LogGroup', {
       retention: props.logRetention ?? logs.RetentionDays.ONE_MONTH,

@@ -1,3 +1,4 @@
+import { SqsEventSource } from 'aws-cdk-lib/aws-lambda-event-sources';
 import { CfnOutput, Duration, RemovalPolicy, Stack, type StackProps, Tags } from 'aws-cdk-lib';
 import { Construct } from 'constructs';
 import * as iam from 'aws-cdk-lib/aws-iam';
@@ -7,11 +8,13 @@ import type { PipelineConfig } from './config';
 import { PipelineEncryption } from './encryption';
 import { IngestTrigger, PipelineEventBus } from './events';
 import { FailureLane } from './failure-lane';
-import { PipelineFunctions } from './functions';
+import { FAILURE_LANE_CONSUMER_TIMEOUT, PipelineFunctions } from './functions';
 import { PipelineLedger } from './ledger';
 import { toRetentionDays } from './log-retention';
 import { acknowledgeWildcardResources } from './nag';
 import { MAP_RUNS_PREFIX, PipelineStorage } from './storage';
+import { PipelineMonitoring } from './monitoring';
+import { ResultsQueue } from './results-queue';
 import { PipelineWorkflow } from './workflow';
 
 /** Properties of {@link PipelineStack}. */
@@ -56,6 +59,10 @@ export class PipelineStack extends Stack {
   public readonly workflow: PipelineWorkflow;
   /** The S3 upload -> workflow rule. */
   public readonly ingestTrigger: IngestTrigger;
+  /** Each published record, once, for downstream stages (when enabled in config). */
+  public readonly resultsQueue: ResultsQueue | undefined;
+  /** Dashboard, alarms and their topic. */
+  public readonly monitoring: PipelineMonitoring;
   /** Mode A: the jobs table and Bedrock's service role. */
   public readonly batchJobs: BatchJobs;
   /** Mode A: the job state-change rule and the reconciler's schedule. */
@@ -87,9 +94,13 @@ export class PipelineStack extends Stack {
     this.failureLane = new FailureLane(this, 'FailureLane', {
       ...(key ? { encryptionKey: key } : {}),
       maxReceiveCount: config.failureLane.maxReceiveCount,
+      consumerTimeout: FAILURE_LANE_CONSUMER_TIMEOUT,
       removalPolicy,
     });
     this.bus = new PipelineEventBus(this, 'Events', { eventBusName: name });
+    this.resultsQueue = config.resultsQueue.enabled
+      ? new ResultsQueue(this, 'ResultsQueue', { ...(key ? { encryptionKey: key } : {}), removalPolicy })
+      : undefined;
     this.batchJobs = new BatchJobs(this, 'BatchJobs', {
       modelId: config.modelId,
       outputBucket: this.storage.outputBucket,
@@ -107,6 +118,7 @@ export class PipelineStack extends Stack {
       failureDeadLetterQueue: this.failureLane.deadLetterQueue,
       eventBus: this.bus.eventBus,
       jobsTable: this.batchJobs.jobsTable,
+      ...(this.resultsQueue ? { resultsQueue: this.resultsQueue.queue } : {}),
       batchServiceRole: this.batchJobs.serviceRole,
       ...(key ? { batchOutputKey: key, logEncryptionKey: key } : {}),
       removalPolicy,
@@ -114,6 +126,7 @@ export class PipelineStack extends Stack {
     });
     const { plan, converse, finalize, submitJob, jobState, reconcile, collect, converseItems } =
       this.functions;
+    const laneConsumer = this.functions.failureLaneConsumer;
 
     this.storage.grantIngestRead(plan);
     this.storage.grantOutputRead(plan, RUNS_KEY_PATTERN);
@@ -164,6 +177,25 @@ export class PipelineStack extends Stack {
     this.failureLane.grantSendToQueue(collect);
     this.failureLane.grantSendToDeadLetterQueue(collect);
 
+    // The failure-lane consumer: an SQS event source reporting partial batch failures; few invocations at once so
+    // the lane does not compete with live runs for the model's quota.
+    grantModelInvoke(laneConsumer, this, config.modelId);
+    this.storage.grantOutputWrite(laneConsumer, RUNS_KEY_PATTERN);
+    this.ledger.grantLedgerRecord(laneConsumer);
+    this.failureLane.grantSendToDeadLetterQueue(laneConsumer);
+    laneConsumer.lambdaFunction.addEventSource(
+      new SqsEventSource(this.failureLane.queue, {
+        batchSize: config.failureLane.consumerBatchSize,
+        maxBatchingWindow: Duration.seconds(5),
+        reportBatchItemFailures: true,
+        maxConcurrency: config.failureLane.consumerConcurrency,
+      }),
+    );
+
+    if (this.resultsQueue) {
+      for (const producer of [converse, collect, laneConsumer]) this.resultsQueue.grantPublish(producer);
+    }
+
     this.storage.grantOutputRead(converseItems, RUNS_KEY_PATTERN);
     this.storage.grantOutputWrite(converseItems, RUNS_KEY_PATTERN);
 
@@ -213,6 +245,45 @@ export class PipelineStack extends Stack {
       removalPolicy,
     });
 
+    this.monitoring = new PipelineMonitoring(this, 'Monitoring', {
+      pipelineName: name,
+      stateMachine,
+      functions: this.functions,
+      failureQueue: this.failureLane.queue,
+      deadLetterQueues: {
+        FailureLane: {
+          queue: this.failureLane.deadLetterQueue,
+          whatToDo:
+            'corpus failures RUN names each record and reason; after the fix, corpus redrive --env E.',
+        },
+        IngestEvents: {
+          queue: this.ingestTrigger.deadLetterQueue,
+          whatToDo:
+            'An upload did not start a run: corpus start --env E --corpus s3://BUCKET/KEY, then purge the queue.',
+        },
+        JobStateEvents: {
+          queue: this.batchJobTracking.deadLetterQueue,
+          whatToDo:
+            'A batch job event was lost: corpus reconcile --env E resumes its shard; then purge the queue.',
+        },
+        ...(this.resultsQueue
+          ? {
+              ResultsQueue: {
+                queue: this.resultsQueue.deadLetterQueue,
+                whatToDo:
+                  'The downstream consumer keeps failing on results: fix it, then redrive from the SQS console.',
+              },
+            }
+          : {}),
+      },
+      mapRunLabels: ['BatchJobs', 'FanOut'],
+      ...(key ? { encryptionKey: key } : {}),
+      ...(config.monitoring.alarmEmail ? { alarmEmail: config.monitoring.alarmEmail } : {}),
+      jobSla: Duration.hours(config.monitoring.jobSlaHours),
+      errorRatePercent: config.monitoring.errorRatePercent,
+      reconcileInterval: Duration.minutes(config.batch.reconcileIntervalMinutes),
+    });
+
     const outputs: Record<string, string> = {
       IngestBucketName: this.storage.ingestBucket.bucketName,
       IngestPrefix: config.ingestPrefix,
@@ -225,7 +296,10 @@ export class PipelineStack extends Stack {
       EventBusName: this.bus.eventBus.eventBusName,
       JobsTableName: this.batchJobs.jobsTable.tableName,
       BatchServiceRoleArn: this.batchJobs.serviceRole.roleArn,
+      ReconcileFunctionName: reconcile.lambdaFunction.functionName,
+      AlarmTopicArn: this.monitoring.alarmTopic.topicArn,
     };
+    if (this.resultsQueue) outputs.ResultsQueueUrl = this.resultsQueue.queue.queueUrl;
     for (const [outputId, value] of Object.entries(outputs)) {
       new CfnOutput(this, outputId, { value });
     }

@@ -1,4 +1,7 @@
+import { basename } from 'node:path';
+import { FUNCTION_ENTRIES } from '../lib/functions';
 import type { BatchFaultOptions, FaultOptions } from './bedrock-simulator';
+import type { RuntimeFaults } from './runtime';
 
 /** A `--faults` spec that names an unknown fault or gives a bad value. */
 export class FaultSpecError extends Error {
@@ -11,6 +14,8 @@ export interface FaultPlan {
   runtime: FaultOptions;
   /** Batch job faults. */
   batch: BatchFaultOptions;
+  /** Faults of the local runtime itself (SQS redelivery, handler crashes). */
+  local: RuntimeFaults;
   /** The spec's entries as given, for the run summary. */
   names: string[];
 }
@@ -44,8 +49,34 @@ function count(name: string, value: string | undefined, fallback: number): numbe
   return n;
 }
 
+/** Handlers `crash=` can name: the entry file names under lambda/. */
+export const CRASHABLE_HANDLERS: readonly string[] = Object.values(FUNCTION_ENTRIES).map((e) =>
+  basename(e, '.ts'),
+);
+
 /** The faults the local runtime can inject, by name. */
 export const FAULTS: Readonly<Record<string, FaultDefinition>> = {
+  crash: {
+    usage: 'crash=HANDLER:N',
+    help: `HANDLER throws after doing its work, N times (${CRASHABLE_HANDLERS.join(', ')})`,
+    apply: (plan, value) => {
+      const match = /^([a-z-]+):(\d+)$/.exec(value ?? '');
+      const handler = match?.[1];
+      if (!match || !handler || !CRASHABLE_HANDLERS.includes(handler)) {
+        throw new FaultSpecError(
+          `--faults crash=${value ?? ''}: expected crash=HANDLER:N with HANDLER one of ${CRASHABLE_HANDLERS.join(', ')}`,
+        );
+      }
+      plan.local = { ...plan.local, crash: { handler, times: Number(match[2]) } };
+    },
+  },
+  redeliver: {
+    usage: 'redeliver',
+    help: 'every SQS message is delivered twice, as after a lapsed visibility timeout',
+    apply: (plan) => {
+      plan.local = { ...plan.local, redeliver: true };
+    },
+  },
   'drop-job-events': {
     usage: 'drop-job-events',
     help: 'no Bedrock batch job state-change event is delivered (the reconciler must finish the run)',
@@ -105,7 +136,7 @@ export function describeFaults(): string {
  * @throws FaultSpecError naming the unknown fault or bad value, with the list of known faults
  */
 export function parseFaults(spec: string): FaultPlan {
-  const plan: FaultPlan = { runtime: {}, batch: {}, names: [] };
+  const plan: FaultPlan = { runtime: {}, batch: {}, local: {}, names: [] };
   for (const raw of spec.split(',')) {
     const entry = raw.trim();
     if (entry === '') continue;

@@ -3,11 +3,22 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { finished } from 'node:stream/promises';
 import { ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
+import {
+  DeleteMessageBatchCommand,
+  GetQueueAttributesCommand,
+  ReceiveMessageCommand,
+  type SQSClient,
+} from '@aws-sdk/client-sqs';
 import { Upload } from '@aws-sdk/lib-storage';
 import type { RequestedMode, RunManifest } from '../lambda/shared/contracts';
 import { runKeys } from '../lambda/shared/contracts';
 import { getJson, openObject } from '../lambda/shared/s3-jsonl';
-import { startLocalRuntime, type ExecutionSummary, type LocalRuntimeOptions } from './runtime';
+import {
+  startLocalRuntime,
+  type ExecutionSummary,
+  type LocalRuntime,
+  type LocalRuntimeOptions,
+} from './runtime';
 
 /** A mistake in how the command was called: exit code 2, no stack trace. */
 export class UsageError extends Error {
@@ -25,6 +36,8 @@ export interface LocalRunOptions {
   progress?: ((line: string) => void) | undefined;
   /** How long to wait for the run. @default 30 minutes */
   timeoutMs?: number;
+  /** How long to wait after the run for the failure-lane consumer to empty its queue. @default 60 s */
+  laneTimeoutMs?: number;
   /** Local runtime settings (Bedrock simulator behaviour and faults, schedule interval). */
   runtime?: Omit<LocalRuntimeOptions, 'stateDir'>;
 }
@@ -35,7 +48,15 @@ export interface LocalRunOutcome {
   manifest: RunManifest;
   execution: ExecutionSummary;
   outDir: string;
-  files: { manifest: string; results: string; failures: string };
+  files: { manifest: string; results: string; failures: string; published?: string };
+  /** The failure lane after the run: messages still queued (0 when the consumer finished) and in the DLQ. */
+  lane: FailureLaneState;
+}
+
+/** Where the failure lane stands. */
+export interface FailureLaneState {
+  pending: number;
+  deadLettered: number;
 }
 
 const START_TIMEOUT_MS = 60_000;
@@ -97,9 +118,18 @@ export async function runLocalCorpus(options: LocalRunOptions): Promise<LocalRun
       failures: join(outDir, 'failures.jsonl'),
     };
     await writeFile(files.manifest, `${JSON.stringify(manifest, null, 2)}\n`);
+    // Failures the run sent to the failure lane are retried by its consumer after the run: let it finish, so the
+    // files below show where every record ended.
+    const lane = await waitForFailureLane(runtime, options.laneTimeoutMs ?? 60_000, progress);
     await concatenate(runtime.s3, runtime.outputBucket, runKeys.resultsPrefix(runId), files.results);
     await concatenate(runtime.s3, runtime.outputBucket, runKeys.failuresPrefix(runId), files.failures);
-    return { runId, manifest, execution: done, outDir, files };
+    const resultsQueueUrl = runtime.stack.optionalOutput('ResultsQueueUrl');
+    if (resultsQueueUrl) {
+      const published = join(outDir, 'published.jsonl');
+      await drainQueue(runtime.sqs, resultsQueueUrl, published);
+      return { runId, manifest, execution: done, outDir, files: { ...files, published }, lane };
+    }
+    return { runId, manifest, execution: done, outDir, files, lane };
   } finally {
     await runtime.stop();
   }
@@ -155,4 +185,56 @@ export function formatSummary(outcome: LocalRunOutcome): string {
     `  manifest: ${outcome.files.manifest}`,
   );
   return lines.join('\n');
+}
+
+async function queueDepth(sqs: SQSClient, url: string): Promise<number> {
+  const out = await sqs.send(
+    new GetQueueAttributesCommand({
+      QueueUrl: url,
+      AttributeNames: ['ApproximateNumberOfMessages', 'ApproximateNumberOfMessagesNotVisible'],
+    }),
+  );
+  const a = out.Attributes ?? {};
+  return Number(a.ApproximateNumberOfMessages ?? 0) + Number(a.ApproximateNumberOfMessagesNotVisible ?? 0);
+}
+
+/** Waits until the failure queue is empty (its consumer retried or dead-lettered everything), or the timeout. */
+async function waitForFailureLane(
+  runtime: LocalRuntime,
+  timeoutMs: number,
+  progress: (line: string) => void,
+): Promise<FailureLaneState> {
+  const queueUrl = runtime.stack.output('FailureQueueUrl');
+  const dlqUrl = runtime.stack.output('FailureDlqUrl');
+  const deadline = Date.now() + timeoutMs;
+  let pending = await queueDepth(runtime.sqs, queueUrl);
+  if (pending > 0) progress(`  failure lane: ${pending} messages being retried...`);
+  while (pending > 0 && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 250));
+    pending = await queueDepth(runtime.sqs, queueUrl);
+  }
+  return { pending, deadLettered: await queueDepth(runtime.sqs, dlqUrl) };
+}
+
+/** Moves every message of a queue into a JSONL file (the local stand-in for a downstream consumer). */
+async function drainQueue(sqs: SQSClient, url: string, file: string): Promise<void> {
+  const lines: string[] = [];
+  for (let empty = 0; empty < 2;) {
+    const out = await sqs.send(
+      new ReceiveMessageCommand({ QueueUrl: url, MaxNumberOfMessages: 10, WaitTimeSeconds: 0 }),
+    );
+    const messages = out.Messages ?? [];
+    if (messages.length === 0) {
+      empty++;
+      continue;
+    }
+    for (const m of messages) lines.push(m.Body ?? '');
+    await sqs.send(
+      new DeleteMessageBatchCommand({
+        QueueUrl: url,
+        Entries: messages.map((m, i) => ({ Id: String(i), ReceiptHandle: m.ReceiptHandle ?? '' })),
+      }),
+    );
+  }
+  await writeFile(file, lines.map((l) => `${l}\n`).join(''));
 }

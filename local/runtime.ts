@@ -1,5 +1,5 @@
 import { mkdir } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import { S3Client } from '@aws-sdk/client-s3';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { SQSClient, SendMessageCommand } from '@aws-sdk/client-sqs';
@@ -11,6 +11,7 @@ import {
 } from './bedrock-simulator';
 import { startEmulators, type Emulators } from './cloud/emulators';
 import { LocalFunction } from './cloud/lambda-runner';
+import { startEventSourcePollers } from './cloud/sqs-poller';
 import { provision, type CfnTemplate, type ProvisionedStack } from './cloud/template';
 import {
   LocalEventBus,
@@ -45,6 +46,21 @@ export interface LocalRuntimeOptions {
    * are recovered in seconds rather than minutes. @default 2000
    */
   scheduleIntervalMs?: number;
+  /** Faults of the runtime itself (the Bedrock simulator's are in `bedrock`). */
+  faults?: RuntimeFaults;
+  /**
+   * A failed SQS message is visible again after this many ms (instead of the queue's visibility timeout), so the
+   * failure lane retries in seconds offline. @default 1000
+   */
+  sqsRetryAfterMs?: number;
+}
+
+/** Faults the runtime injects. */
+export interface RuntimeFaults {
+  /** Every SQS message is delivered twice (as after a lapsed visibility timeout). */
+  redeliver?: boolean;
+  /** The named handler (entry file name, e.g. `collect`) throws after finishing its work, `times` times. */
+  crash?: { handler: string; times: number };
 }
 
 /** A workflow execution as the runtime reports it. */
@@ -54,6 +70,7 @@ export type ExecutionSummary = ExecutionDescription;
 export interface LocalRuntime {
   stack: ProvisionedStack;
   s3: S3Client;
+  sqs: SQSClient;
   ingestBucket: string;
   ingestPrefix: string;
   outputBucket: string;
@@ -199,6 +216,7 @@ export async function startLocalRuntime(options: LocalRuntimeOptions): Promise<L
       // No X-Ray daemon offline; logs and EMF metrics go to the function's log file.
       POWERTOOLS_TRACE_ENABLED: 'false',
     };
+    const crash = options.faults?.crash;
     for (const fn of stack.functions) {
       const local = new LocalFunction({
         name: fn.name,
@@ -212,6 +230,9 @@ export async function startLocalRuntime(options: LocalRuntimeOptions): Promise<L
         timeoutSeconds: fn.timeoutSeconds,
         memoryMb: fn.memoryMb,
         maxConcurrency: 8,
+        ...(crash && basename(fn.entryPath, '.ts') === crash.handler
+          ? { crashAfterWork: { times: crash.times, fault: `crash=${crash.handler}:${crash.times}` } }
+          : {}),
         ...(options.echoLogs ? { echo: true } : { logFile: join(stateDir, 'logs', `${fn.logicalId}.log`) }),
       });
       functions.set(fn.arn, local);
@@ -254,6 +275,23 @@ export async function startLocalRuntime(options: LocalRuntimeOptions): Promise<L
       throw new Error(`the local bus cannot deliver to ${target.arn}`);
     };
 
+    // Pushed after the functions, so stopped before them.
+    const pollers = await startEventSourcePollers(stack.eventSourceMappings, {
+      sqs,
+      region: REGION,
+      account: ACCOUNT,
+      resolveQueueUrl: (arn) => stack.queues.find((q) => q.arn === arn)?.url,
+      invoke: async (functionArn, event) => {
+        const fn = functions.get(functionArn);
+        if (!fn) throw new Error(`no local function ${functionArn}`);
+        return fn.invoke(event);
+      },
+      redeliver: options.faults?.redeliver ?? false,
+      redeliverAfterMs: 200,
+      retryAfterMs: options.sqsRetryAfterMs ?? 1000,
+    });
+    stoppers.push(() => pollers.stop());
+
     const scheduler = startScheduler(
       stack.schedules,
       async (_schedule, input, target) => {
@@ -276,6 +314,7 @@ export async function startLocalRuntime(options: LocalRuntimeOptions): Promise<L
     return {
       stack,
       s3,
+      sqs,
       ingestBucket: ingest,
       ingestPrefix: stack.output('IngestPrefix'),
       outputBucket: output,

@@ -16,7 +16,7 @@ import {
   type BatchJobTerminalStatus,
 } from './contracts';
 import { callDependency, errorMessage, errorName } from './errors';
-import { logger } from './observability';
+import { logger, metrics } from './observability';
 
 /**
  * Mode A's job bookkeeping: the jobs table that maps each Bedrock batch inference job (by ARN) to the task token its
@@ -490,6 +490,11 @@ export async function resumeWait(
     });
   }
   const endedAt = outcome.endedAt ?? new Date((deps.now ?? Date.now)()).toISOString();
+  if (delivered) {
+    const seconds = (Date.parse(endedAt) - Date.parse(outcome.submittedAt)) / 1000;
+    if (Number.isFinite(seconds))
+      metrics.addMetric('BatchJobDurationSeconds', 'Seconds', Math.max(0, seconds));
+  }
   const marked = await deps.store.markEnded(stored.jobArn, outcome.status, endedAt, stored.taskToken);
   if (!marked) {
     logger.info(

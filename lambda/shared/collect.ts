@@ -17,6 +17,7 @@ import type { Ledger } from './ledger';
 import { logger, metrics } from './observability';
 import { InFlightLimiter } from './pool';
 import { cleanLine, detectFormat } from './records';
+import type { PublishedRecord, ResultsPublisher } from './results-queue';
 import { getJson, JsonlObjectWriter, openObject, putJson, readLines } from './s3-jsonl';
 
 /**
@@ -123,6 +124,8 @@ export interface CollectDeps {
   s3: S3Client;
   ledger: Pick<Ledger, 'claim' | 'markPublished'>;
   failureLane: Pick<FailureLaneSender, 'add' | 'flush'>;
+  /** The results queue, when one is configured: each record this collect publishes is sent to it. */
+  resultsPublisher?: Pick<ResultsPublisher, 'publish'>;
   /** The bucket holding the shard's input files, the job's output and the run's files. */
   outputBucket: string;
   /** Ledger calls in flight at once (default 32). */
@@ -540,11 +543,10 @@ class ShardCollector {
     const { input, deps } = this;
     const body = await openObject(deps.s3, deps.outputBucket, key);
     if (!body) throw new Error(`output file s3://${deps.outputBucket}/${key} vanished while collecting`);
-    const results = new LazyJsonlWriter(
-      deps.s3,
-      deps.outputBucket,
-      collectKeys.results(input.runId, input.shard, part),
-    );
+    const resultKey = collectKeys.results(input.runId, input.shard, part);
+    const results = new LazyJsonlWriter(deps.s3, deps.outputBucket, resultKey);
+    // Held until the file is complete: a record goes to the results queue only once its line is durable.
+    const toQueue: PublishedRecord[] | undefined = deps.resultsPublisher ? [] : undefined;
     const window: PendingClaim[] = [];
     let lineNo = 0;
     for await (const raw of readLines(body)) {
@@ -567,13 +569,20 @@ class ShardCollector {
         result: { recordId: line.recordId, modelOutput, usage },
         claim,
       });
-      if (window.length >= this.concurrency) await this.settle(window.shift(), results);
+      if (window.length >= this.concurrency) await this.settle(window.shift(), results, resultKey, toQueue);
     }
-    while (window.length > 0) await this.settle(window.shift(), results);
+    while (window.length > 0) await this.settle(window.shift(), results, resultKey, toQueue);
     await results.finish();
+    // A collect interrupted after marking records published is repeated with the same records: those were sent then.
+    if (toQueue && toQueue.length > 0) await deps.resultsPublisher?.publish(toQueue, { skipPublished: true });
   }
 
-  private async settle(pending: PendingClaim | undefined, results: LazyJsonlWriter): Promise<void> {
+  private async settle(
+    pending: PendingClaim | undefined,
+    results: LazyJsonlWriter,
+    resultKey: string,
+    toQueue: PublishedRecord[] | undefined,
+  ): Promise<void> {
     if (!pending) return;
     if ((await pending.claim) === 'held') {
       this.state[pending.position] = RecordState.Held;
@@ -581,6 +590,13 @@ class ShardCollector {
       return;
     }
     await results.write(pending.result);
+    toQueue?.push({
+      runId: this.input.runId,
+      recordId: pending.result.recordId,
+      ledgerScope: this.input.ledgerScope,
+      resultKey,
+      usage: pending.result.usage,
+    });
     this.tally.succeeded++;
     this.tally.inputTokens += pending.result.usage.inputTokens;
     this.tally.outputTokens += pending.result.usage.outputTokens;

@@ -8,8 +8,18 @@ import { callDependency, TransientDependencyError } from './errors';
  * processed again in that scope. Claims are conditional writes, so however often a batch is retried, redriven or
  * re-run, each record is published once.
  *
- * Item: `{pk, scope, recordId, status: 'claimed' | 'published', runId, claimedAt, publishedAt?, expiresAt}`.
+ * Item: `{pk, scope, recordId, status: 'claimed' | 'published', runId, contentHash?, claimedAt, publishedAt?,
+ * expiresAt}`. `contentHash` (of the record's modelInput) lets a later run tell the same record from a different one
+ * that reuses its recordId.
  */
+
+/** What the ledger holds about a published record. */
+export interface PublishedEntry {
+  /** The run that published it. */
+  runId: string;
+  /** Hash of the modelInput it was published for, when the claim recorded one. */
+  contentHash?: string;
+}
 
 /** How long a claim may sit unpublished before another run may take it over (longer than any Lambda timeout). */
 export const STALE_CLAIM_MS = 20 * 60 * 1000;
@@ -36,12 +46,18 @@ export class Ledger {
     this.now = options.now ?? Date.now;
   }
 
-  /**
-   * Which of `recordIds` (at most 100) are already published in `scope`. Retries unprocessed keys with backoff.
-   */
+  /** Which of `recordIds` (at most 100) are already published in `scope`. */
   async findPublished(scope: string, recordIds: readonly string[]): Promise<Set<string>> {
+    return new Set((await this.lookupPublished(scope, recordIds)).keys());
+  }
+
+  /**
+   * The published entries among `recordIds` (at most 100) in `scope`, with the run and content hash of each.
+   * Retries unprocessed keys with backoff.
+   */
+  async lookupPublished(scope: string, recordIds: readonly string[]): Promise<Map<string, PublishedEntry>> {
     if (recordIds.length > BATCH_GET_MAX) throw new RangeError(`at most ${BATCH_GET_MAX} keys per lookup`);
-    const published = new Set<string>();
+    const published = new Map<string, PublishedEntry>();
     let keys: Record<string, unknown>[] = recordIds.map((id) => ({ pk: ledgerKey(scope, id) }));
     for (let attempt = 0; keys.length > 0; attempt++) {
       if (attempt > 0) {
@@ -55,7 +71,7 @@ export class Ledger {
             RequestItems: {
               [this.options.tableName]: {
                 Keys: keys,
-                ProjectionExpression: 'recordId, #s',
+                ProjectionExpression: 'recordId, runId, contentHash, #s',
                 ExpressionAttributeNames: { '#s': 'status' },
               },
             },
@@ -63,7 +79,12 @@ export class Ledger {
         ),
       );
       for (const item of out.Responses?.[this.options.tableName] ?? []) {
-        if (item.status === 'published' && typeof item.recordId === 'string') published.add(item.recordId);
+        if (item.status === 'published' && typeof item.recordId === 'string') {
+          published.set(item.recordId, {
+            runId: typeof item.runId === 'string' ? item.runId : '',
+            ...(typeof item.contentHash === 'string' ? { contentHash: item.contentHash } : {}),
+          });
+        }
       }
       keys =
         (out.UnprocessedKeys?.[this.options.tableName]?.Keys as Record<string, unknown>[] | undefined) ?? [];
@@ -74,9 +95,16 @@ export class Ledger {
   /**
    * Claims a record for `runId`. Succeeds when the record is new in the scope, already claimed or published by this
    * same run (a retried batch re-publishes into the same files), or claimed by a run that went quiet long ago.
+   * @param contentHash hash of the record's modelInput (records.ts contentHashOf), kept so a later run can tell a
+   *   different record reusing this recordId
    * @returns `claimed`, or `held` when another run holds or has published it
    */
-  async claim(scope: string, recordId: string, runId: string): Promise<'claimed' | 'held'> {
+  async claim(
+    scope: string,
+    recordId: string,
+    runId: string,
+    contentHash?: string,
+  ): Promise<'claimed' | 'held'> {
     const now = this.now();
     try {
       await callDependency('ledger claim', () =>
@@ -85,7 +113,8 @@ export class Ledger {
             TableName: this.options.tableName,
             Key: { pk: ledgerKey(scope, recordId) },
             UpdateExpression:
-              'SET #scope = :scope, recordId = :rid, runId = :run, claimedAt = :now, expiresAt = :exp, #s = if_not_exists(#s, :claimed)',
+              'SET #scope = :scope, recordId = :rid, runId = :run, claimedAt = :now, expiresAt = :exp, #s = if_not_exists(#s, :claimed)' +
+              (contentHash === undefined ? '' : ', contentHash = :hash'),
             ConditionExpression:
               'attribute_not_exists(pk) OR runId = :run OR (#s = :claimed AND claimedAt < :stale)',
             ExpressionAttributeNames: { '#s': 'status', '#scope': 'scope' },
@@ -97,6 +126,7 @@ export class Ledger {
               ':exp': Math.floor(now / 1000) + this.options.ttlDays * 86_400,
               ':claimed': 'claimed',
               ':stale': now - STALE_CLAIM_MS,
+              ...(contentHash === undefined ? {} : { ':hash': contentHash }),
             },
           }),
         ),

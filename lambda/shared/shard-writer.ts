@@ -2,7 +2,8 @@ import type { S3Client } from '@aws-sdk/client-s3';
 import type { BatchQuotas } from './batch-quotas';
 import { runKeys, type RecordFormat, type ShardItem, type WorkItem } from './contracts';
 import { logger } from './observability';
-import { JsonlObjectWriter, openObject, readLines } from './s3-jsonl';
+import { serializedItem } from './records';
+import { JsonlObjectWriter, openObject, readLineBuffers, readLines } from './s3-jsonl';
 import {
   RecordNotShardableError,
   ShardAssigner,
@@ -13,7 +14,94 @@ import {
 
 /** The size of a record in a batch input file: its `{"recordId", "modelInput"}` line plus the newline. */
 export function batchLineBytes(item: Pick<WorkItem, 'recordId' | 'modelInput'>): number {
+  const known = fromItemJson(item);
+  if (known !== undefined) return known;
   return Buffer.byteLength(JSON.stringify(batchLine(item))) + 1;
+}
+
+/**
+ * The batch line size of an item parseLine serialized, without serializing it again: the item's JSON is
+ * `{"recordId":R,"format":"F","modelInput":M,"line":N}` and its batch line `{"recordId":R,"modelInput":M}`, so the
+ * difference is the ASCII of `,"format":"F"` and `,"line":N`. Undefined when the item's text is not known or not of
+ * that shape.
+ */
+function fromItemJson(item: Pick<WorkItem, 'recordId' | 'modelInput'>): number | undefined {
+  const known = serializedItem(item);
+  const { format, line } = item as Partial<WorkItem>;
+  if (!known || (format !== 'converse' && format !== 'native') || !Number.isSafeInteger(line))
+    return undefined;
+  const lineSuffix = `,"line":${String(line)}}`;
+  if (!known.text.endsWith(lineSuffix)) return undefined;
+  // `,"format":"` + format + `"` and `,"line":` + digits; the closing brace stays.
+  return known.bytes - (12 + format.length) - (lineSuffix.length - 1) + 1;
+}
+
+const ITEM_HEAD = Buffer.from('{"recordId":"');
+const FORMAT_KEYS: Record<RecordFormat, Buffer> = {
+  converse: Buffer.from(',"format":"converse","modelInput":'),
+  native: Buffer.from(',"format":"native","modelInput":'),
+};
+const MODEL_INPUT_KEY = Buffer.from(',"modelInput":');
+const LINE_KEY = Buffer.from(',"line":');
+const CLOSE = Buffer.from('}');
+
+/** An items-file line cut into what a batch line is made of, without parsing it. */
+interface RawItem {
+  format: RecordFormat;
+  /** `{"recordId":"<id>"` */
+  head: Buffer;
+  /** The modelInput's JSON. */
+  modelInput: Buffer;
+}
+
+/**
+ * Cuts an items-file line as Plan writes it (`{"recordId":"<id>","format":"<f>","modelInput":<json>,"line":<n>}`)
+ * into its parts, or undefined when it is not exactly of that shape (the caller then parses it). Safe on UTF-8
+ * bytes: a quote or backslash byte never occurs inside a multi-byte character.
+ */
+export function cutItemLine(line: Buffer): RawItem | undefined {
+  if (
+    line.length < ITEM_HEAD.length ||
+    line.compare(ITEM_HEAD, 0, ITEM_HEAD.length, 0, ITEM_HEAD.length) !== 0
+  )
+    return undefined;
+  // The recordId's closing quote: the first quote not escaped by an odd run of backslashes.
+  let idEnd = -1;
+  for (
+    let quote = line.indexOf(0x22, ITEM_HEAD.length);
+    quote !== -1;
+    quote = line.indexOf(0x22, quote + 1)
+  ) {
+    let slashes = 0;
+    while (line[quote - 1 - slashes] === 0x5c) slashes++;
+    if (slashes % 2 === 0) {
+      idEnd = quote + 1;
+      break;
+    }
+  }
+  if (idEnd === -1) return undefined;
+  let format: RecordFormat | undefined;
+  for (const candidate of ['converse', 'native'] as const) {
+    const key = FORMAT_KEYS[candidate];
+    if (
+      line.length >= idEnd + key.length &&
+      line.compare(key, 0, key.length, idEnd, idEnd + key.length) === 0
+    ) {
+      format = candidate;
+      break;
+    }
+  }
+  if (!format) return undefined;
+  const inputStart = idEnd + FORMAT_KEYS[format].length;
+  const lineKey = line.lastIndexOf(LINE_KEY);
+  if (lineKey <= inputStart || line[line.length - 1] !== 0x7d) return undefined;
+  const digitsStart = lineKey + LINE_KEY.length;
+  if (digitsStart >= line.length - 1) return undefined;
+  for (let i = digitsStart; i < line.length - 1; i++) {
+    const byte = line[i] as number;
+    if (byte < 0x30 || byte > 0x39) return undefined;
+  }
+  return { format, head: line.subarray(0, idEnd), modelInput: line.subarray(inputStart, lineKey) };
 }
 
 function batchLine(item: Pick<WorkItem, 'recordId' | 'modelInput'>): {
@@ -78,57 +166,78 @@ export async function writeShards(options: WriteShardsOptions): Promise<WrittenS
     tail ??= new JsonlObjectWriter(s3, bucket, runKeys.converseTail(runId));
     await tail.write(item);
   };
+  // An items line goes to the tail as it is (it is a WorkItem already); a parsed one is written back.
+  const toTailRaw = async (raw: Buffer, parsed: WorkItem | undefined): Promise<void> => {
+    if (parsed) return toTail(parsed);
+    tail ??= new JsonlObjectWriter(s3, bucket, runKeys.converseTail(runId));
+    await tail.writeLine(raw);
+  };
   const shards: ShardItem[] = [];
   let file: JsonlObjectWriter | undefined;
   let tooLarge = 0;
 
   const body = await openObject(s3, bucket, options.itemsKey);
   if (!body) throw new Error(`items file s3://${bucket}/${options.itemsKey} is missing`);
-  for await (const line of readLines(body)) {
-    if (!line) continue;
-    const item = JSON.parse(line) as WorkItem;
-    if (item.format !== format || !assigner) {
-      await toTail(item);
-      continue;
+  // The items file is read as bytes and each line cut, not parsed: a batch line is the item's own recordId and
+  // modelInput text. Lines of another shape (an older writer) are parsed and serialized instead.
+  for await (const lines of readLineBuffers(body)) {
+    for (const raw of lines) {
+      if (raw.length === 0) continue;
+      const cut = cutItemLine(raw);
+      let recordFormat: RecordFormat;
+      let bytes: number;
+      let parsed: WorkItem | undefined;
+      if (cut) {
+        recordFormat = cut.format;
+        bytes = cut.head.length + MODEL_INPUT_KEY.length + cut.modelInput.length + CLOSE.length + 1;
+      } else {
+        parsed = JSON.parse(raw.toString('utf8')) as WorkItem;
+        recordFormat = parsed.format;
+        bytes = batchLineBytes(parsed);
+      }
+      if (recordFormat !== format || !assigner) {
+        await toTailRaw(raw, parsed);
+        continue;
+      }
+      let placed;
+      try {
+        placed = assigner.assign(bytes);
+      } catch (err) {
+        if (!(err instanceof RecordNotShardableError)) throw err;
+        // Too large for a batch input file, yet a valid request: Converse takes it.
+        tooLarge++;
+        await toTailRaw(raw, parsed);
+        continue;
+      }
+      if (placed.mode === 'converse') {
+        await toTailRaw(raw, parsed);
+        continue;
+      }
+      if (placed.newShard) {
+        shards.push({
+          shard: placed.shard,
+          records: 0,
+          bytes: 0,
+          format,
+          inputKeys: [],
+          inputPrefix: shardInputPrefix(runId, placed.shard),
+          outputPrefix: shardOutputPrefix(runId, placed.shard),
+        });
+      }
+      const shard = shards[shards.length - 1];
+      if (!shard) throw new Error('shard assignment out of order');
+      if (placed.newFile || placed.newShard) {
+        if (file) await file.close();
+        const key = shardFileKey(runId, placed.shard, placed.file);
+        shard.inputKeys.push(key);
+        file = new JsonlObjectWriter(s3, bucket, key);
+      }
+      if (!file) throw new Error('shard file not open');
+      if (cut) await file.writeLine([cut.head, MODEL_INPUT_KEY, cut.modelInput, CLOSE]);
+      else if (parsed) await file.write(batchLine(parsed));
+      shard.records++;
+      shard.bytes += bytes;
     }
-    const bytes = batchLineBytes(item);
-    let placed;
-    try {
-      placed = assigner.assign(bytes);
-    } catch (err) {
-      if (!(err instanceof RecordNotShardableError)) throw err;
-      // Too large for a batch input file, yet a valid request: Converse takes it.
-      tooLarge++;
-      await toTail(item);
-      continue;
-    }
-    if (placed.mode === 'converse') {
-      await toTail(item);
-      continue;
-    }
-    if (placed.newShard) {
-      shards.push({
-        shard: placed.shard,
-        records: 0,
-        bytes: 0,
-        format,
-        inputKeys: [],
-        inputPrefix: shardInputPrefix(runId, placed.shard),
-        outputPrefix: shardOutputPrefix(runId, placed.shard),
-      });
-    }
-    const shard = shards[shards.length - 1];
-    if (!shard) throw new Error('shard assignment out of order');
-    if (placed.newFile || placed.newShard) {
-      if (file) await file.close();
-      const key = shardFileKey(runId, placed.shard, placed.file);
-      shard.inputKeys.push(key);
-      file = new JsonlObjectWriter(s3, bucket, key);
-    }
-    if (!file) throw new Error('shard file not open');
-    await file.write(batchLine(item));
-    shard.records++;
-    shard.bytes += bytes;
   }
   if (file) await file.close();
   if (tooLarge > 0)

@@ -19,7 +19,10 @@ import s3rverBucketController = require('s3rver/lib/controllers/bucket');
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 import S3Error = require('s3rver/lib/models/error');
 
+import { SQSClient } from '@aws-sdk/client-sqs';
+
 import { LOCAL_CREDENTIALS } from './local-credentials';
+import { SQS_MOVE_TASK_OPERATIONS, SqsMoveTaskError, SqsMoveTaskService } from './sqs-move-tasks';
 
 export { LOCAL_CREDENTIALS } from './local-credentials';
 
@@ -87,6 +90,11 @@ export interface SqsEmulator extends EmulatorEndpoint {
   readonly snapshotFile: string;
   /** Number of queues restored from the snapshot at start. */
   readonly restoredQueues: number;
+  /**
+   * The message move tasks (StartMessageMoveTask, ListMessageMoveTasks, CancelMessageMoveTask) and
+   * ListDeadLetterSourceQueues the emulator answers on its endpoint; fauxqs itself has none of them.
+   */
+  readonly moveTasks: SqsMoveTaskService;
   /** Writes the snapshot now (stop() does it too). */
   saveSnapshot(): Promise<void>;
   /** Saves the snapshot and stops the server. */
@@ -620,6 +628,9 @@ interface FauxqsMessage {
   [field: string]: unknown;
 }
 
+/** The field the emulator adds to a message fauxqs moved to a DLQ: the ARN of the queue it came from. */
+const DEAD_LETTER_SOURCE_FIELD = 'deadLetterQueueSourceArn';
+
 /** An in-flight message as fauxqs stores it. */
 interface FauxqsInflightEntry {
   message: FauxqsMessage;
@@ -641,6 +652,11 @@ interface FauxqsQueue {
   sequenceCounter: number;
   isFifo(): boolean;
   enqueue(message: FauxqsMessage): void;
+  dequeue(
+    maxCount: number,
+    visibilityTimeoutOverride: number | undefined,
+    dlqResolver: ((arn: string) => Pick<FauxqsQueue, 'enqueue'> | undefined) | undefined,
+  ): unknown[];
   inspectMessages(): { ready: FauxqsMessage[]; delayed: FauxqsMessage[]; inflight: FauxqsInflightEntry[] };
 }
 
@@ -657,12 +673,31 @@ interface FauxqsSqsStore {
   ): FauxqsQueue;
   buildQueueUrl(queueName: string, port: string, requestHost: string, region: string): string;
   listQueues(): FauxqsQueue[];
+  getQueue(url: string): FauxqsQueue | undefined;
+}
+
+/** The members of a Fastify request the move-task hook reads. */
+interface FastifyRequestLike {
+  method: string;
+  headers: Record<string, string | string[] | undefined>;
+  body: unknown;
+}
+
+/** The members of a Fastify reply the move-task hook uses. */
+interface FastifyReplyLike {
+  code(status: number): FastifyReplyLike;
+  header(name: string, value: string): FastifyReplyLike;
+  send(payload: unknown): FastifyReplyLike;
 }
 
 /** The Fastify instance fauxqs' buildApp returns (the members used). */
 interface FauxqsApp {
   listen(options: { port: number; host: string }): Promise<string>;
   close(): Promise<void>;
+  addHook(
+    name: 'preHandler',
+    hook: (request: FastifyRequestLike, reply: FastifyReplyLike) => Promise<FastifyReplyLike | undefined>,
+  ): void;
 }
 
 /** One queue in the snapshot file. */
@@ -717,6 +752,10 @@ async function importFauxqs(dist: string, file: string): Promise<Record<string, 
  * queues are recreated with URLs on the new port and messages are put back in the same states, so a message in
  * flight at shutdown reappears when its visibility timeout ends, and redrive counts carry over. Not kept: FIFO
  * deduplication history (a 5-minute window) and long-poll waiters.
+ *
+ * Added to fauxqs: the message move tasks and ListDeadLetterSourceQueues ({@link SqsMoveTaskService}, answered by a
+ * Fastify hook before fauxqs' router sees the request), and, on each message fauxqs moves to a DLQ, the ARN of the
+ * queue it came from (so a move task without DestinationArn sends each message back to its own source).
  */
 export async function startSqsEmulator(options: StartSqsOptions): Promise<SqsEmulator> {
   const region = options.region ?? DEFAULT_LOCAL_REGION;
@@ -729,6 +768,7 @@ export async function startSqsEmulator(options: StartSqsOptions): Promise<SqsEmu
     importFauxqs(dist, 's3/s3Store.js'),
   ]);
   type Constructor<T> = new () => T;
+  recordDeadLetterSources(sqsModule['SqsQueue'] as { prototype: FauxqsQueue });
   const sqsStore = new (sqsModule['SqsStore'] as Constructor<FauxqsSqsStore>)();
   sqsStore.host = '';
   sqsStore.region = region;
@@ -742,6 +782,39 @@ export async function startSqsEmulator(options: StartSqsOptions): Promise<SqsEmu
       s3Store: new (s3Module['S3Store'] as Constructor<object>)(),
     },
   });
+  // The move tasks' own client of this emulator; its endpoint is known once the server listens.
+  const own: { client?: SQSClient } = {};
+  const moveTasks = new SqsMoveTaskService({
+    client: () => {
+      if (!own.client) throw new EmulatorError('sqs', 'the SQS emulator is not listening yet');
+      return own.client;
+    },
+    originOf: (queueUrl, receiptHandle) => {
+      const source = sqsStore.getQueue(queueUrl)?.inflightMessages.get(receiptHandle)?.message[
+        DEAD_LETTER_SOURCE_FIELD
+      ];
+      return typeof source === 'string' ? source : undefined;
+    },
+  });
+  app.addHook('preHandler', async (request, reply) => {
+    const target = request.headers['x-amz-target'];
+    const contentType = String(request.headers['content-type'] ?? '');
+    if (request.method !== 'POST' || typeof target !== 'string' || !contentType.includes('x-amz-json-1.0')) {
+      return undefined;
+    }
+    const operation = target.replace(/^AmazonSQS\./, '');
+    if (!SQS_MOVE_TASK_OPERATIONS.has(operation)) return undefined;
+    reply.header('content-type', 'application/x-amz-json-1.0');
+    try {
+      return reply.send(await moveTasks.handle(operation, request.body));
+    } catch (error) {
+      if (!(error instanceof SqsMoveTaskError)) throw error;
+      return reply
+        .code(error.status)
+        .header('x-amzn-query-error', error.queryErrorHeader)
+        .send(error.toJSON());
+    }
+  });
   const snapshot = await readSqsSnapshot(snapshotFile);
   let listenAddress: string;
   try {
@@ -750,6 +823,11 @@ export async function startSqsEmulator(options: StartSqsOptions): Promise<SqsEmu
     throw new EmulatorError('sqs', 'cannot listen', { cause: error });
   }
   const port = Number(new URL(listenAddress).port);
+  own.client = new SQSClient({
+    region,
+    endpoint: `http://127.0.0.1:${port}`,
+    credentials: LOCAL_CREDENTIALS,
+  });
   for (const queue of snapshot?.queues ?? []) restoreQueue(sqsStore, queue, port);
 
   const saveSnapshot = async (): Promise<void> => {
@@ -769,14 +847,50 @@ export async function startSqsEmulator(options: StartSqsOptions): Promise<SqsEmu
     port,
     snapshotFile,
     restoredQueues: snapshot?.queues.length ?? 0,
+    moveTasks,
     saveSnapshot,
     stop: () =>
       (stopped ??= (async () => {
+        // Running move tasks give back the messages they hold before the state is saved.
+        await moveTasks.stop();
+        own.client?.destroy();
         // Snapshot before close: closing cancels long polls but must not be able to lose the state.
         await saveSnapshot();
         await app.close();
       })()),
   };
+}
+
+/** Guards the one-time patch of fauxqs' SqsQueue class (shared by every emulator in the process). */
+const deadLetterSourcesPatched = Symbol.for('corpus.local.sqs.deadLetterSources');
+
+/**
+ * Makes fauxqs note, on each message it moves to a DLQ (after maxReceiveCount), the ARN of the queue it came from,
+ * as the service does (`DeadLetterQueueSourceArn`). fauxqs' dequeue only calls `enqueue` on what its DLQ resolver
+ * returns, so the resolver is wrapped. The field is a plain message field: the snapshot keeps it.
+ */
+function recordDeadLetterSources(queueClass: { prototype: FauxqsQueue }): void {
+  const prototype = queueClass.prototype as FauxqsQueue & { [deadLetterSourcesPatched]?: true };
+  if (prototype[deadLetterSourcesPatched]) return;
+  const dequeue = prototype.dequeue;
+  prototype.dequeue = function (this: FauxqsQueue, maxCount, visibilityTimeoutOverride, dlqResolver) {
+    const source = this.arn;
+    const recordingResolver =
+      dlqResolver &&
+      ((arn: string) => {
+        const dlq = dlqResolver(arn);
+        return (
+          dlq && {
+            enqueue: (message: FauxqsMessage) => {
+              message[DEAD_LETTER_SOURCE_FIELD] = source;
+              dlq.enqueue(message);
+            },
+          }
+        );
+      });
+    return dequeue.call(this, maxCount, visibilityTimeoutOverride, recordingResolver);
+  };
+  prototype[deadLetterSourcesPatched] = true;
 }
 
 async function readSqsSnapshot(file: string): Promise<SqsSnapshot | undefined> {

@@ -58,7 +58,23 @@ export interface LocalFunctionOptions {
   logFile?: string;
   /** Echo the workers' console output on this process' stdout/stderr. @default true when no logFile */
   echo?: boolean;
+  /** Fault `crash`: see {@link LocalFunction.injectCrash}. */
+  crashAfterWork?: CrashAfterWork;
 }
+
+/** A `crash` fault: the next `times` invocations that succeed die before answering. */
+export interface CrashAfterWork {
+  /** How many invocations crash. */
+  times: number;
+  /** The fault as it was asked for, for the error message. @default `crash=<function name>:<times>` */
+  fault?: string;
+}
+
+/**
+ * The errorType of an invocation the `crash` fault ended: what Lambda reports when the runtime dies before answering,
+ * so the workflow's Retry treats the injected crash exactly as a real one.
+ */
+export const INJECTED_CRASH_ERROR_TYPE = 'Runtime.ExitError';
 
 /** Options of one invocation. */
 export interface InvokeOptions {
@@ -171,6 +187,8 @@ export class LocalFunction {
   private stopped: Promise<void> | undefined;
   private coldStarts = 0;
   private invocations = 0;
+  private crashesLeft = 0;
+  private crashFault = '';
 
   constructor(options: LocalFunctionOptions) {
     this.name = options.name;
@@ -193,6 +211,26 @@ export class LocalFunction {
       this.log = createWriteStream(options.logFile, { flags: 'a' });
     }
     this.echo = options.echo ?? options.logFile === undefined;
+    if (options.crashAfterWork) this.injectCrash(options.crashAfterWork.times, options.crashAfterWork.fault);
+  }
+
+  /**
+   * Fault `crash`: the next `times` invocations whose handler returns (its side effects done) fail instead of
+   * answering, with errorType {@link INJECTED_CRASH_ERROR_TYPE}, and their execution environment is discarded, as
+   * when a Lambda dies after its work but before its response. Invocations that fail on their own do not use one
+   * up; with concurrent invocations, the first `times` to finish crash. Replaces any crashes still pending.
+   */
+  injectCrash(times: number, fault = `crash=${this.name}:${times}`): void {
+    if (!Number.isInteger(times) || times < 0) {
+      throw new RangeError(`crash times must be a non-negative integer, got ${times}`);
+    }
+    this.crashesLeft = times;
+    this.crashFault = fault;
+  }
+
+  /** How many injected crashes are still to happen. */
+  pendingCrashes(): number {
+    return this.crashesLeft;
   }
 
   /**
@@ -431,7 +469,21 @@ export class LocalFunction {
     this.write(
       `REPORT RequestId: ${job.requestId}\tDuration: ${duration.toFixed(2)} ms\tMemory Size: ${this.options.memoryMb} MB`,
     );
-    if (message.ok) this.settleSuccess(job, message.payload);
+    if (message.ok && this.crashesLeft > 0) {
+      this.crashesLeft -= 1;
+      // The process "died" before answering: its environment (module state, warm clients) is gone too.
+      this.retire(slot);
+      this.write(
+        `RequestId: ${job.requestId} Error: Runtime exited before answering (fault ${this.crashFault})`,
+      );
+      job.reject(
+        this.error(
+          job.requestId,
+          INJECTED_CRASH_ERROR_TYPE,
+          `injected crash after the handler finished its work (fault ${this.crashFault})`,
+        ),
+      );
+    } else if (message.ok) this.settleSuccess(job, message.payload);
     else
       job.reject(this.error(job.requestId, message.error.name, message.error.message, message.error.stack));
     this.pump();

@@ -382,6 +382,11 @@ export class ProvisionedStack {
     return this.resolver.resolveString(output.Value, `Outputs.${name}.Value`);
   }
 
+  /** A stack output when the template declares it (optional resources), else undefined. */
+  optionalOutput(name: string): string | undefined {
+    return this.resolver.template.Outputs?.[name] === undefined ? undefined : this.output(name);
+  }
+
   /** A short human-readable summary of what the local runtime wires and ignores. */
   summary(): string {
     const ignoredByType = new Map<string, number>();
@@ -716,7 +721,12 @@ function queuesInCreationOrder(resolver: TemplateResolver): string[] {
   return ordered;
 }
 
-/** The CloudFormation queue properties that map to SQS attributes (KMS settings are irrelevant locally). */
+/**
+ * The CloudFormation queue properties that map to SQS attributes (KMS settings are irrelevant locally). The
+ * high-throughput FIFO settings (DeduplicationScope, FifoThroughputLimit) are left out: the local SQS refuses them,
+ * and they change throughput, not what is delivered (per-group deduplication of ids that are unique per record
+ * deduplicates exactly as queue-wide deduplication does).
+ */
 const QUEUE_ATTRIBUTE_PROPERTIES = [
   'VisibilityTimeout',
   'MessageRetentionPeriod',
@@ -724,8 +734,6 @@ const QUEUE_ATTRIBUTE_PROPERTIES = [
   'MaximumMessageSize',
   'ReceiveMessageWaitTimeSeconds',
   'ContentBasedDeduplication',
-  'DeduplicationScope',
-  'FifoThroughputLimit',
 ] as const;
 
 function queueAttributes(resolver: TemplateResolver, logicalId: string): Record<string, string> {

@@ -3,11 +3,14 @@
  * `EventBridgeClient` (with `endpoint`, or `AWS_ENDPOINT_URL_EVENTBRIDGE`) can call PutEvents on it.
  * Every other action answers an `UnknownOperationException`.
  */
-import { randomUUID } from 'node:crypto';
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import {
+  JsonProtocolError,
+  parseJsonBody,
+  startJsonProtocolServer,
+  type JsonProtocolCall,
+} from '../json-protocol-server';
 import type { LocalEventBus, PutEventsRequestEntryLike } from './bus';
 import { LocalEventBridgeError, type EventBridgeErrorCode } from './errors';
-import { listenLocal } from '../listen';
 
 /** Options of {@link startEventBridgeServer}. */
 export interface EventBridgeServerOptions {
@@ -28,36 +31,13 @@ export interface EventBridgeServer {
   stop(): Promise<void>;
 }
 
-const CONTENT_TYPE = 'application/x-amz-json-1.1';
-const TARGET_PREFIX = 'AWSEvents.';
+/** A request refused before it reaches the bus, with an EventBridge error shape. */
+class RequestError extends JsonProtocolError {
+  override readonly name: string = 'RequestError';
 
-class RequestError extends Error {
-  constructor(
-    readonly code: EventBridgeErrorCode | 'InternalException',
-    message: string,
-    readonly status: number = 400,
-  ) {
-    super(message);
-    this.name = 'RequestError';
+  constructor(code: EventBridgeErrorCode, message: string) {
+    super(code, message);
   }
-}
-
-function readBody(request: IncomingMessage, limit: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    request.on('data', (chunk: Buffer) => {
-      size += chunk.length;
-      if (size > limit) {
-        reject(new RequestError('ValidationException', `Request body is larger than ${limit} bytes.`, 413));
-        request.destroy();
-        return;
-      }
-      chunks.push(chunk);
-    });
-    request.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
-    request.on('error', reject);
-  });
 }
 
 function optionalString(entry: Record<string, unknown>, name: string): string | undefined {
@@ -98,12 +78,7 @@ function toEntry(raw: unknown): PutEventsRequestEntryLike {
 }
 
 function handlePutEvents(bus: LocalEventBus, body: string): unknown {
-  let request: unknown;
-  try {
-    request = JSON.parse(body === '' ? '{}' : body) as unknown;
-  } catch {
-    throw new RequestError('SerializationException', 'The request body is not valid JSON.');
-  }
+  const request = parseJsonBody(body);
   if (
     typeof request !== 'object' ||
     request === null ||
@@ -118,53 +93,14 @@ function handlePutEvents(bus: LocalEventBus, body: string): unknown {
   return bus.putEvents(entries);
 }
 
-function send(
-  response: ServerResponse,
-  status: number,
-  requestId: string,
-  payload: unknown,
-  errorType?: string,
-): void {
-  const body = JSON.stringify(payload);
-  const headers: Record<string, string | number> = {
-    'content-type': CONTENT_TYPE,
-    'content-length': Buffer.byteLength(body),
-    'x-amzn-requestid': requestId,
-  };
-  if (errorType) headers['x-amzn-errortype'] = errorType;
-  response.writeHead(status, headers);
-  response.end(body);
-}
-
-async function handle(
-  bus: LocalEventBus,
-  request: IncomingMessage,
-  response: ServerResponse,
-  limit: number,
-): Promise<void> {
-  const requestId = randomUUID();
-  try {
-    const body = await readBody(request, limit);
-    const target = String(request.headers['x-amz-target'] ?? '');
-    const operation = target.startsWith(TARGET_PREFIX) ? target.slice(TARGET_PREFIX.length) : target;
-    if (request.method !== 'POST' || operation !== 'PutEvents') {
-      throw new RequestError(
-        'UnknownOperationException',
-        `Operation ${operation || '(none)'} is not supported by the local EventBridge; only PutEvents is.`,
-      );
-    }
-    send(response, 200, requestId, handlePutEvents(bus, body));
-  } catch (err) {
-    if (err instanceof RequestError) {
-      send(response, err.status, requestId, { __type: err.code, message: err.message }, err.code);
-    } else if (err instanceof LocalEventBridgeError) {
-      send(response, 400, requestId, { __type: err.code, message: err.message }, err.code);
-    } else {
-      console.error(`local EventBridge server: request ${requestId} failed:`, err);
-      const message = err instanceof Error ? err.message : String(err);
-      send(response, 500, requestId, { __type: 'InternalException', message }, 'InternalException');
-    }
+function handle(bus: LocalEventBus, { method, target, operation = target, body }: JsonProtocolCall): unknown {
+  if (method !== 'POST' || operation !== 'PutEvents') {
+    throw new RequestError(
+      'UnknownOperationException',
+      `Operation ${operation || '(none)'} is not supported by the local EventBridge; only PutEvents is.`,
+    );
   }
+  return handlePutEvents(bus, body);
 }
 
 /**
@@ -176,19 +112,16 @@ export async function startEventBridgeServer(
   bus: LocalEventBus,
   options: EventBridgeServerOptions = {},
 ): Promise<EventBridgeServer> {
-  const host = options.host ?? '127.0.0.1';
-  const limit = options.maxBodyBytes ?? 1024 * 1024;
-  const server = createServer((request, response) => {
-    void handle(bus, request, response, limit);
+  return startJsonProtocolServer({
+    ...options,
+    serviceName: 'EventBridge',
+    targetPrefix: 'AWSEvents.',
+    contentType: 'application/x-amz-json-1.1',
+    internalErrorCode: 'InternalException',
+    toWireError: (err) =>
+      err instanceof LocalEventBridgeError
+        ? { code: err.code, message: err.message, status: 400 }
+        : undefined,
+    handle: (call) => handle(bus, call),
   });
-  const { port, endpoint } = await listenLocal(server, options.port ?? 0, host);
-  return {
-    endpoint,
-    port,
-    stop: () =>
-      new Promise<void>((resolve, reject) => {
-        server.close((err) => (err ? reject(err) : resolve()));
-        server.closeAllConnections();
-      }),
-  };
 }

@@ -52,8 +52,18 @@ export class StepFunctionsServiceError extends Error {
 
   /** The `__type` of the JSON error body: `com.amazonaws.sfn#Code` (or the coral namespace for protocol errors). */
   get type(): string {
-    return `${PROTOCOL_CODES.has(this.code) ? 'com.amazon.coral.service' : 'com.amazonaws.sfn'}#${this.code}`;
+    return sfnErrorType(this.code);
   }
+}
+
+/**
+ * The `__type` of a JSON error body for an error shape: `com.amazonaws.sfn#Code`, or
+ * `com.amazon.coral.service#Code` for the protocol-level shapes.
+ *
+ * @param code the error shape
+ */
+export function sfnErrorType(code: string): string {
+  return `${PROTOCOL_CODES.has(code) ? 'com.amazon.coral.service' : 'com.amazonaws.sfn'}#${code}`;
 }
 
 /** A `1 validation error detected: ...` ValidationException, worded like the service's. */

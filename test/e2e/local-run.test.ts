@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 
@@ -119,5 +119,35 @@ describe('corpus local run (mode converse)', () => {
     // Published records are skipped; records that failed are tried again (and fail again).
     expect(second.counts).toEqual({ ...first.counts, succeeded: 0, skipped: first.counts.succeeded });
     expect(readJsonl(join(outDir, 'results.jsonl'))).toHaveLength(0);
+  });
+
+  it('processes only the new records of a topped-up corpus', () => {
+    const topUp = join(work, 'topped-up.jsonl');
+    const fresh = Array.from({ length: 5 }, (_, i) =>
+      JSON.stringify({ id: `new-${i}`, text: `New question ${i}` }),
+    );
+    writeFileSync(topUp, `${readFileSync(BAD_CORPUS, 'utf8').trimEnd()}\n${fresh.join('\n')}\n`);
+    const outDir = join(work, 'out-topup');
+    const res = runCli([
+      'local',
+      'run',
+      '--corpus',
+      topUp,
+      '--mode',
+      'converse',
+      '--out',
+      outDir,
+      '--json',
+      '--state-dir',
+      stateDir,
+    ]);
+    if (res.status !== 0) throw new Error(`exit ${res.status}\n${res.stderr}\n${res.stdout}`);
+    const m = JSON.parse(res.stdout) as Manifest;
+    expect(m.counts).toMatchObject({ records: 22, skipped: 14, succeeded: 5, failed: 3 });
+    expect(
+      readJsonl(join(outDir, 'results.jsonl'))
+        .map((r) => r.recordId)
+        .sort(),
+    ).toEqual(Array.from({ length: 5 }, (_, i) => `new-${i}`));
   });
 });

@@ -215,6 +215,8 @@ export class FakeLedgerTable {
   readonly heldByOthers = new Set<string>();
   /** Record ids whose item says `published` (what BatchGet returns). */
   readonly published = new Set<string>();
+  /** Content hashes stored with published records (by an earlier run), by record id. */
+  readonly publishedHashes = new Map<string, string>();
   /** Record ids claimed by this run, in call order. */
   readonly claims: string[] = [];
   /** Record ids marked published, in call order. */
@@ -236,7 +238,10 @@ export class FakeLedgerTable {
         const items = keys
           .map((k) => k.pk.slice(k.pk.indexOf('#') + 1))
           .filter((id) => this.published.has(id))
-          .map((recordId) => ({ recordId, status: 'published' }));
+          .map((recordId) => {
+            const contentHash = this.publishedHashes.get(recordId);
+            return { recordId, status: 'published', runId: 'run-0', ...(contentHash ? { contentHash } : {}) };
+          });
         return { Responses: { [this.tableName]: items }, UnprocessedKeys: {} };
       });
     this.mock

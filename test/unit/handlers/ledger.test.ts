@@ -52,6 +52,14 @@ describe('Ledger.claim', () => {
     });
   });
 
+  it('keeps the content hash with the claim when given', async () => {
+    ddbMock.on(UpdateCommand).resolves({});
+    await ledger().claim('scope', 'r1', 'run-1', 'abc123');
+    const input = ddbMock.commandCalls(UpdateCommand)[0]?.args[0].input;
+    expect(input?.UpdateExpression).toMatch(/, contentHash = :hash$/);
+    expect(input?.ExpressionAttributeValues?.[':hash']).toBe('abc123');
+  });
+
   it('says held when the condition fails (another run holds or published it)', async () => {
     ddbMock
       .on(UpdateCommand)
@@ -106,7 +114,7 @@ describe('Ledger.findPublished', () => {
       RequestItems: {
         [TABLE]: {
           Keys: [{ pk: 'scope#a' }, { pk: 'scope#b' }, { pk: 'scope#c' }],
-          ProjectionExpression: 'recordId, #s',
+          ProjectionExpression: 'recordId, runId, contentHash, #s',
           ExpressionAttributeNames: { '#s': 'status' },
         },
       },

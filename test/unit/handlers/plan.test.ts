@@ -10,7 +10,7 @@ import type { FailureLine, PlanOutput, ShardItem, WorkItem } from '../../../lamb
 import { FailureLaneSender } from '../../../lambda/shared/failure-lane';
 import { Ledger } from '../../../lambda/shared/ledger';
 import type { BatchQuotas } from '../../../lambda/shared/batch-quotas';
-import { deriveRecordId, MAX_ITEM_BYTES } from '../../../lambda/shared/records';
+import { contentHashOf, deriveRecordId, MAX_ITEM_BYTES } from '../../../lambda/shared/records';
 import { awsError, FakeLedgerTable, FakeS3, fixture, recordSqs, type SentBatch } from './helpers';
 
 const s3Mock = mockClient(S3Client);
@@ -208,6 +208,34 @@ describe('planRun and the ledger', () => {
     expect(out.counts).toMatchObject({ records: 17, skipped: 3, toProcess: 14 });
     const ids = s3.lines<WorkItem>(OUT, out.itemsKey).map((i) => i.recordId);
     expect(ids).toEqual(FIXTURE_RECORDS.filter((id) => !['ok-1', 'ok-5', 'plain-1'].includes(id)));
+  });
+
+  it('refuses a recordId published earlier in the scope with different content, and skips the same content', async () => {
+    const items = s3.lines<WorkItem>(
+      OUT,
+      (await planRun(event({ bucket: INGEST, key: FIXTURE_KEY }), deps())).itemsKey,
+    );
+    const ok3 = items.find((i) => i.recordId === 'ok-3');
+    table.published.add('ok-3');
+    table.publishedHashes.set('ok-3', contentHashOf(ok3?.modelInput));
+    table.published.add('ok-4');
+    table.publishedHashes.set('ok-4', 'a-different-record');
+    const out = await planRun(event({ bucket: INGEST, key: FIXTURE_KEY }, 'run-2'), deps());
+    expect(out.counts).toEqual({
+      lines: 24,
+      records: 16,
+      invalid: 7,
+      duplicates: 1,
+      skipped: 1,
+      toProcess: 15,
+    });
+    const reused = s3
+      .lines<FailureLine>(OUT, 'runs/run-2/failures/plan.jsonl')
+      .find((f) => f.recordId === 'ok-4');
+    expect(reused?.error).toMatchObject({ code: 'RecordIdReused', retryable: false });
+    expect(reused?.error.message).toMatch(
+      /already published in ledger scope .* \(run run-0\) with different content/,
+    );
   });
 
   it('retries the keys BatchGet leaves unprocessed', async () => {
@@ -526,5 +554,32 @@ describe('planRun in batch mode (mode A sharding)', () => {
     }
     expect(shards.reduce((n, s) => n + s.records, 0) + (out.batch?.viaConverse ?? 0)).toBe(2000);
     expect(shards.length).toBeGreaterThan(2);
+  });
+
+  it('a corpus above one job byte limit with few records: jobs within every limit, the rest through Converse', async () => {
+    // ~75 bytes per record in a shard file: 150 records take ~11 KB, over a 9 KB job limit, yet two jobs of the
+    // 100-record minimum cannot be made: one job as large as the limit allows, the remainder through Converse.
+    quotas = { ...QUOTAS, maxBytesPerFile: 9_000, maxBytesPerJob: 9_000 };
+    s3.put(INGEST, 'few-big.jsonl', corpus(150));
+    const out = await planRun(event({ bucket: INGEST, key: 'few-big.jsonl', mode: 'batch' }), deps());
+    const shards = out.batch ? shardsOf(out) : [];
+    for (const shard of shards) {
+      expect(shard.records).toBeGreaterThanOrEqual(100);
+      expect(shard.bytes).toBeLessThanOrEqual(9_000);
+    }
+    const inJobs = shards.reduce((n, sh) => n + sh.records, 0);
+    const tail =
+      inJobs === 150
+        ? 0
+        : s3.lines<WorkItem>(OUT, out.batch ? 'runs/run-1/converse-tail.jsonl' : out.itemsKey).length;
+    expect(inJobs + tail).toBe(150);
+  });
+
+  it('a corpus of only bad lines: nothing to process, every line has its reason', async () => {
+    s3.put(INGEST, 'bad.jsonl', '{"recordId": 1\n[1]\n"x"\n');
+    const out = await planRun(event({ bucket: INGEST, key: 'bad.jsonl', mode: 'batch' }), deps());
+    expect(out.counts).toEqual({ lines: 3, records: 0, invalid: 3, duplicates: 0, skipped: 0, toProcess: 0 });
+    expect(out.batch).toBeUndefined();
+    expect(s3.lines<FailureLine>(OUT, 'runs/run-1/failures/plan.jsonl')).toHaveLength(3);
   });
 });

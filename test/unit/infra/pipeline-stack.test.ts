@@ -255,7 +255,18 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
       maxReceiveCount: s.config.failureLane.maxReceiveCount,
     });
     expect(queue.VisibilityTimeout).toBeGreaterThanOrEqual(6 * lane.consumerTimeout.toSeconds());
-    expect(queue.VisibilityTimeout).toBe(360);
+    expect(queue.VisibilityTimeout).toBe(720);
+    // The consumer: partial batch responses, a few invocations at once, its timeout behind the visibility timeout.
+    s.template.hasResourceProperties('AWS::Lambda::EventSourceMapping', {
+      EventSourceArn: { 'Fn::GetAtt': [queueId, 'Arn'] },
+      BatchSize: 10,
+      MaximumBatchingWindowInSeconds: 5,
+      FunctionResponseTypes: ['ReportBatchItemFailures'],
+      ScalingConfig: { MaximumConcurrency: 2 },
+    });
+    expect(s.stack.functions.failureLaneConsumer.lambdaFunction.timeout?.toSeconds()).toBe(
+      lane.consumerTimeout.toSeconds(),
+    );
     expect(s.json.Resources[dlqId]?.Properties?.MessageRetentionPeriod).toBe(14 * 24 * 3600);
   });
 
@@ -567,6 +578,15 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
         'LEDGER_TTL_DAYS',
       ],
       'lambda/converse-items.ts': ['OUTPUT_BUCKET'],
+      'lambda/failure-lane-consumer.ts': [
+        'OUTPUT_BUCKET',
+        'LEDGER_TABLE',
+        'FAILURE_DLQ_URL',
+        'MODEL_ID',
+        'MAX_ATTEMPTS',
+        'LEDGER_TTL_DAYS',
+        'MAX_RECEIVE_COUNT',
+      ],
     };
     const common = ['NODE_OPTIONS', 'POWERTOOLS_METRICS_NAMESPACE', 'POWERTOOLS_SERVICE_NAME'];
     const seen: string[] = [];
@@ -635,6 +655,7 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
   test('outputs for the CLI', () => {
     expect(Object.keys(s.json.Outputs ?? {}).sort()).toEqual(
       [
+        'AlarmTopicArn',
         'BatchServiceRoleArn',
         'EventBusName',
         'FailureDlqUrl',
@@ -645,6 +666,7 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
         'JobsTableName',
         'LedgerTableName',
         'OutputBucketName',
+        'ReconcileFunctionName',
         'StateMachineArn',
       ].sort(),
     );

@@ -1,10 +1,7 @@
 import 'aws-sdk-client-mock-jest';
-import type { Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
+import { beforeEach, describe, expect, it } from '@jest/globals';
 import { mockClient } from 'aws-sdk-client-mock';
 import type { GetModelInvocationJobCommandOutput } from '@aws-sdk/client-bedrock';
-import { CreateTableCommand, DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import {
   InvalidToken,
   SendTaskSuccessCommand,
@@ -13,14 +10,13 @@ import {
   TaskDoesNotExist,
   TaskTimedOut,
 } from '@aws-sdk/client-sfn';
-import { DynamoDBDocumentClient, GetCommand, PutCommand } from '@aws-sdk/lib-dynamodb';
+import { GetCommand, PutCommand } from '@aws-sdk/lib-dynamodb';
 import {
   BatchJobNotEndedError,
   IN_FLIGHT,
   jobIdOf,
   JobRecordError,
   jobOutputPrefix,
-  jobsTableDefinition,
   JobStore,
   outcomeOf,
   resumeWait,
@@ -29,59 +25,24 @@ import {
 } from '../../../lambda/shared/batch-jobs';
 import { batchJobOutcomeSchema } from '../../../lambda/shared/contracts';
 import { TransientDependencyError } from '../../../lambda/shared/errors';
+import { useJobsTable, type JobStoreSettings } from './jobs-table';
 
 // The store runs against dynalite (a real DynamoDB emulator): its conditions, if_not_exists and sparse index are
 // what these tests check. Step Functions is mocked.
-type Dynalite = (options: {
-  createTableMs?: number;
-  deleteTableMs?: number;
-  updateTableMs?: number;
-}) => Server;
-// eslint-disable-next-line @typescript-eslint/no-require-imports -- untyped CommonJS package
-const dynalite = require('dynalite') as Dynalite;
-
 const sfnMock = mockClient(SFNClient);
 const ARN = 'arn:aws:bedrock:us-east-1:123456789012:model-invocation-job/abc123xyz';
 const T0 = Date.parse('2030-01-01T00:00:00.000Z');
 
-let server: Server;
-let raw: DynamoDBClient;
-let docClient: DynamoDBDocumentClient;
-let tableName: string;
-let tables = 0;
+const jobs = useJobsTable();
 let clock: number;
 
-beforeAll(async () => {
-  server = dynalite({ createTableMs: 0, deleteTableMs: 0, updateTableMs: 0 });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
-  });
-  const { port } = server.address() as AddressInfo;
-  raw = new DynamoDBClient({
-    endpoint: `http://127.0.0.1:${port}`,
-    region: 'us-east-1',
-    credentials: { accessKeyId: 'test', secretAccessKey: 'test' },
-    maxAttempts: 1,
-  });
-  docClient = DynamoDBDocumentClient.from(raw);
-});
-
-afterAll(async () => {
-  raw.destroy();
-  server.closeAllConnections();
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-});
-
-beforeEach(async () => {
+beforeEach(() => {
   sfnMock.reset();
   clock = T0;
-  tableName = `jobs-${++tables}`;
-  await raw.send(new CreateTableCommand(jobsTableDefinition(tableName)));
 });
 
-function store(options: { queryPageSize?: number } = {}): JobStore {
-  return new JobStore({ client: docClient, tableName, ttlDays: 30, now: () => clock, ...options });
+function store(settings: JobStoreSettings = {}): JobStore {
+  return jobs.newStore(() => clock, settings);
 }
 
 function registration(overrides: Partial<JobRegistration> = {}): JobRegistration {
@@ -97,7 +58,7 @@ function registration(overrides: Partial<JobRegistration> = {}): JobRegistration
 }
 
 async function rawItem(jobArn = ARN): Promise<Record<string, unknown> | undefined> {
-  return (await docClient.send(new GetCommand({ TableName: tableName, Key: { jobArn } }))).Item;
+  return (await jobs.docClient.send(new GetCommand({ TableName: jobs.tableName, Key: { jobArn } }))).Item;
 }
 
 function completedJob(
@@ -278,7 +239,9 @@ describe('JobStore', () => {
   });
 
   it('reports an item it did not write as malformed', async () => {
-    await docClient.send(new PutCommand({ TableName: tableName, Item: { jobArn: ARN, runId: 'r' } }));
+    await jobs.docClient.send(
+      new PutCommand({ TableName: jobs.tableName, Item: { jobArn: ARN, runId: 'r' } }),
+    );
     await expect(store().get(ARN)).rejects.toThrow(JobRecordError);
   });
 });

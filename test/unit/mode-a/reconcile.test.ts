@@ -1,88 +1,41 @@
 import 'aws-sdk-client-mock-jest';
-import type { Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
-import { mockClient, type AwsClientStub } from 'aws-sdk-client-mock';
+import { describe, expect, it } from '@jest/globals';
 import {
   AccessDeniedException,
-  BedrockClient,
   GetModelInvocationJobCommand,
   StopModelInvocationJobCommand,
   ValidationException,
   type GetModelInvocationJobCommandOutput,
 } from '@aws-sdk/client-bedrock';
-import { CreateTableCommand, DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import {
   SendTaskHeartbeatCommand,
   SendTaskSuccessCommand,
-  SFNClient,
   TaskDoesNotExist,
   TaskTimedOut,
 } from '@aws-sdk/client-sfn';
-import { DynamoDBDocumentClient, QueryCommand } from '@aws-sdk/lib-dynamodb';
-import { IN_FLIGHT, jobsTableDefinition, JobStore } from '../../../lambda/shared/batch-jobs';
+import { QueryCommand } from '@aws-sdk/lib-dynamodb';
+import { IN_FLIGHT } from '../../../lambda/shared/batch-jobs';
 import { handler, reconcileJobs, ReconcileError, type ReconcileDeps } from '../../../lambda/reconcile';
+import { invocationJob, useDocumentClientMock, useJobsTable, useServiceMocks } from './jobs-table';
 
-type Dynalite = (options: {
-  createTableMs?: number;
-  deleteTableMs?: number;
-  updateTableMs?: number;
-}) => Server;
-// eslint-disable-next-line @typescript-eslint/no-require-imports -- untyped CommonJS package
-const dynalite = require('dynalite') as Dynalite;
-
-const bedrockMock = mockClient(BedrockClient);
-const sfnMock = mockClient(SFNClient);
+const { bedrockMock, sfnMock, clients } = useServiceMocks();
 
 const T0 = Date.parse('2030-01-01T00:00:00.000Z');
 const arn = (id: string): string => `arn:aws:bedrock:us-east-1:123456789012:model-invocation-job/${id}`;
 
-let server: Server;
-let raw: DynamoDBClient;
-let store: JobStore;
-let tables = 0;
-
-beforeAll(async () => {
-  server = dynalite({ createTableMs: 0, deleteTableMs: 0, updateTableMs: 0 });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
-  });
-  const { port } = server.address() as AddressInfo;
-  raw = new DynamoDBClient({
-    endpoint: `http://127.0.0.1:${port}`,
-    region: 'us-east-1',
-    credentials: { accessKeyId: 'test', secretAccessKey: 'test' },
-    maxAttempts: 1,
-  });
-});
-
-afterAll(async () => {
-  raw.destroy();
-  server.closeAllConnections();
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-});
-
-beforeEach(async () => {
-  bedrockMock.reset();
-  sfnMock.reset();
-  const tableName = `jobs-${++tables}`;
-  await raw.send(new CreateTableCommand(jobsTableDefinition(tableName)));
-  store = new JobStore({ client: DynamoDBDocumentClient.from(raw), tableName, ttlDays: 30, now: () => T0 });
-});
+const jobs = useJobsTable({ now: () => T0 });
 
 function deps(): ReconcileDeps {
   return {
-    bedrock: new BedrockClient({ region: 'us-east-1' }),
-    sfn: new SFNClient({ region: 'us-east-1' }),
-    store,
+    ...clients(),
+    store: jobs.store,
     concurrency: 4,
     now: () => T0 + 60_000,
   };
 }
 
 async function registerJob(id: string, shard: number, token = `token-${id}`): Promise<void> {
-  await store.register({
+  await jobs.store.register({
     jobArn: arn(id),
     runId: 'run-1',
     shard,
@@ -94,19 +47,12 @@ async function registerJob(id: string, shard: number, token = `token-${id}`): Pr
   });
 }
 
-function job(id: string, status: string, overrides: Partial<GetModelInvocationJobCommandOutput> = {}) {
-  return {
-    $metadata: {},
-    jobArn: arn(id),
-    jobName: `corpus-${id}`,
-    modelId: 'anthropic.claude-3-haiku-20240307-v1:0',
-    roleArn: 'arn:aws:iam::123456789012:role/corpus-batch',
-    status: status as GetModelInvocationJobCommandOutput['status'],
-    submitTime: new Date(T0),
-    inputDataConfig: undefined,
-    outputDataConfig: undefined,
-    ...overrides,
-  } satisfies GetModelInvocationJobCommandOutput;
+function job(
+  id: string,
+  status: string,
+  overrides: Partial<GetModelInvocationJobCommandOutput> = {},
+): GetModelInvocationJobCommandOutput {
+  return invocationJob(arn(id), `corpus-${id}`, status, new Date(T0), overrides);
 }
 
 function onGet(id: string, output: GetModelInvocationJobCommandOutput): void {
@@ -148,8 +94,8 @@ describe('reconcileJobs', () => {
     });
     expect(sfnMock).toHaveReceivedCommandTimes(SendTaskHeartbeatCommand, 1);
     expect(sfnMock).toHaveReceivedCommandWith(SendTaskHeartbeatCommand, { taskToken: 'token-running' });
-    expect((await store.get(arn('ended')))?.inFlight).toBeUndefined();
-    expect(await store.get(arn('running'))).toMatchObject({
+    expect((await jobs.store.get(arn('ended')))?.inFlight).toBeUndefined();
+    expect(await jobs.store.get(arn('running'))).toMatchObject({
       inFlight: IN_FLIGHT,
       lastStatus: 'InProgress',
       counts: { total: 300, processed: 120 },
@@ -165,8 +111,8 @@ describe('reconcileJobs', () => {
       .rejects(new TaskTimedOut({ message: 'Task Timed Out', $metadata: {} }));
 
     expect(await reconcileJobs(deps())).toMatchObject({ checked: 1, resumed: 0, closed: 1 });
-    expect(await store.get(arn('late'))).toMatchObject({ lastStatus: 'Expired' });
-    expect((await store.get(arn('late')))?.inFlight).toBeUndefined();
+    expect(await jobs.store.get(arn('late'))).toMatchObject({ lastStatus: 'Expired' });
+    expect((await jobs.store.get(arn('late')))?.inFlight).toBeUndefined();
   });
 
   it.each([
@@ -188,7 +134,7 @@ describe('reconcileJobs', () => {
     expect(bedrockMock).toHaveReceivedCommandWith(StopModelInvocationJobCommand, {
       jobIdentifier: arn('orphan'),
     });
-    const item = await store.get(arn('orphan'));
+    const item = await jobs.store.get(arn('orphan'));
     expect(item).toMatchObject({ lastStatus: 'Abandoned', endedAt: new Date(T0 + 60_000).toISOString() });
     expect(item?.inFlight).toBeUndefined();
   });
@@ -205,7 +151,10 @@ describe('reconcileJobs', () => {
 
     expect(await reconcileJobs(deps())).toMatchObject({ checked: 1, heartbeats: 1, abandoned: 0 });
     expect(bedrockMock).toHaveReceivedCommandTimes(StopModelInvocationJobCommand, 0);
-    expect(await store.get(arn('retried'))).toMatchObject({ taskToken: 'token-new', inFlight: IN_FLIGHT });
+    expect(await jobs.store.get(arn('retried'))).toMatchObject({
+      taskToken: 'token-new',
+      inFlight: IN_FLIGHT,
+    });
   });
 
   it('processes every job when one fails, then throws an error naming the failed job', async () => {
@@ -230,22 +179,16 @@ describe('reconcileJobs', () => {
     expect(error.message).toContain('AccessDeniedException');
     expect(sfnMock).toHaveReceivedCommandWith(SendTaskSuccessCommand, { taskToken: 'token-ended' });
     expect(sfnMock).toHaveReceivedCommandWith(SendTaskHeartbeatCommand, { taskToken: 'token-running' });
-    expect((await store.get(arn('ended')))?.inFlight).toBeUndefined();
-    expect((await store.get(arn('broken')))?.inFlight).toBe(IN_FLIGHT);
+    expect((await jobs.store.get(arn('ended')))?.inFlight).toBeUndefined();
+    expect((await jobs.store.get(arn('broken')))?.inFlight).toBe(IN_FLIGHT);
   });
 });
 
 describe('Reconcile entry', () => {
-  // The module's clients were built at import; mocking the document client class reaches them. Mocked only here:
-  // the tests above use the real client against dynalite.
-  let ddbMock: AwsClientStub<DynamoDBDocumentClient>;
-  beforeAll(() => {
-    ddbMock = mockClient(DynamoDBDocumentClient);
-  });
-  afterAll(() => ddbMock.restore());
+  const ddbMock = useDocumentClientMock();
 
   it('queries the in-flight index of the configured table', async () => {
-    ddbMock.on(QueryCommand).resolves({ Items: [] });
+    ddbMock().on(QueryCommand).resolves({ Items: [] });
     expect(await handler({ 'detail-type': 'Scheduled Event', source: 'aws.events' })).toEqual({
       checked: 0,
       resumed: 0,
@@ -253,7 +196,7 @@ describe('Reconcile entry', () => {
       heartbeats: 0,
       abandoned: 0,
     });
-    expect(ddbMock).toHaveReceivedCommandWith(QueryCommand, {
+    expect(ddbMock()).toHaveReceivedCommandWith(QueryCommand, {
       TableName: process.env.JOBS_TABLE,
       IndexName: 'in-flight',
     });

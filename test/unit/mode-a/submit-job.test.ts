@@ -1,11 +1,7 @@
 import 'aws-sdk-client-mock-jest';
-import type { Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
-import { mockClient } from 'aws-sdk-client-mock';
+import { beforeEach, describe, expect, it } from '@jest/globals';
 import {
   AccessDeniedException,
-  BedrockClient,
   ConflictException,
   CreateModelInvocationJobCommand,
   GetModelInvocationJobCommand,
@@ -14,10 +10,8 @@ import {
   ValidationException,
   type GetModelInvocationJobCommandOutput,
 } from '@aws-sdk/client-bedrock';
-import { CreateTableCommand, DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import { SendTaskSuccessCommand, SFNClient } from '@aws-sdk/client-sfn';
-import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
-import { IN_FLIGHT, jobsTableDefinition, JobStore } from '../../../lambda/shared/batch-jobs';
+import { SendTaskSuccessCommand } from '@aws-sdk/client-sfn';
+import { IN_FLIGHT } from '../../../lambda/shared/batch-jobs';
 import type { SubmitJobEvent } from '../../../lambda/shared/contracts';
 import { InvalidEventError } from '../../../lambda/shared/errors';
 import {
@@ -36,17 +30,9 @@ import {
   type SubmitJobDeps,
   type SubmitSettings,
 } from '../../../lambda/submit-job';
+import { invocationJob, useJobsTable, useServiceMocks } from './jobs-table';
 
-type Dynalite = (options: {
-  createTableMs?: number;
-  deleteTableMs?: number;
-  updateTableMs?: number;
-}) => Server;
-// eslint-disable-next-line @typescript-eslint/no-require-imports -- untyped CommonJS package
-const dynalite = require('dynalite') as Dynalite;
-
-const bedrockMock = mockClient(BedrockClient);
-const sfnMock = mockClient(SFNClient);
+const { bedrockMock, sfnMock, clients } = useServiceMocks();
 
 const RUN = 'exec-2030-01-01_corpus.reviews';
 const REGION_ACCOUNT = 'arn:aws:bedrock:us-east-1:123456789012';
@@ -62,45 +48,11 @@ const SETTINGS: SubmitSettings = {
   tags: { team: 'search', environment: 'dev' },
 };
 
-let server: Server;
-let raw: DynamoDBClient;
-let store: JobStore;
-let tables = 0;
 let clock: number;
+const jobs = useJobsTable({ now: () => clock });
 
-beforeAll(async () => {
-  server = dynalite({ createTableMs: 0, deleteTableMs: 0, updateTableMs: 0 });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
-  });
-  const { port } = server.address() as AddressInfo;
-  raw = new DynamoDBClient({
-    endpoint: `http://127.0.0.1:${port}`,
-    region: 'us-east-1',
-    credentials: { accessKeyId: 'test', secretAccessKey: 'test' },
-    maxAttempts: 1,
-  });
-});
-
-afterAll(async () => {
-  raw.destroy();
-  server.closeAllConnections();
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-});
-
-beforeEach(async () => {
-  bedrockMock.reset();
-  sfnMock.reset();
+beforeEach(() => {
   clock = T0;
-  const tableName = `jobs-${++tables}`;
-  await raw.send(new CreateTableCommand(jobsTableDefinition(tableName)));
-  store = new JobStore({
-    client: DynamoDBDocumentClient.from(raw),
-    tableName,
-    ttlDays: 30,
-    now: () => clock,
-  });
 });
 
 function event(overrides: Partial<SubmitJobEvent['shard']> = {}, taskToken = 'token-1'): SubmitJobEvent {
@@ -122,9 +74,8 @@ function event(overrides: Partial<SubmitJobEvent['shard']> = {}, taskToken = 'to
 
 function deps(settings: SubmitSettings = SETTINGS): SubmitJobDeps {
   return {
-    bedrock: new BedrockClient({ region: 'us-east-1' }),
-    sfn: new SFNClient({ region: 'us-east-1' }),
-    store,
+    ...clients(),
+    store: jobs.store,
     settings,
     now: () => clock,
   };
@@ -134,18 +85,7 @@ function job(
   status: string,
   overrides: Partial<GetModelInvocationJobCommandOutput> = {},
 ): GetModelInvocationJobCommandOutput {
-  return {
-    $metadata: {},
-    jobArn: JOB_ARN,
-    jobName: jobName(RUN, 7, 0, 'corpus-dev'),
-    modelId: SETTINGS.modelId,
-    roleArn: SETTINGS.roleArn,
-    status: status as GetModelInvocationJobCommandOutput['status'],
-    submitTime: new Date(T0),
-    inputDataConfig: undefined,
-    outputDataConfig: undefined,
-    ...overrides,
-  };
+  return invocationJob(JOB_ARN, jobName(RUN, 7, 0, 'corpus-dev'), status, new Date(T0), overrides);
 }
 
 const NAME = jobName(RUN, 7, 0, 'corpus-dev');
@@ -217,7 +157,7 @@ describe('submitShardJob', () => {
       vpcConfig: { subnetIds: ['subnet-1', 'subnet-2'], securityGroupIds: ['sg-1'] },
       modelInvocationType: 'Converse',
     });
-    expect(await store.get(JOB_ARN)).toMatchObject({
+    expect(await jobs.store.get(JOB_ARN)).toMatchObject({
       runId: RUN,
       shard: 7,
       jobName: NAME,
@@ -268,7 +208,7 @@ describe('submitShardJob', () => {
       nameContains: NAME,
       nextToken: 'page-2',
     });
-    expect(await store.get(JOB_ARN)).toMatchObject({
+    expect(await jobs.store.get(JOB_ARN)).toMatchObject({
       taskToken: 'token-2',
       submittedAt: new Date(T0).toISOString(),
       inFlight: IN_FLIGHT,
@@ -291,7 +231,7 @@ describe('submitShardJob', () => {
 
     expect(result).toMatchObject({ jobArn: JOB_ARN, created: true });
     expect(bedrockMock).toHaveReceivedCommandTimes(ListModelInvocationJobsCommand, 2);
-    expect((await store.get(JOB_ARN))?.taskToken).toBe('token-1');
+    expect((await jobs.store.get(JOB_ARN))?.taskToken).toBe('token-1');
   });
 
   it('turns ServiceQuotaExceededException into BatchQuotaBusyError and records nothing', async () => {
@@ -304,7 +244,7 @@ describe('submitShardJob', () => {
 
     expect(err).toMatchObject({ name: 'BatchQuotaBusyError' });
     expect((err as Error).message).toContain('10 jobs in progress');
-    expect(await store.listInFlight()).toEqual([]);
+    expect(await jobs.store.listInFlight()).toEqual([]);
     expect(bedrockMock).toHaveReceivedCommandTimes(GetModelInvocationJobCommand, 0);
   });
 
@@ -325,7 +265,7 @@ describe('submitShardJob', () => {
 
     expect(err).toMatchObject({ name: 'BatchJobRejectedError' });
     expect((err as Error).message).toContain(error.message);
-    expect(await store.listInFlight()).toEqual([]);
+    expect(await jobs.store.listInFlight()).toEqual([]);
   });
 
   it('resumes the wait at once when the job has already ended', async () => {
@@ -359,7 +299,7 @@ describe('submitShardJob', () => {
       outputPrefix: `${shardOutputPrefix(RUN, 7)}job0001/`,
       counts: { total: 500, processed: 500, success: 500, error: 0 },
     });
-    const item = await store.get(JOB_ARN);
+    const item = await jobs.store.get(JOB_ARN);
     expect(item?.inFlight).toBeUndefined();
     expect(item?.lastStatus).toBe('Completed');
   });

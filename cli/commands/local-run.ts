@@ -1,0 +1,192 @@
+import { resolve } from 'node:path';
+import { MultiBar, Presets, type SingleBar } from 'cli-progress';
+import { Command, Option } from 'commander';
+import type { LocalRunOptions, LocalRunOutcome } from '../../local/run-local';
+import type { FaultPlan } from '../../local/faults';
+import { parseMapProgressLine } from '../../local/progress';
+import { write, type CliContext } from '../context';
+import { CliUsageError, EXIT } from '../errors';
+import * as fmt from '../format';
+import { RateTracker, type ProgressStream } from '../watch';
+
+/** The `--faults` parser and its help (local/faults). */
+interface Faults {
+  describeFaults(): string;
+  /** @throws FaultSpecError for an unknown fault or a bad value */
+  parseFaults(spec: string): FaultPlan;
+}
+
+/** local/faults, loaded when needed: it names the handlers from the CDK's function list, which loads the CDK. */
+function loadFaults(): Faults {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded lazily (see above)
+  return require('../../local/faults') as typeof import('../../local/faults');
+}
+
+/** The local runtime's entry points `corpus local run` uses. */
+export interface LocalRunner {
+  /** @throws an error named UsageError for a missing corpus file */
+  readonly runLocalCorpus: (options: LocalRunOptions) => Promise<LocalRunOutcome>;
+  readonly formatSummary: (outcome: LocalRunOutcome) => string;
+}
+
+/** Loads the local runtime only when `local run` runs (it pulls in the emulators, the simulator and the CDK). */
+function loadLocalRunner(): Promise<LocalRunner> {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded lazily (see above)
+  return Promise.resolve(require('../../local/run-local') as typeof import('../../local/run-local'));
+}
+
+/** Options of `corpus local run`. */
+interface LocalRunCommandOptions {
+  corpus: string;
+  mode: 'auto' | 'batch' | 'converse';
+  out?: string;
+  json: boolean;
+  stateDir: string;
+  faults?: string;
+}
+
+/** Errors of the local runtime that are the caller's mistake (exit code 2). */
+const USAGE_ERROR_NAMES = new Set(['UsageError', 'FaultSpecError']);
+
+/**
+ * `corpus local`: the offline runtime. `local run` keeps its contract (options, output, exit codes 0 finished / 1 run
+ * failed / 2 bad usage / 3 the runtime failed) and, on a terminal, draws the run's progress as live bars.
+ */
+export function localCommand(
+  ctx: CliContext,
+  loadRunner: () => Promise<LocalRunner> = loadLocalRunner,
+): Command {
+  const local = new Command('local')
+    .summary('local run: run a corpus through the pipeline offline')
+    .description('The offline local runtime (emulators and the Bedrock simulator).');
+  local
+    .command('run')
+    .description(
+      'Run a corpus through the whole pipeline offline: the file is put into the local ingest bucket and the run starts ' +
+        'through S3 -> EventBridge -> Step Functions, as in AWS. Shows live progress, prints a summary, and writes ' +
+        'manifest.json, results.jsonl and failures.jsonl into --out. Exit codes: 0 the run finished (failed records ' +
+        'included), 1 the run failed, 2 bad usage, 3 the local runtime could not start or run.',
+    )
+    .requiredOption('--corpus <file>', 'the JSONL corpus to run')
+    .addOption(
+      new Option(
+        '--mode <mode>',
+        'auto picks the mode from the corpus; batch = Bedrock batch jobs; converse = Converse fan-out',
+      )
+        .choices(['auto', 'batch', 'converse'])
+        .default('auto'),
+    )
+    .option(
+      '--out <dir>',
+      'where to write manifest.json, results.jsonl and failures.jsonl (default: <state-dir>/runs/<runId>)',
+    )
+    .option('--faults <spec>', 'comma-separated faults to inject into the local run (listed below)')
+    .option('--json', 'print the run manifest as JSON instead of a summary', false)
+    .option(
+      '--state-dir <dir>',
+      'where the local runtime keeps its state (buckets, ledger, queues, logs)',
+      '.corpus-local',
+    )
+    // A function: the list is built only when the help is shown.
+    .addHelpText('after', () => `\nFaults (--faults):\n${loadFaults().describeFaults()}`)
+    .action(async (opts: LocalRunCommandOptions) => {
+      const display = opts.json ? undefined : new LocalRunDisplay(ctx.stderr, ctx.now);
+      try {
+        const faults = opts.faults === undefined ? undefined : loadFaults().parseFaults(opts.faults);
+        const runner = await loadRunner();
+        const outcome = await runner.runLocalCorpus({
+          ...(faults
+            ? {
+                runtime: {
+                  bedrock: { ...faults.runtime, batch: { faults: faults.batch } },
+                  faults: faults.local,
+                },
+              }
+            : {}),
+          corpusFile: resolve(opts.corpus),
+          mode: opts.mode,
+          stateDir: resolve(opts.stateDir),
+          ...(opts.out ? { outDir: resolve(opts.out) } : {}),
+          progress: display ? (line: string) => display.line(line) : undefined,
+        });
+        display?.stop();
+        write(
+          ctx.stdout,
+          opts.json ? JSON.stringify(outcome.manifest, null, 2) : runner.formatSummary(outcome),
+        );
+        ctx.exitCode = outcome.manifest.status === 'SUCCEEDED' ? EXIT.ok : EXIT.notFoundOrFailed;
+      } catch (err) {
+        display?.stop();
+        if (err instanceof CliUsageError || (err instanceof Error && USAGE_ERROR_NAMES.has(err.name))) {
+          write(ctx.stderr, `corpus: ${err.message}`);
+          ctx.exitCode = EXIT.usage;
+          return;
+        }
+        write(
+          ctx.stderr,
+          `corpus: the local run failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`,
+        );
+        ctx.exitCode = EXIT.backend;
+      }
+    });
+  return local;
+}
+
+/**
+ * The local run's progress on stderr: on a terminal, one bar per Distributed Map (records done of total, rate, ETA,
+ * error rate) with the other lines printed above; elsewhere the runtime's lines as they come.
+ */
+export class LocalRunDisplay {
+  private multi: MultiBar | undefined;
+  private readonly bars = new Map<string, { bar: SingleBar; rate: RateTracker }>();
+
+  constructor(
+    private readonly stream: ProgressStream,
+    private readonly now: () => number,
+  ) {}
+
+  /** Takes one progress line of the runtime. */
+  line(text: string): void {
+    const progress = this.stream.isTTY ? parseMapProgressLine(text) : undefined;
+    if (!progress) {
+      if (this.multi) this.multi.log(`${text}\n`);
+      else this.stream.write(`${text}\n`);
+      return;
+    }
+    this.multi ??= new MultiBar(
+      {
+        format: '{label} {bar} {percentage}% {value}/{total} {unit}  {rate}  ETA {etaText}  errors {errors}',
+        stream: this.stream,
+        hideCursor: true,
+        clearOnComplete: false,
+        stopOnComplete: false,
+        barsize: 30,
+        formatValue: (value, _options, type) =>
+          type === 'value' || type === 'total' ? fmt.count(value) : String(value),
+      },
+      Presets.shades_classic,
+    );
+    let entry = this.bars.get(progress.stateName);
+    const total = Math.max(1, progress.total);
+    if (!entry) {
+      entry = { bar: this.multi.create(total, 0), rate: new RateTracker(30_000) };
+      this.bars.set(progress.stateName, entry);
+    }
+    const perSecond = entry.rate.add(this.now(), progress.done);
+    const remaining = progress.total - progress.done;
+    entry.bar.setTotal(total);
+    entry.bar.update(Math.min(progress.done, total), {
+      label: progress.stateName.padEnd(10),
+      unit: progress.unit,
+      rate: fmt.rate(perSecond),
+      etaText: remaining <= 0 ? '0s' : perSecond ? fmt.duration((remaining / perSecond) * 1000) : '-',
+      errors: fmt.percent(progress.done > 0 ? progress.failed / progress.done : null),
+    });
+  }
+
+  /** Stops drawing (the summary follows). */
+  stop(): void {
+    this.multi?.stop();
+    this.multi = undefined;
+  }
+}

@@ -1,0 +1,155 @@
+import {
+  BedrockRuntimeClient,
+  ConverseCommand,
+  InvokeModelCommand,
+  type ConverseCommandInput,
+} from '@aws-sdk/client-bedrock-runtime';
+import { ConfiguredRetryStrategy } from '@smithy/util-retry';
+import type { Usage, WorkItem } from './contracts';
+import { errorMessage, errorName } from './errors';
+
+/**
+ * Calling the model for one record, shared by ConverseBatch and the failure-lane consumer: the request (Converse or
+ * InvokeModel), the throttling backoff, and which errors are worth a later retry. Kept out of the handlers' entry
+ * files, which read their environment when loaded.
+ */
+
+/** What a model call needs of a record. */
+export type ModelRequest = Pick<WorkItem, 'recordId' | 'format' | 'modelInput'>;
+
+/** The model call for one record: Converse for Converse bodies, InvokeModel for native ones. */
+export type ModelCaller = (
+  item: ModelRequest,
+  signal: AbortSignal,
+) => Promise<{ modelOutput: unknown; usage: Usage }>;
+
+/** Errors after which a later retry may succeed: they go to the failure queue, the rest to the DLQ. */
+const RETRYABLE_MODEL_ERRORS = new Set([
+  'ThrottlingException',
+  'ServiceUnavailableException',
+  'InternalServerException',
+  'ModelTimeoutException',
+  'ModelNotReadyException',
+  'ServiceQuotaExceededException',
+  'TimeoutError',
+  'AbortError',
+  'NotAttempted',
+  'TransientDependencyError',
+]);
+
+/** Modelled Converse request fields; anything else in a record's modelInput is rejected with its name. */
+const CONVERSE_FIELDS = new Set([
+  'messages',
+  'system',
+  'inferenceConfig',
+  'toolConfig',
+  'guardrailConfig',
+  'additionalModelRequestFields',
+  'promptVariables',
+  'additionalModelResponseFieldPaths',
+  'requestMetadata',
+  'performanceConfig',
+]);
+
+/** True when a model error code (the error's name) is worth retrying later. */
+export function isRetryableModelError(code: string): boolean {
+  return RETRYABLE_MODEL_ERRORS.has(code);
+}
+
+/** A failed model call, as the failure files and the failure lane record it. */
+export interface ModelFailure {
+  code: string;
+  message: string;
+  retryable: boolean;
+}
+
+/**
+ * Describes a model call that threw.
+ * @param aborted true when the call was cut short by the caller's deadline (reported as `TimeoutError`)
+ */
+export function classifyModelError(err: unknown, aborted: boolean): ModelFailure {
+  const code = aborted ? 'TimeoutError' : errorName(err);
+  const attempts = (err as { $metadata?: { attempts?: number } }).$metadata?.attempts ?? 1;
+  return {
+    code,
+    message: describeModelError(code, errorMessage(err), attempts),
+    retryable: isRetryableModelError(code),
+  };
+}
+
+/** A message a person can act on for a model error. */
+export function describeModelError(code: string, message: string, attempts: number): string {
+  const tries = attempts > 1 ? ` (after ${attempts} attempts)` : '';
+  switch (code) {
+    case 'ValidationException':
+      return `the model API rejected the request: ${message}`;
+    case 'ThrottlingException':
+      return `throttled by the model's quota${tries}: ${message}`;
+    case 'AccessDeniedException':
+      return `not allowed to invoke the model (check model access and the function's role): ${message}`;
+    default:
+      return `${message}${tries}`;
+  }
+}
+
+/** Builds the Converse request for a record, refusing fields Converse does not have (the SDK would drop them). */
+export function toConverseInput(modelId: string, modelInput: Record<string, unknown>): ConverseCommandInput {
+  const unknown = Object.keys(modelInput).filter((k) => !CONVERSE_FIELDS.has(k));
+  if (unknown.length > 0) {
+    const err = new Error(`modelInput has fields Converse does not accept: ${unknown.join(', ')}`);
+    err.name = 'ValidationException';
+    throw err;
+  }
+  return { ...(modelInput as Omit<ConverseCommandInput, 'modelId'>), modelId };
+}
+
+/** The model caller for a Bedrock Runtime client. */
+export function bedrockCaller(client: BedrockRuntimeClient, modelId: string): ModelCaller {
+  return async (item, signal) => {
+    if (item.format === 'converse') {
+      const out = await client.send(new ConverseCommand(toConverseInput(modelId, item.modelInput)), {
+        abortSignal: signal,
+      });
+      const inputTokens = out.usage?.inputTokens ?? 0;
+      const outputTokens = out.usage?.outputTokens ?? 0;
+      return {
+        modelOutput: { output: out.output, stopReason: out.stopReason },
+        usage: {
+          inputTokens,
+          outputTokens,
+          totalTokens: out.usage?.totalTokens ?? inputTokens + outputTokens,
+        },
+      };
+    }
+    const out = await client.send(
+      new InvokeModelCommand({
+        modelId,
+        body: JSON.stringify(item.modelInput),
+        contentType: 'application/json',
+        accept: 'application/json',
+      }),
+      { abortSignal: signal },
+    );
+    const body = JSON.parse(new TextDecoder().decode(out.body)) as {
+      usage?: { input_tokens?: number; output_tokens?: number };
+    };
+    const inputTokens = body.usage?.input_tokens ?? 0;
+    const outputTokens = body.usage?.output_tokens ?? 0;
+    return {
+      modelOutput: body,
+      usage: { inputTokens, outputTokens, totalTokens: inputTokens + outputTokens },
+    };
+  };
+}
+
+/** Full-jitter exponential backoff for throttling, in the order of a per-minute quota's refill: up to 20 s. */
+export function throttleBackoffMs(attempt: number): number {
+  return Math.round(Math.random() * Math.min(20_000, 500 * 2 ** attempt));
+}
+
+/** A Bedrock Runtime client that retries throttling with {@link throttleBackoffMs}, `maxAttempts` tries in all. */
+export function bedrockRuntimeClient(maxAttempts: number): BedrockRuntimeClient {
+  return new BedrockRuntimeClient({
+    retryStrategy: new ConfiguredRetryStrategy(maxAttempts, throttleBackoffMs),
+  });
+}
