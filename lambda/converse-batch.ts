@@ -1,7 +1,4 @@
-import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { DeleteObjectCommand, S3Client } from '@aws-sdk/client-s3';
-import { SQSClient } from '@aws-sdk/client-sqs';
-import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { IdempotencyConfig, makeIdempotent } from '@aws-lambda-powertools/idempotency';
 import { DynamoDBPersistenceLayer } from '@aws-lambda-powertools/idempotency/dynamodb';
 import type { Context } from 'aws-lambda';
@@ -22,15 +19,11 @@ import { callDependency, InvalidEventError } from './shared/errors';
 import { FailureLaneSender } from './shared/failure-lane';
 import { Ledger } from './shared/ledger';
 import { contentHashOf } from './shared/records';
-import { logger, metrics, tracer } from './shared/observability';
-import {
-  bedrockCaller,
-  bedrockRuntimeClient,
-  classifyModelError,
-  type ModelCaller,
-} from './shared/model-caller';
+import { logger, metrics } from './shared/observability';
+import { publishingContext } from './shared/publishing-context';
+import { classifyModelError, type ModelCaller } from './shared/model-caller';
 import { mapWithConcurrency } from './shared/pool';
-import { resultsPublisherFromEnv, type ResultsPublisher } from './shared/results-queue';
+import type { ResultsPublisher } from './shared/results-queue';
 import { putJsonl, readResultsFile } from './shared/s3-jsonl';
 
 // The model call moved to shared/model-caller (the failure-lane consumer uses it too); re-exported for existing callers.
@@ -199,17 +192,7 @@ const env = readEnv(
   }),
 );
 
-const bedrock = tracer.captureAWSv3Client(bedrockRuntimeClient(env.MAX_ATTEMPTS));
-const s3 = tracer.captureAWSv3Client(new S3Client({}));
-const ddb = tracer.captureAWSv3Client(new DynamoDBClient({}));
-const sqs = tracer.captureAWSv3Client(new SQSClient({}));
-const ledger = new Ledger({
-  client: DynamoDBDocumentClient.from(ddb),
-  tableName: env.LEDGER_TABLE,
-  ttlDays: env.LEDGER_TTL_DAYS,
-});
-const callModel = bedrockCaller(bedrock, env.MODEL_ID);
-const resultsPublisher = resultsPublisherFromEnv(sqs, ledger);
+const { s3, ddb, sqs, ledger, callModel, resultsPublisher } = publishingContext(env);
 const persistenceStore = new DynamoDBPersistenceLayer({
   tableName: env.IDEMPOTENCY_TABLE,
   awsSdkV3Client: ddb,

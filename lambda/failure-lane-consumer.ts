@@ -1,7 +1,5 @@
-import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { S3Client } from '@aws-sdk/client-s3';
 import { SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
-import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { BatchProcessor, EventType, processPartialResponse } from '@aws-lambda-powertools/batch';
 import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
 import { z } from 'zod';
@@ -9,15 +7,11 @@ import { runKeys, type FailureLaneMessage, type ResultLine, type Usage } from '.
 import { readEnv, positiveInt, required } from './shared/env';
 import { callDependency, errorMessage } from './shared/errors';
 import { Ledger } from './shared/ledger';
-import {
-  bedrockCaller,
-  bedrockRuntimeClient,
-  classifyModelError,
-  type ModelCaller,
-} from './shared/model-caller';
-import { logger, metrics, tracer } from './shared/observability';
+import { classifyModelError, type ModelCaller } from './shared/model-caller';
+import { logger, metrics } from './shared/observability';
+import { publishingContext } from './shared/publishing-context';
 import { contentHashOf, sha256 } from './shared/records';
-import { resultsPublisherFromEnv, type ResultsPublisher } from './shared/results-queue';
+import type { ResultsPublisher } from './shared/results-queue';
 import { putJsonl } from './shared/s3-jsonl';
 
 /**
@@ -329,17 +323,7 @@ export const failureLaneConsumerEnvSchema = z.object({
 
 const env = readEnv(failureLaneConsumerEnvSchema);
 
-const bedrock = tracer.captureAWSv3Client(bedrockRuntimeClient(env.MAX_ATTEMPTS));
-const s3 = tracer.captureAWSv3Client(new S3Client({}));
-const ddb = tracer.captureAWSv3Client(new DynamoDBClient({}));
-const sqs = tracer.captureAWSv3Client(new SQSClient({}));
-const ledger = new Ledger({
-  client: DynamoDBDocumentClient.from(ddb),
-  tableName: env.LEDGER_TABLE,
-  ttlDays: env.LEDGER_TTL_DAYS,
-});
-const callModel = bedrockCaller(bedrock, env.MODEL_ID);
-const resultsPublisher = resultsPublisherFromEnv(sqs, ledger);
+const { s3, sqs, ledger, callModel, resultsPublisher } = publishingContext(env);
 
 /** Lambda entry: the failure queue's event source (FunctionResponseTypes: ReportBatchItemFailures). */
 export async function handler(event: SQSEvent, context: Context): Promise<SQSBatchResponse> {

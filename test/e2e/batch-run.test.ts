@@ -1,16 +1,13 @@
-import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
+import { BAD_CORPUS, readJsonl, runCli } from './cli';
 
 /**
  * Mode A end to end, offline: the real CLI, definition and handlers; Bedrock batch jobs on the simulator (which
  * enforces the `local` environment's quotas: 100 to 1,000 records per job, 2 jobs at once), job state-change events
  * through the local EventBridge rule, the reconciler on its schedule, Collect through the ledger.
  */
-const ROOT = resolve(__dirname, '../..');
-const CLI = join(ROOT, 'bin/corpus.cjs');
-const BAD_CORPUS = join(ROOT, 'test/fixtures/bad-input-corpus.jsonl');
 /** The local environment's batch quotas (cdk.json). */
 const MAX_RECORDS_PER_JOB = 1000;
 const MAX_CONCURRENT_JOBS = 2;
@@ -35,18 +32,6 @@ interface Manifest {
   counts: Record<'lines' | 'records' | 'succeeded' | 'failed' | 'invalid' | 'duplicates' | 'skipped', number>;
   tokens: { input: number; output: number };
   jobs?: Job[];
-}
-
-function runCli(args: string[]): { status: number | null; stdout: string; stderr: string } {
-  const out = spawnSync(process.execPath, [CLI, ...args], { cwd: ROOT, encoding: 'utf8', timeout: 280_000 });
-  return { status: out.status, stdout: out.stdout, stderr: out.stderr };
-}
-
-function readJsonl(file: string): Record<string, unknown>[] {
-  return readFileSync(file, 'utf8')
-    .split('\n')
-    .filter((l) => l.trim() !== '')
-    .map((l) => JSON.parse(l) as Record<string, unknown>);
 }
 
 /** `n` valid records (Converse format, half of them plain `{id, text}` lines) with ids `<prefix>-<i>`. */

@@ -1,15 +1,12 @@
-import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
+import { BAD_CORPUS, readJsonl, runCli } from './cli';
 
 /**
  * End to end, offline: the real CLI, the real definition and handlers, S3/DynamoDB/SQS emulators, the Bedrock
  * simulator. The corpus has every kind of bad input; the checks are the CLI contract and its invariants.
  */
-const ROOT = resolve(__dirname, '../..');
-const CLI = join(ROOT, 'bin/corpus.cjs');
-const BAD_CORPUS = join(ROOT, 'test/fixtures/bad-input-corpus.jsonl');
 
 interface Manifest {
   runId: string;
@@ -19,18 +16,6 @@ interface Manifest {
   tokens: { input: number; output: number };
   startedAt: string;
   finishedAt: string;
-}
-
-function runCli(args: string[]): { status: number | null; stdout: string; stderr: string } {
-  const out = spawnSync(process.execPath, [CLI, ...args], { cwd: ROOT, encoding: 'utf8', timeout: 240_000 });
-  return { status: out.status, stdout: out.stdout, stderr: out.stderr };
-}
-
-function readJsonl(file: string): Record<string, unknown>[] {
-  return readFileSync(file, 'utf8')
-    .split('\n')
-    .filter((l) => l.trim() !== '')
-    .map((l) => JSON.parse(l) as Record<string, unknown>);
 }
 
 jest.setTimeout(300_000);
