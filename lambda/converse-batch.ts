@@ -2,7 +2,7 @@ import { DeleteObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { IdempotencyConfig, makeIdempotent } from '@aws-lambda-powertools/idempotency';
 import { DynamoDBPersistenceLayer } from '@aws-lambda-powertools/idempotency/dynamodb';
 import type { Context } from 'aws-lambda';
-import { z } from 'zod';
+import * as z from 'zod';
 import {
   batchEventSchema,
   runKeys,
@@ -20,6 +20,7 @@ import { FailureLaneSender } from './shared/failure-lane';
 import { Ledger } from './shared/ledger';
 import { contentHashOf } from './shared/records';
 import { logger, metrics } from './shared/observability';
+import { pacedCaller, QuotaPacer } from './shared/pacing';
 import { publishingContext } from './shared/publishing-context';
 import { classifyModelError, type ModelCaller } from './shared/model-caller';
 import { mapWithConcurrency } from './shared/pool';
@@ -189,10 +190,18 @@ const env = readEnv(
     ITEM_CONCURRENCY: positiveInt,
     MAX_ATTEMPTS: positiveInt,
     LEDGER_TTL_DAYS: positiveInt,
+    REQUESTS_PER_MINUTE: positiveInt,
+    TOKENS_PER_MINUTE: positiveInt,
+    CONVERSE_MAP_CONCURRENCY: positiveInt,
   }),
 );
 
-const { s3, ddb, sqs, ledger, callModel, resultsPublisher } = publishingContext(env);
+const { s3, ddb, sqs, ledger, callModel: unpaced, resultsPublisher } = publishingContext(env);
+// Each Map child takes its share of the model's per-minute quotas, so children do not throttle each other.
+const callModel = pacedCaller(
+  unpaced,
+  QuotaPacer.forMapChild(env.REQUESTS_PER_MINUTE, env.TOKENS_PER_MINUTE, env.CONVERSE_MAP_CONCURRENCY),
+);
 const persistenceStore = new DynamoDBPersistenceLayer({
   tableName: env.IDEMPOTENCY_TABLE,
   awsSdkV3Client: ddb,

@@ -1,5 +1,5 @@
 import { ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
-import { z } from 'zod';
+import * as z from 'zod';
 import { runKeys, workItemSchema, type WorkItem } from './shared/contracts';
 import { readEnv, required } from './shared/env';
 import { callDependency, InvalidEventError } from './shared/errors';

@@ -2,7 +2,7 @@ import { S3Client } from '@aws-sdk/client-s3';
 import { SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
 import { BatchProcessor, EventType, processPartialResponse } from '@aws-lambda-powertools/batch';
 import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
-import { z } from 'zod';
+import * as z from 'zod';
 import { runKeys, type FailureLaneMessage, type ResultLine, type Usage } from './shared/contracts';
 import { readEnv, positiveInt, required } from './shared/env';
 import { callDependency, errorMessage } from './shared/errors';

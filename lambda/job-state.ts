@@ -2,7 +2,7 @@ import { BedrockClient, GetModelInvocationJobCommand } from '@aws-sdk/client-bed
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { SFNClient } from '@aws-sdk/client-sfn';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
-import { z } from 'zod';
+import * as z from 'zod';
 import { countsOf, IN_FLIGHT, isTerminalStatus, JobStore, resumeWait } from './shared/batch-jobs';
 import { positiveInt, readEnv, required } from './shared/env';
 import { callDependency, InvalidEventError } from './shared/errors';

@@ -133,6 +133,8 @@ export class PipelineFunction extends Construct implements iam.IGrantable {
         sourcesContent: false,
         target: 'node22',
         format: nodejs.OutputFormat.CJS,
+        // ESM builds first: they tree-shake (zod's locales, the SDK's unused paths), keeping bundles under 1 MB.
+        mainFields: ['module', 'main'],
         // Bundle everything, the AWS SDK v3 clients included: the deployed code runs the versions the tests ran,
         // not whatever the Lambda runtime ships.
         externalModules: [],

@@ -8,7 +8,7 @@ import {
   type DynamoDBDocumentClient,
   type QueryCommandOutput,
 } from '@aws-sdk/lib-dynamodb';
-import { z } from 'zod';
+import * as z from 'zod';
 import {
   BATCH_JOB_TERMINAL_STATUSES,
   batchJobOutcomeSchema,

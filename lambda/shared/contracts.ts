@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 
 /**
  * The shapes that cross a boundary: the execution input, what Plan hands the workflow, the Map's items and batches,

@@ -1,0 +1,113 @@
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { bundleEntry } from './bundle';
+
+/** The old-generation limit V8 picks in a 1024 MB Lambda function (a quarter of its memory). */
+export const HEAP_LIMIT_MB = 256;
+
+/** Marks the line of a child's stdout that carries its JSON report. */
+const REPORT_PREFIX = 'BENCH-REPORT ';
+
+/** What every child reports besides its own figures: its peak resident memory. */
+export interface ChildReport {
+  /** Peak resident set size of the child process, in MB (process.resourceUsage().maxRSS). */
+  maxRssMb: number;
+  /** CPU time of the child, in seconds (user + system). */
+  cpuSeconds: number;
+}
+
+/** A child process exited badly or without a report. */
+export class BenchChildError extends Error {
+  override readonly name = 'BenchChildError';
+}
+
+const bundles = new Map<string, Promise<string>>();
+let bundleDir: string | undefined;
+
+/** Bundles a child script once per run, as the Lambda code is bundled (esbuild, minified, everything inside). */
+function bundled(script: string): Promise<string> {
+  let file = bundles.get(script);
+  if (!file) {
+    if (!bundleDir) {
+      const dir = mkdtempSync(
+        path.join(process.env.BENCH_PROFILE_DIR ?? os.tmpdir(), 'corpus-bench-bundles-'),
+      );
+      bundleDir = dir;
+      // Kept beside the profiles when profiling: their line numbers point into the bundles.
+      if (!process.env.BENCH_PROFILE_DIR)
+        process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
+    }
+    // node20: the bundle runs on this machine's Node (the deployed one targets node22; the code is the same).
+    const minify = !process.env.BENCH_PROFILE_DIR;
+    file = bundleEntry(path.join('bench', script), bundleDir, 'node20', minify).then((b) => b.file);
+    bundles.set(script, file);
+  }
+  return file;
+}
+
+/**
+ * Runs `bench/<script>` in its own Node process, from an esbuild bundle like the deployed Lambda code (not through
+ * tsx, whose loader would add its own memory), so its peak memory is its own and not the emulators', and returns
+ * the JSON it reported with {@link report}.
+ * @param script file name under bench/
+ * @param args its arguments
+ * @param env added to this process's environment
+ */
+export async function runChild<T>(
+  script: string,
+  args: string[],
+  env: Record<string, string>,
+): Promise<T & ChildReport> {
+  const file = await bundled(script);
+  // BENCH_PROFILE_DIR=<dir> writes a V8 CPU profile of every child there (for finding where the time goes).
+  const profile = process.env.BENCH_PROFILE_DIR
+    ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE_DIR}`]
+    : [];
+  // V8 sizes its old generation to a quarter of physical memory: 256 MB in the 1024 MB Plan and Collect functions,
+  // several GB on a workstation, where a lazier GC would make peak memory look worse than in Lambda.
+  const heap = [`--max-old-space-size=${HEAP_LIMIT_MB}`];
+  const child = spawn(process.execPath, [...profile, ...heap, '--enable-source-maps', file, ...args], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  const code = await new Promise<number | null>((resolve, reject) => {
+    child.once('error', reject);
+    child.once('close', resolve);
+  });
+  const line = stdout.split('\n').find((l) => l.startsWith(REPORT_PREFIX));
+  if (code !== 0 || !line) {
+    throw new BenchChildError(
+      `bench child ${script} ${args.join(' ')} exited with ${String(code)}:\n${stderr.slice(-4000)}\n${stdout.slice(-2000)}`,
+    );
+  }
+  return JSON.parse(line.slice(REPORT_PREFIX.length)) as T & ChildReport;
+}
+
+/** Child side: prints the report (with this process's peak memory and CPU time) for {@link runChild}. */
+export function report(values: object): void {
+  const usage = process.resourceUsage();
+  const full = {
+    ...values,
+    // maxRSS is in kilobytes on Linux.
+    maxRssMb: usage.maxRSS / 1024,
+    cpuSeconds: (usage.userCPUTime + usage.systemCPUTime) / 1e6,
+  };
+  process.stdout.write(`${REPORT_PREFIX}${JSON.stringify(full)}\n`);
+}
+
+/** Child side: runs `main`, reporting a failure on stderr with a non-zero exit code. */
+export function childMain(main: () => Promise<void>): void {
+  main().then(
+    () => process.exit(0),
+    (err: unknown) => {
+      console.error(err);
+      process.exit(1);
+    },
+  );
+}
