@@ -1,7 +1,8 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { BAD_CORPUS, readJsonl, runCli } from './cli';
+import type { ManifestJob } from '../../lambda/shared/contracts';
+import { BAD_CORPUS, readJsonl, runCli, runLocal } from './cli';
 
 /**
  * Mode A end to end, offline: the real CLI, definition and handlers; Bedrock batch jobs on the simulator (which
@@ -11,28 +12,6 @@ import { BAD_CORPUS, readJsonl, runCli } from './cli';
 /** The local environment's batch quotas (cdk.json). */
 const MAX_RECORDS_PER_JOB = 1000;
 const MAX_CONCURRENT_JOBS = 2;
-
-interface Job {
-  shard: number;
-  jobArn: string | null;
-  status: string;
-  records: number;
-  succeeded: number;
-  failed: number;
-  skipped: number;
-  redriven: number;
-  submittedAt: string | null;
-  endedAt: string | null;
-}
-
-interface Manifest {
-  runId: string;
-  mode: string;
-  status: string;
-  counts: Record<'lines' | 'records' | 'succeeded' | 'failed' | 'invalid' | 'duplicates' | 'skipped', number>;
-  tokens: { input: number; output: number };
-  jobs?: Job[];
-}
 
 /** `n` valid records (Converse format, half of them plain `{id, text}` lines) with ids `<prefix>-<i>`. */
 function records(prefix: string, n: number): string[] {
@@ -49,7 +28,7 @@ function records(prefix: string, n: number): string[] {
 }
 
 /** The most jobs in flight at one moment, from their submit and end times. */
-function maxInFlight(jobs: Job[]): number {
+function maxInFlight(jobs: ManifestJob[]): number {
   const edges: [number, number][] = [];
   for (const j of jobs) {
     edges.push([Date.parse(j.submittedAt ?? ''), 1], [Date.parse(j.endedAt ?? ''), -1]);
@@ -79,9 +58,7 @@ describe('corpus local run --mode batch (mode A)', () => {
 
   it('shards within the quotas, one job per shard, and meets the contract with a PartiallyCompleted job', () => {
     const outDir = join(work, 'out-batch');
-    const res = runCli([
-      'local',
-      'run',
+    const m = runLocal([
       '--corpus',
       corpusFile,
       '--mode',
@@ -90,12 +67,9 @@ describe('corpus local run --mode batch (mode A)', () => {
       'partial-job=0.02',
       '--out',
       outDir,
-      '--json',
       '--state-dir',
       stateDir,
     ]);
-    if (res.status !== 0) throw new Error(`exit ${res.status}\n${res.stderr}\n${res.stdout}`);
-    const m = JSON.parse(res.stdout) as Manifest;
     expect(m.status).toBe('SUCCEEDED');
     expect(m.mode).toBe('batch');
 
@@ -161,16 +135,12 @@ describe('corpus local run --mode batch (mode A)', () => {
   it('auto picks batch for a corpus at the job minimum and converse below it', () => {
     const atMinimum = join(work, 'three-hundred.jsonl');
     writeFileSync(atMinimum, `${records('auto', 300).join('\n')}\n`);
-    const big = runCli(['local', 'run', '--corpus', atMinimum, '--json', '--state-dir', stateDir]);
-    if (big.status !== 0) throw new Error(`exit ${big.status}\n${big.stderr}\n${big.stdout}`);
-    const batch = JSON.parse(big.stdout) as Manifest;
+    const batch = runLocal(['--corpus', atMinimum, '--state-dir', stateDir]);
     expect(batch.mode).toBe('batch');
     expect(batch.jobs).toHaveLength(1);
     expect(batch.counts).toMatchObject({ records: 300, succeeded: 300, failed: 0 });
 
-    const small = runCli(['local', 'run', '--corpus', BAD_CORPUS, '--json', '--state-dir', stateDir]);
-    if (small.status !== 0) throw new Error(`exit ${small.status}\n${small.stderr}\n${small.stdout}`);
-    const converse = JSON.parse(small.stdout) as Manifest;
+    const converse = runLocal(['--corpus', BAD_CORPUS, '--state-dir', stateDir]);
     expect(converse.mode).toBe('converse');
     expect(converse.jobs).toBeUndefined();
   });

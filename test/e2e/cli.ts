@@ -1,6 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import type { RunManifest } from '../../lambda/shared/contracts';
 
 /** The repository root (the CLI's working directory). */
 export const ROOT = resolve(__dirname, '../..');
@@ -32,4 +33,14 @@ export function readJsonl(file: string): Record<string, unknown>[] {
     .split('\n')
     .filter((l) => l.trim() !== '')
     .map((l) => JSON.parse(l) as Record<string, unknown>);
+}
+
+/**
+ * Runs `corpus local run <args> --json` and returns the manifest it printed.
+ * @throws with the CLI's output when it exits with anything but `expectedStatus`
+ */
+export function runLocal(args: string[], expectedStatus = 0, timeoutMs?: number): RunManifest {
+  const res = runCli(['local', 'run', ...args, '--json'], timeoutMs);
+  if (res.status !== expectedStatus) throw new Error(`exit ${res.status}\n${res.stderr}\n${res.stdout}`);
+  return JSON.parse(res.stdout) as RunManifest;
 }

@@ -1,7 +1,7 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { BAD_CORPUS, readJsonl, runCli } from './cli';
+import { BAD_CORPUS, readJsonl, runLocal } from './cli';
 import { deriveRecordId } from '../../lambda/shared/records';
 
 /**
@@ -93,15 +93,22 @@ describe('fault suite: zero lost, zero published twice', () => {
     const tag = `${mode}-${faults.replace(/[^a-z0-9]+/gi, '-')}`;
     const out = join(work, tag);
     const validIds = [...fixtureIds, ...ids(mode)];
-    const args = ['local', 'run', '--corpus', corpora[mode], '--mode', mode, '--faults', faults, '--json'];
-    const res = runCli([...args, '--out', out, '--state-dir', join(work, `state-${tag}`)], 300_000);
-    if (res.status !== (runFails ? 1 : 0))
-      throw new Error(`exit ${res.status}\n${res.stderr}\n${res.stdout}`);
-    const manifest = JSON.parse(res.stdout) as {
-      status: string;
-      mode: string;
-      counts: Record<string, number>;
-    };
+    const manifest = runLocal(
+      [
+        '--corpus',
+        corpora[mode],
+        '--mode',
+        mode,
+        '--faults',
+        faults,
+        '--out',
+        out,
+        '--state-dir',
+        join(work, `state-${tag}`),
+      ],
+      runFails ? 1 : 0,
+      300_000,
+    );
     expect(manifest.status).toBe(runFails ? 'FAILED' : 'SUCCEEDED');
     expect(manifest.mode).toBe(mode);
     const c = manifest.counts;

@@ -1,22 +1,13 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { BAD_CORPUS, readJsonl, runCli } from './cli';
+import type { RunManifest } from '../../lambda/shared/contracts';
+import { BAD_CORPUS, readJsonl, runLocal } from './cli';
 
 /**
  * End to end, offline: the real CLI, the real definition and handlers, S3/DynamoDB/SQS emulators, the Bedrock
  * simulator. The corpus has every kind of bad input; the checks are the CLI contract and its invariants.
  */
-
-interface Manifest {
-  runId: string;
-  mode: string;
-  status: string;
-  counts: Record<'lines' | 'records' | 'succeeded' | 'failed' | 'invalid' | 'duplicates' | 'skipped', number>;
-  tokens: { input: number; output: number };
-  startedAt: string;
-  finishedAt: string;
-}
 
 jest.setTimeout(300_000);
 
@@ -25,21 +16,16 @@ describe('corpus local run (mode converse)', () => {
   const stateDir = join(work, 'state');
   afterAll(() => rmSync(work, { recursive: true, force: true }));
 
-  let first: Manifest;
+  let first: RunManifest;
 
   /** `corpus local run` over the bad-input corpus in converse mode, asserting it exits 0. */
-  const runBadCorpus = (outDir: string): ReturnType<typeof runCli> => {
-    const args = ['local', 'run', '--corpus', BAD_CORPUS, '--mode', 'converse', '--out', outDir, '--json'];
-    const res = runCli([...args, '--state-dir', stateDir]);
-    if (res.status !== 0) throw new Error(`exit ${res.status}\n${res.stderr}\n${res.stdout}`);
-    return res;
-  };
+  const runBadCorpus = (outDir: string): RunManifest =>
+    runLocal(['--corpus', BAD_CORPUS, '--mode', 'converse', '--out', outDir, '--state-dir', stateDir]);
 
   it('runs a corpus full of bad input to completion and meets the contract', () => {
     const outDir = join(work, 'out1');
-    const res = runBadCorpus(outDir);
-    first = JSON.parse(res.stdout) as Manifest;
-    const onDisk = JSON.parse(readFileSync(join(outDir, 'manifest.json'), 'utf8')) as Manifest;
+    first = runBadCorpus(outDir);
+    const onDisk = JSON.parse(readFileSync(join(outDir, 'manifest.json'), 'utf8')) as RunManifest;
     expect(onDisk).toEqual(first);
 
     expect(first.status).toBe('SUCCEEDED');
@@ -98,8 +84,7 @@ describe('corpus local run (mode converse)', () => {
 
   it('skips every record the ledger holds when the same corpus runs again', () => {
     const outDir = join(work, 'out2');
-    const res = runBadCorpus(outDir);
-    const second = JSON.parse(res.stdout) as Manifest;
+    const second = runBadCorpus(outDir);
     expect(second.runId).not.toBe(first.runId);
     // Published records are skipped; records that failed are tried again (and fail again).
     expect(second.counts).toEqual({ ...first.counts, succeeded: 0, skipped: first.counts.succeeded });
@@ -113,21 +98,7 @@ describe('corpus local run (mode converse)', () => {
     );
     writeFileSync(topUp, `${readFileSync(BAD_CORPUS, 'utf8').trimEnd()}\n${fresh.join('\n')}\n`);
     const outDir = join(work, 'out-topup');
-    const res = runCli([
-      'local',
-      'run',
-      '--corpus',
-      topUp,
-      '--mode',
-      'converse',
-      '--out',
-      outDir,
-      '--json',
-      '--state-dir',
-      stateDir,
-    ]);
-    if (res.status !== 0) throw new Error(`exit ${res.status}\n${res.stderr}\n${res.stdout}`);
-    const m = JSON.parse(res.stdout) as Manifest;
+    const m = runLocal(['--corpus', topUp, '--mode', 'converse', '--out', outDir, '--state-dir', stateDir]);
     expect(m.counts).toMatchObject({ records: 22, skipped: 14, succeeded: 5, failed: 3 });
     expect(
       readJsonl(join(outDir, 'results.jsonl'))
