@@ -12,7 +12,7 @@ import { readEnv, positiveInt, required } from './shared/env';
 import { InvalidEventError } from './shared/errors';
 import { FailureLaneSender } from './shared/failure-lane';
 import { Ledger } from './shared/ledger';
-import { logger, metrics, tracer } from './shared/observability';
+import { logger, metrics, traced } from './shared/observability';
 import { resultsPublisherFromEnv } from './shared/results-queue';
 
 /**
@@ -75,9 +75,9 @@ const env = readEnv(
   }),
 );
 
-const s3 = tracer.captureAWSv3Client(new S3Client({}));
-const ddb = tracer.captureAWSv3Client(new DynamoDBClient({}));
-const sqs = tracer.captureAWSv3Client(new SQSClient({}));
+const s3 = traced(new S3Client({}));
+const ddb = traced(new DynamoDBClient({}));
+const sqs = traced(new SQSClient({}));
 const ledger = new Ledger({
   client: DynamoDBDocumentClient.from(ddb),
   tableName: env.LEDGER_TABLE,

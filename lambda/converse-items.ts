@@ -3,7 +3,7 @@ import * as z from 'zod';
 import { runKeys, workItemSchema, type WorkItem } from './shared/contracts';
 import { readEnv, required } from './shared/env';
 import { callDependency, InvalidEventError } from './shared/errors';
-import { logger, metrics, tracer } from './shared/observability';
+import { logger, metrics, traced } from './shared/observability';
 import { cleanLine } from './shared/records';
 import { JsonlObjectWriter, openObject, readLines } from './shared/s3-jsonl';
 
@@ -106,7 +106,7 @@ async function listKeys(deps: ConverseItemsDeps, prefix: string): Promise<string
 }
 
 const env = readEnv(z.object({ OUTPUT_BUCKET: required }));
-const s3 = tracer.captureAWSv3Client(new S3Client({}));
+const s3 = traced(new S3Client({}));
 
 /** Lambda entry: ConverseItems. Deterministic, so a retry simply rewrites the same file. */
 export async function handler(event: unknown): Promise<ConverseItemsOutput> {

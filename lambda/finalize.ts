@@ -31,7 +31,7 @@ import {
   isTransientAwsError,
   TransientDependencyError,
 } from './shared/errors';
-import { logger, metrics, tracer } from './shared/observability';
+import { logger, metrics, traced } from './shared/observability';
 import { mapWithConcurrency } from './shared/pool';
 import {
   getJson,
@@ -584,11 +584,11 @@ async function publishRunEvent(deps: FinalizeDeps, manifest: RunManifest): Promi
 const env = readEnv(
   z.object({ OUTPUT_BUCKET: required, EVENT_BUS_NAME: required, IDEMPOTENCY_TABLE: required }),
 );
-const s3 = tracer.captureAWSv3Client(new S3Client({}));
-const events = tracer.captureAWSv3Client(new EventBridgeClient({}));
+const s3 = traced(new S3Client({}));
+const events = traced(new EventBridgeClient({}));
 const persistenceStore = new DynamoDBPersistenceLayer({
   tableName: env.IDEMPOTENCY_TABLE,
-  awsSdkV3Client: tracer.captureAWSv3Client(new DynamoDBClient({})),
+  awsSdkV3Client: traced(new DynamoDBClient({})),
 });
 
 /** Lambda entry: Finalize, idempotent per run (one manifest, one event). */

@@ -6,7 +6,7 @@ import * as z from 'zod';
 import { countsOf, IN_FLIGHT, isTerminalStatus, JobStore, resumeWait } from './shared/batch-jobs';
 import { positiveInt, readEnv, required } from './shared/env';
 import { callDependency, InvalidEventError } from './shared/errors';
-import { logger, metrics, tracer } from './shared/observability';
+import { logger, metrics, traced } from './shared/observability';
 
 /** Bedrock's `Batch Inference Job State Change` event (EventBridge, source `aws.bedrock`). */
 export const jobStateEventSchema = z.object({
@@ -97,9 +97,9 @@ export async function handleJobStateChange(
 }
 
 const env = readEnv(z.object({ JOBS_TABLE: required, JOBS_TTL_DAYS: positiveInt.default(30) }));
-const bedrock = tracer.captureAWSv3Client(new BedrockClient({}));
-const sfn = tracer.captureAWSv3Client(new SFNClient({}));
-const ddb = tracer.captureAWSv3Client(new DynamoDBClient({}));
+const bedrock = traced(new BedrockClient({}));
+const sfn = traced(new SFNClient({}));
+const ddb = traced(new DynamoDBClient({}));
 const store = new JobStore({
   client: DynamoDBDocumentClient.from(ddb),
   tableName: env.JOBS_TABLE,

@@ -27,7 +27,7 @@ import {
 } from './shared/errors';
 import { FailureLaneSender } from './shared/failure-lane';
 import { Ledger, type PublishedEntry } from './shared/ledger';
-import { logger, metrics, tracer } from './shared/observability';
+import { logger, metrics, traced } from './shared/observability';
 import { cleanLine, DuplicateTracker, parseLine, type PromptSettings } from './shared/records';
 import { JsonlObjectWriter, openObject, putJson, readLines } from './shared/s3-jsonl';
 import { ServiceQuotasClient } from '@aws-sdk/client-service-quotas';
@@ -388,7 +388,7 @@ const configuredQuotas: BatchQuotas = {
   maxBytesPerJob: env.BATCH_QUOTA_MAX_BYTES_PER_JOB,
   maxConcurrentJobs: env.BATCH_QUOTA_MAX_CONCURRENT_JOBS,
 };
-const serviceQuotas = tracer.captureAWSv3Client(new ServiceQuotasClient({}));
+const serviceQuotas = traced(new ServiceQuotasClient({}));
 
 /** The quotas to shard with: read from Service Quotas (cached per execution environment), or as configured. */
 async function batchQuotas(): Promise<QuotaAnswer> {
@@ -402,9 +402,9 @@ async function batchQuotas(): Promise<QuotaAnswer> {
   return { quotas: reading.quotas, sources: reading.sources };
 }
 
-const s3 = tracer.captureAWSv3Client(new S3Client({}));
-const ddb = tracer.captureAWSv3Client(new DynamoDBClient({}));
-const sqs = tracer.captureAWSv3Client(new SQSClient({}));
+const s3 = traced(new S3Client({}));
+const ddb = traced(new DynamoDBClient({}));
+const sqs = traced(new SQSClient({}));
 const documentClient = DynamoDBDocumentClient.from(ddb);
 
 const baseDeps: Omit<PlanDeps, 'failureLane'> = {

@@ -20,7 +20,7 @@ import {
 } from './shared/batch-jobs';
 import { positiveInt, readEnv, required } from './shared/env';
 import { callDependency, errorMessage, errorName } from './shared/errors';
-import { logger, metrics, tracer } from './shared/observability';
+import { logger, metrics, traced } from './shared/observability';
 import { mapWithConcurrency } from './shared/pool';
 
 /** What the reconciler talks to. */
@@ -214,9 +214,9 @@ const env = readEnv(
     RECONCILE_CONCURRENCY: positiveInt.default(4),
   }),
 );
-const bedrock = tracer.captureAWSv3Client(new BedrockClient({}));
-const sfn = tracer.captureAWSv3Client(new SFNClient({}));
-const ddb = tracer.captureAWSv3Client(new DynamoDBClient({}));
+const bedrock = traced(new BedrockClient({}));
+const sfn = traced(new SFNClient({}));
+const ddb = traced(new DynamoDBClient({}));
 const store = new JobStore({
   client: DynamoDBDocumentClient.from(ddb),
   tableName: env.JOBS_TABLE,

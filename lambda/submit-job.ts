@@ -28,7 +28,7 @@ import {
   InvalidEventError,
   TransientDependencyError,
 } from './shared/errors';
-import { logger, metrics, tracer } from './shared/observability';
+import { logger, metrics, traced } from './shared/observability';
 import { clientRequestToken, jobName } from './shared/sharding';
 
 /** Tag keys SubmitJob puts on every job (after the configured tags, so these win). */
@@ -297,9 +297,9 @@ export function settingsFromEnv(env: z.infer<typeof submitJobEnvSchema>): Submit
 }
 
 const env = readEnv(submitJobEnvSchema);
-const bedrock = tracer.captureAWSv3Client(new BedrockClient({}));
-const sfn = tracer.captureAWSv3Client(new SFNClient({}));
-const ddb = tracer.captureAWSv3Client(new DynamoDBClient({}));
+const bedrock = traced(new BedrockClient({}));
+const sfn = traced(new SFNClient({}));
+const ddb = traced(new DynamoDBClient({}));
 const store = new JobStore({
   client: DynamoDBDocumentClient.from(ddb),
   tableName: env.JOBS_TABLE,

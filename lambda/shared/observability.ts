@@ -1,6 +1,6 @@
 import { Logger } from '@aws-lambda-powertools/logger';
 import { Metrics } from '@aws-lambda-powertools/metrics';
-import { Tracer } from '@aws-lambda-powertools/tracer';
+import type { Tracer } from '@aws-lambda-powertools/tracer';
 import type { Context } from 'aws-lambda';
 
 /** The service name when POWERTOOLS_SERVICE_NAME is not set (tests, scripts). */
@@ -20,8 +20,30 @@ export const metrics = new Metrics({
   namespace: process.env.POWERTOOLS_METRICS_NAMESPACE || DEFAULT_METRICS_NAMESPACE,
   serviceName,
 });
-/** X-Ray tracing of the SDK clients (disabled with POWERTOOLS_TRACE_ENABLED=false, as the local runtime does). */
-export const tracer = new Tracer({ serviceName });
+/**
+ * Whether this function records an X-Ray subsegment per AWS SDK call. Off with POWERTOOLS_TRACE_ENABLED=false (the
+ * stack's `sdkTracing` setting for data-plane functions, and the local runtime). Lambda active tracing still records
+ * the function's own segment either way.
+ */
+export const sdkTracingEnabled = process.env.POWERTOOLS_TRACE_ENABLED !== 'false';
+
+let tracer: Tracer | undefined;
+
+/**
+ * The client, instrumented with X-Ray subsegments when {@link sdkTracingEnabled}, else unchanged. The Tracer (and the
+ * X-Ray SDK under it) is only loaded then: loading it creates a cls-hooked namespace whose async hooks run on every
+ * promise of the process, tracing or not, which made a promise-bound loop 12x slower (bench/README.md).
+ */
+export function traced<T>(client: T): T {
+  if (!sdkTracingEnabled) return client;
+  if (!tracer) {
+    type TracerModule = typeof import('@aws-lambda-powertools/tracer');
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded only when enabled, see above
+    const powertools = require('@aws-lambda-powertools/tracer') as TracerModule;
+    tracer = new powertools.Tracer({ serviceName });
+  }
+  return tracer.captureAWSv3Client(client);
+}
 
 /**
  * The keys that tie a log line to a run, a batch job and a record, so one CloudWatch Logs Insights query

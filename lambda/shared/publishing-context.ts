@@ -4,7 +4,7 @@ import { SQSClient } from '@aws-sdk/client-sqs';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { Ledger } from './ledger';
 import { bedrockCaller, bedrockRuntimeClient, type ModelCaller } from './model-caller';
-import { tracer } from './observability';
+import { traced } from './observability';
 import { resultsPublisherFromEnv, type ResultsPublisher } from './results-queue';
 
 /** The settings {@link publishingContext} needs, from the handler's environment. */
@@ -32,10 +32,10 @@ export interface PublishingContext {
  * optional results-queue publisher.
  */
 export function publishingContext(settings: PublishingSettings): PublishingContext {
-  const bedrock = tracer.captureAWSv3Client(bedrockRuntimeClient(settings.MAX_ATTEMPTS));
-  const s3 = tracer.captureAWSv3Client(new S3Client({}));
-  const ddb = tracer.captureAWSv3Client(new DynamoDBClient({}));
-  const sqs = tracer.captureAWSv3Client(new SQSClient({}));
+  const bedrock = traced(bedrockRuntimeClient(settings.MAX_ATTEMPTS));
+  const s3 = traced(new S3Client({}));
+  const ddb = traced(new DynamoDBClient({}));
+  const sqs = traced(new SQSClient({}));
   const ledger = new Ledger({
     client: DynamoDBDocumentClient.from(ddb),
     tableName: settings.LEDGER_TABLE,
