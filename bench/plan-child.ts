@@ -11,6 +11,7 @@ import { planRun } from '../lambda/plan';
 import { DEFAULT_BATCH_QUOTAS } from '../lambda/shared/batch-quotas';
 import { FailureLaneSender } from '../lambda/shared/failure-lane';
 import { Ledger } from '../lambda/shared/ledger';
+import { defaultParseWorkers } from '../lambda/shared/parse-pool';
 import { bareLoop } from './lib/bare-loop';
 import { childMain, report } from './lib/child';
 import { noopSqs } from './lib/noop-sqs';
@@ -27,6 +28,10 @@ childMain(async () => {
   if (mode !== 'plan' || !outputBucket || !ledgerTable || !runId)
     throw new Error(`bad arguments for ${mode}`);
   const ddb = DynamoDBDocumentClient.from(new DynamoDBClient({}));
+  // BENCH_PLAN_WORKERS=<n> fixes the parse workers; by default, as the local runtime: one per CPU beyond the first.
+  const parseWorkers = process.env.BENCH_PLAN_WORKERS
+    ? Number(process.env.BENCH_PLAN_WORKERS)
+    : defaultParseWorkers();
   const peak = { heapUsed: 0, external: 0, arrayBuffers: 0, rss: 0 };
   const sampler = setInterval(() => {
     const m = process.memoryUsage();
@@ -48,6 +53,7 @@ childMain(async () => {
         mapConcurrency: 10,
         toleratedFailurePercentage: 5,
         batch: { toleratedFailurePercentage: 5, jobTimeoutHours: 24, reconcileIntervalMinutes: 5 },
+        parseWorkers,
       },
       batchQuotas: async () => ({ quotas: DEFAULT_BATCH_QUOTAS, sources: { all: 'configured' } }),
     },
@@ -61,6 +67,7 @@ childMain(async () => {
     counts: output.counts,
     mode: output.mode,
     shards: output.batch?.shards ?? 0,
+    parseWorkers,
     viaConverse: output.batch?.viaConverse ?? 0,
   });
 });

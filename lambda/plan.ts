@@ -16,7 +16,6 @@ import {
   type RecordFormat,
   type RequestedMode,
   type RunMode,
-  type WorkItem,
 } from './shared/contracts';
 import { readEnv, positiveInt, required } from './shared/env';
 import {
@@ -28,11 +27,12 @@ import {
 import { FailureLaneSender } from './shared/failure-lane';
 import { Ledger, type PublishedEntry } from './shared/ledger';
 import { logger, metrics, traced } from './shared/observability';
-import { cleanLine, DuplicateTracker, parseLine, type PromptSettings } from './shared/records';
-import { JsonlObjectWriter, openObject, putJson, readLines } from './shared/s3-jsonl';
+import { defaultParseWorkers, parseCorpus, type RecordOutcome } from './shared/parse-pool';
+import { DuplicateTracker, type PromptSettings } from './shared/records';
+import { JsonlObjectWriter, openObject, putJson } from './shared/s3-jsonl';
 import { ServiceQuotasClient } from '@aws-sdk/client-service-quotas';
 import { BATCH_QUOTA_KEYS, readBatchQuotas, type BatchQuotas } from './shared/batch-quotas';
-import { batchLineBytes, writeShards, type FormatTotals } from './shared/shard-writer';
+import { writeShards, type FormatTotals } from './shared/shard-writer';
 import { autoMode } from './shared/sharding';
 
 /** Mode A settings of Plan. */
@@ -60,6 +60,10 @@ export interface PlanSettings {
   mapConcurrency: number;
   toleratedFailurePercentage: number;
   batch: PlanBatchSettings;
+  /** Worker threads that parse the corpus (0: parse in the main thread). @default defaultParseWorkers() */
+  parseWorkers?: number;
+  /** Corpora smaller than this parse in the main thread, whatever `parseWorkers` says. @default 16 MiB */
+  parallelParseMinBytes?: number;
 }
 
 /** What Plan talks to. */
@@ -85,6 +89,7 @@ export const planEventSchema = z.object({
 export type PlanEvent = z.infer<typeof planEventSchema>;
 
 const LEDGER_LOOKUP_CHUNK = 100;
+const PARALLEL_PARSE_MIN_BYTES = 16 * 1024 * 1024;
 const LEDGER_LOOKUPS_IN_FLIGHT = 8;
 
 /**
@@ -131,25 +136,32 @@ export async function planRun(event: PlanEvent, deps: PlanDeps): Promise<PlanOut
   };
 
   // Ledger lookups run ahead of the writer, several in flight, while items are written in corpus order.
-  type Pending = { item: WorkItem; contentHash: string };
+  type Pending = { record: RecordOutcome; items: Buffer };
   const lookups: { chunk: Pending[]; published: Promise<Map<string, PublishedEntry>> }[] = [];
   const writeOldestChunk = async (): Promise<void> => {
     const next = lookups.shift();
     if (!next) return;
     const published = await next.published;
-    for (const { item, contentHash } of next.chunk) {
-      const entry = published.get(item.recordId);
-      if (entry?.contentHash !== undefined && entry.contentHash !== contentHash) {
+    // Consecutive item lines of one block go to the writer as one slice.
+    let run: { items: Buffer; start: number; end: number; lines: number } | undefined;
+    const writeRun = async (): Promise<void> => {
+      if (run) await items.writeLines(run.items.subarray(run.start, run.end), run.lines);
+      run = undefined;
+    };
+    for (const { record, items: blockItems } of next.chunk) {
+      const entry = published.get(record.recordId);
+      if (entry?.contentHash !== undefined && entry.contentHash !== record.contentHash) {
         // Another corpus (or an edited one) reuses the id for different content: skipping it would silently drop
         // this record, processing it would overwrite the published answer.
         counts.records--;
+        await writeRun();
         await recordFailure({
-          recordId: item.recordId,
-          line: item.line,
+          recordId: record.recordId,
+          line: record.line,
           stage: 'plan',
           error: {
             code: 'RecordIdReused',
-            message: `line ${item.line}: recordId ${JSON.stringify(item.recordId)} was already published in ledger scope ${JSON.stringify(ledgerScope)} (run ${entry.runId}) with different content; give this record its own recordId, or run it under another ledgerScope`,
+            message: `line ${record.line}: recordId ${JSON.stringify(record.recordId)} was already published in ledger scope ${JSON.stringify(ledgerScope)} (run ${entry.runId}) with different content; give this record its own recordId, or run it under another ledgerScope`,
             retryable: false,
           },
         });
@@ -157,17 +169,24 @@ export async function planRun(event: PlanEvent, deps: PlanDeps): Promise<PlanOut
       else {
         counts.toProcess++;
         if (batchPossible) {
-          totals[item.format].records++;
-          totals[item.format].bytes += batchLineBytes(item);
+          totals[record.format].records++;
+          totals[record.format].bytes += record.batchBytes;
         }
-        await items.write(item);
+        if (run && run.items === blockItems && run.end === record.start) {
+          run.end = record.end;
+          run.lines++;
+        } else {
+          await writeRun();
+          run = { items: blockItems, start: record.start, end: record.end, lines: 1 };
+        }
       }
     }
+    await writeRun();
   };
   let chunk: Pending[] = [];
   const submitChunk = async (): Promise<void> => {
     if (chunk.length === 0) return;
-    const ids = chunk.map((p) => p.item.recordId);
+    const ids = chunk.map((p) => p.record.recordId);
     const published = deps.ledger.lookupPublished(ledgerScope, ids);
     published.catch(() => undefined); // awaited in order by writeOldestChunk
     lookups.push({ chunk, published });
@@ -179,45 +198,44 @@ export async function planRun(event: PlanEvent, deps: PlanDeps): Promise<PlanOut
   const body = await openObject(deps.s3, input.bucket, input.key);
   if (!body)
     throw new CorpusNotFoundError(`s3://${input.bucket}/${input.key} disappeared while the run started`);
-  let lineNo = 0;
-  for await (const rawLine of readLines(body)) {
-    lineNo++;
-    const text = cleanLine(rawLine, lineNo === 1);
-    if (text.trim() === '') continue;
-    counts.lines++;
-    const outcome = parseLine(text, lineNo, settings.prompt);
-    if (!outcome.ok) {
-      const { code, message, recordId } = outcome.problem;
-      await recordFailure({
-        ...(recordId ? { recordId } : {}),
-        line: lineNo,
-        stage: 'plan',
-        error: { code, message, retryable: false },
-      });
-      continue;
+  // Small corpora parse in this thread: starting workers would cost more than it saves.
+  const parallel = head.size >= (settings.parallelParseMinBytes ?? PARALLEL_PARSE_MIN_BYTES);
+  const workers = parallel ? (settings.parseWorkers ?? defaultParseWorkers()) : 0;
+  for await (const block of parseCorpus(body, { prompt: settings.prompt, workers })) {
+    for (const outcome of block.outcomes) {
+      counts.lines++;
+      if (!outcome.ok) {
+        const { code, message, recordId } = outcome.problem;
+        await recordFailure({
+          ...(recordId ? { recordId } : {}),
+          line: outcome.line,
+          stage: 'plan',
+          error: { code, message, retryable: false },
+        });
+        continue;
+      }
+      const verdict = tracker.check(outcome.recordId, outcome.contentHash, outcome.line);
+      if (verdict.kind === 'identical') {
+        counts.duplicates++;
+        continue;
+      }
+      if (verdict.kind === 'conflict') {
+        // No top-level recordId: the record of the first line keeps that id in the results.
+        await recordFailure({
+          line: outcome.line,
+          stage: 'plan',
+          error: {
+            code: 'ConflictingRecordId',
+            message: `line ${outcome.line} reuses recordId ${JSON.stringify(outcome.recordId)} of line ${verdict.firstLine} with different content; give it its own recordId`,
+            retryable: false,
+          },
+        });
+        continue;
+      }
+      counts.records++;
+      chunk.push({ record: outcome, items: block.items });
+      if (chunk.length >= LEDGER_LOOKUP_CHUNK) await submitChunk();
     }
-    const { item } = outcome;
-    const verdict = tracker.check(item.recordId, outcome.contentHash, lineNo);
-    if (verdict.kind === 'identical') {
-      counts.duplicates++;
-      continue;
-    }
-    if (verdict.kind === 'conflict') {
-      // No top-level recordId: the record of the first line keeps that id in the results.
-      await recordFailure({
-        line: lineNo,
-        stage: 'plan',
-        error: {
-          code: 'ConflictingRecordId',
-          message: `line ${lineNo} reuses recordId ${JSON.stringify(item.recordId)} of line ${verdict.firstLine} with different content; give it its own recordId`,
-          retryable: false,
-        },
-      });
-      continue;
-    }
-    counts.records++;
-    chunk.push({ item, contentHash: outcome.contentHash });
-    if (chunk.length >= LEDGER_LOOKUP_CHUNK) await submitChunk();
   }
   await submitChunk();
   while (lookups.length > 0) await writeOldestChunk();
@@ -377,6 +395,8 @@ const env = readEnv(
     BATCH_TOLERATED_FAILURE_PERCENTAGE: z.coerce.number().min(0).max(100),
     BATCH_JOB_TIMEOUT_HOURS: positiveInt,
     BATCH_RECONCILE_INTERVAL_MINUTES: positiveInt,
+    /** Parse worker threads; unset: one per vCPU beyond the first. */
+    PLAN_PARSE_WORKERS: z.coerce.number().int().min(0).max(64).optional(),
   }),
 );
 
@@ -428,6 +448,7 @@ const baseDeps: Omit<PlanDeps, 'failureLane'> = {
       jobTimeoutHours: env.BATCH_JOB_TIMEOUT_HOURS,
       reconcileIntervalMinutes: env.BATCH_RECONCILE_INTERVAL_MINUTES,
     },
+    ...(env.PLAN_PARSE_WORKERS !== undefined ? { parseWorkers: env.PLAN_PARSE_WORKERS } : {}),
   },
   batchQuotas,
 };

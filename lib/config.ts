@@ -1,5 +1,16 @@
 import { z } from 'zod';
 
+/** Plan's memory unless an environment sets `plan.memorySize`: the largest Lambda function, six vCPUs. */
+export const DEFAULT_PLAN_MEMORY_MB = 10_240;
+
+/** Lambda allocates CPU in proportion to memory: one vCPU's worth at 1,769 MB, up to six at 10,240 MB. */
+export const MB_PER_VCPU = 1_769;
+
+/** The vCPUs (rounded, at least one) a Lambda function of `memoryMb` gets. */
+export function lambdaVcpus(memoryMb: number): number {
+  return Math.min(6, Math.max(1, Math.round(memoryMb / MB_PER_VCPU)));
+}
+
 /**
  * The per-environment settings, validated once in bin/ from cdk.json context (`environments.<name>`),
  * then passed down as typed props. Every field has a safe default except the model.
@@ -110,6 +121,17 @@ export const environmentConfigSchema = z
           batchDiscount: 0.5,
         },
       }),
+    /** The Plan function. */
+    plan: z
+      .object({
+        /**
+         * Plan's memory in MB. Lambda gives a function one vCPU per 1,769 MB (six at 10,240 MB) and Plan parses the
+         * corpus on all of them, which is what plans the 20 GB design point within one invocation (bench/README.md).
+         * Accounts still held to 3,008 MB must lower it (and plan smaller corpora per run). @default 10240
+         */
+        memorySize: z.number().int().min(512).max(10_240).default(DEFAULT_PLAN_MEMORY_MB),
+      })
+      .prefault({}),
     /** Dashboard and alarms. */
     monitoring: z
       .object({

@@ -9,6 +9,7 @@ import {
   type BedrockSimulator,
   type BedrockSimulatorOptions,
 } from './bedrock-simulator';
+import { defaultParseWorkers } from '../lambda/shared/parse-pool';
 import { startEmulators, type Emulators } from './cloud/emulators';
 import { LocalFunction } from './cloud/lambda-runner';
 import { startEventSourcePollers } from './cloud/sqs-poller';
@@ -215,6 +216,8 @@ export async function startLocalRuntime(options: LocalRuntimeOptions): Promise<L
       AWS_ENDPOINT_URL_SFN: sfnServer.endpoint,
       // No X-Ray daemon offline; logs and EMF metrics go to the function's log file.
       POWERTOOLS_TRACE_ENABLED: 'false',
+      // Plan's parse workers follow this machine's CPUs, not the vCPUs of the deployed function's memory size.
+      PLAN_PARSE_WORKERS: String(defaultParseWorkers()),
     };
     const crash = options.faults?.crash;
     for (const fn of stack.functions) {

@@ -1,5 +1,6 @@
+import { isMainThread } from 'node:worker_threads';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { bundleEntry } from './bundle';
@@ -14,8 +15,10 @@ const REPORT_PREFIX = 'BENCH-REPORT ';
 export interface ChildReport {
   /** Peak resident set size of the child process, in MB (process.resourceUsage().maxRSS). */
   maxRssMb: number;
-  /** CPU time of the child, in seconds (user + system). */
+  /** CPU time of the child, in seconds (user + system), all its threads. */
   cpuSeconds: number;
+  /** CPU time of its main thread alone, where the platform tells (Linux). */
+  mainThreadCpuSeconds?: number;
 }
 
 /** A child process exited badly or without a report. */
@@ -89,20 +92,39 @@ export async function runChild<T>(
   return JSON.parse(line.slice(REPORT_PREFIX.length)) as T & ChildReport;
 }
 
+/**
+ * CPU seconds of this process's main thread alone (Linux /proc; Node 20 has no per-thread counter), or undefined where
+ * /proc is not there. With worker threads, the process total minus this is what the workers (and V8's helpers) used.
+ */
+export function mainThreadCpuSeconds(): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/self/task/${process.pid}/stat`, 'utf8');
+    // Fields after the command name: utime and stime are the 12th and 13th, in clock ticks (100 a second on Linux).
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return undefined;
+  }
+}
+
 /** Child side: prints the report (with this process's peak memory and CPU time) for {@link runChild}. */
 export function report(values: object): void {
   const usage = process.resourceUsage();
+  const main = mainThreadCpuSeconds();
   const full = {
     ...values,
     // maxRSS is in kilobytes on Linux.
     maxRssMb: usage.maxRSS / 1024,
     cpuSeconds: (usage.userCPUTime + usage.systemCPUTime) / 1e6,
+    ...(main !== undefined ? { mainThreadCpuSeconds: main } : {}),
   };
   process.stdout.write(`${REPORT_PREFIX}${JSON.stringify(full)}\n`);
 }
 
 /** Child side: runs `main`, reporting a failure on stderr with a non-zero exit code. */
 export function childMain(main: () => Promise<void>): void {
+  // The bundle is also the script of Plan's parse workers (lambda/shared/parse-pool.ts): only the main thread runs.
+  if (!isMainThread) return;
   main().then(
     () => process.exit(0),
     (err: unknown) => {

@@ -87,13 +87,29 @@ export class JsonlObjectWriter {
     if (this.pendingSize >= WRITE_BLOCK_BYTES) await this.flush();
   }
 
+  /**
+   * Appends whole JSON lines that are already bytes, each ending in a newline (`lines` of them). The caller vouches
+   * for the text.
+   */
+  async writeLines(bytes: Buffer, lines: number): Promise<void> {
+    if (bytes.length === 0) return;
+    this.pendingBuffers = true;
+    this.pending.push(bytes);
+    this.pendingSize += bytes.length;
+    this.lines += lines;
+    if (this.pendingSize >= WRITE_BLOCK_BYTES) await this.flush();
+  }
+
   /** Hands the gathered lines to the upload stream as one block, waiting when the stream is full. */
   private async flush(): Promise<void> {
     if (this.uploadError) throw this.uploadError;
     if (this.pending.length === 0) return;
-    const block = this.pendingBuffers
-      ? Buffer.concat(this.pending.map((p) => (typeof p === 'string' ? Buffer.from(p) : p)))
-      : Buffer.from((this.pending as string[]).join(''));
+    const only = this.pending.length === 1 ? this.pending[0] : undefined;
+    const block = Buffer.isBuffer(only)
+      ? only
+      : this.pendingBuffers
+        ? Buffer.concat(this.pending.map((p) => (typeof p === 'string' ? Buffer.from(p) : p)))
+        : Buffer.from((this.pending as string[]).join(''));
     this.pending = [];
     this.pendingSize = 0;
     this.pendingBuffers = false;

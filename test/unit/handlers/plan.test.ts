@@ -583,3 +583,31 @@ describe('planRun in batch mode (mode A sharding)', () => {
     expect(s3.lines<FailureLine>(OUT, 'runs/run-1/failures/plan.jsonl')).toHaveLength(3);
   });
 });
+
+describe('planRun with parse workers', () => {
+  it('plans the same run in worker threads as in one thread: items, failures, counts and shards', async () => {
+    const bad = ['{"recordId": "cut', '[1]', fixture('bad-input-corpus.jsonl')];
+    s3.put(INGEST, 'mixed.jsonl', `${corpus(2550, 9)}\n${bad.join('\n')}`);
+    for (let i = 0; i < 2550; i += 11) table.published.add(`r-${String(i).padStart(5, '0')}`);
+    const run = async (runId: string, parse: Partial<PlanSettings>) => {
+      const out = await planRun(event({ bucket: INGEST, key: 'mixed.jsonl', mode: 'batch' }, runId), {
+        ...deps(),
+        settings: { ...settings, ...parse },
+      });
+      const key = (k: string): string => k.replace(`runs/${runId}/`, '');
+      const files = Object.fromEntries(
+        s3
+          .keys(OUT)
+          .filter((k) => k.startsWith(`runs/${runId}/`) && !k.endsWith('plan.json'))
+          .map((k) => [key(k), s3.text(OUT, k)?.replaceAll(runId, '<run>')]),
+      );
+      return { counts: out.counts, mode: out.mode, shards: out.batch?.shards, files };
+    };
+    const inline = await run('inline', { parseWorkers: 0 });
+    const pooled = await run('pooled', { parseWorkers: 2, parallelParseMinBytes: 0 });
+    expect(inline.shards).toBeGreaterThan(1);
+    expect(inline.counts.invalid).toBeGreaterThan(5);
+    expect(Object.keys(inline.files)).toContain('failures/plan.jsonl');
+    expect(pooled).toEqual(inline);
+  });
+});

@@ -541,6 +541,7 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
         'BATCH_TOLERATED_FAILURE_PERCENTAGE',
         'BATCH_JOB_TIMEOUT_HOURS',
         'BATCH_RECONCILE_INTERVAL_MINUTES',
+        'PLAN_PARSE_WORKERS',
       ],
       'lambda/converse-batch.ts': [
         'OUTPUT_BUCKET',
@@ -642,8 +643,11 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
     s.template.hasResourceProperties('AWS::Lambda::Function', {
       Handler: 'index.handler',
       Timeout: 900,
-      MemorySize: 1024,
-      Environment: { Variables: Match.objectLike({ POWERTOOLS_SERVICE_NAME: 'corpus-plan' }) },
+      // Six vCPUs: the main thread and five parse workers.
+      MemorySize: 10240,
+      Environment: {
+        Variables: Match.objectLike({ POWERTOOLS_SERVICE_NAME: 'corpus-plan', PLAN_PARSE_WORKERS: '5' }),
+      },
     });
     s.template.hasResourceProperties('AWS::Lambda::Function', {
       Timeout: 240,
