@@ -1,5 +1,5 @@
 import * as os from 'node:os';
-import { DEFAULT_PLAN_MEMORY_MB, lambdaVcpus } from '../lib/config';
+import { DEFAULT_PLAN_MEMORY_MB, lambdaVcpus, PLAN_RUNTIME_ENV } from '../lib/config';
 import { runChild, type ChildReport } from './lib/child';
 import { corpusChunks, type CorpusStats } from './lib/corpus';
 import { figure, type Benchmark, type BenchResults } from './lib/results';
@@ -23,6 +23,8 @@ interface PlanChildReport {
   shards: number;
   viaConverse: number;
   parseWorkers: number;
+  /** Peaks of process.memoryUsage() in the child, MB (sampled every 50 ms). */
+  peak: { heapUsed: number; external: number; arrayBuffers: number; rss: number };
 }
 
 /**
@@ -69,7 +71,7 @@ export const planBenchmark: Benchmark = {
         runChild<PlanChildReport>(
           'plan-child.ts',
           ['plan', CORPUS_BUCKET, `${name}.jsonl`, OUTPUT_BUCKET, LEDGER_TABLE, runId],
-          env,
+          { ...env, ...PLAN_RUNTIME_ENV },
         );
 
       log('bare loop over the large corpus');
@@ -86,6 +88,16 @@ export const planBenchmark: Benchmark = {
       log('planRun over the small corpus');
       const small = await plan('small', 'bench-small');
       log(`planRun small: ${small.seconds.toFixed(1)} s, peak ${Math.round(small.maxRssMb)} MB`);
+      for (const [name, run] of [
+        ['large', large],
+        ['small', small],
+      ] as const) {
+        const p = run.peak;
+        log(
+          `planRun ${name} peaks (MB, main thread's heap): heapUsed ${Math.round(p.heapUsed)}, external ` +
+            `${Math.round(p.external)}, arrayBuffers ${Math.round(p.arrayBuffers)}`,
+        );
+      }
       log('bare loop over the large corpus again');
       const bareAfter = await bare('large');
 

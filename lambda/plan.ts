@@ -194,49 +194,53 @@ export async function planRun(event: PlanEvent, deps: PlanDeps): Promise<PlanOut
     if (lookups.length >= LEDGER_LOOKUPS_IN_FLIGHT) await writeOldestChunk();
   };
 
-  const tracker = new DuplicateTracker();
   const body = await openObject(deps.s3, input.bucket, input.key);
   if (!body)
     throw new CorpusNotFoundError(`s3://${input.bucket}/${input.key} disappeared while the run started`);
   // Small corpora parse in this thread: starting workers would cost more than it saves.
   const parallel = head.size >= (settings.parallelParseMinBytes ?? PARALLEL_PARSE_MIN_BYTES);
   const workers = parallel ? (settings.parseWorkers ?? defaultParseWorkers()) : 0;
-  for await (const block of parseCorpus(body, { prompt: settings.prompt, workers })) {
-    for (const outcome of block.outcomes) {
-      counts.lines++;
-      if (!outcome.ok) {
-        const { code, message, recordId } = outcome.problem;
-        await recordFailure({
-          ...(recordId ? { recordId } : {}),
-          line: outcome.line,
-          stage: 'plan',
-          error: { code, message, retryable: false },
-        });
-        continue;
+  // A function of its own so the duplicate tracker (about 24 bytes a record) is garbage by the second pass.
+  const readCorpus = async (): Promise<void> => {
+    const tracker = new DuplicateTracker();
+    for await (const block of parseCorpus(body, { prompt: settings.prompt, workers })) {
+      for (const outcome of block.outcomes) {
+        counts.lines++;
+        if (!outcome.ok) {
+          const { code, message, recordId } = outcome.problem;
+          await recordFailure({
+            ...(recordId ? { recordId } : {}),
+            line: outcome.line,
+            stage: 'plan',
+            error: { code, message, retryable: false },
+          });
+          continue;
+        }
+        const verdict = tracker.check(outcome.recordId, outcome.contentHash, outcome.line);
+        if (verdict.kind === 'identical') {
+          counts.duplicates++;
+          continue;
+        }
+        if (verdict.kind === 'conflict') {
+          // No top-level recordId: the record of the first line keeps that id in the results.
+          await recordFailure({
+            line: outcome.line,
+            stage: 'plan',
+            error: {
+              code: 'ConflictingRecordId',
+              message: `line ${outcome.line} reuses recordId ${JSON.stringify(outcome.recordId)} of line ${verdict.firstLine} with different content; give it its own recordId`,
+              retryable: false,
+            },
+          });
+          continue;
+        }
+        counts.records++;
+        chunk.push({ record: outcome, items: block.items });
+        if (chunk.length >= LEDGER_LOOKUP_CHUNK) await submitChunk();
       }
-      const verdict = tracker.check(outcome.recordId, outcome.contentHash, outcome.line);
-      if (verdict.kind === 'identical') {
-        counts.duplicates++;
-        continue;
-      }
-      if (verdict.kind === 'conflict') {
-        // No top-level recordId: the record of the first line keeps that id in the results.
-        await recordFailure({
-          line: outcome.line,
-          stage: 'plan',
-          error: {
-            code: 'ConflictingRecordId',
-            message: `line ${outcome.line} reuses recordId ${JSON.stringify(outcome.recordId)} of line ${verdict.firstLine} with different content; give it its own recordId`,
-            retryable: false,
-          },
-        });
-        continue;
-      }
-      counts.records++;
-      chunk.push({ record: outcome, items: block.items });
-      if (chunk.length >= LEDGER_LOOKUP_CHUNK) await submitChunk();
     }
-  }
+  };
+  await readCorpus();
   await submitChunk();
   while (lookups.length > 0) await writeOldestChunk();
   await items.close();

@@ -6,7 +6,7 @@ import type * as kms from 'aws-cdk-lib/aws-kms';
 import type * as s3 from 'aws-cdk-lib/aws-s3';
 import type * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
-import { lambdaVcpus, type PipelineConfig } from './config';
+import { lambdaVcpus, PLAN_RUNTIME_ENV, type PipelineConfig } from './config';
 import { toRetentionDays } from './log-retention';
 import { PipelineFunction } from './pipeline-function';
 
@@ -123,6 +123,7 @@ export class PipelineFunctions extends Construct {
         // One parse worker per vCPU beyond the main thread's (lambda/shared/parse-pool.ts). Inside Lambda the CPU count
         // Node sees does not follow the memory size, so the stack says it.
         PLAN_PARSE_WORKERS: String(lambdaVcpus(config.plan.memorySize) - 1),
+        ...PLAN_RUNTIME_ENV,
         OUTPUT_BUCKET: props.outputBucket.bucketName,
         LEDGER_TABLE: props.ledgerTable.tableName,
         IDEMPOTENCY_TABLE: props.idempotencyTable.tableName,

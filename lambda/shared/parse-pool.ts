@@ -52,6 +52,17 @@ const BLOCKS_IN_FLIGHT_PER_WORKER = 2;
 const LF = 0x0a;
 const CR = 0x0d;
 const WORKER_ROLE = 'corpus-plan-parse';
+/**
+ * Blocks larger than this hold a very long line (blocks are cut near BLOCK_BYTES otherwise): they are parsed in the
+ * main thread, whose heap is sized for the function, so a worker's small heap never has to take one.
+ */
+const WORKER_MAX_BLOCK_BYTES = 4 * 1024 * 1024;
+/**
+ * A worker's heap: its live data is a block or two (at most WORKER_MAX_BLOCK_BYTES each, a few times that once
+ * decoded and parsed). With V8's defaults (a young generation of up to 48 MiB, an old one sized for the whole
+ * machine) each worker grew by tens of MB over a long corpus and used more CPU (cache misses) (bench/README.md).
+ */
+const WORKER_LIMITS = { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 64 };
 
 /**
  * The worker threads worth starting on this machine: one per CPU beyond the main thread's, at most `max`. None on
@@ -215,7 +226,10 @@ export async function* parseCorpus(
     for await (const block of blocks) {
       const firstLine = nextLine;
       nextLine += countLines(block);
-      const parsed = pool.parse(block, firstLine);
+      const parsed =
+        block.length > WORKER_MAX_BLOCK_BYTES
+          ? Promise.resolve(parseBlock(block, firstLine, options.prompt))
+          : pool.parse(block, firstLine);
       parsed.catch(() => undefined); // awaited in order below
       window.push(parsed);
       if (window.length >= options.workers * BLOCKS_IN_FLIGHT_PER_WORKER) yield await window.shift()!;
@@ -298,9 +312,9 @@ function startWorker(data: { role: string; prompt: PromptSettings }): Worker {
   if (__filename.endsWith('.ts')) {
     // From the TypeScript source: load this module through tsx (a dependency of the local runtime, never bundled).
     const source = `require('tsx/cjs'); require(${JSON.stringify(__filename)});`;
-    return new Worker(source, { eval: true, workerData: data });
+    return new Worker(source, { eval: true, workerData: data, resourceLimits: WORKER_LIMITS });
   }
-  return new Worker(__filename, { workerData: data });
+  return new Worker(__filename, { workerData: data, resourceLimits: WORKER_LIMITS });
 }
 
 // In a parse worker: answer blocks until terminated.

@@ -9,14 +9,19 @@ import { serializedItem } from './records';
 /** Lines are handed to the upload stream in blocks of about this many bytes, not one write per line. */
 const WRITE_BLOCK_BYTES = 256 * 1024;
 const NEWLINE = Buffer.from('\n');
+/**
+ * S3's smallest part, so an open writer holds as little as it can; with at most 10,000 parts an object may reach
+ * 48.8 GiB, twice the items file of the 20 GB design point.
+ */
+const PART_BYTES = 5 * 1024 * 1024;
 
 /**
  * Streams JSON lines into one S3 object through a multipart upload, so memory stays flat whatever the size.
  * `write` resolves when the stream can take more (back-pressure); `close` completes the upload.
  *
  * Lines are gathered into blocks of about 256 KiB before they go to the upload stream (a stream write per line costs
- * more than the line), and at most two 8 MiB parts upload at once besides the one filling: about 30 MiB per open
- * writer, whatever the object's size.
+ * more than the line), and at most two parts upload at once besides the one filling: about 20 MiB per open writer,
+ * whatever the object's size.
  */
 export class JsonlObjectWriter {
   private readonly body = new PassThrough({ highWaterMark: 1024 * 1024 });
@@ -37,7 +42,7 @@ export class JsonlObjectWriter {
       client,
       params: { Bucket: bucket, Key: key, Body: this.body, ContentType: 'application/x-ndjson' },
       queueSize: 2,
-      partSize: 8 * 1024 * 1024,
+      partSize: PART_BYTES,
     });
     // Mapped once, so write() and close() both surface a throttled upload as TransientDependencyError.
     this.done = callDependency('S3 upload', () => this.upload.done()).catch((err: unknown) => {

@@ -186,6 +186,17 @@ describe('parseCorpus', () => {
     expect(inline).toEqual(await lineByLine(corpus));
   });
 
+  it('parses a block too large for a worker in the main thread, in its place', async () => {
+    const huge = record('huge', 'z'.repeat(5 * 1024 * 1024));
+    const text = `${record('a', 'before')}\n${huge}\n${record('b', 'after')}\n`;
+    const outcomes = flatten(await collect(text, 1, 1024, 64 * 1024)).map((o) => o.outcome);
+    expect(outcomes.map((o) => [o.line, o.ok ? o.recordId : o.problem.code])).toEqual([
+      [1, 'a'],
+      [2, 'RecordTooLarge'],
+      [3, 'b'],
+    ]);
+  });
+
   it('stops its workers when the reader stops early', async () => {
     const stream = Readable.from([Buffer.from(corpus)]);
     let seen = 0;

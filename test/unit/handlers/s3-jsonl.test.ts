@@ -50,7 +50,7 @@ describe('JsonlObjectWriter', () => {
     expect(s3.text(BUCKET, 'empty.jsonl')).toBe('');
   });
 
-  it('switches to a multipart upload past one part (8 MiB) and keeps every line in order', async () => {
+  it('switches to a multipart upload past one part (5 MiB) and keeps every line in order', async () => {
     const writer = new JsonlObjectWriter(new S3Client({}), BUCKET, 'big.jsonl');
     const pad = 'x'.repeat(1000);
     for (let i = 0; i < 9000; i++) await writer.write({ i, pad });
@@ -61,6 +61,16 @@ describe('JsonlObjectWriter', () => {
     const lines = s3.lines<{ i: number }>(BUCKET, 'big.jsonl');
     expect(lines).toHaveLength(9000);
     expect(lines.every((l, idx) => l.i === idx)).toBe(true);
+  });
+
+  it('takes lines that are already bytes, between other lines, in order and counted', async () => {
+    const writer = new JsonlObjectWriter(new S3Client({}), BUCKET, 'bytes.jsonl');
+    await writer.write({ a: 1 });
+    await writer.writeLines(Buffer.from('{"b":2}\n{"c":3}\n'), 2);
+    await writer.writeLines(Buffer.alloc(0), 0);
+    await writer.writeLine('{"d":4}');
+    expect(await writer.close()).toEqual({ lines: 4, bytes: 32 });
+    expect(s3.text(BUCKET, 'bytes.jsonl')).toBe('{"a":1}\n{"b":2}\n{"c":3}\n{"d":4}\n');
   });
 
   it('surfaces a throttled upload (503) as TransientDependencyError from close()', async () => {

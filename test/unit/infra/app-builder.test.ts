@@ -7,7 +7,12 @@ import { Template } from 'aws-cdk-lib/assertions';
 import * as s3 from 'aws-cdk-lib/aws-s3';
 import { buildApp, readCdkJsonContext, resolveEnvironment } from '../../../lib/app-builder';
 import { baseModelId, isInferenceProfileId, modelInvokeResources } from '../../../lib/bedrock-model';
-import { ConfigError } from '../../../lib/config';
+import {
+  ConfigError,
+  DEFAULT_PLAN_MEMORY_MB,
+  lambdaVcpus,
+  parseEnvironmentConfig,
+} from '../../../lib/config';
 import { FailureLane } from '../../../lib/failure-lane';
 import { toRetentionDays, UnsupportedRetentionError } from '../../../lib/log-retention';
 import { flattenForNag, wildcardResourceFindingId } from '../../../lib/nag';
@@ -146,6 +151,19 @@ describe('helpers', () => {
     expect(toRetentionDays(3653)).toBe(3653);
     expect(() => toRetentionDays(31)).toThrow(UnsupportedRetentionError);
     expect(() => toRetentionDays(31)).toThrow(/use one of 1, 3, 5, 7, 14, 30/);
+  });
+
+  test('Lambda vCPUs follow memory: one per 1,769 MB, at least one, at most six', () => {
+    expect([512, 1024, 1769, 3008, 3538, 7076, 10240].map(lambdaVcpus)).toEqual([1, 1, 1, 2, 2, 4, 6]);
+  });
+
+  test('plan.memorySize defaults to six vCPUs and stays within what Lambda allows', () => {
+    const dev = { region: 'us-east-1', modelId: 'anthropic.claude-3-haiku-20240307-v1:0' };
+    expect(parseEnvironmentConfig('dev', dev).plan.memorySize).toBe(DEFAULT_PLAN_MEMORY_MB);
+    expect(parseEnvironmentConfig('dev', { ...dev, plan: { memorySize: 3008 } }).plan.memorySize).toBe(3008);
+    expect(() => parseEnvironmentConfig('dev', { ...dev, plan: { memorySize: 20_000 } })).toThrow(
+      /plan\.memorySize/,
+    );
   });
 
   test('placeholders are listed once each, sorted', () => {

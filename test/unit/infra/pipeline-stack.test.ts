@@ -542,6 +542,7 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
         'BATCH_JOB_TIMEOUT_HOURS',
         'BATCH_RECONCILE_INTERVAL_MINUTES',
         'PLAN_PARSE_WORKERS',
+        'MALLOC_ARENA_MAX',
       ],
       'lambda/converse-batch.ts': [
         'OUTPUT_BUCKET',
@@ -606,7 +607,10 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
       expect(props.TracingConfig).toEqual({ Mode: 'Active' });
       const variables = asRecord(asRecord(props.Environment, 'env').Variables, 'vars');
       expect(Object.keys(variables).sort()).toEqual([...(expected[String(entry)] ?? []), ...common].sort());
-      expect(variables.NODE_OPTIONS).toBe('--enable-source-maps');
+      // Plan's main thread also gets a small young generation (lib/config.ts PLAN_RUNTIME_ENV).
+      expect(variables.NODE_OPTIONS).toBe(
+        entry === 'lambda/plan.ts' ? '--enable-source-maps --max-semi-space-size=4' : '--enable-source-maps',
+      );
       expect(variables.POWERTOOLS_METRICS_NAMESPACE).toBe('CorpusPipeline');
     }
     expect(seen.sort()).toEqual(Object.keys(expected).sort());
