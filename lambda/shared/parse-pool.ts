@@ -45,7 +45,7 @@ export interface ParsedBlock {
   items: Buffer;
 }
 
-/** The size blocks are cut to (at a line end). */
+/** Blocks are cut at the first line end from this many bytes on. */
 export const BLOCK_BYTES = 1024 * 1024;
 /** Blocks waiting for, or in, each worker: enough to keep it busy while the main thread takes a result. */
 const BLOCKS_IN_FLIGHT_PER_WORKER = 2;
@@ -156,9 +156,9 @@ export function countLines(block: Buffer): number {
 }
 
 /**
- * Cuts a byte stream into blocks that end at a line end (the last block may not): each is cut at the last line end of
- * the chunk that takes it to `blockBytes`, so it is about that size (larger only when a line is longer than a chunk).
- * A block is a fresh Buffer that owns its memory, so it can be transferred to a worker.
+ * Cuts a byte stream into blocks that end at a line end (the last block may not): each is cut at the first line end
+ * from its `blockBytes`-th byte on, whatever the size of the stream's chunks, so it is at least `blockBytes` long and
+ * longer by less than a line. A block is a fresh Buffer that owns its memory, so it can be transferred to a worker.
  */
 export async function* cutBlocks(
   stream: AsyncIterable<Buffer | string>,
@@ -167,18 +167,20 @@ export async function* cutBlocks(
   let pending: Buffer[] = [];
   let pendingBytes = 0;
   for await (const piece of stream) {
-    const chunk = typeof piece === 'string' ? Buffer.from(piece) : piece;
-    pending.push(chunk);
-    pendingBytes += chunk.length;
-    if (pendingBytes < blockBytes) continue;
-    // Cut after the last LF of this chunk; a chunk without one (a line longer than a chunk) waits for the next.
-    const lf = chunk.lastIndexOf(LF);
-    if (lf === -1) continue;
-    const rest = chunk.subarray(lf + 1);
-    pending[pending.length - 1] = chunk.subarray(0, lf + 1);
-    yield ownedConcat(pending, pendingBytes - rest.length);
-    pending = rest.length > 0 ? [rest] : [];
-    pendingBytes = rest.length;
+    let chunk = typeof piece === 'string' ? Buffer.from(piece) : piece;
+    while (chunk.length > 0) {
+      const lf = chunk.indexOf(LF, Math.max(0, blockBytes - pendingBytes - 1));
+      if (lf === -1) {
+        pending.push(chunk);
+        pendingBytes += chunk.length;
+        break;
+      }
+      pending.push(chunk.subarray(0, lf + 1));
+      yield ownedConcat(pending, pendingBytes + lf + 1);
+      pending = [];
+      pendingBytes = 0;
+      chunk = chunk.subarray(lf + 1);
+    }
   }
   if (pendingBytes > 0) yield ownedConcat(pending, pendingBytes);
 }

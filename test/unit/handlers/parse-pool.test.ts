@@ -141,20 +141,22 @@ describe('countLines', () => {
 });
 
 describe('cutBlocks', () => {
-  it('cuts after line ends only, about blockBytes a block, and loses no byte', async () => {
+  it('cuts at the first line end from blockBytes on, whatever the chunk sizes, and loses no byte', async () => {
     const text = Array.from({ length: 200 }, (_, i) => record(`r${i}`, 'x'.repeat(i % 37))).join('\n');
-    const pieces = Array.from({ length: Math.ceil(text.length / 13) }, (_, i) =>
-      Buffer.from(text.slice(i * 13, i * 13 + 13)),
-    );
-    const blocks: Buffer[] = [];
-    for await (const block of cutBlocks(Readable.from(pieces), 256)) blocks.push(block);
-    expect(Buffer.concat(blocks).toString()).toBe(text);
-    expect(blocks.length).toBeGreaterThan(10);
-    for (const block of blocks.slice(0, -1)) {
-      // Cut at the last line end of the first piece from 256 bytes on that has one: lines are < 100 bytes here.
-      expect(block.length).toBeGreaterThan(256 - 100);
-      expect(block.length).toBeLessThan(256 + 100 + 13);
-      expect(block[block.length - 1]).toBe(0x0a);
+    for (const chunkBytes of [13, 1000, text.length]) {
+      const pieces = Array.from({ length: Math.ceil(text.length / chunkBytes) }, (_, i) =>
+        Buffer.from(text.slice(i * chunkBytes, (i + 1) * chunkBytes)),
+      );
+      const blocks: Buffer[] = [];
+      for await (const block of cutBlocks(Readable.from(pieces), 256)) blocks.push(block);
+      expect(Buffer.concat(blocks).toString()).toBe(text);
+      expect(blocks.length).toBeGreaterThan(10);
+      for (const block of blocks.slice(0, -1)) {
+        expect(block[block.length - 1]).toBe(0x0a);
+        // At least 256 bytes, and the line end is the first one from byte 256 on (lines are < 100 bytes here).
+        expect(block.length).toBeGreaterThanOrEqual(256);
+        expect(block.subarray(255, block.length - 1).includes(0x0a)).toBe(false);
+      }
     }
   });
 
@@ -163,7 +165,10 @@ describe('cutBlocks', () => {
     const blocks: Buffer[] = [];
     const text = `${record('a', 'short')}\n${long}\n${record('b', 'short')}\n`;
     for await (const block of cutBlocks(Readable.from([Buffer.from(text)]), 64)) blocks.push(block);
-    expect(blocks.map((b) => b.toString())).toEqual([text]);
+    expect(blocks.map((b) => b.toString())).toEqual([
+      `${record('a', 'short')}\n${long}\n`,
+      `${record('b', 'short')}\n`,
+    ]);
   });
 });
 
