@@ -203,6 +203,11 @@ export const environmentConfigSchema = z
      * resultKey, usage}`), for a downstream stage that wants records rather than the run-completed event.
      */
     resultsQueue: z.object({ enabled: z.boolean().default(false) }).prefault({}),
+    /**
+     * X-Ray subsegments for every AWS SDK call of the functions (Powertools Tracer); Lambda active tracing and the
+     * workflow's tracing stay on either way. Costs CPU on every promise (bench/README.md). @default false
+     */
+    sdkTracing: z.boolean().default(false),
     /** CloudWatch Logs retention for the functions and the workflow. @default 30 */
     logRetentionDays: z.number().int().positive().default(30),
     /** What happens to stateful resources on stack deletion. @default 'retain' */

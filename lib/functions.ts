@@ -107,6 +107,7 @@ export class PipelineFunctions extends Construct {
     const common = {
       logRetention: toRetentionDays(config.logRetentionDays),
       removalPolicy: props.removalPolicy ?? RemovalPolicy.RETAIN,
+      sdkTracing: config.sdkTracing,
       ...(props.logEncryptionKey ? { logEncryptionKey: props.logEncryptionKey } : {}),
       ...(props.projectRoot ? { projectRoot: props.projectRoot } : {}),
     };

@@ -62,6 +62,13 @@ export interface PipelineFunctionProps {
    */
   readonly removalPolicy?: RemovalPolicy;
   /**
+   * Record an X-Ray subsegment per AWS SDK call (Powertools Tracer). Lambda active tracing records the function's own
+   * segment either way. Loading the X-Ray SDK hooks every promise of the process (bench/README.md: Collect ran 2.8
+   * times slower), so it is off unless asked for.
+   * @default false
+   */
+  readonly sdkTracing?: boolean;
+  /**
    * The directory `entry` is relative to; it holds package-lock.json.
    * @default the repository root
    */
@@ -125,6 +132,7 @@ export class PipelineFunction extends Construct implements iam.IGrantable {
         POWERTOOLS_SERVICE_NAME: props.serviceName,
         POWERTOOLS_METRICS_NAMESPACE: props.metricsNamespace ?? METRICS_NAMESPACE,
         NODE_OPTIONS: '--enable-source-maps',
+        POWERTOOLS_TRACE_ENABLED: String(props.sdkTracing ?? false),
         ...props.environment,
       },
       bundling: {

@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { App, Duration, Stack, Token } from 'aws-cdk-lib';
-import { Template } from 'aws-cdk-lib/assertions';
+import { Match, Template } from 'aws-cdk-lib/assertions';
 import * as s3 from 'aws-cdk-lib/aws-s3';
 import { buildApp, readCdkJsonContext, resolveEnvironment } from '../../../lib/app-builder';
 import { baseModelId, isInferenceProfileId, modelInvokeResources } from '../../../lib/bedrock-model';
@@ -17,6 +17,7 @@ import { FailureLane } from '../../../lib/failure-lane';
 import { toRetentionDays, UnsupportedRetentionError } from '../../../lib/log-retention';
 import { flattenForNag, wildcardResourceFindingId } from '../../../lib/nag';
 import { PROJECT_ROOT } from '../../../lib/paths';
+import { PipelineFunction } from '../../../lib/pipeline-function';
 import {
   DefinitionPlaceholderError,
   listDefinitionPlaceholders,
@@ -188,6 +189,29 @@ describe('constructs on their own', () => {
       SqsManagedSseEnabled: true,
     });
     expect(lane.maxReceiveCount).toBe(9);
+  });
+
+  test('PipelineFunction: X-Ray SDK subsegments only when sdkTracing asks, active tracing always', () => {
+    const app = new App({ context: { 'aws:cdk:bundling-stacks': [] } });
+    const stack = new Stack(app, 'S');
+    new PipelineFunction(stack, 'Off', { entry: 'lambda/job-state.ts', serviceName: 'off' });
+    new PipelineFunction(stack, 'On', { entry: 'lambda/job-state.ts', serviceName: 'on', sdkTracing: true });
+    const template = Template.fromStack(stack);
+    for (const [service, enabled] of [
+      ['off', 'false'],
+      ['on', 'true'],
+    ]) {
+      template.hasResourceProperties('AWS::Lambda::Function', {
+        TracingConfig: { Mode: 'Active' },
+        Environment: {
+          Variables: Match.objectLike({
+            POWERTOOLS_SERVICE_NAME: service,
+            POWERTOOLS_TRACE_ENABLED: enabled,
+          }),
+        },
+      });
+    }
+    expect(parseEnvironmentConfig('dev', { region: 'us-east-1', modelId: 'm' }).sdkTracing).toBe(false);
   });
 
   test('PipelineWorkflow refuses a definition whose placeholders it cannot fill', () => {

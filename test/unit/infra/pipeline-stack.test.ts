@@ -590,7 +590,12 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
         'MAX_RECEIVE_COUNT',
       ],
     };
-    const common = ['NODE_OPTIONS', 'POWERTOOLS_METRICS_NAMESPACE', 'POWERTOOLS_SERVICE_NAME'];
+    const common = [
+      'NODE_OPTIONS',
+      'POWERTOOLS_METRICS_NAMESPACE',
+      'POWERTOOLS_SERVICE_NAME',
+      'POWERTOOLS_TRACE_ENABLED',
+    ];
     const seen: string[] = [];
     for (const [id, fn] of resourcesOfType(s.json, 'AWS::Lambda::Function')) {
       const entry = fn.Metadata?.['corpus:entry'];
@@ -612,6 +617,8 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
         entry === 'lambda/plan.ts' ? '--enable-source-maps --max-semi-space-size=4' : '--enable-source-maps',
       );
       expect(variables.POWERTOOLS_METRICS_NAMESPACE).toBe('CorpusPipeline');
+      // SDK subsegments are off unless `sdkTracing` asks for them; active tracing is on either way.
+      expect(variables.POWERTOOLS_TRACE_ENABLED).toBe('false');
     }
     expect(seen.sort()).toEqual(Object.keys(expected).sort());
   });
