@@ -80,10 +80,11 @@ export const planBenchmark: Benchmark = {
       const parentBefore = process.cpuUsage();
       const large = await plan('large', 'bench-large');
       const parentCpu = process.cpuUsage(parentBefore);
+      const emulatorCpuSeconds = (parentCpu.user + parentCpu.system) / 1e6;
       log(
         `planRun large: ${large.seconds.toFixed(1)} s, ${large.cpuSeconds.toFixed(1)} s CPU ` +
           `(main thread ${large.mainThreadCpuSeconds?.toFixed(1) ?? '?'} s; emulators ` +
-          `${((parentCpu.user + parentCpu.system) / 1e6).toFixed(1)} s), peak ${Math.round(large.maxRssMb)} MB`,
+          `${emulatorCpuSeconds.toFixed(1)} s), peak ${Math.round(large.maxRssMb)} MB`,
       );
       log('planRun over the small corpus');
       const small = await plan('small', 'bench-small');
@@ -108,9 +109,7 @@ export const planBenchmark: Benchmark = {
       const bareMbpsPerCpu =
         (bareBefore.bytes + bareAfter.bytes) / MB / (bareBefore.cpuSeconds + bareAfter.cpuSeconds);
       const projection = projectDesignPoint(small, large);
-      const boxCpu =
-        (large.cpuSeconds + (parentCpu.user + parentCpu.system) / 1e6) /
-        (os.availableParallelism() * large.seconds);
+      const boxCpu = (large.cpuSeconds + emulatorCpuSeconds) / (os.availableParallelism() * large.seconds);
       const sizes = `${Math.round(corpora.small.bytes / MB)} MB vs ${Math.round(corpora.large.bytes / MB)} MB`;
       const c = large.counts;
       return {

@@ -21,8 +21,8 @@ export const metrics = new Metrics({
   serviceName,
 });
 /**
- * Whether this function records an X-Ray subsegment per AWS SDK call. Off with POWERTOOLS_TRACE_ENABLED=false (the
- * stack's `sdkTracing` setting for data-plane functions, and the local runtime). Lambda active tracing still records
+ * Whether this function records an X-Ray subsegment per AWS SDK call. Off with POWERTOOLS_TRACE_ENABLED=false, which the
+ * stack sets unless an environment turns `sdkTracing` on, and the local runtime always sets. Lambda active tracing still records
  * the function's own segment either way.
  */
 export const sdkTracingEnabled = process.env.POWERTOOLS_TRACE_ENABLED !== 'false';

@@ -2,6 +2,7 @@ import { availableParallelism } from 'node:os';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
 import type { RecordFormat } from './contracts';
 import { cleanLine, parseLine, serializedItem, type LineProblem, type PromptSettings } from './records';
+import { splitCr } from './s3-jsonl';
 import { batchLineBytes } from './shard-writer';
 
 /**
@@ -121,11 +122,8 @@ export function parseBlock(
     const raw = nl === -1 ? text.slice(start) : text.slice(start, nl);
     // The text after the last LF is a line only when there is some (the last line of a file without a final LF).
     if (nl !== -1 || raw !== '') {
-      if (hasCr && raw.includes('\r')) {
-        const pieces = raw.split('\r');
-        if (raw.endsWith('\r')) pieces.pop();
-        for (const piece of pieces) take(piece);
-      } else take(raw);
+      if (hasCr && raw.includes('\r')) for (const piece of splitCr(raw)) take(piece);
+      else take(raw);
     }
     if (nl === -1) break;
     start = nl + 1;

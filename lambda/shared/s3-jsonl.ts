@@ -4,7 +4,6 @@ import { GetObjectCommand, NoSuchKey, PutObjectCommand, type S3Client } from '@a
 import { Upload } from '@aws-sdk/lib-storage';
 import type { ResultLine } from './contracts';
 import { callDependency } from './errors';
-import { serializedItem } from './records';
 
 /** Lines are handed to the upload stream in blocks of about this many bytes, not one write per line. */
 const WRITE_BLOCK_BYTES = 256 * 1024;
@@ -54,12 +53,9 @@ export class JsonlObjectWriter {
     this.done.catch(() => undefined);
   }
 
-  /**
-   * Appends one JSON line. A work item fresh from parseLine is not serialized again: its JSON text is reused.
-   */
+  /** Appends one value as a JSON line. */
   async write(value: unknown): Promise<void> {
-    const known = typeof value === 'object' && value !== null ? serializedItem(value) : undefined;
-    const text = known ? known.text : JSON.stringify(value);
+    const text = JSON.stringify(value);
     this.pending.push(text, '\n');
     this.pendingSize += text.length + 1;
     this.lines++;
@@ -247,7 +243,7 @@ export async function* readLines(stream: Readable): AsyncGenerator<string> {
 }
 
 /** A line with CRs in it, as readline splits it: a lone CR ends a line, the CR of a CRLF is dropped. */
-function splitCr(line: string): string[] {
+export function splitCr(line: string): string[] {
   const pieces = line.split('\r');
   if (line.endsWith('\r')) pieces.pop();
   return pieces;
