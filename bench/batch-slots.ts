@@ -194,6 +194,7 @@ export const slotsBenchmark: Benchmark = {
           ledger,
           failureLane: new FailureLaneSender(noopSqs(), 'failures', 'failures-dlq'),
           outputBucket: OUTPUT,
+          leaseMs: 600_000,
         });
         collectSeconds.push((performance.now() - started) / 1000);
       };

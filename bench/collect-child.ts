@@ -49,23 +49,29 @@ childMain(async () => {
     maxInFlight = Math.max(maxInFlight, ++inFlight);
     return call.finally(() => inFlight--);
   };
-  const countingLedger: Pick<Ledger, 'claim' | 'markPublished'> = {
+  const countingLedger: Pick<Ledger, 'claim' | 'commit' | 'fail' | 'markDelivered'> = {
     claim: (...a: Parameters<Ledger['claim']>) => counted(ledger.claim(...a)),
-    markPublished: (...a: Parameters<Ledger['markPublished']>) => counted(ledger.markPublished(...a)),
+    commit: (...a: Parameters<Ledger['commit']>) => counted(ledger.commit(...a)),
+    fail: (...a: Parameters<Ledger['fail']>) => counted(ledger.fail(...a)),
+    markDelivered: (...a: Parameters<Ledger['markDelivered']>) => counted(ledger.markDelivered(...a)),
   };
+  // The floor: the ledger writes Collect makes per record (a claim and a commit), and nothing else.
+  const who = { runId: args.runId, owner: `${args.runId}/shard/bench`, attempt: 'bench' };
   const started = performance.now();
   if (mode === 'ledger') {
     const limiter = new InFlightLimiter(args.concurrency);
     for (let i = 0; i < args.records; i++) {
       const id = `ledger-only-${i}`;
       await limiter.add(async () => {
-        await countingLedger.claim('bench-ledger-only', id, args.runId);
+        await countingLedger.claim('bench-ledger-only', id, who, { leaseMs: 600_000 });
       });
     }
     await limiter.drain();
     for (let i = 0; i < args.records; i++) {
       const id = `ledger-only-${i}`;
-      await limiter.add(() => countingLedger.markPublished('bench-ledger-only', id, args.runId));
+      await limiter.add(async () => {
+        await countingLedger.commit('bench-ledger-only', id, who, 'bench');
+      });
     }
     await limiter.drain();
     report({ seconds: (performance.now() - started) / 1000, records: args.records, maxInFlight });
@@ -87,6 +93,7 @@ childMain(async () => {
       ledger: countingLedger,
       failureLane: new FailureLaneSender(noopSqs(), 'failures', 'failures-dlq'),
       outputBucket: args.bucket,
+      leaseMs: 600_000,
     },
   );
   report({

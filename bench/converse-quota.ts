@@ -236,11 +236,13 @@ async function runMapLoop(
           callModel,
           outputBucket: BUCKET,
           itemConcurrency: ITEM_CONCURRENCY,
+          leaseMs: 600_000,
           remainingMs: () => 15 * 60_000,
         });
         tally.succeeded += summary.succeeded;
-        tally.failedByThrottling += summary.throttled;
-        tally.failedOther += summary.failed - summary.throttled;
+        // Records still failing retryably (throttled through every attempt) are handed to the failure lane.
+        tally.failedByThrottling += summary.queued;
+        tally.failedOther += summary.failed;
       }
       finishedAt.push(time.now());
     };

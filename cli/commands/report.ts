@@ -22,6 +22,10 @@ export interface RunReport {
   readonly mode: RunManifest['mode'];
   readonly modelId: string | null;
   readonly counts: RunManifest['counts'];
+  /** The manifest's revision: above 1 once the failure lane settled records after the run. */
+  readonly revision: number;
+  /** Model calls (every attempt) of the run's functions, the failure lane's included. */
+  readonly modelCalls: RunManifest['modelCalls'];
   readonly tokens: TokenReport;
   readonly startedAt: string;
   readonly finishedAt: string;
@@ -52,6 +56,8 @@ export function buildReport(
     mode: manifest.mode,
     modelId: manifest.modelId,
     counts: manifest.counts,
+    revision: manifest.revision ?? 1,
+    modelCalls: manifest.modelCalls ?? { total: 0, throttled: 0, retried: 0 },
     tokens,
     startedAt: manifest.startedAt,
     finishedAt: manifest.finishedAt,
@@ -110,8 +116,17 @@ export function formatReport(r: RunReport): string {
         ? `, ${fmt.rate((c.succeeded + c.failed) / (r.durationMs / 1000), 'records')}`
         : ''),
     `  lines     ${fmt.count(c.lines)} = ${fmt.count(c.records)} records + ${fmt.count(c.invalid)} bad + ${fmt.count(c.duplicates)} duplicates`,
-    `  records   ${fmt.count(c.records)} = ${fmt.count(c.succeeded)} succeeded + ${fmt.count(c.failed)} failed + ${fmt.count(c.skipped)} skipped (already in the ledger)`,
+    `  records   ${fmt.count(c.records)} = ${fmt.count(c.succeeded)} succeeded + ${fmt.count(c.failed)} failed + ${fmt.count(c.skipped)} skipped (already in the ledger)` +
+      ((c.pending ?? 0) > 0 ? ` + ${fmt.count(c.pending)} pending in the failure lane` : ''),
   ];
+  if (r.revision > 1 || (c.recovered ?? 0) > 0) {
+    lines.push(
+      `  lane      ${fmt.count(c.recovered ?? 0)} records recovered by the failure lane after the run (manifest revision ${r.revision})`,
+    );
+  }
+  lines.push(
+    `  calls     ${fmt.count(r.modelCalls.total)} model calls (${fmt.count(r.modelCalls.throttled)} throttled, ${fmt.count(r.modelCalls.retried)} retried)`,
+  );
   if (r.jobs) {
     lines.push(
       `  jobs      ${r.jobs.total} batch jobs: ${Object.entries(r.jobs.byStatus)

@@ -120,9 +120,21 @@ export function formatStatus(view: RunView, p: RunProgress): string {
     const c = m.counts;
     lines.push(
       `  records ${fmt.count(c.records)}: ${fmt.count(c.succeeded)} succeeded, ${fmt.count(c.failed)} failed, ` +
-        `${fmt.count(c.skipped)} skipped (already in the ledger); ${fmt.count(c.invalid)} bad lines, ` +
-        `${fmt.count(c.duplicates)} duplicates`,
+        `${fmt.count(c.skipped)} skipped (already in the ledger)` +
+        ((c.pending ?? 0) > 0 ? `, ${fmt.count(c.pending)} pending in the failure lane` : '') +
+        `; ${fmt.count(c.invalid)} bad lines, ${fmt.count(c.duplicates)} duplicates`,
     );
+    if ((m.revision ?? 1) > 1 || (c.recovered ?? 0) > 0) {
+      lines.push(
+        `  failure lane: ${fmt.count(c.recovered ?? 0)} recovered after the run (manifest revision ${m.revision})`,
+      );
+    }
+    if (m.modelCalls) {
+      lines.push(
+        `  model calls ${fmt.count(m.modelCalls.total)} (${fmt.count(m.modelCalls.throttled)} throttled, ` +
+          `${fmt.count(m.modelCalls.retried)} retried)`,
+      );
+    }
   } else if (p.skippedByPlan > 0) {
     lines.push(`  ${fmt.count(p.skippedByPlan)} records skipped: already in the ledger`);
   }

@@ -128,10 +128,20 @@ export function manifest(
 ): RunManifest {
   return {
     runId,
+    revision: 1,
     mode,
     status: 'SUCCEEDED',
-    counts: { lines: counts.records, invalid: 0, duplicates: 0, skipped: 0, ...counts },
+    counts: {
+      lines: counts.records,
+      invalid: 0,
+      duplicates: 0,
+      skipped: 0,
+      pending: 0,
+      recovered: 0,
+      ...counts,
+    },
     tokens,
+    modelCalls: { total: counts.succeeded + counts.failed, throttled: 0, retried: 0 },
     startedAt: new Date(T0).toISOString(),
     finishedAt: new Date(T0 + 600_000).toISOString(),
     durationMs: 600_000,

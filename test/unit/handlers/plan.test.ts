@@ -1,4 +1,5 @@
 import 'aws-sdk-client-mock-jest';
+import { ledgerKey } from '../../../lambda/shared/ledger';
 import { afterEach, beforeEach, describe, expect, it, jest } from '@jest/globals';
 import { mockClient } from 'aws-sdk-client-mock';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
@@ -194,10 +195,11 @@ describe('planRun over the bad-input fixture', () => {
     expect(sqsMock).not.toHaveReceivedCommandWith(SendMessageBatchCommand, { QueueUrl: QUEUE });
   });
 
-  it('asks the ledger about every record, keyed by scope', () => {
+  it('asks the ledger about every record, keyed by scope, with strongly consistent reads', () => {
     expect(ddbMock).toHaveReceivedCommandTimes(BatchGetCommand, 1);
-    const keys = ddbMock.commandCalls(BatchGetCommand)[0]?.args[0].input.RequestItems?.[TABLE]?.Keys;
-    expect(keys).toEqual(FIXTURE_RECORDS.map((id) => ({ pk: `${SCOPE}#${id}` })));
+    const request = ddbMock.commandCalls(BatchGetCommand)[0]?.args[0].input.RequestItems?.[TABLE];
+    expect(request?.Keys).toEqual(FIXTURE_RECORDS.map((id) => ({ pk: ledgerKey(SCOPE, id) })));
+    expect(request?.ConsistentRead).toBe(true);
   });
 });
 

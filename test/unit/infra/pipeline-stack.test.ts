@@ -40,6 +40,8 @@ const WILDCARD_RESOURCE_EXCEPTIONS: Record<string, string> = {
 const XRAY = ['xray:PutTelemetryRecords', 'xray:PutTraceSegments'];
 const S3_WRITE = ['s3:AbortMultipartUpload', 's3:ListMultipartUploadParts', 's3:PutObject'];
 const IDEMPOTENCY = ['dynamodb:DeleteItem', 'dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem'];
+const LEDGER_RECORD = ['dynamodb:BatchGetItem', 'dynamodb:GetItem', 'dynamodb:UpdateItem'];
+const RUN_STATE = ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:Query', 'dynamodb:UpdateItem'];
 
 interface Statement {
   readonly Effect: string;
@@ -180,7 +182,7 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
     });
   });
 
-  test('ConverseBatch may invoke only the configured model, use runs/, record in the ledger, send failures', () => {
+  test('ConverseBatch may invoke only the configured model, use runs/, move records on in the ledger, send failures', () => {
     const { converse } = s.stack.functions;
     const out = s.stack.storage.outputBucket.bucketArn;
     expect(permissionsOf(s, converse.role)).toEqual({
@@ -190,31 +192,33 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
         'bedrock:InvokeModel',
       ],
       [`${ref(s, out)}/runs/*`]: ['s3:GetObject', ...S3_WRITE].sort(),
+      [`${ref(s, out)}/runs/*/results/*`]: ['s3:DeleteObject'],
       [`${ref(s, out)}/runs/*/failures/*`]: ['s3:DeleteObject'],
       [ref(s, out)]: ['s3:ListBucket'],
-      [ref(s, s.stack.ledger.ledgerTable.tableArn)]: [
-        'dynamodb:BatchGetItem',
-        'dynamodb:GetItem',
-        'dynamodb:PutItem',
-        'dynamodb:UpdateItem',
-      ],
-      [ref(s, s.stack.ledger.idempotencyTable.tableArn)]: IDEMPOTENCY,
+      [ref(s, s.stack.ledger.ledgerTable.tableArn)]: LEDGER_RECORD,
       [ref(s, s.stack.failureLane.queue.queueArn)]: ['sqs:SendMessage'],
       [ref(s, s.stack.failureLane.deadLetterQueue.queueArn)]: ['sqs:SendMessage'],
     });
   });
 
-  test('Finalize may read/write runs/, read map-runs/, put events on the pipeline bus only', () => {
+  test('Finalize may read/write runs/, read map-runs/, finish units through the ledger, keep run state, put events', () => {
     const { finalize } = s.stack.functions;
     const out = s.stack.storage.outputBucket.bucketArn;
     expect(permissionsOf(s, finalize.role)).toEqual({
       [ref(s, finalize.logGroup.logGroupArn)]: ['logs:CreateLogStream', 'logs:PutLogEvents'],
       '*': XRAY,
       [`${ref(s, out)}/runs/*`]: ['s3:GetObject', ...S3_WRITE].sort(),
+      [`${ref(s, out)}/runs/*/results/*`]: ['s3:DeleteObject'],
+      [`${ref(s, out)}/runs/*/failures/*`]: ['s3:DeleteObject'],
+      [`${ref(s, out)}/runs/*/redrive/*`]: ['s3:DeleteObject'],
       [`${ref(s, out)}/map-runs/*`]: ['s3:GetObject'],
       [ref(s, out)]: ['s3:ListBucket'],
       [ref(s, s.stack.bus.eventBus.eventBusArn)]: ['events:PutEvents'],
       [ref(s, s.stack.ledger.idempotencyTable.tableArn)]: IDEMPOTENCY,
+      [ref(s, s.stack.ledger.ledgerTable.tableArn)]: LEDGER_RECORD,
+      [ref(s, s.stack.ledger.runsTable.tableArn)]: RUN_STATE,
+      [ref(s, s.stack.failureLane.queue.queueArn)]: ['sqs:SendMessage'],
+      [ref(s, s.stack.failureLane.deadLetterQueue.queueArn)]: ['sqs:SendMessage'],
     });
   });
 
@@ -255,7 +259,8 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
       maxReceiveCount: s.config.failureLane.maxReceiveCount,
     });
     expect(queue.VisibilityTimeout).toBeGreaterThanOrEqual(6 * lane.consumerTimeout.toSeconds());
-    expect(queue.VisibilityTimeout).toBe(720);
+    // Under the results queue's five-minute deduplication window.
+    expect(queue.VisibilityTimeout).toBe(270);
     // The consumer: partial batch responses, a few invocations at once, its timeout behind the visibility timeout.
     s.template.hasResourceProperties('AWS::Lambda::EventSourceMapping', {
       EventSourceArn: { 'Fn::GetAtt': [queueId, 'Arn'] },
@@ -360,8 +365,17 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
     });
   });
 
-  test('ledger: pk/expiresAt, idempotency: id/expiration; on-demand with point-in-time recovery', () => {
-    s.template.resourceCountIs('AWS::DynamoDB::Table', 3);
+  test('ledger: pk/expiresAt, idempotency: id/expiration, runs: runId+item/expiresAt; on-demand with PITR', () => {
+    s.template.resourceCountIs('AWS::DynamoDB::Table', 4);
+    s.template.hasResourceProperties('AWS::DynamoDB::Table', {
+      KeySchema: [
+        { AttributeName: 'runId', KeyType: 'HASH' },
+        { AttributeName: 'item', KeyType: 'RANGE' },
+      ],
+      BillingMode: 'PAY_PER_REQUEST',
+      PointInTimeRecoverySpecification: { PointInTimeRecoveryEnabled: true },
+      TimeToLiveSpecification: { AttributeName: 'expiresAt', Enabled: true },
+    });
     for (const [pk, ttl] of [
       ['jobArn', 'expiresAt'],
       ['pk', 'expiresAt'],
@@ -549,7 +563,8 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
         'CONVERSE_MAP_CONCURRENCY',
         'FAILURE_DLQ_URL',
         'FAILURE_QUEUE_URL',
-        'IDEMPOTENCY_TABLE',
+        'CLAIM_LEASE_SECONDS',
+        'EXPRESS_CHILD_BUDGET_SECONDS',
         'ITEM_CONCURRENCY',
         'LEDGER_TABLE',
         'LEDGER_TTL_DAYS',
@@ -558,7 +573,17 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
         'REQUESTS_PER_MINUTE',
         'TOKENS_PER_MINUTE',
       ],
-      'lambda/finalize.ts': ['OUTPUT_BUCKET', 'EVENT_BUS_NAME', 'IDEMPOTENCY_TABLE'],
+      'lambda/finalize.ts': [
+        'OUTPUT_BUCKET',
+        'EVENT_BUS_NAME',
+        'IDEMPOTENCY_TABLE',
+        'LEDGER_TABLE',
+        'RUNS_TABLE',
+        'FAILURE_QUEUE_URL',
+        'FAILURE_DLQ_URL',
+        'LEDGER_TTL_DAYS',
+        'CLAIM_LEASE_SECONDS',
+      ],
       'lambda/submit-job.ts': [
         'OUTPUT_BUCKET',
         'JOBS_TABLE',
@@ -574,15 +599,18 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
       'lambda/collect.ts': [
         'OUTPUT_BUCKET',
         'LEDGER_TABLE',
-        'IDEMPOTENCY_TABLE',
         'FAILURE_QUEUE_URL',
         'FAILURE_DLQ_URL',
         'LEDGER_TTL_DAYS',
+        'CLAIM_LEASE_SECONDS',
       ],
       'lambda/converse-items.ts': ['OUTPUT_BUCKET'],
       'lambda/failure-lane-consumer.ts': [
         'OUTPUT_BUCKET',
         'LEDGER_TABLE',
+        'RUNS_TABLE',
+        'EVENT_BUS_NAME',
+        'CLAIM_LEASE_SECONDS',
         'FAILURE_DLQ_URL',
         'MODEL_ID',
         'MAX_ATTEMPTS',
@@ -661,7 +689,7 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
       },
     });
     s.template.hasResourceProperties('AWS::Lambda::Function', {
-      Timeout: 240,
+      Timeout: 120,
       MemorySize: 512,
       Environment: { Variables: Match.objectLike({ POWERTOOLS_SERVICE_NAME: 'corpus-converse-batch' }) },
     });
@@ -681,6 +709,7 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
         'JobsTableName',
         'LedgerTableName',
         'OutputBucketName',
+        'RunsTableName',
         'ReconcileFunctionName',
         'StateMachineArn',
       ].sort(),
