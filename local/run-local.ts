@@ -13,6 +13,7 @@ import { Upload } from '@aws-sdk/lib-storage';
 import type { RequestedMode, RunManifest } from '../lambda/shared/contracts';
 import { runKeys } from '../lambda/shared/contracts';
 import { getJson, openObject } from '../lambda/shared/s3-jsonl';
+import { formatFaultReport, type FaultReport } from './fault-report';
 import {
   startLocalRuntime,
   type ExecutionSummary,
@@ -48,9 +49,11 @@ export interface LocalRunOutcome {
   manifest: RunManifest;
   execution: ExecutionSummary;
   outDir: string;
-  files: { manifest: string; results: string; failures: string; published?: string };
+  files: { manifest: string; results: string; failures: string; faults: string; published?: string };
   /** The failure lane after the run: messages still queued (0 when the consumer finished) and in the DLQ. */
   lane: FailureLaneState;
+  /** What the faults did: crashes fired by point, throttled and faulted model calls (also in `files.faults`). */
+  faults: FaultReport;
 }
 
 /** Where the failure lane stands. */
@@ -116,6 +119,7 @@ export async function runLocalCorpus(options: LocalRunOptions): Promise<LocalRun
       manifest: join(outDir, 'manifest.json'),
       results: join(outDir, 'results.jsonl'),
       failures: join(outDir, 'failures.jsonl'),
+      faults: join(outDir, 'faults.json'),
     };
     await writeFile(files.manifest, `${JSON.stringify(manifest, null, 2)}\n`);
     // Failures the run sent to the failure lane are retried by its consumer after the run: let it finish, so the
@@ -123,13 +127,15 @@ export async function runLocalCorpus(options: LocalRunOptions): Promise<LocalRun
     const lane = await waitForFailureLane(runtime, options.laneTimeoutMs ?? 60_000, progress);
     await concatenate(runtime.s3, runtime.outputBucket, runKeys.resultsPrefix(runId), files.results);
     await concatenate(runtime.s3, runtime.outputBucket, runKeys.failuresPrefix(runId), files.failures);
+    const faults = runtime.faultReport();
+    await writeFile(files.faults, `${JSON.stringify(faults, null, 2)}\n`);
     const resultsQueueUrl = runtime.stack.optionalOutput('ResultsQueueUrl');
     if (resultsQueueUrl) {
       const published = join(outDir, 'published.jsonl');
       await drainQueue(runtime.sqs, resultsQueueUrl, published);
-      return { runId, manifest, execution: done, outDir, files: { ...files, published }, lane };
+      return { runId, manifest, execution: done, outDir, files: { ...files, published }, lane, faults };
     }
-    return { runId, manifest, execution: done, outDir, files, lane };
+    return { runId, manifest, execution: done, outDir, files, lane, faults };
   } finally {
     await runtime.stop();
   }
@@ -179,6 +185,7 @@ export function formatSummary(outcome: LocalRunOutcome): string {
     }
   }
   if (m.error) lines.push(`  error: ${m.error.code}: ${m.error.message}`);
+  lines.push(...formatFaultReport(outcome.faults));
   lines.push(
     `  results:  ${outcome.files.results}`,
     `  failures: ${outcome.files.failures}${c.failed + c.invalid > 0 ? ` (${c.failed + c.invalid} lines, each with its reason)` : ''}`,

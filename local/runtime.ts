@@ -10,7 +10,8 @@ import {
 } from './bedrock-simulator';
 import { defaultParseWorkers } from '../lambda/shared/parse-pool';
 import { startEmulators, type Emulators } from './cloud/emulators';
-import { LocalFunction } from './cloud/lambda-runner';
+import { LocalFunction, type CrashFault } from './cloud/lambda-runner';
+import { faultReport, type FaultReport } from './fault-report';
 import { expressBudgetEnvironment, simulatorOptionsFor } from './runtime-settings';
 import { startEventSourcePollers } from './cloud/sqs-poller';
 import { provision, type CfnTemplate, type ProvisionedStack } from './cloud/template';
@@ -67,8 +68,11 @@ export interface LocalRuntimeOptions {
 export interface RuntimeFaults {
   /** Every SQS message is delivered twice (as after a lapsed visibility timeout). */
   redeliver?: boolean;
-  /** The named handler (entry file name, e.g. `collect`) throws after finishing its work, `times` times. */
-  crash?: { handler: string; times: number };
+  /**
+   * Crash faults (`crash=HANDLER@STEP:N`): the handler's invocations that reach STEP die there, N times in all
+   * (see {@link CrashFault}).
+   */
+  crashes?: CrashFault[];
 }
 
 /** A workflow execution as the runtime reports it. */
@@ -86,6 +90,8 @@ export interface LocalRuntime {
   bedrock: BedrockSimulator;
   /** The workflow runner. */
   workflow: LocalWorkflow;
+  /** What the faults did so far: the crashes that fired, by point, and the simulator's throttled and faulted calls. */
+  faultReport(): FaultReport;
   /** Resolves with the first execution started from now on that matches. */
   nextExecution(match: (e: ExecutionSummary) => boolean, timeoutMs: number): Promise<ExecutionSummary>;
   /** Waits for an execution to end, reporting Map progress. */
@@ -200,7 +206,6 @@ export async function startLocalRuntime(options: LocalRuntimeOptions): Promise<L
       PLAN_PARSE_WORKERS: String(defaultParseWorkers()),
       ...expressBudgetEnvironment(expressTimeoutMs),
     };
-    const crash = options.faults?.crash;
     for (const fn of stack.functions) {
       const local = new LocalFunction({
         name: fn.name,
@@ -214,9 +219,8 @@ export async function startLocalRuntime(options: LocalRuntimeOptions): Promise<L
         timeoutSeconds: fn.timeoutSeconds,
         memoryMb: fn.memoryMb,
         maxConcurrency: 8,
-        ...(crash && basename(fn.entryPath, '.ts') === crash.handler
-          ? { crashAfterWork: { times: crash.times, fault: `crash=${crash.handler}:${crash.times}` } }
-          : {}),
+        faultHandler: basename(fn.entryPath, '.ts'),
+        crashes: options.faults?.crashes ?? [],
         ...(options.echoLogs ? { echo: true } : { logFile: join(stateDir, 'logs', `${fn.logicalId}.log`) }),
       });
       functions.set(fn.arn, local);
@@ -304,6 +308,7 @@ export async function startLocalRuntime(options: LocalRuntimeOptions): Promise<L
       outputBucket: output,
       bedrock,
       workflow,
+      faultReport: () => faultReport(functions.values(), bedrock.stats()),
       nextExecution(match, timeoutMs) {
         return new Promise((resolvePromise, reject) => {
           const timer = setTimeout(() => {
