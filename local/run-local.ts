@@ -31,6 +31,8 @@ export interface LocalRunOptions {
   corpusFile: string;
   mode: RequestedMode;
   stateDir: string;
+  /** The ledger scope records are deduplicated in. @default the environment's `ledger.scope` */
+  ledgerScope?: string;
   /** @default <stateDir>/runs/<runId> */
   outDir?: string;
   /** Receives progress lines while the run goes on. */
