@@ -75,11 +75,13 @@ function serializeError(error, forcedName) {
 }
 
 const RETURN_STEP = 'return';
+const crashFaults = Array.isArray(crashes) && crashes.length > 0;
+// [left0, fired0, left1, fired1, ...], shared with the parent and the function's other workers.
+const counters = crashFaults ? new Int32Array(crashCounters) : undefined;
+const note = crashFaults ? new Int32Array(deathNote) : undefined;
 
 /** Dies here if a crash fault for (handler, step) has any of its N left; otherwise does nothing. */
 function crashAt(handlerName, step) {
-  const counters = new Int32Array(crashCounters);
-  const note = new Int32Array(deathNote);
   for (let i = 0; i < crashes.length; i += 1) {
     const crash = crashes[i];
     if (crash.handler !== handlerName || crash.step !== step) continue;
@@ -95,7 +97,6 @@ function crashAt(handlerName, step) {
   }
 }
 
-const crashFaults = Array.isArray(crashes) && crashes.length > 0;
 if (crashFaults) globalThis.__corpusFaultPoint = crashAt;
 
 let handler;
