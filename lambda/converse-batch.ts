@@ -29,7 +29,7 @@ const env = readEnv(
     TOKENS_PER_MINUTE: positiveInt,
     CONVERSE_MAP_CONCURRENCY: positiveInt,
     /** How long an EXPRESS child may run (AWS: five minutes); the local runtime may shrink it for its tests. */
-    EXPRESS_CHILD_BUDGET_SECONDS: positiveInt.default(300),
+    EXPRESS_CHILD_BUDGET_SECONDS: z.coerce.number().positive().default(300),
   }),
 );
 

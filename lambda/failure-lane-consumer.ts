@@ -213,6 +213,7 @@ export async function processLaneRecord(
   const lastReceive = deps.maxReceiveCount !== undefined && receiveCount(record) >= deps.maxReceiveCount;
   switch (claim.kind) {
     case 'claimed':
+      faultPoint('failure-lane-consumer', 'after-claim');
       break;
     case 'mine':
       // Published by the lane in an earlier attempt that died before finishing: finish it.

@@ -25,6 +25,7 @@ import {
   InvalidRunInputError,
 } from './shared/errors';
 import { FailureLaneSender } from './shared/failure-lane';
+import { faultPoint } from './shared/fault-points';
 import { Ledger, type PublishedEntry } from './shared/ledger';
 import { logger, metrics, traced } from './shared/observability';
 import { defaultParseWorkers, parseCorpus, type RecordOutcome } from './shared/parse-pool';
@@ -311,6 +312,7 @@ export async function planRun(event: PlanEvent, deps: PlanDeps): Promise<PlanOut
     },
     ...(batch ? { batch } : {}),
   };
+  faultPoint('plan', 'after-items');
   await putJson(deps.s3, settings.outputBucket, runKeys.plan(runId), output);
   metrics.addMetric('CorpusLines', 'Count', counts.lines);
   metrics.addMetric('InvalidLines', 'Count', counts.invalid);

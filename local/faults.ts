@@ -1,7 +1,14 @@
-import { basename } from 'node:path';
-import { FUNCTION_ENTRIES } from '../lib/functions';
 import type { BatchFaultOptions, FaultOptions } from './bedrock-simulator';
+import type { CrashFault } from './cloud/lambda-runner';
 import type { RuntimeFaults } from './runtime';
+import {
+  FAULT_POINTS,
+  RETURN_STEP,
+  RETURN_STEP_DESCRIPTION,
+  crashStepsOf,
+  isFaultHandler,
+  type FaultHandler,
+} from '../lambda/shared/fault-points';
 
 /** A `--faults` spec that names an unknown fault or gives a bad value. */
 export class FaultSpecError extends Error {
@@ -49,25 +56,72 @@ function count(name: string, value: string | undefined, fallback: number): numbe
   return n;
 }
 
-/** Handlers `crash=` can name: the entry file names under lambda/. */
-export const CRASHABLE_HANDLERS: readonly string[] = Object.values(FUNCTION_ENTRIES).map((e) =>
-  basename(e, '.ts'),
-);
+/** Handlers `crash=` can name: the entry file names under lambda/ (the fault-point registry's handlers). */
+export const CRASHABLE_HANDLERS: readonly FaultHandler[] = Object.keys(FAULT_POINTS) as FaultHandler[];
+
+/** Every `HANDLER@STEP` a crash fault can name, with what has happened when an invocation gets there. */
+export function crashPoints(): { point: string; help: string }[] {
+  const points: { point: string; help: string }[] = [];
+  for (const handler of CRASHABLE_HANDLERS) {
+    for (const [step, help] of Object.entries(FAULT_POINTS[handler] as Record<string, string>)) {
+      points.push({ point: `${handler}@${step}`, help });
+    }
+  }
+  points.push({
+    point: `HANDLER@${RETURN_STEP}`,
+    help: `${RETURN_STEP_DESCRIPTION} (any handler: ${CRASHABLE_HANDLERS.join(', ')})`,
+  });
+  return points;
+}
+
+/** The crash points as help lines. */
+function describeCrashPoints(): string {
+  const points = crashPoints();
+  const width = Math.max(...points.map((p) => p.point.length)) + 2;
+  return points.map((p) => `  ${p.point.padEnd(width)} ${p.help}`).join('\n');
+}
+
+/** Parses one `crash=` value: `HANDLER@STEP:N`, or `HANDLER:N` for `HANDLER@return:N`. */
+function parseCrash(value: string | undefined): CrashFault {
+  const text = value ?? '';
+  const match = /^([a-z-]+)(?:@([a-z-]+))?:(\d+)$/.exec(text);
+  const usage = `expected crash=HANDLER@STEP:N (or crash=HANDLER:N for HANDLER@${RETURN_STEP}) with N >= 1`;
+  if (!match) throw new FaultSpecError(`--faults crash=${text}: ${usage}`);
+  const handler = match[1] ?? '';
+  const step = match[2] ?? RETURN_STEP;
+  const times = Number(match[3]);
+  if (!isFaultHandler(handler)) {
+    throw new FaultSpecError(
+      `--faults crash=${text}: unknown handler "${handler}"; HANDLER is one of ${CRASHABLE_HANDLERS.join(', ')}. Crash points:\n${describeCrashPoints()}`,
+    );
+  }
+  const steps = crashStepsOf(handler);
+  if (!steps.includes(step)) {
+    throw new FaultSpecError(
+      `--faults crash=${text}: ${handler} has no step "${step}"; its points are ${steps.map((s) => `${handler}@${s}`).join(', ')}. Crash points:\n${describeCrashPoints()}`,
+    );
+  }
+  if (times < 1) throw new FaultSpecError(`--faults crash=${text}: ${usage}`);
+  return { handler, step, times, fault: `crash=${handler}@${step}:${times}` };
+}
 
 /** The faults the local runtime can inject, by name. */
 export const FAULTS: Readonly<Record<string, FaultDefinition>> = {
   crash: {
-    usage: 'crash=HANDLER:N',
-    help: `HANDLER throws after doing its work, N times (${CRASHABLE_HANDLERS.join(', ')})`,
+    usage: 'crash=HANDLER@STEP:N',
+    help:
+      'HANDLER dies at STEP (a crash point, listed below), N times: no further code of that invocation runs, it ' +
+      `fails as Runtime.ExitError and its execution environment is replaced. crash=HANDLER:N is HANDLER@${RETURN_STEP}:N. ` +
+      'Several crash entries may be given',
     apply: (plan, value) => {
-      const match = /^([a-z-]+):(\d+)$/.exec(value ?? '');
-      const handler = match?.[1];
-      if (!match || !handler || !CRASHABLE_HANDLERS.includes(handler)) {
+      const crash = parseCrash(value);
+      const crashes = plan.local.crashes ?? [];
+      if (crashes.some((c) => c.handler === crash.handler && c.step === crash.step)) {
         throw new FaultSpecError(
-          `--faults crash=${value ?? ''}: expected crash=HANDLER:N with HANDLER one of ${CRASHABLE_HANDLERS.join(', ')}`,
+          `--faults crash=${value ?? ''}: ${crash.handler}@${crash.step} is given twice; give it once with the total N`,
         );
       }
-      plan.local = { ...plan.local, crash: { handler, times: Number(match[2]) } };
+      plan.local = { ...plan.local, crashes: [...crashes, crash] };
     },
   },
   redeliver: {
@@ -124,15 +178,16 @@ export const FAULTS: Readonly<Record<string, FaultDefinition>> = {
   },
 };
 
-/** One line per known fault, for help text and error messages. */
+/** One line per known fault, then every crash point, for help text and error messages. */
 export function describeFaults(): string {
-  return Object.values(FAULTS)
+  const faults = Object.values(FAULTS)
     .map((f) => `  ${f.usage.padEnd(22)} ${f.help}`)
     .join('\n');
+  return `${faults}\n\nCrash points (crash=HANDLER@STEP:N):\n${describeCrashPoints()}`;
 }
 
 /**
- * Parses a comma-separated `--faults` spec (`drop-job-events,partial-job=0.1`).
+ * Parses a comma-separated `--faults` spec (`drop-job-events,partial-job=0.1,crash=collect@after-results:2`).
  * @throws FaultSpecError naming the unknown fault or bad value, with the list of known faults
  */
 export function parseFaults(spec: string): FaultPlan {

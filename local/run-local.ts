@@ -13,6 +13,7 @@ import { Upload } from '@aws-sdk/lib-storage';
 import type { RequestedMode, RunManifest } from '../lambda/shared/contracts';
 import { runKeys } from '../lambda/shared/contracts';
 import { getJson, openObject } from '../lambda/shared/s3-jsonl';
+import { formatFaultReport, type FaultReport } from './fault-report';
 import {
   startLocalRuntime,
   type ExecutionSummary,
@@ -30,6 +31,8 @@ export interface LocalRunOptions {
   corpusFile: string;
   mode: RequestedMode;
   stateDir: string;
+  /** The ledger scope records are deduplicated in. @default the environment's `ledger.scope` */
+  ledgerScope?: string;
   /** @default <stateDir>/runs/<runId> */
   outDir?: string;
   /** Receives progress lines while the run goes on. */
@@ -48,9 +51,11 @@ export interface LocalRunOutcome {
   manifest: RunManifest;
   execution: ExecutionSummary;
   outDir: string;
-  files: { manifest: string; results: string; failures: string; published?: string };
+  files: { manifest: string; results: string; failures: string; faults: string; published?: string };
   /** The failure lane after the run: messages still queued (0 when the consumer finished) and in the DLQ. */
   lane: FailureLaneState;
+  /** What the faults did: crashes fired by point, throttled and faulted model calls (also in `files.faults`). */
+  faults: FaultReport;
 }
 
 /** Where the failure lane stands. */
@@ -121,17 +126,20 @@ export async function runLocalCorpus(options: LocalRunOptions): Promise<LocalRun
       manifest: join(outDir, 'manifest.json'),
       results: join(outDir, 'results.jsonl'),
       failures: join(outDir, 'failures.jsonl'),
+      faults: join(outDir, 'faults.json'),
     };
     await writeFile(files.manifest, `${JSON.stringify(manifest, null, 2)}\n`);
     await concatenate(runtime.s3, runtime.outputBucket, runKeys.resultsPrefix(runId), files.results);
     await concatenate(runtime.s3, runtime.outputBucket, runKeys.failuresPrefix(runId), files.failures);
+    const faults = runtime.faultReport();
+    await writeFile(files.faults, `${JSON.stringify(faults, null, 2)}\n`);
     const resultsQueueUrl = runtime.stack.optionalOutput('ResultsQueueUrl');
     if (resultsQueueUrl) {
       const published = join(outDir, 'published.jsonl');
       await drainQueue(runtime.sqs, resultsQueueUrl, published);
-      return { runId, manifest, execution: done, outDir, files: { ...files, published }, lane };
+      return { runId, manifest, execution: done, outDir, files: { ...files, published }, lane, faults };
     }
-    return { runId, manifest, execution: done, outDir, files, lane };
+    return { runId, manifest, execution: done, outDir, files, lane, faults };
   } finally {
     await runtime.stop();
   }
@@ -188,6 +196,7 @@ export function formatSummary(outcome: LocalRunOutcome): string {
     }
   }
   if (m.error) lines.push(`  error: ${m.error.code}: ${m.error.message}`);
+  lines.push(...formatFaultReport(outcome.faults));
   lines.push(
     `  results:  ${outcome.files.results}`,
     `  failures: ${outcome.files.failures}${c.failed + c.invalid > 0 ? ` (${c.failed + c.invalid} lines, each with its reason)` : ''}`,

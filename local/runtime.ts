@@ -5,13 +5,14 @@ import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { SQSClient, SendMessageCommand } from '@aws-sdk/client-sqs';
 import {
   startBedrockSimulator,
-  type BatchLimits,
   type BedrockSimulator,
   type BedrockSimulatorOptions,
 } from './bedrock-simulator';
 import { defaultParseWorkers } from '../lambda/shared/parse-pool';
 import { startEmulators, type Emulators } from './cloud/emulators';
-import { LocalFunction } from './cloud/lambda-runner';
+import { LocalFunction, type CrashFault } from './cloud/lambda-runner';
+import { faultReport, type FaultReport } from './fault-report';
+import { expressBudgetEnvironment, simulatorOptionsFor } from './runtime-settings';
 import { startEventSourcePollers } from './cloud/sqs-poller';
 import { provision, type CfnTemplate, type ProvisionedStack } from './cloud/template';
 import {
@@ -24,6 +25,7 @@ import {
 import { startStepFunctionsServer } from './stepfunctions';
 import { synthLocalTemplate } from './synth';
 import {
+  EXPRESS_EXECUTION_TIMEOUT_MS,
   LocalWorkflow,
   s3ObjectStore,
   type ExecutionDescription,
@@ -54,14 +56,23 @@ export interface LocalRuntimeOptions {
    * failure lane retries in seconds offline. @default 1000
    */
   sqsRetryAfterMs?: number;
+  /**
+   * How long an EXPRESS child of a Distributed Map (a Converse fan-out child) may run before it times out with
+   * `States.Timeout`; a Lambda invocation it started runs on. When it is not AWS's 300 s, every function also gets
+   * it (in seconds) as `EXPRESS_CHILD_BUDGET_SECONDS`. Tests shrink it to see an overrun. @default 300000
+   */
+  expressTimeoutMs?: number;
 }
 
 /** Faults the runtime injects. */
 export interface RuntimeFaults {
   /** Every SQS message is delivered twice (as after a lapsed visibility timeout). */
   redeliver?: boolean;
-  /** The named handler (entry file name, e.g. `collect`) throws after finishing its work, `times` times. */
-  crash?: { handler: string; times: number };
+  /**
+   * Crash faults (`crash=HANDLER@STEP:N`): the handler's invocations that reach STEP die there, N times in all
+   * (see {@link CrashFault}).
+   */
+  crashes?: CrashFault[];
 }
 
 /** A workflow execution as the runtime reports it. */
@@ -79,6 +90,8 @@ export interface LocalRuntime {
   bedrock: BedrockSimulator;
   /** The workflow runner. */
   workflow: LocalWorkflow;
+  /** What the faults did so far: the crashes that fired, by point, and the simulator's throttled and faulted calls. */
+  faultReport(): FaultReport;
   /** Resolves with the first execution started from now on that matches. */
   nextExecution(match: (e: ExecutionSummary) => boolean, timeoutMs: number): Promise<ExecutionSummary>;
   /** Waits for an execution to end, reporting Map progress. */
@@ -92,28 +105,6 @@ export interface LocalRuntime {
 
 const LAMBDA_INVOKE = 'arn:aws:states:::lambda:invoke';
 const LAMBDA_INVOKE_WAIT = 'arn:aws:states:::lambda:invoke.waitForTaskToken';
-
-/** Plan's environment names of the configured batch quotas, by simulator limit. */
-const BATCH_LIMIT_ENV: Record<keyof BatchLimits, string> = {
-  minRecordsPerJob: 'BATCH_QUOTA_MIN_RECORDS_PER_JOB',
-  maxRecordsPerJob: 'BATCH_QUOTA_MAX_RECORDS_PER_JOB',
-  maxRecordsPerFile: 'BATCH_QUOTA_MAX_RECORDS_PER_FILE',
-  maxBytesPerFile: 'BATCH_QUOTA_MAX_BYTES_PER_FILE',
-  maxBytesPerJob: 'BATCH_QUOTA_MAX_BYTES_PER_JOB',
-  maxConcurrentJobs: 'BATCH_QUOTA_MAX_CONCURRENT_JOBS',
-};
-
-/** The batch quotas the stack configured (read from the function that carries them), as simulator limits. */
-function configuredBatchLimits(stack: ProvisionedStack): Partial<BatchLimits> {
-  const carrier = stack.functions.find((f) => f.environment[BATCH_LIMIT_ENV.maxConcurrentJobs] !== undefined);
-  if (!carrier) return {};
-  const limits: Partial<Record<keyof BatchLimits, number>> = {};
-  for (const [limit, name] of Object.entries(BATCH_LIMIT_ENV) as [keyof BatchLimits, string][]) {
-    const value = Number(carrier.environment[name]);
-    if (Number.isInteger(value) && value > 0) limits[limit] = value;
-  }
-  return limits;
-}
 
 const REGION = 'us-east-1';
 const ACCOUNT = '000000000000';
@@ -158,17 +149,10 @@ export async function startLocalRuntime(options: LocalRuntimeOptions): Promise<L
       clients: { s3, dynamodb, sqs },
     });
 
-    // The simulator enforces the batch quotas the stack was configured with (Plan's fallback values), reads job
+    // The simulator enforces the on-demand quotas (RPM/TPM) and batch quotas the stack was configured with, reads job
     // input and writes job output in the local S3, and publishes job state changes on the local default bus.
-    const bedrockOptions = options.bedrock ?? {};
     const bedrock = await startBedrockSimulator({
-      ...bedrockOptions,
-      batch: {
-        region: REGION,
-        accountId: ACCOUNT,
-        ...bedrockOptions.batch,
-        limits: { default: configuredBatchLimits(stack), ...bedrockOptions.batch?.limits },
-      },
+      ...simulatorOptionsFor(stack.functions, options.bedrock, { region: REGION, accountId: ACCOUNT }),
       s3Client: s3,
       onJobEvent: (event) => {
         bus.emit({ ...event, resources: [...event.resources], detail: { ...event.detail } });
@@ -176,6 +160,7 @@ export async function startLocalRuntime(options: LocalRuntimeOptions): Promise<L
     });
     stoppers.push(() => bedrock.stop());
 
+    const expressTimeoutMs = options.expressTimeoutMs ?? EXPRESS_EXECUTION_TIMEOUT_MS;
     const functions = new Map<string, LocalFunction>();
     const machine = stack.stateMachines[0];
     if (!machine) throw new Error('the template declares no state machine');
@@ -204,6 +189,7 @@ export async function startLocalRuntime(options: LocalRuntimeOptions): Promise<L
       definition: machine.definition,
       invokeTask,
       objectStore: s3ObjectStore(s3),
+      expressTimeoutMs,
     });
     const sfnServer = await startStepFunctionsServer(workflow);
     stoppers.push(() => sfnServer.stop());
@@ -218,8 +204,8 @@ export async function startLocalRuntime(options: LocalRuntimeOptions): Promise<L
       POWERTOOLS_TRACE_ENABLED: 'false',
       // Plan's parse workers follow this machine's CPUs, not the vCPUs of the deployed function's memory size.
       PLAN_PARSE_WORKERS: String(defaultParseWorkers()),
+      ...expressBudgetEnvironment(expressTimeoutMs),
     };
-    const crash = options.faults?.crash;
     for (const fn of stack.functions) {
       const local = new LocalFunction({
         name: fn.name,
@@ -233,9 +219,8 @@ export async function startLocalRuntime(options: LocalRuntimeOptions): Promise<L
         timeoutSeconds: fn.timeoutSeconds,
         memoryMb: fn.memoryMb,
         maxConcurrency: 8,
-        ...(crash && basename(fn.entryPath, '.ts') === crash.handler
-          ? { crashAfterWork: { times: crash.times, fault: `crash=${crash.handler}:${crash.times}` } }
-          : {}),
+        faultHandler: basename(fn.entryPath, '.ts'),
+        crashes: options.faults?.crashes ?? [],
         ...(options.echoLogs ? { echo: true } : { logFile: join(stateDir, 'logs', `${fn.logicalId}.log`) }),
       });
       functions.set(fn.arn, local);
@@ -323,6 +308,7 @@ export async function startLocalRuntime(options: LocalRuntimeOptions): Promise<L
       outputBucket: output,
       bedrock,
       workflow,
+      faultReport: () => faultReport(functions.values(), bedrock.stats()),
       nextExecution(match, timeoutMs) {
         return new Promise((resolvePromise, reject) => {
           const timer = setTimeout(() => {
@@ -348,8 +334,10 @@ export async function startLocalRuntime(options: LocalRuntimeOptions): Promise<L
           lastReport = Date.now();
           // The batch Map's items are shards (one job each); the Converse Map's items are records.
           const what = run.stateName === 'BatchJobs' ? 'shards (batch jobs)' : 'records';
+          // Timed-out (an Express child over its cap) and aborted children are done, and did not succeed.
+          const failed = c.failed + c.timedOut + c.aborted;
           progress?.(
-            `  ${run.stateName}: ${c.succeeded + c.failed} of ${c.total} ${what} done (${c.failed} failed)`,
+            `  ${run.stateName}: ${c.succeeded + failed} of ${c.total} ${what} done (${failed} failed)`,
           );
         };
         workflow.on('mapRun', onMapRun);

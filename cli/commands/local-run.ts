@@ -2,25 +2,12 @@ import { resolve } from 'node:path';
 import { MultiBar, Presets, type SingleBar } from 'cli-progress';
 import { Command, Option } from 'commander';
 import type { LocalRunOptions, LocalRunOutcome } from '../../local/run-local';
-import type { FaultPlan } from '../../local/faults';
+import { describeFaults, parseFaults, type FaultPlan } from '../../local/faults';
 import { parseMapProgressLine } from '../../local/progress';
 import { write, type CliContext } from '../context';
 import { CliUsageError, EXIT } from '../errors';
 import * as fmt from '../format';
 import { RateTracker, type ProgressStream } from '../watch';
-
-/** The `--faults` parser and its help (local/faults). */
-interface Faults {
-  describeFaults(): string;
-  /** @throws FaultSpecError for an unknown fault or a bad value */
-  parseFaults(spec: string): FaultPlan;
-}
-
-/** local/faults, loaded when needed: it names the handlers from the CDK's function list, which loads the CDK. */
-function loadFaults(): Faults {
-  // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded lazily (see above)
-  return require('../../local/faults') as typeof import('../../local/faults');
-}
 
 /** The local runtime's entry points `corpus local run` uses. */
 export interface LocalRunner {
@@ -43,6 +30,18 @@ interface LocalRunCommandOptions {
   json: boolean;
   stateDir: string;
   faults?: string;
+  ledgerScope?: string;
+}
+
+/**
+ * The local runtime's settings for a `--faults` plan: Converse faults for the simulator's runtime side, batch faults
+ * for its batch side, crashes and redelivery for the runtime itself.
+ */
+export function runtimeOptionsFor(faults: FaultPlan): NonNullable<LocalRunOptions['runtime']> {
+  return {
+    bedrock: { faults: faults.runtime, batch: { faults: faults.batch } },
+    faults: faults.local,
+  };
 }
 
 /** Errors of the local runtime that are the caller's mistake (exit code 2). */
@@ -81,6 +80,10 @@ export function localCommand(
       'where to write manifest.json, results.jsonl and failures.jsonl (default: <state-dir>/runs/<runId>)',
     )
     .option('--faults <spec>', 'comma-separated faults to inject into the local run (listed below)')
+    .option(
+      '--ledger-scope <scope>',
+      "the ledger scope records are deduplicated in (default: the environment's ledger.scope); a new scope processes every record again",
+    )
     .option('--json', 'print the run manifest as JSON instead of a summary', false)
     .option(
       '--state-dir <dir>',
@@ -88,21 +91,21 @@ export function localCommand(
       '.corpus-local',
     )
     // A function: the list is built only when the help is shown.
-    .addHelpText('after', () => `\nFaults (--faults):\n${loadFaults().describeFaults()}`)
+    .addHelpText('after', () => `\nFaults (--faults):\n${describeFaults()}`)
     .action(async (opts: LocalRunCommandOptions) => {
       const display = opts.json ? undefined : new LocalRunDisplay(ctx.stderr, ctx.now);
       try {
-        const faults = opts.faults === undefined ? undefined : loadFaults().parseFaults(opts.faults);
+        const faults = opts.faults === undefined ? undefined : parseFaults(opts.faults);
+        if (
+          opts.ledgerScope !== undefined &&
+          (opts.ledgerScope.length < 1 || opts.ledgerScope.length > 200)
+        ) {
+          throw new CliUsageError('--ledger-scope must be 1 to 200 characters');
+        }
         const runner = await loadRunner();
         const outcome = await runner.runLocalCorpus({
-          ...(faults
-            ? {
-                runtime: {
-                  bedrock: { ...faults.runtime, batch: { faults: faults.batch } },
-                  faults: faults.local,
-                },
-              }
-            : {}),
+          ...(faults ? { runtime: runtimeOptionsFor(faults) } : {}),
+          ...(opts.ledgerScope === undefined ? {} : { ledgerScope: opts.ledgerScope }),
           corpusFile: resolve(opts.corpus),
           mode: opts.mode,
           stateDir: resolve(opts.stateDir),

@@ -149,7 +149,7 @@ export interface SettleDeps {
 }
 
 /** The handler a unit runs in, for its fault points. */
-export type UnitHandler = 'converse-batch' | 'collect' | 'finalize';
+export type UnitHandler = 'converse-batch' | 'collect';
 
 /** Counts of a settled unit. */
 export interface UnitCounts {

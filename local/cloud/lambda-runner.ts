@@ -58,16 +58,47 @@ export interface LocalFunctionOptions {
   logFile?: string;
   /** Echo the workers' console output on this process' stdout/stderr. @default true when no logFile */
   echo?: boolean;
-  /** Fault `crash`: see {@link LocalFunction.injectCrash}. */
-  crashAfterWork?: CrashAfterWork;
+  /**
+   * The name crash faults address this function by (`crash=HANDLER@STEP:N`). @default the entry's file name without
+   * its extension, e.g. `collect` for lambda/collect.ts
+   */
+  faultHandler?: string;
+  /**
+   * Crash faults: those naming this function's {@link faultHandler} apply, the others are ignored. See
+   * {@link CrashFault}.
+   */
+  crashes?: readonly CrashFault[];
 }
 
-/** A `crash` fault: the next `times` invocations that succeed die before answering. */
-export interface CrashAfterWork {
-  /** How many invocations crash. */
+/**
+ * A `crash` fault: the next `times` invocations that reach `step` die there, as a Lambda killed by a timeout or an
+ * out-of-memory error: no further code of the invocation runs (no catch, no finally), the invocation fails as
+ * {@link INJECTED_CRASH_ERROR_TYPE} and its execution environment (worker) is replaced. `times` is counted over every
+ * worker of the function. Steps are the fault points of lambda/shared/fault-points.ts, reached when the handler calls
+ * `faultPoint(handler, step)`, or `return`: after the handler returned (its work done), before its answer is sent;
+ * an invocation that fails on its own never reaches `return`.
+ */
+export interface CrashFault {
+  /** The handler it addresses: an entry file name under lambda/, e.g. `collect`. */
+  handler: string;
+  /** A fault point of that handler, or `return`. */
+  step: string;
+  /** How many invocations die there. */
   times: number;
-  /** The fault as it was asked for, for the error message. @default `crash=<function name>:<times>` */
+  /** The fault as it was asked for, for messages. @default `crash=<handler>@<step>:<times>` */
   fault?: string;
+}
+
+/** A crash fault of a function and how many times it fired so far. */
+export interface FiredCrash {
+  handler: string;
+  step: string;
+  /** The fault as it was asked for. */
+  fault: string;
+  /** How many invocations it was asked to kill. */
+  times: number;
+  /** How many it killed. */
+  fired: number;
 }
 
 /**
@@ -94,6 +125,8 @@ export interface LocalFunctionStats {
   coldStarts: number;
   /** Invocations completed (successfully or not). */
   invocations: number;
+  /** Invocations a crash fault killed. */
+  crashes: number;
 }
 
 /** A Lambda error: `name` is Lambda's errorType (the thrown error's name, or `Sandbox.Timedout`, `Runtime.*`...). */
@@ -165,6 +198,8 @@ interface Slot {
   exited: Promise<void>;
   outputDone: Promise<void>;
   logStreamName: string;
+  /** Set by the worker, before it dies of a crash fault, to the crash's index + 1. */
+  deathNote: Int32Array;
 }
 
 /** A Lambda function run locally in a pool of worker threads. */
@@ -173,6 +208,8 @@ export class LocalFunction {
   readonly name: string;
   /** Function ARN. */
   readonly arn: string;
+  /** The name crash faults address this function by. */
+  readonly faultHandler: string;
   private readonly options: Required<
     Pick<
       LocalFunctionOptions,
@@ -187,8 +224,13 @@ export class LocalFunction {
   private stopped: Promise<void> | undefined;
   private coldStarts = 0;
   private invocations = 0;
-  private crashesLeft = 0;
-  private crashFault = '';
+  /** The crash faults that address this function. */
+  private readonly crashes: Required<CrashFault>[];
+  /**
+   * Per crash, how many are left and how many fired (`[left0, fired0, left1, fired1, ...]`), in memory shared with
+   * every worker: the workers take from it atomically, so `times` holds across workers and invocations.
+   */
+  private readonly crashCounters: Int32Array;
 
   constructor(options: LocalFunctionOptions) {
     this.name = options.name;
@@ -211,26 +253,29 @@ export class LocalFunction {
       this.log = createWriteStream(options.logFile, { flags: 'a' });
     }
     this.echo = options.echo ?? options.logFile === undefined;
-    if (options.crashAfterWork) this.injectCrash(options.crashAfterWork.times, options.crashAfterWork.fault);
+    const faultHandler = options.faultHandler ?? path.basename(options.entry).replace(/\.[^.]+$/, '');
+    this.crashes = (options.crashes ?? [])
+      .filter((crash) => crash.handler === faultHandler)
+      .map((crash) => {
+        if (!Number.isInteger(crash.times) || crash.times < 0) {
+          throw new RangeError(`crash times must be a non-negative integer, got ${crash.times}`);
+        }
+        return { ...crash, fault: crash.fault ?? `crash=${crash.handler}@${crash.step}:${crash.times}` };
+      });
+    this.crashCounters = new Int32Array(new SharedArrayBuffer(Math.max(1, this.crashes.length) * 8));
+    this.crashes.forEach((crash, i) => Atomics.store(this.crashCounters, 2 * i, crash.times));
+    this.faultHandler = faultHandler;
   }
 
-  /**
-   * Fault `crash`: the next `times` invocations whose handler returns (its side effects done) fail instead of
-   * answering, with errorType {@link INJECTED_CRASH_ERROR_TYPE}, and their execution environment is discarded, as
-   * when a Lambda dies after its work but before its response. Invocations that fail on their own do not use one
-   * up; with concurrent invocations, the first `times` to finish crash. Replaces any crashes still pending.
-   */
-  injectCrash(times: number, fault = `crash=${this.name}:${times}`): void {
-    if (!Number.isInteger(times) || times < 0) {
-      throw new RangeError(`crash times must be a non-negative integer, got ${times}`);
-    }
-    this.crashesLeft = times;
-    this.crashFault = fault;
-  }
-
-  /** How many injected crashes are still to happen. */
-  pendingCrashes(): number {
-    return this.crashesLeft;
+  /** The crash faults that address this function, with how many times each fired so far. */
+  faultsFired(): FiredCrash[] {
+    return this.crashes.map((crash, i) => ({
+      handler: crash.handler,
+      step: crash.step,
+      fault: crash.fault,
+      times: crash.times,
+      fired: Atomics.load(this.crashCounters, 2 * i + 1),
+    }));
   }
 
   /**
@@ -307,6 +352,7 @@ export class LocalFunction {
       queued: this.queue.length,
       coldStarts: this.coldStarts,
       invocations: this.invocations,
+      crashes: this.faultsFired().reduce((sum, crash) => sum + crash.fired, 0),
     };
   }
 
@@ -361,6 +407,7 @@ export class LocalFunction {
       AWS_ACCESS_KEY_ID: LOCAL_CREDENTIALS.accessKeyId,
       AWS_SECRET_ACCESS_KEY: LOCAL_CREDENTIALS.secretAccessKey,
     };
+    const deathNote = new Int32Array(new SharedArrayBuffer(4));
     const worker = new Worker(WORKER_BOOTSTRAP, {
       env: environment,
       execArgv: [],
@@ -375,6 +422,10 @@ export class LocalFunction {
         memoryLimitInMB: options.memoryMb,
         logGroupName,
         logStreamName,
+        faultHandler: this.faultHandler,
+        crashes: this.crashes.map(({ handler, step }) => ({ handler, step })),
+        crashCounters: this.crashCounters.buffer,
+        deathNote: deathNote.buffer,
       },
       ...(options.enforceMemoryLimit ? { resourceLimits: { maxOldGenerationSizeMb: options.memoryMb } } : {}),
     });
@@ -391,6 +442,7 @@ export class LocalFunction {
         this.route(worker.stderr, process.stderr),
       ]).then(() => undefined),
       logStreamName,
+      deathNote,
     };
     this.slots.add(slot);
     this.coldStarts += 1;
@@ -469,21 +521,7 @@ export class LocalFunction {
     this.write(
       `REPORT RequestId: ${job.requestId}\tDuration: ${duration.toFixed(2)} ms\tMemory Size: ${this.options.memoryMb} MB`,
     );
-    if (message.ok && this.crashesLeft > 0) {
-      this.crashesLeft -= 1;
-      // The process "died" before answering: its environment (module state, warm clients) is gone too.
-      this.retire(slot);
-      this.write(
-        `RequestId: ${job.requestId} Error: Runtime exited before answering (fault ${this.crashFault})`,
-      );
-      job.reject(
-        this.error(
-          job.requestId,
-          INJECTED_CRASH_ERROR_TYPE,
-          `injected crash after the handler finished its work (fault ${this.crashFault})`,
-        ),
-      );
-    } else if (message.ok) this.settleSuccess(job, message.payload);
+    if (message.ok) this.settleSuccess(job, message.payload);
     else
       job.reject(this.error(job.requestId, message.error.name, message.error.message, message.error.stack));
     this.pump();
@@ -547,15 +585,17 @@ export class LocalFunction {
       const outOfMemory =
         (uncaught as NodeJS.ErrnoException | undefined)?.code === 'ERR_WORKER_OUT_OF_MEMORY';
       const reason = uncaught ? `${uncaught.name}: ${uncaught.message}` : `exit status ${code}`;
+      const crash = this.crashes[Atomics.load(slot.deathNote, 0) - 1];
+      const fault = crash ? ` (injected fault ${crash.fault}: killed at ${crash.handler}@${crash.step})` : '';
       this.write(`END RequestId: ${job.requestId}`);
       this.write(
-        `REPORT RequestId: ${job.requestId}\tStatus: error\tError Type: Runtime.ExitError (${reason})`,
+        `REPORT RequestId: ${job.requestId}\tStatus: error\tError Type: Runtime.ExitError (${reason})${fault}`,
       );
       job.reject(
         this.error(
           job.requestId,
-          outOfMemory ? 'Runtime.OutOfMemory' : 'Runtime.ExitError',
-          `RequestId: ${job.requestId} Error: Runtime exited with error: ${reason}`,
+          outOfMemory ? 'Runtime.OutOfMemory' : INJECTED_CRASH_ERROR_TYPE,
+          `RequestId: ${job.requestId} Error: Runtime exited with error: ${reason}${fault}`,
           uncaught?.stack?.split('\n'),
         ),
       );

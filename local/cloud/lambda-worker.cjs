@@ -6,6 +6,13 @@
 // process.env is the function's own environment (the Worker `env` option), so module-scope SDK clients read the
 // right endpoints, region and credentials, exactly as in Lambda.
 //
+// Crash faults (`crash=HANDLER@STEP:N`): when workerData.crashes is not empty, globalThis.__corpusFaultPoint (what
+// lambda/shared/fault-points.ts calls) is installed before the entry loads. A (handler, step) that matches a crash
+// takes one of its N from counters shared with the parent and every other worker of the function, notes which crash
+// it was for the parent, and ends this thread at once with process.exit(1): no later line of the invocation runs (no
+// catch, no finally), as when Lambda kills a timed-out or out-of-memory runtime. The step `return` is checked here,
+// after the handler resolved and before its answer is sent.
+//
 // Protocol (parent <-> worker):
 //   worker -> parent  { type: 'ready', initError?: SerializedError }
 //   parent -> worker  { type: 'invoke', requestId, payload: string (JSON), deadline: epoch ms }
@@ -27,6 +34,10 @@ const {
   memoryLimitInMB,
   logGroupName,
   logStreamName,
+  faultHandler,
+  crashes,
+  crashCounters,
+  deathNote,
 } = workerData;
 
 let currentRequestId;
@@ -62,6 +73,31 @@ function serializeError(error, forcedName) {
     stack: [],
   };
 }
+
+const RETURN_STEP = 'return';
+const crashFaults = Array.isArray(crashes) && crashes.length > 0;
+// [left0, fired0, left1, fired1, ...], shared with the parent and the function's other workers.
+const counters = crashFaults ? new Int32Array(crashCounters) : undefined;
+const note = crashFaults ? new Int32Array(deathNote) : undefined;
+
+/** Dies here if a crash fault for (handler, step) has any of its N left; otherwise does nothing. */
+function crashAt(handlerName, step) {
+  for (let i = 0; i < crashes.length; i += 1) {
+    const crash = crashes[i];
+    if (crash.handler !== handlerName || crash.step !== step) continue;
+    for (;;) {
+      const left = Atomics.load(counters, 2 * i);
+      if (left <= 0) break;
+      // Only the thread whose exchange succeeds takes this one: N is exact however many workers race for it.
+      if (Atomics.compareExchange(counters, 2 * i, left, left - 1) !== left) continue;
+      Atomics.add(counters, 2 * i + 1, 1);
+      Atomics.store(note, 0, i + 1);
+      process.exit(1);
+    }
+  }
+}
+
+if (crashFaults) globalThis.__corpusFaultPoint = crashAt;
 
 let handler;
 let initError;
@@ -119,6 +155,7 @@ parentPort.on('message', async (message) => {
     parentPort.postMessage({ type: 'result', requestId, ok: false, error: serializeError(error) });
     return;
   }
+  if (crashFaults) crashAt(faultHandler, RETURN_STEP);
   let payload;
   try {
     // A handler returning a function or a symbol gives null, as JSON.stringify would in the real runtime.

@@ -13,6 +13,11 @@
  * percentage is judged once the reader is exhausted and the total is known), no more children
  * start, the running ones are aborted, the ResultWriter still exports (unstarted inputs go to
  * PENDING_0.json) and the state fails with `States.ExceedToleratedFailureThreshold`.
+ *
+ * EXPRESS children (ProcessorConfig ExecutionType EXPRESS) are held to the cap AWS puts on an Express execution,
+ * 5 minutes by default (`expressTimeoutMs`): a child still running then ends TIMED_OUT with `States.Timeout`, counts
+ * in the Map Run's timedOut counts and against the tolerated failures like a failed child, and a task it had started
+ * (a Lambda invocation) is not stopped: it runs on to its own timeout, its answer ignored.
  */
 import { randomUUID } from 'node:crypto';
 
@@ -35,6 +40,13 @@ export const EXCEED_TOLERATED_FAILURE_THRESHOLD = 'States.ExceedToleratedFailure
 
 /** The cause Step Functions gives with it. */
 export const EXCEED_TOLERATED_FAILURE_CAUSE = 'The specified tolerated failure threshold was exceeded';
+
+/**
+ * The longest an EXPRESS execution runs: 5 minutes. (https://docs.aws.amazon.com/step-functions/latest/dg/concepts-standard-vs-express.html,
+ * "Maximum duration"; a child that times out is counted in DescribeMapRun's `timedOut`:
+ * https://docs.aws.amazon.com/step-functions/latest/apireference/API_MapRunExecutionCounts.html)
+ */
+export const EXPRESS_EXECUTION_TIMEOUT_MS = 300_000;
 
 /** Largest MaxInputBytesPerBatch Step Functions accepts (256 KiB). */
 export const MAX_INPUT_BYTES_PER_BATCH = 262_144;
@@ -79,6 +91,8 @@ export interface DistributedMapRun {
   now: () => Date;
   /** Cap applied to unlimited (and larger) MaxConcurrency. */
   concurrencyCap: number;
+  /** How long an EXPRESS child may run before it times out. @default EXPRESS_EXECUTION_TIMEOUT_MS */
+  expressTimeoutMs?: number;
   runChild(request: ChildExecutionRequest): Promise<ChildExecutionResult>;
   /** Receives a snapshot on every change of the Map Run. */
   report(description: MapRunDescription): void;
@@ -329,20 +343,48 @@ class MapRunEmulation {
   private async runOneChild(child: ChildInput, arn: string, name: string): Promise<void> {
     const { itemCounts, executionCounts } = this.description;
     const startDate = this.run.now();
+    // Each child has its own signal: the Map Run's abort reaches it, and so does its Express cap.
+    const childAbort = new AbortController();
+    const onRunAbort = (): void => childAbort.abort();
+    if (this.abort.signal.aborted) childAbort.abort();
+    else this.abort.signal.addEventListener('abort', onRunAbort, { once: true });
+    let capTimer: NodeJS.Timeout | undefined;
     let result: ChildExecutionResult;
     try {
-      result = await this.run.runChild({
+      const running = this.run.runChild({
         arn,
         name,
         stateMachineArn: this.childStateMachineArn,
         input: child.input,
         processor: this.run.spec.processor,
         mapRunArn: this.description.mapRunArn,
-        signal: this.abort.signal,
+        signal: childAbort.signal,
       });
+      if (this.run.spec.executionType === 'EXPRESS') {
+        const capMs = this.run.expressTimeoutMs ?? EXPRESS_EXECUTION_TIMEOUT_MS;
+        const timedOut = new Promise<ChildExecutionResult>((resolve) => {
+          capTimer = setTimeout(() => {
+            // Ends the child's states; a Lambda invocation it started is not cancelled by this (as in AWS).
+            childAbort.abort();
+            resolve({
+              status: 'TIMED_OUT',
+              error: 'States.Timeout',
+              cause: `The Express child execution ran longer than the ${capMs / 1000} s an EXPRESS execution may run`,
+              startDate,
+              stopDate: this.run.now(),
+            });
+          }, capMs);
+        });
+        result = await Promise.race([running, timedOut]);
+      } else {
+        result = await running;
+      }
     } catch (err) {
       const e = err as Error;
       result = { status: 'FAILED', error: e.name, cause: e.message, startDate, stopDate: this.run.now() };
+    } finally {
+      clearTimeout(capTimer);
+      this.abort.signal.removeEventListener('abort', onRunAbort);
     }
     this.outcomes.push({
       index: child.index,

@@ -28,6 +28,7 @@ export {
 export {
   EXCEED_TOLERATED_FAILURE_CAUSE,
   EXCEED_TOLERATED_FAILURE_THRESHOLD,
+  EXPRESS_EXECUTION_TIMEOUT_MS,
   MAX_INPUT_BYTES_PER_BATCH,
 } from './distributed-map';
 export { ITEM_READER_FAILED, csvRecords, readLines } from './item-reader';

@@ -24,6 +24,7 @@ import {
   type StateContext,
 } from './context-paths';
 import {
+  EXPRESS_EXECUTION_TIMEOUT_MS,
   type ChildExecutionRequest,
   type ChildExecutionResult,
   parseStateMachineArn,
@@ -85,6 +86,11 @@ export interface LocalWorkflowOptions {
   roleArn?: string;
   /** Cap for unlimited Distributed Map concurrency (default 1,000; the service allows 10,000). */
   maxDistributedConcurrency?: number;
+  /**
+   * How long an EXPRESS child of a Distributed Map may run before it ends TIMED_OUT with `States.Timeout` (tasks it
+   * started run on). Tests shrink it to see an overrun. @default 300,000 (AWS's 5 minutes)
+   */
+  expressTimeoutMs?: number;
   /** Library passthrough: Retry pause per state name, in milliseconds (tests use 0). */
   retryIntervalOverrides?: Record<string, number | number[]>;
   /** Library passthrough: Wait state duration per state name, in milliseconds. */
@@ -227,6 +233,7 @@ export class LocalWorkflow extends EventEmitter<LocalWorkflowEventMap> {
   private readonly invokeTask: InvokeTask;
   private readonly objectStore: ObjectStore;
   private readonly concurrencyCap: number;
+  private readonly expressTimeoutMs: number;
   private readonly retryIntervalOverrides?: Record<string, number | number[]>;
   private readonly waitTimeOverrides?: Record<string, number>;
   private readonly machines = new Map<PreparedScope, StateMachine>();
@@ -257,6 +264,10 @@ export class LocalWorkflow extends EventEmitter<LocalWorkflowEventMap> {
     this.invokeTask = options.invokeTask;
     this.objectStore = options.objectStore;
     this.concurrencyCap = options.maxDistributedConcurrency ?? DEFAULT_DISTRIBUTED_CONCURRENCY_CAP;
+    this.expressTimeoutMs = options.expressTimeoutMs ?? EXPRESS_EXECUTION_TIMEOUT_MS;
+    if (!(this.expressTimeoutMs > 0)) {
+      throw new RangeError(`expressTimeoutMs must be positive, got ${this.expressTimeoutMs}`);
+    }
     this.retryIntervalOverrides = options.retryIntervalOverrides;
     this.waitTimeOverrides = options.waitTimeOverrides;
     this.prepared = prepareDefinition(parseDefinition(options.definition));
@@ -670,6 +681,7 @@ export class LocalWorkflow extends EventEmitter<LocalWorkflowEventMap> {
       objectStore: this.objectStore,
       now: () => this.clock.now(),
       concurrencyCap: this.concurrencyCap,
+      expressTimeoutMs: this.expressTimeoutMs,
       runChild: (request) => this.runChild(request, scope),
       report: (description) => {
         this.mapRuns.set(description.mapRunArn, description);

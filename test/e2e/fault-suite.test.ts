@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BAD_CORPUS, readJsonl, runLocal } from './cli';
 import { deriveRecordId } from '../../lambda/shared/records';
+import type { FaultReport } from '../../local/fault-report';
 
 /**
  * The fault suite: the real CLI on the local runtime, one fresh state directory per scenario, each fault alone and
@@ -109,6 +110,12 @@ describe('fault suite: zero lost, zero published twice', () => {
       runFails ? 1 : 0,
       300_000,
     );
+    // First, the faults the run can count happened: every crash fired as often as asked, throttling was injected.
+    const report = JSON.parse(readFileSync(join(out, 'faults.json'), 'utf8')) as FaultReport;
+    for (const crash of report.crashes) expect(crash).toMatchObject({ fired: crash.times });
+    expect(report.crashes).toHaveLength((faults.match(/crash=/g) ?? []).length);
+    if (faults.includes('throttle=')) expect(report.bedrock.throttled.injected).toBeGreaterThan(0);
+
     expect(manifest.status).toBe(runFails ? 'FAILED' : 'SUCCEEDED');
     expect(manifest.mode).toBe(mode);
     const c = manifest.counts;

@@ -12,7 +12,11 @@ import { runCli } from '../../../cli/program';
 import { checkRunId, failureLineOf, RunStore } from '../../../cli/run-store';
 import { computeProgress, runViewOf } from '../../../cli/run-view';
 import { createProgressDisplay, RateTracker } from '../../../cli/watch';
-import type { LocalRunOutcome } from '../../../local/run-local';
+import type { LocalRunOptions, LocalRunOutcome } from '../../../local/run-local';
+import { startBedrockSimulator } from '../../../local/bedrock-simulator';
+import { FAULT_POINTS } from '../../../lambda/shared/fault-points';
+import { simulatorOptionsFor } from '../../../local/runtime-settings';
+import { BedrockRuntimeClient, ConverseCommand } from '@aws-sdk/client-bedrock-runtime';
 import { parseMapProgressLine } from '../../../local/progress';
 import { mockClient } from 'aws-sdk-client-mock';
 import { S3Client } from '@aws-sdk/client-s3';
@@ -131,7 +135,18 @@ describe('corpus local run', () => {
         formatSummary: () => 'SUMMARY',
       });
     const ok = await cli(
-      ['local', 'run', '--corpus', 'c.jsonl', '--mode', 'converse', '--faults', 'throttle=0.1'],
+      [
+        'local',
+        'run',
+        '--corpus',
+        'c.jsonl',
+        '--mode',
+        'converse',
+        '--faults',
+        'throttle=1,slow-model=5,crash=collect@after-results:2',
+        '--ledger-scope',
+        'scope-b',
+      ],
       runner('SUCCEEDED'),
     );
     expect(ok).toMatchObject({
@@ -139,10 +154,33 @@ describe('corpus local run', () => {
       stdout: 'SUMMARY\n',
       stderr: '  FanOut: 3 of 3 records done (0 failed)\n',
     });
-    expect(seen).toMatchObject({
-      mode: 'converse',
-      runtime: { bedrock: { throttleFraction: 0.1, batch: { faults: {} } }, faults: {} },
-    });
+    const runtime = seen.runtime as LocalRunOptions['runtime'];
+    expect(seen).toMatchObject({ mode: 'converse', ledgerScope: 'scope-b' });
+    expect(runtime?.faults?.crashes).toEqual([
+      { handler: 'collect', step: 'after-results', times: 2, fault: 'crash=collect@after-results:2' },
+    ]);
+
+    // What the Bedrock simulator receives from those options: its faults, where it reads them.
+    const sim = await startBedrockSimulator(
+      simulatorOptionsFor([], runtime?.bedrock, { region: 'us-east-1', accountId: '000000000000' }),
+    );
+    try {
+      expect(sim.service.faults.current()).toEqual({ throttleFraction: 1, slowMs: 5 });
+      const client = new BedrockRuntimeClient({
+        endpoint: sim.runtimeEndpoint,
+        region: 'us-east-1',
+        credentials: { accessKeyId: 'AKIDLOCAL', secretAccessKey: 'local' },
+        maxAttempts: 1,
+      });
+      const call = client.send(
+        new ConverseCommand({ modelId: MODEL_ID, messages: [{ role: 'user', content: [{ text: 'hi' }] }] }),
+      );
+      await expect(call).rejects.toMatchObject({ name: 'ThrottlingException' });
+      expect(sim.stats().totals.throttled.injected).toBe(1);
+      client.destroy();
+    } finally {
+      await sim.stop();
+    }
 
     const json = await cli(['local', 'run', '--corpus', 'c.jsonl', '--json'], runner('FAILED'));
     expect(json.code).toBe(1);
@@ -150,10 +188,32 @@ describe('corpus local run', () => {
     expect(json.stderr).toBe('');
   });
 
+  it('--help lists the faults and every crash point of the fault-point registry with its description', async () => {
+    const res = await cli(['local', 'run', '--help']);
+    expect(res.code).toBe(0);
+    expect(res.stdout).toMatch(/--ledger-scope <scope>/);
+    expect(res.stdout).toMatch(/^ {2}crash=HANDLER@STEP:N +HANDLER dies at STEP/m);
+    const escape = (text: string): string => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+    let points = 0;
+    for (const [handler, steps] of Object.entries(FAULT_POINTS)) {
+      for (const [step, help] of Object.entries(steps as Record<string, string>)) {
+        expect(res.stdout).toMatch(new RegExp(`^  ${handler}@${step} +${escape(help)}$`, 'm'));
+        points += 1;
+      }
+    }
+    expect(points).toBeGreaterThan(0);
+    expect(res.stdout).toMatch(/^ {2}HANDLER@return +the handler returned/m);
+  });
+
   it('exit 2 for an unknown fault or a missing corpus, 3 when the runtime fails', async () => {
     const fault = await cli(['local', 'run', '--corpus', 'c.jsonl', '--faults', 'gremlins']);
     expect(fault.code).toBe(2);
     expect(fault.stderr).toMatch(/unknown fault "gremlins"/);
+    const point = await cli(['local', 'run', '--corpus', 'c.jsonl', '--faults', 'crash=collect@nowhere:1']);
+    expect(point.code).toBe(2);
+    expect(point.stderr).toMatch(/collect has no step "nowhere"/);
+    const scope = await cli(['local', 'run', '--corpus', 'c.jsonl', '--ledger-scope', '']);
+    expect(scope.code).toBe(2);
     const failing = (error: Error) => () =>
       Promise.resolve<LocalRunner>({ runLocalCorpus: () => Promise.reject(error), formatSummary: () => '' });
     const missing = await cli(

@@ -90,7 +90,14 @@ describe('LocalFunction', () => {
       const second = (await fn.invoke({ tag: 'b' })) as EchoResult;
       expect(second.threadId).toBe(first.threadId);
       expect(second.invocations).toBe(2);
-      expect(fn.stats()).toEqual({ workers: 1, busy: 0, queued: 0, coldStarts: 1, invocations: 2 });
+      expect(fn.stats()).toEqual({
+        workers: 1,
+        busy: 0,
+        queued: 0,
+        coldStarts: 1,
+        invocations: 2,
+        crashes: 0,
+      });
     } finally {
       delete process.env['PARENT_ONLY'];
     }

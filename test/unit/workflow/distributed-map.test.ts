@@ -3,7 +3,7 @@ import {
   type MapRunDescription,
   type TaskCall,
 } from '../../../local/workflow';
-import { aslError, jsonl, makeWorkflow, parse, sleep } from './helpers';
+import { aslError, jsonl, makeWorkflow, parse, sleep, until } from './helpers';
 
 interface Batch {
   BatchInput?: Record<string, unknown>;
@@ -496,5 +496,78 @@ describe('Distributed Map emulation', () => {
     const done = await handle.wait();
     expect(done).toMatchObject({ status: 'ABORTED', error: 'Operator.Stop', cause: 'enough' });
     expect(done.mapRuns[0]).toMatchObject({ status: 'ABORTED', itemCounts: { aborted: 2, running: 0 } });
+  });
+});
+
+describe('Distributed Map: the EXPRESS child cap', () => {
+  /** fanOut with EXPRESS children and a ResultWriter. */
+  function expressFanOut(extra: Record<string, unknown>, executionType = 'EXPRESS') {
+    const definition = fanOut({
+      MaxConcurrency: 4,
+      ResultWriter: { Resource: 'arn:aws:states:::s3:putObject', Parameters: { Bucket: 'out', Prefix: 'r' } },
+      ...extra,
+    });
+    const processor = definition.States.FanOut.ItemProcessor;
+    processor.ProcessorConfig = { Mode: 'DISTRIBUTED', ExecutionType: executionType };
+    return definition;
+  }
+
+  /** A task that takes 400 ms for record 1 and none for the others; records when each finished its work. */
+  function slowRecordOne(finished: number[]) {
+    return async (call: TaskCall) => {
+      const id = (call.parameters as { batch: { id: number } }).batch.id;
+      if (id === 1) await sleep(400);
+      finished.push(id);
+      return id;
+    };
+  }
+
+  it('times an EXPRESS child out past the cap with States.Timeout, counts it against the tolerance, lets its task run on', async () => {
+    const finished: number[] = [];
+    const { workflow, store } = makeWorkflow(
+      expressFanOut({ ToleratedFailureCount: 1 }),
+      slowRecordOne(finished),
+      {
+        expressTimeoutMs: 100,
+      },
+    );
+    await store.putObject('in', 'k', jsonl(4));
+    const done = await workflow.start({ input: { bucket: 'in', key: 'k' } }).wait();
+
+    const run = done.mapRuns[0];
+    expect(run).toMatchObject({
+      status: 'SUCCEEDED',
+      itemCounts: { succeeded: 3, timedOut: 1, failed: 0, total: 4 },
+      executionCounts: { succeeded: 3, timedOut: 1 },
+    });
+    expect(done.status).toBe('SUCCEEDED');
+    const mapRunId = run?.mapRunArn.split(':').pop() ?? '';
+    const failed = parse<Record<string, unknown>[]>(store.getText('out', `r/${mapRunId}/FAILED_0.json`));
+    expect(failed).toHaveLength(1);
+    expect(failed[0]).toMatchObject({ Status: 'TIMED_OUT', Error: 'States.Timeout' });
+    expect(parse<{ id: number }>(failed[0]?.Input as string).id).toBe(1);
+    // The run ended before the slow task did: the cap did not wait for it, and did not stop it either.
+    expect(finished).not.toContain(1);
+    await until(() => finished.includes(1), 'the timed-out child task to finish its work');
+  });
+
+  it('fails the Map when the timed-out child is more than it tolerates; STANDARD children have no such cap', async () => {
+    const express = makeWorkflow(expressFanOut({}), slowRecordOne([]), { expressTimeoutMs: 100 });
+    await express.store.putObject('in', 'k', jsonl(4));
+    const failed = await express.workflow.start({ input: { bucket: 'in', key: 'k' } }).wait();
+    expect(failed).toMatchObject({ status: 'FAILED', error: 'States.ExceedToleratedFailureThreshold' });
+    expect(failed.mapRuns[0]).toMatchObject({ itemCounts: { timedOut: 1 } });
+
+    const standard = makeWorkflow(expressFanOut({}, 'STANDARD'), slowRecordOne([]), {
+      expressTimeoutMs: 100,
+    });
+    await standard.store.putObject('in', 'k', jsonl(4));
+    const ok = await standard.workflow.start({ input: { bucket: 'in', key: 'k' } }).wait();
+    expect(ok.status).toBe('SUCCEEDED');
+    expect(ok.mapRuns[0]).toMatchObject({ itemCounts: { succeeded: 4, timedOut: 0 } });
+
+    expect(() => makeWorkflow(expressFanOut({}), slowRecordOne([]), { expressTimeoutMs: 0 })).toThrow(
+      RangeError,
+    );
   });
 });

@@ -1,0 +1,55 @@
+/**
+ * What the faults of a local run actually did, so a fault test can first prove its fault happened: the crashes that
+ * fired, by point, and the Bedrock simulator's counts of throttled and faulted model calls.
+ */
+import type { ModelStats, SimulatorStats } from './bedrock-simulator';
+import type { FiredCrash } from './cloud/lambda-runner';
+
+/** The fired-fault counts of a local run. */
+export interface FaultReport {
+  /** Every crash fault asked for, with how many invocations it killed. */
+  crashes: FiredCrash[];
+  /** The Bedrock runtime (Converse and InvokeModel calls), all models together. */
+  bedrock: {
+    /** Model calls received. */
+    requests: number;
+    /** Calls answered successfully. */
+    succeeded: number;
+    /** ThrottlingException answers: by the quota windows (rpm, tpm) and injected by `throttle=F`. */
+    throttled: ModelStats['throttled'];
+    /** Injected faults by kind. */
+    injectedFaults: ModelStats['injectedFaults'];
+  };
+}
+
+/** Builds the report from the functions' crash counters and the simulator's stats. */
+export function faultReport(
+  functions: Iterable<{ faultsFired(): FiredCrash[] }>,
+  stats: SimulatorStats,
+): FaultReport {
+  const crashes: FiredCrash[] = [];
+  for (const fn of new Set(functions)) crashes.push(...fn.faultsFired());
+  const { requests, succeeded, throttled, injectedFaults } = stats.totals;
+  return {
+    crashes,
+    bedrock: { requests, succeeded, throttled: { ...throttled }, injectedFaults: { ...injectedFaults } },
+  };
+}
+
+/** The report as summary lines (none when nothing reached the model and no crash was asked for). */
+export function formatFaultReport(report: FaultReport): string[] {
+  const lines: string[] = [];
+  const b = report.bedrock;
+  if (b.requests > 0) {
+    const t = b.throttled;
+    lines.push(
+      `  model calls: ${b.requests}, ${b.succeeded} answered, ${t.rpm + t.tpm + t.injected} throttled ` +
+        `(quota rpm ${t.rpm}, tpm ${t.tpm}; injected ${t.injected})`,
+    );
+  }
+  if (report.crashes.length > 0) {
+    const fired = report.crashes.map((c) => `${c.handler}@${c.step} ${c.fired} of ${c.times}`);
+    lines.push(`  crashes fired: ${fired.join(', ')}`);
+  }
+  return lines;
+}
