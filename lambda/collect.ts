@@ -2,8 +2,6 @@ import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { S3Client } from '@aws-sdk/client-s3';
 import { SQSClient } from '@aws-sdk/client-sqs';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
-import { IdempotencyConfig, makeIdempotent } from '@aws-lambda-powertools/idempotency';
-import { DynamoDBPersistenceLayer } from '@aws-lambda-powertools/idempotency/dynamodb';
 import type { Context } from 'aws-lambda';
 import * as z from 'zod';
 import { batchJobOutcomeSchema, submitJobEventSchema } from './shared/contracts';
@@ -68,10 +66,10 @@ const env = readEnv(
   z.object({
     OUTPUT_BUCKET: required,
     LEDGER_TABLE: required,
-    IDEMPOTENCY_TABLE: required,
     FAILURE_QUEUE_URL: required,
     FAILURE_DLQ_URL: required,
     LEDGER_TTL_DAYS: positiveInt,
+    CLAIM_LEASE_SECONDS: positiveInt,
   }),
 );
 
@@ -84,37 +82,28 @@ const ledger = new Ledger({
   ttlDays: env.LEDGER_TTL_DAYS,
 });
 const resultsPublisher = resultsPublisherFromEnv(sqs, ledger);
-const persistenceStore = new DynamoDBPersistenceLayer({
-  tableName: env.IDEMPOTENCY_TABLE,
-  awsSdkV3Client: ddb,
-});
 
 /**
- * Lambda entry: collects one shard's batch job output. Idempotent per (run, shard, job, status): the collect marker
- * makes a repeat return the same summary, and the idempotency record keeps two attempts from collecting at once.
- * A `Failed` job throws BatchJobFailedError (after recording its records as failed); an error is never cached.
+ * Lambda entry: collects one shard's batch job output. A repeat is safe and cheap: the collect marker returns the
+ * summary of a finished collect, and an interrupted one finds its own decisions in the ledger. Not wrapped in
+ * Powertools idempotency: Step Functions never runs two attempts of the task at once (its timeout is above the
+ * function's), and an in-progress idempotency record would hold a crashed attempt's retry off for up to the
+ * function's 15 minutes. A job that failed for a reason no retry can get past throws BatchJobFailedError (after
+ * recording its records as failed).
  */
-export const handler = makeIdempotent(
-  async (event: unknown, _context: Context): Promise<CollectShardSummary> => {
-    const parsed = parseCollectEvent(event);
-    logger.appendKeys({ runId: parsed.runId, shard: parsed.shard.shard });
-    try {
-      return await collectShard(toCollectInput(parsed), {
-        s3,
-        ledger,
-        failureLane: new FailureLaneSender(sqs, env.FAILURE_QUEUE_URL, env.FAILURE_DLQ_URL),
-        ...(resultsPublisher ? { resultsPublisher } : {}),
-        outputBucket: env.OUTPUT_BUCKET,
-      });
-    } finally {
-      metrics.publishStoredMetrics();
-    }
-  },
-  {
-    persistenceStore,
-    config: new IdempotencyConfig({
-      eventKeyJmesPath: '[runId, shard.shard, job.jobArn, job.status]',
-      expiresAfterSeconds: 3600,
-    }),
-  },
-);
+export async function handler(event: unknown, _context: Context): Promise<CollectShardSummary> {
+  const parsed = parseCollectEvent(event);
+  logger.appendKeys({ runId: parsed.runId, shard: parsed.shard.shard });
+  try {
+    return await collectShard(toCollectInput(parsed), {
+      s3,
+      ledger,
+      failureLane: new FailureLaneSender(sqs, env.FAILURE_QUEUE_URL, env.FAILURE_DLQ_URL),
+      ...(resultsPublisher ? { resultsPublisher } : {}),
+      outputBucket: env.OUTPUT_BUCKET,
+      leaseMs: env.CLAIM_LEASE_SECONDS * 1000,
+    });
+  } finally {
+    metrics.publishStoredMetrics();
+  }
+}

@@ -1,28 +1,50 @@
-import { S3Client } from '@aws-sdk/client-s3';
+import { randomUUID } from 'node:crypto';
+import { DeleteObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
+import { EventBridgeClient } from '@aws-sdk/client-eventbridge';
+import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { BatchProcessor, EventType, processPartialResponse } from '@aws-lambda-powertools/batch';
 import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
 import * as z from 'zod';
-import { runKeys, type FailureLaneMessage, type ResultLine, type Usage } from './shared/contracts';
+import {
+  RUN_UPDATED,
+  runKeys,
+  type FailureLaneMessage,
+  type FailureLine,
+  type ModelCalls,
+  type ResultLine,
+  type Usage,
+} from './shared/contracts';
 import { readEnv, positiveInt, required } from './shared/env';
 import { callDependency, errorMessage } from './shared/errors';
-import { Ledger } from './shared/ledger';
-import { classifyModelError, type ModelCaller } from './shared/model-caller';
-import { logger, metrics } from './shared/observability';
+import { faultPoint } from './shared/fault-points';
+import { unitOwner, type Claimant, type Ledger } from './shared/ledger';
+import { classifyModelError, ModelCallCounter, type ModelCaller } from './shared/model-caller';
+import { logger, metrics, traced } from './shared/observability';
 import { publishingContext } from './shared/publishing-context';
 import { contentHashOf, sha256 } from './shared/records';
 import type { ResultsPublisher } from './shared/results-queue';
+import { putRunEvent } from './shared/run-events';
+import { RunState, writeManifest } from './shared/run-state';
 import { putJsonl } from './shared/s3-jsonl';
+import {
+  AttemptHistory,
+  LostAnswerError,
+  type Answer,
+  type AttemptLine,
+  type Reason,
+} from './shared/unit-of-work';
 
 /**
  * The failure lane's consumer: an SQS event source on the failure queue (ReportBatchItemFailures). Each message is a
- * {@link FailureLaneMessage}. A retryable failure that carries its request is sent to the model again and, when it
- * is answered, published through the ledger exactly as ConverseBatch publishes (claim, results file, results queue,
- * mark published). A failure that cannot succeed by retrying (not retryable, no request, a malformed message, a
- * request the model rejects) goes to the DLQ at once with its reason, and the message is reported processed, so it
- * does not burn receives. A record the ledger already holds as published (a redrive after a re-run) is dropped
- * without a model call. Only a failure worth retrying later (the model throttled again, a dependency failed) is
- * reported as a batch item failure: the message returns to the queue, and maxReceiveCount moves it to the DLQ.
+ * {@link FailureLaneMessage}. A retryable failure is the lane's to settle, as its own unit of work per record: it
+ * claims the record (taking over what a batch queued), calls the model, and publishes the answer through the ledger
+ * as a batch does; a record it cannot get an answer for (the model rejects it, or it is still failing on its last
+ * receive) is failed for good, with its failure line and the DLQ message carrying the reason. Each settled record
+ * is recorded in the runs table and the run's manifest gets a new revision. A failure that cannot succeed by
+ * retrying (a bad line, a validation failure a batch already recorded) goes to the DLQ at once with its reason. Only
+ * a failure worth retrying later (the model throttled again, a dependency failed) is reported as a batch item
+ * failure, after the lane handed its claim back: the message returns to the queue.
  */
 
 /** A failure-lane message as it arrives (validated: the queue is fed by this pipeline, but a redrive may carry anything). */
@@ -49,13 +71,17 @@ void schemaMatchesContract;
 export interface FailureLaneConsumerDeps {
   s3: S3Client;
   sqs: SQSClient;
-  ledger: Pick<Ledger, 'findPublished' | 'claim' | 'markPublished'>;
+  ledger: Pick<Ledger, 'claim' | 'commit' | 'fail' | 'queue' | 'markDelivered' | 'get'>;
+  /** The runs table: the lane's settled records and the run manifest's revisions. */
+  runs: Pick<RunState, 'putLaneOutcome'>;
   callModel: ModelCaller;
   /** The failure queue's dead-letter queue. */
   dlqUrl: string;
   outputBucket: string;
   /** The results queue, when one is configured. */
-  resultsPublisher?: Pick<ResultsPublisher, 'publish'>;
+  resultsPublisher?: Pick<ResultsPublisher, 'publish'> | undefined;
+  /** How long the lane's claim on a record holds before another owner may take it over, in ms. */
+  leaseMs: number;
   /** Milliseconds left in this invocation. */
   remainingMs: () => number;
   /**
@@ -63,17 +89,22 @@ export interface FailureLaneConsumerDeps {
    * DLQ with its reason (the redrive policy would move it there without one).
    */
   maxReceiveCount?: number;
+  /** A new attempt id. @default randomUUID */
+  newAttempt?: () => string;
+  now?: () => Date;
 }
 
 /** What became of one message. */
 export type LaneOutcome =
-  /** Answered and published by this consumer. */
-  | { kind: 'published'; recordId: string; resultKey: string; usage: Usage }
-  /** Answered, but another run holds or published the record: nothing written (counted as skipped). */
-  | { kind: 'skipped'; recordId: string }
-  /** The ledger already holds the record as published: dropped without a model call. */
-  | { kind: 'already-published'; recordId: string }
-  /** Sent to the DLQ with its reason. */
+  /** Answered and published by the lane: the record's line is in its lane results file. */
+  | { kind: 'published'; recordId: string; runId: string; resultKey: string; usage: Usage }
+  /** A record this run handed over that another run held or published meanwhile: skipped for this run. */
+  | { kind: 'skipped'; recordId: string; runId: string }
+  /** Nothing to do: the record was already settled (a redelivery, a duplicate message). */
+  | { kind: 'already-settled'; recordId: string }
+  /** Failed for good by the lane: its line is in its lane failures file, and the message in the DLQ. */
+  | { kind: 'failed'; recordId: string; runId: string; code: string; reason: string }
+  /** Sent to the DLQ with its reason; the record's outcome was recorded where the failure happened. */
   | { kind: 'dead-lettered'; code: string; reason: string };
 
 /** The message is worth retrying later: the consumer reports it as a batch item failure, and it returns to the queue. */
@@ -93,12 +124,22 @@ const SAFETY_MARGIN_MS = 10_000;
 const MAX_DLQ_BODY_BYTES = 250 * 1024;
 const MAX_REASON_CHARS = 1_000;
 
-/**
- * The results file of a record answered through the lane: one file per record, named by its hash, so a redelivery or
- * a redrive overwrites the same file instead of adding a second line.
- */
-export function laneResultKey(runId: string, recordId: string): string {
-  return runKeys.results(runId, `lane-${sha256(recordId).slice(0, 32)}`);
+/** The lane's files of one record: one of each per record, named by its hash, so every attempt writes the same key. */
+export const laneKeys = {
+  /** The record's line when the lane published it. */
+  results: (runId: string, recordId: string): string => runKeys.results(runId, laneName(recordId)),
+  /** The record's line when the lane failed it for good. */
+  failures: (runId: string, recordId: string): string => runKeys.failures(runId, laneName(recordId)),
+  /** The lane's attempts at the record (answers staged before the ledger commit). */
+  attemptsPrefix: (runId: string, recordId: string): string =>
+    `runs/${runId}/attempts/${laneName(recordId)}/`,
+};
+
+/** Kept for callers of the earlier name. */
+export const laneResultKey = laneKeys.results;
+
+function laneName(recordId: string): string {
+  return `lane-${sha256(recordId).slice(0, 32)}`;
 }
 
 /** Parses a message body: the message, or why it is unusable (and the body as far as it could be read). */
@@ -133,9 +174,13 @@ function receiveCount(record: Pick<SQSRecord, 'attributes'>): number {
 }
 
 /**
- * Handles one failure-lane message.
+ * Handles one failure-lane message. A retryable failure with its recordId is the lane's to settle: the lane claims
+ * the record (as its own unit of work, `<runId>/lane/<recordId>`), calls the model, and publishes the answer through
+ * the ledger exactly as a batch does (stage the answer, commit, write the line, results queue), or fails it for good
+ * (its line in the lane's failures file, the message in the DLQ with the reason). Every other message (a bad line, a
+ * validation failure a batch already recorded) goes to the DLQ at once with its reason.
  * @returns what became of it (every outcome counts as processed: the message is deleted)
- * @throws RetryLaterError when the model failed retryably again (the message returns to the queue)
+ * @throws RetryLaterError when the model failed retryably again, or another unit still holds the record
  * @throws TransientDependencyError when S3, DynamoDB or SQS failed transiently (the message returns to the queue)
  */
 export async function processLaneRecord(
@@ -145,13 +190,8 @@ export async function processLaneRecord(
   const parsed = parseLaneMessage(record.body);
   if (!parsed.ok) return deadLetter(deps, parsed.raw, 'MalformedMessage', parsed.reason);
   const { message, raw } = parsed;
-  const { recordId, runId, ledgerScope } = message;
-
-  if (recordId !== undefined) {
-    const published = await deps.ledger.findPublished(ledgerScope, [recordId]);
-    if (published.has(recordId)) return { kind: 'already-published', recordId };
-  }
-  if (message.error.retryable !== true) {
+  const { recordId, runId, ledgerScope: scope } = message;
+  if (message.error.retryable !== true || recordId === undefined) {
     return deadLetter(
       deps,
       raw,
@@ -159,23 +199,68 @@ export async function processLaneRecord(
       `not retryable (${message.error.code}: ${message.error.message}); fix the record and run the corpus again`,
     );
   }
-  if (recordId === undefined || message.modelInput === undefined || message.format === undefined) {
-    return deadLetter(
-      deps,
-      raw,
-      message.error.code,
-      'retryable, but the message does not carry the request (recordId, format and modelInput; a request too large ' +
-        'for SQS is left out): run the corpus again to retry it',
-    );
+
+  const who: Claimant = {
+    runId,
+    owner: unitOwner(runId, 'lane', recordId),
+    attempt: (deps.newAttempt ?? randomUUID)(),
+  };
+  const claim = await deps.ledger.claim(scope, recordId, who, {
+    ...(message.modelInput ? { contentHash: contentHashOf(message.modelInput) } : {}),
+    leaseMs: deps.leaseMs,
+    reclaimOwn: true,
+  });
+  const lastReceive = deps.maxReceiveCount !== undefined && receiveCount(record) >= deps.maxReceiveCount;
+  switch (claim.kind) {
+    case 'claimed':
+      break;
+    case 'mine':
+      // Published by the lane in an earlier attempt that died before finishing: finish it.
+      return finishPublished(deps, message, who, claim.entry.attempt);
+    case 'published':
+      // A unit of this run published it after handing it over (a repeated hand-over): nothing is the lane's.
+      if (claim.entry.runId === runId) return { kind: 'already-settled', recordId };
+      await deps.runs.putLaneOutcome(runId, recordId, {
+        outcome: 'skipped',
+        inputTokens: 0,
+        outputTokens: 0,
+      });
+      return { kind: 'skipped', recordId, runId };
+    case 'reused':
+      return failForGood(deps, raw, message, undefined, {
+        code: 'RecordIdReused',
+        message: `recordId ${JSON.stringify(recordId)} was published in ledger scope ${JSON.stringify(scope)} by run ${claim.entry.runId} for a different request; give the record its own recordId`,
+      });
+    case 'held': {
+      const holder = `${claim.entry.status} by ${claim.entry.owner}`;
+      if (!lastReceive) {
+        throw new RetryLaterError('ClaimHeld', `the record is ${holder}; retried once that claim ends`);
+      }
+      // Its holder decides it; the record stays pending in this run until a redrive finds it settled.
+      return deadLetter(
+        deps,
+        raw,
+        'ClaimHeld',
+        `still ${holder} after ${receiveCount(record)} receives; redrive the DLQ once that claim has ended`,
+      );
+    }
   }
 
-  const lastReceive = deps.maxReceiveCount !== undefined && receiveCount(record) >= deps.maxReceiveCount;
+  if (message.modelInput === undefined || message.format === undefined) {
+    return failForGood(deps, raw, message, who, {
+      code: message.error.code,
+      message:
+        `${message.error.message}; it could not be retried here because its request was too large for an SQS ` +
+        'message: run the corpus again to retry it',
+    });
+  }
   if (deps.remainingMs() < SAFETY_MARGIN_MS) {
+    await giveBack(deps, message, who, { code: 'NotAttempted', message: 'the invocation ran out of time' });
     throw new RetryLaterError('NotAttempted', 'the invocation ran out of time before this message was sent');
   }
   const controller = new AbortController();
   const timer = setTimeout(() => controller.abort(), Math.max(1_000, deps.remainingMs() - SAFETY_MARGIN_MS));
-  let answer: { modelOutput: unknown; usage: Usage };
+  let answer: Answer;
   try {
     answer = await deps.callModel(
       { recordId, format: message.format, modelInput: message.modelInput },
@@ -183,38 +268,143 @@ export async function processLaneRecord(
     );
   } catch (err) {
     const failure = classifyModelError(err, controller.signal.aborted);
+    const reason = { code: failure.code, message: failure.message };
     if (!failure.retryable) {
-      return deadLetter(
-        deps,
-        raw,
-        failure.code,
-        `the model rejected the retried request: ${failure.message}`,
-      );
+      return failForGood(deps, raw, message, who, {
+        ...reason,
+        message: `the model rejected the retried request: ${failure.message}`,
+      });
     }
     if (lastReceive) {
-      return deadLetter(
-        deps,
-        raw,
-        failure.code,
-        `still failing after ${receiveCount(record)} receives: ${failure.message}`,
-      );
+      return failForGood(deps, raw, message, who, {
+        ...reason,
+        message: `still failing after ${receiveCount(record)} receives: ${failure.message}`,
+      });
     }
+    await giveBack(deps, message, who, reason);
     throw new RetryLaterError(failure.code, failure.message);
   } finally {
     clearTimeout(timer);
   }
 
-  if ((await deps.ledger.claim(ledgerScope, recordId, runId, contentHashOf(message.modelInput))) === 'held') {
-    return { kind: 'skipped', recordId };
+  // Staged before the commit: an attempt that dies after committing leaves the answer for the next one to write.
+  const attemptKey = `${laneKeys.attemptsPrefix(runId, recordId)}${who.attempt}.jsonl`;
+  const staged: AttemptLine = {
+    recordId,
+    attempt: who.attempt,
+    at: (deps.now ?? (() => new Date()))().toISOString(),
+    outcome: 'answered',
+    modelOutput: answer.modelOutput,
+    usage: answer.usage,
+  };
+  await putJsonl(deps.s3, deps.outputBucket, attemptKey, [staged]);
+  const committed = await deps.ledger.commit(scope, recordId, who, laneKeys.results(runId, recordId));
+  faultPoint('failure-lane-consumer', 'after-commit');
+  if (committed.kind === 'lost') {
+    // A later attempt of the lane took the record back meanwhile (a duplicate delivery): it settles it.
+    return { kind: 'already-settled', recordId };
   }
-  // Results file, then results queue, then the ledger says published: a crash in between re-publishes on the next
-  // receive into the same file and with the same queue deduplication id.
-  const resultKey = laneResultKey(runId, recordId);
+  return finishPublished(deps, message, who, who.attempt);
+}
+
+/**
+ * Writes what a lane publication leaves behind, from the attempt that committed it: the record's result line (and
+ * no failure line), its outcome in the runs table, its results-queue message.
+ */
+async function finishPublished(
+  deps: FailureLaneConsumerDeps,
+  message: LaneMessage,
+  who: Claimant,
+  committedAttempt: string,
+): Promise<LaneOutcome> {
+  const { runId, ledgerScope: scope } = message;
+  const recordId = message.recordId as string;
+  const history = await AttemptHistory.load(
+    deps.s3,
+    deps.outputBucket,
+    `${laneKeys.attemptsPrefix(runId, recordId)}${committedAttempt}.jsonl`,
+  );
+  const answer = history.answer(recordId);
+  if (!answer) {
+    throw new LostAnswerError(`the lane published ${recordId} but its staged answer is missing`);
+  }
+  const resultKey = laneKeys.results(runId, recordId);
   const line: ResultLine = { recordId, modelOutput: answer.modelOutput, usage: answer.usage };
   await putJsonl(deps.s3, deps.outputBucket, resultKey, [line]);
-  await deps.resultsPublisher?.publish([{ runId, recordId, ledgerScope, resultKey, usage: answer.usage }]);
-  await deps.ledger.markPublished(ledgerScope, recordId, runId);
-  return { kind: 'published', recordId, resultKey, usage: answer.usage };
+  faultPoint('failure-lane-consumer', 'after-results');
+  // A redrive that succeeds replaces the record's earlier final failure.
+  await deleteObject(deps, laneKeys.failures(runId, recordId));
+  await deps.runs.putLaneOutcome(runId, recordId, {
+    outcome: 'succeeded',
+    inputTokens: answer.usage.inputTokens,
+    outputTokens: answer.usage.outputTokens,
+  });
+  const entry = await deps.ledger.get(scope, recordId);
+  if (deps.resultsPublisher && entry?.delivered !== true) {
+    await deps.resultsPublisher.publish([
+      { runId, recordId, ledgerScope: scope, resultKey, usage: answer.usage },
+    ]);
+    faultPoint('failure-lane-consumer', 'after-queue-send');
+    await deps.ledger.markDelivered(scope, recordId, who.owner);
+  }
+  return { kind: 'published', recordId, runId, resultKey, usage: answer.usage };
+}
+
+/**
+ * The lane gives a record up for good: the ledger says failed (when the lane holds the claim), its failure line is
+ * written, its outcome recorded, and the message goes to the DLQ with the reason (a redrive retries it).
+ */
+async function failForGood(
+  deps: FailureLaneConsumerDeps,
+  raw: Record<string, unknown>,
+  message: LaneMessage,
+  who: Claimant | undefined,
+  reason: Reason,
+): Promise<LaneOutcome> {
+  const { runId, ledgerScope: scope } = message;
+  const recordId = message.recordId as string;
+  if (who) {
+    const failed = await deps.ledger.fail(scope, recordId, who, reason);
+    if (failed.kind === 'lost') return { kind: 'already-settled', recordId };
+  }
+  const failure: FailureLine = {
+    recordId,
+    ...(message.line !== undefined ? { line: message.line } : {}),
+    stage: message.stage,
+    error: { code: reason.code, message: reason.message, retryable: false },
+  };
+  await putJsonl(deps.s3, deps.outputBucket, laneKeys.failures(runId, recordId), [failure]);
+  await deps.runs.putLaneOutcome(runId, recordId, {
+    outcome: 'failed',
+    inputTokens: 0,
+    outputTokens: 0,
+    code: reason.code,
+  });
+  const dead = await deadLetter(deps, raw, reason.code, reason.message);
+  faultPoint('failure-lane-consumer', 'after-dead-letter');
+  return {
+    kind: 'failed',
+    recordId,
+    runId,
+    code: reason.code,
+    reason: dead.kind === 'dead-lettered' ? dead.reason : reason.message,
+  };
+}
+
+/** The lane gives its claim back before the message returns to the queue, so the next receive may take it. */
+async function giveBack(
+  deps: FailureLaneConsumerDeps,
+  message: LaneMessage,
+  who: Claimant,
+  reason: Reason,
+): Promise<void> {
+  await deps.ledger.queue(message.ledgerScope, message.recordId as string, who, reason);
+}
+
+async function deleteObject(deps: FailureLaneConsumerDeps, key: string): Promise<void> {
+  await callDependency('S3 DeleteObject', () =>
+    deps.s3.send(new DeleteObjectCommand({ Bucket: deps.outputBucket, Key: key })),
+  );
 }
 
 /** Sends a message to the DLQ with its reason (`laneReason` in the body and as an attribute). */
@@ -258,26 +448,33 @@ function dlqBody(raw: unknown, laneReason: string): string {
 
 /**
  * Processes one SQS batch: each message through {@link processLaneRecord}, in parallel; the ones to retry later are
- * returned as batch item failures. A batch where every message is to retry later is reported as such, not thrown:
- * a throttling storm is not a function error.
+ * returned as batch item failures (a batch where every message is to retry later is reported as such, not thrown: a
+ * throttling storm is not a function error). Then, for each run whose records the lane settled, the run's manifest
+ * gets a new revision and a `Corpus Run Updated` event, once Finalize has written it.
  */
 export async function processLaneBatch(
   event: SQSEvent,
-  deps: FailureLaneConsumerDeps,
+  deps: FailureLaneConsumerDeps & LaneRunDeps,
   context?: Context,
 ): Promise<SQSBatchResponse> {
   const tally: Record<LaneOutcome['kind'] | 'retryLater', number> = {
     published: 0,
     skipped: 0,
-    'already-published': 0,
+    'already-settled': 0,
+    failed: 0,
     'dead-lettered': 0,
     retryLater: 0,
   };
+  const settledRuns = new Set<string>();
+  const callsAtStart = deps.modelCalls?.() ?? { total: 0, throttled: 0, retried: 0 };
   const recordHandler = async (record: SQSRecord): Promise<LaneOutcome> => {
     try {
       const outcome = await processLaneRecord(record, deps);
       tally[outcome.kind]++;
-      if (outcome.kind === 'dead-lettered') {
+      if (outcome.kind === 'published' || outcome.kind === 'failed' || outcome.kind === 'skipped') {
+        settledRuns.add(outcome.runId);
+      }
+      if (outcome.kind === 'dead-lettered' || outcome.kind === 'failed') {
         logger.warn('failure-lane message dead-lettered', {
           messageId: record.messageId,
           code: outcome.code,
@@ -298,13 +495,60 @@ export async function processLaneBatch(
     ...(context ? { context } : {}),
     throwOnFullBatchFailure: false,
   });
+  const calls = diffCalls(deps.modelCalls?.() ?? callsAtStart, callsAtStart);
+  const runsInBatch = new Set<string>();
+  for (const record of event.Records) {
+    const parsed = parseLaneMessage(record.body);
+    if (parsed.ok) runsInBatch.add(parsed.message.runId);
+  }
+  // The batch's model calls are the run's when the batch holds one run (the usual case); split evenly otherwise.
+  for (const runId of runsInBatch) {
+    await deps.runs.addLaneModelCalls(runId, shareOf(calls, runsInBatch.size));
+  }
+  for (const runId of settledRuns) await publishRevision(deps, runId);
   metrics.addMetric('LaneRecordsPublished', 'Count', tally.published);
+  metrics.addMetric('LaneRecordsFailed', 'Count', tally.failed);
   metrics.addMetric('LaneRecordsSkipped', 'Count', tally.skipped);
-  metrics.addMetric('LaneAlreadyPublished', 'Count', tally['already-published']);
-  metrics.addMetric('LaneDeadLettered', 'Count', tally['dead-lettered']);
+  metrics.addMetric('LaneAlreadySettled', 'Count', tally['already-settled']);
+  metrics.addMetric('LaneDeadLettered', 'Count', tally['dead-lettered'] + tally.failed);
   metrics.addMetric('LaneRetryLater', 'Count', tally.retryLater);
   logger.info('failure-lane batch processed', { records: event.Records.length, ...tally });
   return response;
+}
+
+/** What the consumer needs beyond one message: the run's manifest and event, and the model-call count. */
+export interface LaneRunDeps {
+  runs: Pick<RunState, 'putLaneOutcome' | 'addLaneModelCalls' | 'nextRevision' | 'getRun' | 'laneTotals'>;
+  events: Pick<EventBridgeClient, 'send'>;
+  eventBusName: string;
+  /** The model calls this environment made so far. */
+  modelCalls?: () => ModelCalls;
+}
+
+/** A new manifest revision for a run the lane settled records of, and its `Corpus Run Updated` event. */
+async function publishRevision(deps: FailureLaneConsumerDeps & LaneRunDeps, runId: string): Promise<void> {
+  const revision = await deps.runs.nextRevision(runId);
+  if (revision === undefined) return;
+  faultPoint('failure-lane-consumer', 'before-revision');
+  const manifest = await writeManifest(deps.runs, deps.s3, deps.outputBucket, runId, revision);
+  await putRunEvent(deps.events, deps.eventBusName, manifest, RUN_UPDATED);
+  logger.info('run manifest revised', { runId, revision: manifest.revision, counts: manifest.counts });
+}
+
+function diffCalls(end: ModelCalls, start: ModelCalls): ModelCalls {
+  return {
+    total: end.total - start.total,
+    throttled: end.throttled - start.throttled,
+    retried: end.retried - start.retried,
+  };
+}
+
+function shareOf(calls: ModelCalls, parts: number): ModelCalls {
+  return {
+    total: Math.round(calls.total / parts),
+    throttled: Math.round(calls.throttled / parts),
+    retried: Math.round(calls.retried / parts),
+  };
 }
 
 const optionalPositiveInt = z.preprocess((v) => (v === '' ? undefined : v), positiveInt.optional());
@@ -313,17 +557,23 @@ const optionalPositiveInt = z.preprocess((v) => (v === '' ? undefined : v), posi
 export const failureLaneConsumerEnvSchema = z.object({
   OUTPUT_BUCKET: required,
   LEDGER_TABLE: required,
+  RUNS_TABLE: required,
+  EVENT_BUS_NAME: required,
   FAILURE_DLQ_URL: required,
   MODEL_ID: required,
   MAX_ATTEMPTS: positiveInt,
   LEDGER_TTL_DAYS: positiveInt,
+  CLAIM_LEASE_SECONDS: positiveInt,
   MAX_RECEIVE_COUNT: optionalPositiveInt,
   RESULTS_QUEUE_URL: z.string().optional(),
 });
 
 const env = readEnv(failureLaneConsumerEnvSchema);
 
-const { s3, sqs, ledger, callModel, resultsPublisher } = publishingContext(env);
+const counter = new ModelCallCounter();
+const { s3, ddb, sqs, ledger, callModel, resultsPublisher } = publishingContext(env, counter);
+const runs = new RunState(DynamoDBDocumentClient.from(ddb), env.RUNS_TABLE, env.LEDGER_TTL_DAYS);
+const events = traced(new EventBridgeClient({}));
 
 /** Lambda entry: the failure queue's event source (FunctionResponseTypes: ReportBatchItemFailures). */
 export async function handler(event: SQSEvent, context: Context): Promise<SQSBatchResponse> {
@@ -334,11 +584,16 @@ export async function handler(event: SQSEvent, context: Context): Promise<SQSBat
         s3,
         sqs,
         ledger,
+        runs,
+        events,
+        eventBusName: env.EVENT_BUS_NAME,
         callModel,
         dlqUrl: env.FAILURE_DLQ_URL,
         outputBucket: env.OUTPUT_BUCKET,
-        ...(resultsPublisher ? { resultsPublisher } : {}),
+        resultsPublisher,
+        leaseMs: env.CLAIM_LEASE_SECONDS * 1000,
         remainingMs: () => context.getRemainingTimeInMillis(),
+        modelCalls: () => counter.snapshot(),
         ...(env.MAX_RECEIVE_COUNT !== undefined ? { maxReceiveCount: env.MAX_RECEIVE_COUNT } : {}),
       },
       context,

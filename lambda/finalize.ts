@@ -1,46 +1,41 @@
-import { EventBridgeClient, PutEventsCommand } from '@aws-sdk/client-eventbridge';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import { ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
+import { EventBridgeClient } from '@aws-sdk/client-eventbridge';
+import { S3Client } from '@aws-sdk/client-s3';
+import { SQSClient } from '@aws-sdk/client-sqs';
+import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { IdempotencyConfig, makeIdempotent } from '@aws-lambda-powertools/idempotency';
 import { DynamoDBPersistenceLayer } from '@aws-lambda-powertools/idempotency/dynamodb';
 import type { Context } from 'aws-lambda';
 import * as z from 'zod';
 import {
-  EVENT_SOURCE,
   RUN_COMPLETED,
   RUN_FAILED,
   runKeys,
   type BatchEvent,
-  type BatchSummary,
   type BatchJobOutcome,
   type BatchPlan,
-  type FailureLine,
+  type BatchSummary,
   type ManifestJob,
+  type ModelCalls,
   type PlanOutput,
-  type ResultLine,
   type RunManifest,
   type ShardItem,
   type WorkItem,
 } from './shared/contracts';
-import { collectKeys, type CollectShardSummary } from './shared/collect';
-import { readEnv, required } from './shared/env';
-import { batchIdOf } from './shared/batches';
-import {
-  callDependency,
-  InvalidEventError,
-  isTransientAwsError,
-  TransientDependencyError,
-} from './shared/errors';
+import { collectKeys, collectShard, type CollectShardSummary } from './shared/collect';
+import { processBatch } from './shared/converse-unit';
+import { readEnv, positiveInt, required } from './shared/env';
+import { InvalidEventError } from './shared/errors';
+import { FailureLaneSender } from './shared/failure-lane';
+import { faultPoint } from './shared/fault-points';
+import { isLaneOwner, Ledger, type LedgerEntry } from './shared/ledger';
 import { logger, metrics, traced } from './shared/observability';
 import { mapWithConcurrency } from './shared/pool';
-import {
-  getJson,
-  JsonlObjectWriter,
-  openObject,
-  putJson,
-  readLines,
-  readResultsFile,
-} from './shared/s3-jsonl';
+import { resultsPublisherFromEnv, type ResultsPublisher } from './shared/results-queue';
+import { putRunEvent } from './shared/run-events';
+import { RunState, writeManifest, type ManifestBase } from './shared/run-state';
+import { getJson, openObject, readLines } from './shared/s3-jsonl';
+import { cleanLine } from './shared/records';
 
 /** Finalize's event: the workflow state, whatever path led here. */
 export const finalizeEventSchema = z.object({
@@ -56,6 +51,7 @@ export interface FinalizeOutput {
   runId: string;
   status: RunManifest['status'];
   manifestKey: string;
+  revision: number;
   counts: RunManifest['counts'];
   error?: { code: string; message: string };
 }
@@ -63,9 +59,15 @@ export interface FinalizeOutput {
 /** What Finalize talks to. */
 export interface FinalizeDeps {
   s3: S3Client;
-  events: EventBridgeClient;
+  events: Pick<EventBridgeClient, 'send'>;
+  ledger: Ledger;
+  runs: RunState;
+  failureLane: Pick<FailureLaneSender, 'add' | 'flush'>;
+  resultsPublisher?: Pick<ResultsPublisher, 'publish'> | undefined;
   outputBucket: string;
   eventBusName: string;
+  /** How long Finalize's claims (repairs) hold, in ms. */
+  leaseMs: number;
   now?: () => Date;
 }
 
@@ -87,44 +89,37 @@ interface StepFunctionsError {
   Cause?: string;
 }
 
-/** Why records went unprocessed, as a failure line's code and message. */
+/** Why records went unprocessed, as a failure's code and message. */
 interface Reason {
   code: string;
   message: string;
 }
 
-/** A shard of a mode A run whose job output was never collected (no marker), and its records' fate. */
-interface UncollectedShard {
-  item: ShardItem;
-  /** How the shard's job ended, when its child got that far. */
-  job?: BatchJobOutcome;
-  reason: Reason;
-  succeeded: number;
-  failed: number;
-}
-
-/** A failed (or never run) child of the batch Map, from its ResultWriter files. */
-interface FailedShardChild {
-  job?: BatchJobOutcome;
-  reason: Reason;
-}
-
+/** Where the run's records ended, summed over its units. */
 interface Tally {
   succeeded: number;
   failed: number;
   skipped: number;
+  queued: number;
   inputTokens: number;
   outputTokens: number;
   batches: number;
   failedBatches: number;
+  modelCalls: ModelCalls;
+  /** Records some unit accounted for (only tracked when an orphan scan follows). */
+  seen?: Set<string>;
 }
 
+const REPAIR_CONCURRENCY = 4;
+
 /**
- * Accounts for every line of the run, writes `runs/<runId>/manifest.json` and announces the outcome on the
- * pipeline's event bus. Sums the children's summaries from the Map's ResultWriter files; the records of a child that
- * failed are checked against what it managed to publish and the rest recorded as failed; when the Map itself failed
- * (no ResultWriter details), every record is accounted for from the files the children wrote. A mode A run is
- * summed from its shards' collect markers plus the Converse fan-out, and its manifest lists the jobs.
+ * Accounts for every record of the run and writes `runs/<runId>/manifest.json`, then announces the outcome on the
+ * pipeline's event bus. Each record ends with one unit of work: the Converse batches' summaries (from the Map's
+ * ResultWriter files) and the shards' collect markers say where theirs ended. A unit that never finished (a failed
+ * or never-run child, an uncollected shard, records the workflow never reached) is finished here as that same unit
+ * (or, for records nobody claimed, as Finalize's own): what it had decided stands, and whatever it had not decided is
+ * handed to the failure lane with the reason, so nothing is lost and nothing is published twice. Records handed to
+ * the failure lane are `pending` until it settles them; each one it settles later revises the manifest.
  */
 export async function finalizeRun(event: FinalizeEvent, deps: FinalizeDeps): Promise<FinalizeOutput> {
   const { runId, state } = event;
@@ -134,12 +129,14 @@ export async function finalizeRun(event: FinalizeEvent, deps: FinalizeDeps): Pro
     succeeded: 0,
     failed: 0,
     skipped: 0,
+    queued: 0,
     inputTokens: 0,
     outputTokens: 0,
     batches: 0,
     failedBatches: 0,
+    modelCalls: { total: 0, throttled: 0, retried: 0 },
   };
-  let error: { code: string; message: string } | undefined = stateError
+  let error: Reason | undefined = stateError
     ? { code: stateError.Error ?? 'States.TaskFailed', message: describeCause(stateError.Cause) }
     : undefined;
 
@@ -148,17 +145,13 @@ export async function finalizeRun(event: FinalizeEvent, deps: FinalizeDeps): Pro
     if (plan.mode === 'batch' && plan.batch) {
       jobs = await tallyBatchRun(deps, plan, plan.batch, state, tally, error);
     } else {
-      const details = resultWriterDetailsOf(state.fanOutResult);
-      if (details) {
-        await tallyFromResultWriter(deps, plan, details, tally);
-      } else {
-        await tallyFromRunFiles(deps, plan, tally, error);
-      }
+      await tallyConverse(deps, plan, state, [plan.itemsKey], tally, error);
     }
-    if (!error && tally.succeeded + tally.failed + tally.skipped !== plan.counts.toProcess) {
+    const accounted = tally.succeeded + tally.failed + tally.skipped + tally.queued;
+    if (!error && accounted !== plan.counts.toProcess) {
       error = {
         code: 'AccountingMismatch',
-        message: `${plan.counts.toProcess} records were to be processed but ${tally.succeeded} succeeded, ${tally.failed} failed and ${tally.skipped} were skipped`,
+        message: `${plan.counts.toProcess} records were to be processed but ${tally.succeeded} succeeded, ${tally.failed} failed, ${tally.skipped} were skipped and ${tally.queued} were handed to the failure lane`,
       };
     }
   }
@@ -166,7 +159,7 @@ export async function finalizeRun(event: FinalizeEvent, deps: FinalizeDeps): Pro
   const finishedAt = (deps.now ?? (() => new Date()))();
   const status = error ? 'FAILED' : 'SUCCEEDED';
   const manifestKey = runKeys.manifest(runId);
-  const manifest: RunManifest = {
+  const base: ManifestBase = {
     runId,
     mode: plan?.mode ?? null,
     status,
@@ -178,8 +171,11 @@ export async function finalizeRun(event: FinalizeEvent, deps: FinalizeDeps): Pro
       invalid: plan?.counts.invalid ?? 0,
       duplicates: plan?.counts.duplicates ?? 0,
       skipped: (plan?.counts.skipped ?? 0) + tally.skipped,
+      pending: tally.queued,
+      recovered: 0,
     },
     tokens: { input: tally.inputTokens, output: tally.outputTokens },
+    modelCalls: tally.modelCalls,
     startedAt: event.startedAt,
     finishedAt: finishedAt.toISOString(),
     durationMs: Math.max(0, finishedAt.getTime() - Date.parse(event.startedAt)),
@@ -196,11 +192,26 @@ export async function finalizeRun(event: FinalizeEvent, deps: FinalizeDeps): Pro
     ...(jobs ? { jobs } : {}),
     ...(error ? { error } : {}),
   };
-  await putJson(deps.s3, deps.outputBucket, manifestKey, manifest);
-  await publishRunEvent(deps, manifest);
+  const revision = await deps.runs.putBase(runId, base);
+  // The lane may have settled some of the run's records already: the manifest folds them in.
+  const manifest = await writeManifest(deps.runs, deps.s3, deps.outputBucket, runId, revision);
+  faultPoint('finalize', 'after-manifest');
+  await putRunEvent(
+    deps.events,
+    deps.eventBusName,
+    manifest,
+    status === 'SUCCEEDED' ? RUN_COMPLETED : RUN_FAILED,
+  );
   metrics.addMetric(status === 'SUCCEEDED' ? 'RunsSucceeded' : 'RunsFailed', 'Count', 1);
   logger.info('run finalized', { runId, status, counts: manifest.counts, error });
-  return { runId, status, manifestKey, counts: manifest.counts, ...(error ? { error } : {}) };
+  return {
+    runId,
+    status,
+    manifestKey,
+    revision: manifest.revision,
+    counts: manifest.counts,
+    ...(error ? { error } : {}),
+  };
 }
 
 function resultWriterDetailsOf(mapResult: unknown): { Bucket: string; Key: string } | undefined {
@@ -208,11 +219,172 @@ function resultWriterDetailsOf(mapResult: unknown): { Bucket: string; Key: strin
     ?.resultWriterDetails;
 }
 
+function add(tally: Tally, summary: Partial<BatchSummary>): void {
+  tally.succeeded += summary.succeeded ?? 0;
+  tally.failed += summary.failed ?? 0;
+  tally.skipped += summary.skipped ?? 0;
+  tally.queued += summary.queued ?? 0;
+  tally.inputTokens += summary.inputTokens ?? 0;
+  tally.outputTokens += summary.outputTokens ?? 0;
+  tally.modelCalls.total += summary.modelCalls?.total ?? 0;
+  tally.modelCalls.throttled += summary.modelCalls?.throttled ?? 0;
+  tally.modelCalls.retried += summary.modelCalls?.retried ?? 0;
+}
+
 /**
- * Mode A: accounts for the shards from their collect markers (a `Failed` job's marker counts its records as failed)
- * and for the records that went through Converse from the fan-out's ResultWriter files. When a shard has no marker
- * (its child failed before Collect finished) or the run failed, every record is accounted for from the run's files
- * instead, each record of an uncollected shard recorded as failed with its child's error.
+ * The Converse fan-out: the children's summaries from its ResultWriter files; a failed or never-run child's batch
+ * finished here. When the fan-out left no ResultWriter files (it failed as a whole, or never ran), every record of
+ * `itemKeys` is accounted for from the ledger instead.
+ */
+async function tallyConverse(
+  deps: FinalizeDeps,
+  plan: PlanOutput,
+  state: Record<string, unknown>,
+  itemKeys: string[],
+  tally: Tally,
+  error: Reason | undefined,
+): Promise<void> {
+  const details = resultWriterDetailsOf(state.fanOutResult);
+  if (!details) {
+    await tallyOrphans(deps, plan, itemKeys, tally, error ?? notReached());
+    return;
+  }
+  const manifest = await getJson<ResultWriterManifest>(deps.s3, details.Bucket, details.Key);
+  if (!manifest) throw new Error(`Map Run manifest s3://${details.Bucket}/${details.Key} is missing`);
+  const files = manifest.ResultFiles ?? {};
+  for (const file of files.SUCCEEDED ?? []) {
+    for (const child of (await getJson<ChildResult[]>(deps.s3, details.Bucket, file.Key)) ?? []) {
+      tally.batches++;
+      add(tally, JSON.parse(child.Output ?? '{}') as Partial<BatchSummary>);
+    }
+  }
+  const dead: { items: WorkItem[]; reason: Reason }[] = [];
+  for (const status of ['FAILED', 'PENDING'] as const) {
+    for (const file of files[status] ?? []) {
+      for (const child of (await getJson<ChildResult[]>(deps.s3, details.Bucket, file.Key)) ?? []) {
+        tally.batches++;
+        tally.failedBatches++;
+        const batch = JSON.parse(child.Input ?? '{}') as Partial<BatchEvent>;
+        const reason = {
+          code: child.Error ?? (status === 'PENDING' ? 'NotProcessed' : 'ChildExecutionFailed'),
+          message: `the batch holding this record did not finish: ${child.Cause ? describeCause(child.Cause) : 'no cause given'}`,
+        };
+        if (batch.Items && batch.Items.length > 0) dead.push({ items: batch.Items, reason });
+      }
+    }
+  }
+  await mapWithConcurrency(dead, REPAIR_CONCURRENCY, async ({ items, reason }) => {
+    add(tally, await repairBatch(deps, plan, items, reason));
+  });
+}
+
+/** Finishes a Converse batch whose child died, as that batch: its decisions stand, the rest goes to the lane. */
+function repairBatch(
+  deps: FinalizeDeps,
+  plan: PlanOutput,
+  items: WorkItem[],
+  reason: Reason,
+  batchId?: string,
+): Promise<BatchSummary> {
+  logger.warn('finishing a batch whose child did not finish', { records: items.length, reason });
+  return processBatch(
+    { BatchInput: { runId: plan.runId, ledgerScope: plan.ledgerScope }, Items: items },
+    {
+      s3: deps.s3,
+      ledger: deps.ledger,
+      failureLane: deps.failureLane,
+      resultsPublisher: deps.resultsPublisher,
+      outputBucket: deps.outputBucket,
+      itemConcurrency: 16,
+      leaseMs: deps.leaseMs,
+      remainingMs: () => 0,
+      giveUp: reason,
+      ...(batchId ? { batchId } : {}),
+    },
+  );
+}
+
+/**
+ * Records no unit accounted for (the workflow failed before, or without, reporting them): each one's ledger entry
+ * says which unit of this run holds it, and that unit is finished here with the records it holds; records nobody
+ * claimed are claimed and handed to the failure lane by Finalize itself.
+ */
+async function tallyOrphans(
+  deps: FinalizeDeps,
+  plan: PlanOutput,
+  itemKeys: string[],
+  tally: Tally,
+  reason: Reason,
+): Promise<void> {
+  logger.warn('accounting for records from the ledger', { itemKeys, reason });
+  const byOwner = new Map<string, WorkItem[]>();
+  const unclaimed: WorkItem[] = [];
+  const seen = tally.seen ?? new Set<string>();
+  let chunk: WorkItem[] = [];
+  const flush = async (): Promise<void> => {
+    if (chunk.length === 0) return;
+    const entries = await deps.ledger.getMany(
+      plan.ledgerScope,
+      chunk.map((i) => i.recordId),
+    );
+    for (const item of chunk) {
+      const entry = entries.get(item.recordId);
+      const owner = entry && ownedByRun(entry, plan.runId) ? entry.owner : undefined;
+      if (owner) byOwner.set(owner, [...(byOwner.get(owner) ?? []), item]);
+      // The failure lane has it: the lane settles it, and its outcome folds into the manifest.
+      else if (entry && isLaneOwner(entry.owner, plan.runId)) tally.queued++;
+      // Another run holds or published it.
+      else if (entry && entry.status !== 'queued' && entry.status !== 'failed') tally.skipped++;
+      else unclaimed.push(item);
+    }
+    chunk = [];
+  };
+  for (const key of itemKeys) {
+    const body = await openObject(deps.s3, deps.outputBucket, key);
+    if (!body) continue;
+    let lineNo = 0;
+    for await (const raw of readLines(body)) {
+      lineNo++;
+      const text = cleanLine(raw, lineNo === 1);
+      if (text.trim() === '') continue;
+      const item = JSON.parse(text) as WorkItem;
+      if (seen.has(item.recordId)) continue;
+      seen.add(item.recordId);
+      chunk.push(item);
+      if (chunk.length === 100) await flush();
+    }
+  }
+  await flush();
+  const groups = [...byOwner].map(([owner, items]) => {
+    const batchId = /\/batch\/([^/]+)$/.exec(owner)?.[1];
+    return { items, batchId };
+  });
+  // Records held by a unit that is not a Converse batch (a shard's records re-driven and left unreached) go with
+  // those nobody claimed.
+  for (const group of groups) if (!group.batchId) unclaimed.push(...group.items);
+  await mapWithConcurrency(
+    groups.filter((g) => g.batchId),
+    REPAIR_CONCURRENCY,
+    async (g) => add(tally, await repairBatch(deps, plan, g.items, reason, g.batchId)),
+  );
+  for (let i = 0; i < unclaimed.length; i += 500) {
+    add(tally, await repairBatch(deps, plan, unclaimed.slice(i, i + 500), reason, `orphans-${i / 500}`));
+  }
+}
+
+function ownedByRun(entry: LedgerEntry, runId: string): boolean {
+  return entry.owner.startsWith(`${runId}/`) && !entry.owner.startsWith(`${runId}/lane/`);
+}
+
+function notReached(): Reason {
+  return { code: 'NotProcessed', message: 'the run stopped before this record was processed' };
+}
+
+/**
+ * Mode A: the shards from their collect markers; a shard without one (its child failed before Collect finished) is
+ * collected here when its job ended (its records without output handed to the failure lane, the fan-out being over),
+ * or handed to the failure lane as a whole when no job ever ended. Then the Converse fan-out over the tail and the
+ * re-driven records.
  * @returns the run manifest's `jobs`, one per shard in shard order
  */
 async function tallyBatchRun(
@@ -225,45 +397,76 @@ async function tallyBatchRun(
 ): Promise<ManifestJob[]> {
   const shards = await getJson<ShardItem[]>(deps.s3, deps.outputBucket, batch.shardsKey);
   if (!shards) throw new Error(`shard list s3://${deps.outputBucket}/${batch.shardsKey} is missing`);
-  const markers = await mapWithConcurrency(shards, 16, (shard) =>
+  let markers = await mapWithConcurrency(shards, 16, (shard) =>
     getJson<CollectShardSummary>(deps.s3, deps.outputBucket, collectKeys.marker(plan.runId, shard.shard)),
   );
   const batchDetails = resultWriterDetailsOf(state.batchResult);
   const failedChildren = batchDetails
     ? await readFailedShardChildren(deps, batchDetails)
-    : new Map<number, FailedShardChild>();
+    : new Map<number, { job?: BatchJobOutcome; reason: Reason }>();
 
-  const uncollected = new Map<number, UncollectedShard>();
-  shards.forEach((item, i) => {
-    if (markers[i]) return;
+  const uncollected = shards.filter((_, i) => !markers[i]);
+  const lateRedrives: string[] = [];
+  const notes = new Map<number, string>();
+  await mapWithConcurrency(uncollected, REPAIR_CONCURRENCY, async (item) => {
     const child = failedChildren.get(item.shard);
-    uncollected.set(item.shard, {
-      item,
-      ...(child?.job ? { job: child.job } : {}),
-      reason: child?.reason ??
-        error ?? { code: 'NotCollected', message: "the shard's batch job output was never collected" },
-      succeeded: 0,
-      failed: 0,
-    });
-  });
-
-  if (uncollected.size === 0 && !error) {
-    for (const marker of markers) {
-      if (!marker) continue;
-      tally.succeeded += marker.succeeded;
-      tally.failed += marker.failed;
-      tally.skipped += marker.skipped;
-      tally.inputTokens += marker.inputTokens;
-      tally.outputTokens += marker.outputTokens;
+    const reason = child?.reason ??
+      error ?? { code: 'NotCollected', message: "the shard's batch job output was never collected" };
+    notes.set(item.shard, `${reason.code}: ${reason.message}`);
+    if (child?.job) {
+      try {
+        const summary = await collectShard(
+          {
+            runId: plan.runId,
+            ledgerScope: plan.ledgerScope,
+            shard: item.shard,
+            jobArn: child.job.jobArn,
+            jobStatus: child.job.status,
+            ...(child.job.message ? { failureMessage: child.job.message } : {}),
+            inputKeys: item.inputKeys,
+            outputPrefix: child.job.outputPrefix,
+            submittedAt: child.job.submittedAt,
+            ...(child.job.endedAt ? { endedAt: child.job.endedAt } : {}),
+          },
+          { ...deps, leaseMs: deps.leaseMs },
+        );
+        if (summary.redriveKey) lateRedrives.push(summary.redriveKey);
+        return;
+      } catch (err) {
+        logger.warn('collecting a shard Finalize found uncollected failed', { shard: item.shard, err });
+      }
     }
-    const fanOut = resultWriterDetailsOf(state.fanOutResult);
-    if (fanOut) await tallyFromResultWriter(deps, plan, fanOut, tally);
+    // No job output to collect: every record of the shard is handed to the failure lane, as the shard.
+    await repairShard(deps, plan, item, reason, tally);
+  });
+  if (uncollected.length > 0) {
+    markers = await mapWithConcurrency(shards, 16, (shard) =>
+      getJson<CollectShardSummary>(deps.s3, deps.outputBucket, collectKeys.marker(plan.runId, shard.shard)),
+    );
+  }
+  for (const marker of markers) {
+    if (!marker) continue;
+    add(tally, marker);
+  }
+
+  // The Converse fan-out: the tail and the records jobs left without output.
+  const fanOutRan = resultWriterDetailsOf(state.fanOutResult) !== undefined;
+  const converseItemsKey = runKeys.converseItems(plan.runId);
+  if (fanOutRan) {
+    await tallyConverse(deps, plan, state, [converseItemsKey], tally, error);
   } else {
-    logger.warn('accounting for the batch run from its files', {
-      uncollected: [...uncollected.keys()],
-      error,
+    const redrives = markers.flatMap((m) => (m?.redriveKey ? [m.redriveKey] : []));
+    const keys = [runKeys.converseTail(plan.runId), ...redrives];
+    await tallyOrphans(deps, plan, keys, tally, error ?? notReached());
+  }
+  if (fanOutRan && lateRedrives.length > 0) {
+    // Shards collected here re-drove records after the fan-out had run: the ones the fan-out did not have go to the
+    // failure lane.
+    tally.seen = await recordIdsOf(deps, [converseItemsKey]);
+    await tallyOrphans(deps, plan, lateRedrives, tally, {
+      code: 'NoBatchOutput',
+      message: 'the batch job left this record without output after the Converse fan-out had run',
     });
-    await tallyFromRunFiles(deps, plan, tally, error, [...uncollected.values()]);
   }
 
   return shards.map((item, i): ManifestJob => {
@@ -283,31 +486,82 @@ async function tallyBatchRun(
         ...(marker.message ? { message: marker.message } : {}),
       };
     }
-    const lost = uncollected.get(item.shard);
+    const child = failedChildren.get(item.shard);
     return {
       shard: item.shard,
-      jobArn: lost?.job?.jobArn ?? null,
+      jobArn: child?.job?.jobArn ?? null,
       status: 'NotCollected',
       records: item.records,
-      succeeded: lost?.succeeded ?? 0,
-      failed: lost?.failed ?? 0,
+      succeeded: 0,
+      failed: 0,
       skipped: 0,
       redriven: 0,
-      submittedAt: lost?.job?.submittedAt ?? null,
-      endedAt: lost?.job?.endedAt ?? null,
-      ...(lost ? { message: `${lost.reason.code}: ${lost.reason.message}` } : {}),
+      submittedAt: child?.job?.submittedAt ?? null,
+      endedAt: child?.job?.endedAt ?? null,
+      ...(notes.has(item.shard) ? { message: notes.get(item.shard) as string } : {}),
     };
   });
+}
+
+/** The record ids of JSONL files of WorkItems. */
+async function recordIdsOf(deps: FinalizeDeps, keys: string[]): Promise<Set<string>> {
+  const ids = new Set<string>();
+  for (const key of keys) {
+    const body = await openObject(deps.s3, deps.outputBucket, key);
+    if (!body) continue;
+    let lineNo = 0;
+    for await (const raw of readLines(body)) {
+      lineNo++;
+      const text = cleanLine(raw, lineNo === 1);
+      if (text.trim() !== '') ids.add((JSON.parse(text) as WorkItem).recordId);
+    }
+  }
+  return ids;
+}
+
+/** A shard whose job never ended: each of its records handed to the failure lane, as the shard's unit. */
+async function repairShard(
+  deps: FinalizeDeps,
+  plan: PlanOutput,
+  shard: ShardItem,
+  reason: Reason,
+  tally: Tally,
+): Promise<void> {
+  const items: WorkItem[] = [];
+  let position = 0;
+  for (const key of shard.inputKeys) {
+    const body = await openObject(deps.s3, deps.outputBucket, key);
+    if (!body) continue;
+    for await (const raw of readLines(body)) {
+      const text = cleanLine(raw, position === 0);
+      if (text.trim() === '') continue;
+      const value = JSON.parse(text) as { recordId: string; modelInput: Record<string, unknown> };
+      position++;
+      items.push({
+        recordId: value.recordId,
+        format: shard.format,
+        modelInput: value.modelInput,
+        line: position,
+      });
+    }
+  }
+  // Nothing was collected: no shard decision exists to keep, so the records go as a batch of Finalize's.
+  for (let i = 0; i < items.length; i += 500) {
+    add(
+      tally,
+      await repairBatch(deps, plan, items.slice(i, i + 500), reason, `shard-${shard.shard}-${i / 500}`),
+    );
+  }
 }
 
 /** The batch Map's failed and never-run children by shard, with their error and how their job ended (if known). */
 async function readFailedShardChildren(
   deps: FinalizeDeps,
   details: { Bucket: string; Key: string },
-): Promise<Map<number, FailedShardChild>> {
+): Promise<Map<number, { job?: BatchJobOutcome; reason: Reason }>> {
   const manifest = await getJson<ResultWriterManifest>(deps.s3, details.Bucket, details.Key);
   if (!manifest) throw new Error(`Map Run manifest s3://${details.Bucket}/${details.Key} is missing`);
-  const children = new Map<number, FailedShardChild>();
+  const children = new Map<number, { job?: BatchJobOutcome; reason: Reason }>();
   for (const status of ['FAILED', 'PENDING'] as const) {
     for (const file of manifest.ResultFiles?.[status] ?? []) {
       for (const child of (await getJson<ChildResult[]>(deps.s3, details.Bucket, file.Key)) ?? []) {
@@ -352,243 +606,34 @@ function describeCause(cause: string | undefined): string {
   return cause;
 }
 
-async function tallyFromResultWriter(
-  deps: FinalizeDeps,
-  plan: PlanOutput,
-  details: { Bucket: string; Key: string },
-  tally: Tally,
-): Promise<void> {
-  const manifest = await getJson<ResultWriterManifest>(deps.s3, details.Bucket, details.Key);
-  if (!manifest) throw new Error(`Map Run manifest s3://${details.Bucket}/${details.Key} is missing`);
-  const files = manifest.ResultFiles ?? {};
-  for (const file of files.SUCCEEDED ?? []) {
-    for (const child of (await getJson<ChildResult[]>(deps.s3, details.Bucket, file.Key)) ?? []) {
-      const summary = JSON.parse(child.Output ?? '{}') as Partial<BatchSummary>;
-      tally.batches++;
-      tally.succeeded += summary.succeeded ?? 0;
-      tally.failed += summary.failed ?? 0;
-      tally.skipped += summary.skipped ?? 0;
-      tally.inputTokens += summary.inputTokens ?? 0;
-      tally.outputTokens += summary.outputTokens ?? 0;
-    }
-  }
-  let writer: JsonlObjectWriter | undefined;
-  for (const status of ['FAILED', 'PENDING'] as const) {
-    for (const file of files[status] ?? []) {
-      for (const child of (await getJson<ChildResult[]>(deps.s3, details.Bucket, file.Key)) ?? []) {
-        tally.batches++;
-        tally.failedBatches++;
-        const batch = JSON.parse(child.Input ?? '{}') as Partial<BatchEvent>;
-        const items = batch.Items ?? [];
-        const batchId = batchIdOf(
-          plan.runId,
-          items.map((i) => i.recordId),
-        );
-        // What the batch managed to publish before it failed.
-        const published = await readResultsFile(
-          deps.s3,
-          deps.outputBucket,
-          runKeys.results(plan.runId, batchId),
-        );
-        const reason = {
-          code: child.Error ?? (status === 'PENDING' ? 'NotProcessed' : 'ChildExecutionFailed'),
-          message: child.Cause ? describeCause(child.Cause) : 'the batch did not complete',
-        };
-        writer ??= new JsonlObjectWriter(deps.s3, deps.outputBucket, runKeys.failures(plan.runId, 'fanout'));
-        for (const item of items) {
-          const usage = published.get(item.recordId)?.usage;
-          if (usage) {
-            // Its answer is in the results file: it succeeded, and its tokens were spent.
-            tally.succeeded++;
-            tally.inputTokens += usage.inputTokens;
-            tally.outputTokens += usage.outputTokens;
-            continue;
-          }
-          tally.failed++;
-          await writer.write(fanOutFailure(item, reason));
-        }
-      }
-    }
-  }
-  if (writer) await writer.close();
-}
-
-function fanOutFailure(item: WorkItem, reason: { code: string; message: string }): FailureLine {
-  return {
-    recordId: item.recordId,
-    line: item.line,
-    stage: 'fanout',
-    error: {
-      code: reason.code,
-      message: `the batch holding this record failed: ${reason.message}`,
-      retryable: true,
-    },
-  };
-}
-
-/**
- * The Map failed as a whole (for instance the tolerated failure threshold was exceeded), or a mode A shard was never
- * collected: account for every record from the result and failure files the run wrote, and record the rest as not
- * processed. The rest of an uncollected shard is recorded (stage `batch`) with that shard's reason, and each
- * uncollected shard's records are counted into it.
- */
-async function tallyFromRunFiles(
-  deps: FinalizeDeps,
-  plan: PlanOutput,
-  tally: Tally,
-  error: Reason | undefined,
-  uncollected: UncollectedShard[] = [],
-): Promise<void> {
-  // recordId -> true when it succeeded, false when it failed.
-  const accounted = new Map<string, boolean>();
-  for await (const key of listKeys(deps, runKeys.resultsPrefix(plan.runId))) {
-    const body = await openObject(deps.s3, deps.outputBucket, key);
-    if (!body) continue;
-    for await (const line of readLines(body)) {
-      if (!line) continue;
-      const result = JSON.parse(line) as ResultLine;
-      if (accounted.has(result.recordId)) continue;
-      accounted.set(result.recordId, true);
-      tally.succeeded++;
-      tally.inputTokens += result.usage.inputTokens;
-      tally.outputTokens += result.usage.outputTokens;
-    }
-  }
-  for await (const key of listKeys(deps, runKeys.failuresPrefix(plan.runId))) {
-    if (key.endsWith('/plan.jsonl') || key.endsWith('/fanout.jsonl')) continue;
-    const body = await openObject(deps.s3, deps.outputBucket, key);
-    if (!body) continue;
-    for await (const line of readLines(body)) {
-      if (!line) continue;
-      const failure = JSON.parse(line) as FailureLine;
-      if (!failure.recordId || accounted.has(failure.recordId)) continue;
-      accounted.set(failure.recordId, false);
-      tally.failed++;
-    }
-  }
-  // The records of uncollected shards still unaccounted for, by the shard they belong to.
-  const lostIn = new Map<string, UncollectedShard>();
-  for (const lost of uncollected) {
-    for await (const recordId of shardRecordIds(deps, lost.item)) {
-      const outcome = accounted.get(recordId);
-      if (outcome === undefined) lostIn.set(recordId, lost);
-      else if (outcome) lost.succeeded++;
-      else lost.failed++;
-    }
-  }
-  const items = await openObject(deps.s3, deps.outputBucket, plan.itemsKey);
-  if (!items) throw new Error(`items file s3://${deps.outputBucket}/${plan.itemsKey} is missing`);
-  const reason = {
-    code: error?.code ?? 'NotProcessed',
-    message: error?.message ?? 'the run stopped before this record',
-  };
-  let writer: JsonlObjectWriter | undefined;
-  for await (const line of readLines(items)) {
-    if (!line) continue;
-    const item = JSON.parse(line) as WorkItem;
-    if (accounted.has(item.recordId)) continue;
-    accounted.set(item.recordId, false);
-    tally.failed++;
-    writer ??= new JsonlObjectWriter(deps.s3, deps.outputBucket, runKeys.failures(plan.runId, 'fanout'));
-    const lost = lostIn.get(item.recordId);
-    if (lost) {
-      lost.failed++;
-      await writer.write(uncollectedFailure(item, lost));
-      continue;
-    }
-    await writer.write({
-      ...fanOutFailure(item, reason),
-      error: { code: reason.code, message: `not processed: ${reason.message}`, retryable: true },
-    });
-  }
-  if (writer) await writer.close();
-}
-
-function uncollectedFailure(item: WorkItem, lost: UncollectedShard): FailureLine {
-  return {
-    recordId: item.recordId,
-    line: item.line,
-    stage: 'batch',
-    error: {
-      code: lost.reason.code,
-      message: `the batch job of shard ${lost.item.shard} was not collected: ${lost.reason.message}`,
-      retryable: true,
-    },
-  };
-}
-
-/** The record ids of a shard's input files (batch input lines `{recordId, modelInput}`), streamed. */
-async function* shardRecordIds(deps: FinalizeDeps, shard: ShardItem): AsyncGenerator<string> {
-  for (const key of shard.inputKeys) {
-    const body = await openObject(deps.s3, deps.outputBucket, key);
-    if (!body) continue;
-    for await (const line of readLines(body)) {
-      if (!line.trim()) continue;
-      const { recordId } = JSON.parse(line) as { recordId?: unknown };
-      if (typeof recordId === 'string') yield recordId;
-    }
-  }
-}
-
-async function* listKeys(deps: FinalizeDeps, prefix: string): AsyncGenerator<string> {
-  let token: string | undefined;
-  do {
-    const out = await callDependency('S3 ListObjectsV2', () =>
-      deps.s3.send(
-        new ListObjectsV2Command({ Bucket: deps.outputBucket, Prefix: prefix, ContinuationToken: token }),
-      ),
-    );
-    for (const o of out.Contents ?? []) if (o.Key) yield o.Key;
-    token = out.IsTruncated ? out.NextContinuationToken : undefined;
-  } while (token);
-}
-
-async function publishRunEvent(deps: FinalizeDeps, manifest: RunManifest): Promise<void> {
-  const detail = {
-    runId: manifest.runId,
-    status: manifest.status,
-    mode: manifest.mode,
-    counts: manifest.counts,
-    tokens: manifest.tokens,
-    corpus: manifest.corpus,
-    manifest: `s3://${manifest.output.bucket}/${manifest.output.manifestKey}`,
-    results: `s3://${manifest.output.bucket}/${manifest.output.resultsPrefix}`,
-    failures: `s3://${manifest.output.bucket}/${manifest.output.failuresPrefix}`,
-    ...(manifest.error ? { error: manifest.error } : {}),
-  };
-  const out = await callDependency('EventBridge PutEvents', () =>
-    deps.events.send(
-      new PutEventsCommand({
-        Entries: [
-          {
-            EventBusName: deps.eventBusName,
-            Source: EVENT_SOURCE,
-            DetailType: manifest.status === 'SUCCEEDED' ? RUN_COMPLETED : RUN_FAILED,
-            Detail: JSON.stringify(detail),
-          },
-        ],
-      }),
-    ),
-  );
-  if (out.FailedEntryCount) {
-    const entry = out.Entries?.[0];
-    const message = `the run event was not accepted: ${entry?.ErrorCode}: ${entry?.ErrorMessage}`;
-    // A throttled or internally failed entry is worth another try: the workflow retries this name.
-    if (entry?.ErrorCode === 'InternalFailure' || isTransientAwsError({ name: entry?.ErrorCode })) {
-      throw new TransientDependencyError(message);
-    }
-    throw new Error(message);
-  }
-}
-
 const env = readEnv(
-  z.object({ OUTPUT_BUCKET: required, EVENT_BUS_NAME: required, IDEMPOTENCY_TABLE: required }),
+  z.object({
+    OUTPUT_BUCKET: required,
+    EVENT_BUS_NAME: required,
+    IDEMPOTENCY_TABLE: required,
+    LEDGER_TABLE: required,
+    RUNS_TABLE: required,
+    FAILURE_QUEUE_URL: required,
+    FAILURE_DLQ_URL: required,
+    LEDGER_TTL_DAYS: positiveInt,
+    CLAIM_LEASE_SECONDS: positiveInt,
+  }),
 );
 const s3 = traced(new S3Client({}));
 const events = traced(new EventBridgeClient({}));
+const ddb = traced(new DynamoDBClient({}));
+const sqs = traced(new SQSClient({}));
+const documentClient = DynamoDBDocumentClient.from(ddb);
+const ledger = new Ledger({
+  client: documentClient,
+  tableName: env.LEDGER_TABLE,
+  ttlDays: env.LEDGER_TTL_DAYS,
+});
+const runs = new RunState(documentClient, env.RUNS_TABLE, env.LEDGER_TTL_DAYS);
+const resultsPublisher = resultsPublisherFromEnv(sqs, ledger);
 const persistenceStore = new DynamoDBPersistenceLayer({
   tableName: env.IDEMPOTENCY_TABLE,
-  awsSdkV3Client: traced(new DynamoDBClient({})),
+  awsSdkV3Client: ddb,
 });
 
 /** Lambda entry: Finalize, idempotent per run (one manifest, one event). */
@@ -602,8 +647,13 @@ export const handler = makeIdempotent(
       return await finalizeRun(parsed.data, {
         s3,
         events,
+        ledger,
+        runs,
+        failureLane: new FailureLaneSender(sqs, env.FAILURE_QUEUE_URL, env.FAILURE_DLQ_URL),
+        resultsPublisher,
         outputBucket: env.OUTPUT_BUCKET,
         eventBusName: env.EVENT_BUS_NAME,
+        leaseMs: env.CLAIM_LEASE_SECONDS * 1000,
       });
     } finally {
       metrics.publishStoredMetrics();

@@ -181,6 +181,13 @@ export const environmentConfigSchema = z
         ttlDays: z.number().int().min(1).max(3650).default(90),
         /** Ledger scope: records are deduplicated per scope. @default `<env>/<modelId>` */
         scope: z.string().min(1).optional(),
+        /**
+         * How long a claim on a record holds before another unit of work may take it over, in seconds. A takeover is
+         * safe whenever it happens (only one commit wins), but taking over a live holder wastes its model call, so
+         * the default outlasts each function: its timeout plus a minute. Lower it where takeovers must happen fast
+         * (the offline runtime's tests). @default each publishing function's timeout + 60
+         */
+        staleClaimSeconds: z.number().int().min(1).max(86_400).optional(),
       })
       .prefault({}),
     /** Object key prefix in the ingest bucket whose uploads start a run. @default 'corpora/' */

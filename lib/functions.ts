@@ -23,8 +23,26 @@ export const FUNCTION_ENTRIES = {
   failureLaneConsumer: 'lambda/failure-lane-consumer.ts',
 } as const;
 
-/** The failure-lane consumer's timeout: the failure queue's visibility timeout is derived from it. */
-export const FAILURE_LANE_CONSUMER_TIMEOUT = Duration.seconds(120);
+/**
+ * The failure-lane consumer's timeout: the failure queue's visibility timeout is derived from it (six times), and
+ * kept under the results queue's five-minute deduplication window, so a message whose consumer died after sending
+ * a result is redelivered, and the result resent, while FIFO still drops the copy.
+ */
+export const FAILURE_LANE_CONSUMER_TIMEOUT = Duration.seconds(45);
+
+/**
+ * ConverseBatch's timeout. An EXPRESS child has five minutes in all (every attempt and retry wait included): two
+ * full attempts fit, and each attempt also stops calling the model by the child's own deadline.
+ */
+export const CONVERSE_BATCH_TIMEOUT = Duration.seconds(120);
+
+/** How long an EXPRESS execution may run (AWS Step Functions quota: five minutes, not adjustable). */
+export const EXPRESS_CHILD_BUDGET = Duration.minutes(5);
+
+/** The claim lease of a function that publishes through the ledger: the configured one, or its timeout + 60 s. */
+function claimLease(config: PipelineConfig, timeout: Duration): Record<string, string> {
+  return { CLAIM_LEASE_SECONDS: String(config.ledger.staleClaimSeconds ?? timeout.toSeconds() + 60) };
+}
 
 /** Properties of {@link PipelineFunctions}. */
 export interface PipelineFunctionsProps {
@@ -34,6 +52,8 @@ export interface PipelineFunctionsProps {
   readonly outputBucket: s3.IBucket;
   /** The record ledger (LEDGER_TABLE). */
   readonly ledgerTable: dynamodb.ITable;
+  /** The runs table (RUNS_TABLE): manifest revisions, records the failure lane settled. */
+  readonly runsTable: dynamodb.ITable;
   /** The Powertools idempotency table (IDEMPOTENCY_TABLE). */
   readonly idempotencyTable: dynamodb.ITable;
   /** The failure queue (FAILURE_QUEUE_URL). */
@@ -160,12 +180,13 @@ export class PipelineFunctions extends Construct {
       serviceName: 'corpus-converse-batch',
       description:
         'Runs Converse over one batch of records with backoff; publishes each result once via the ledger',
-      timeout: Duration.seconds(240),
+      timeout: CONVERSE_BATCH_TIMEOUT,
       memorySize: 512,
       environment: {
         OUTPUT_BUCKET: props.outputBucket.bucketName,
         LEDGER_TABLE: props.ledgerTable.tableName,
-        IDEMPOTENCY_TABLE: props.idempotencyTable.tableName,
+        ...claimLease(config, CONVERSE_BATCH_TIMEOUT),
+        EXPRESS_CHILD_BUDGET_SECONDS: String(EXPRESS_CHILD_BUDGET.toSeconds()),
         FAILURE_QUEUE_URL: props.failureQueue.queueUrl,
         FAILURE_DLQ_URL: props.failureDeadLetterQueue.queueUrl,
         MODEL_ID: config.modelId,
@@ -190,6 +211,13 @@ export class PipelineFunctions extends Construct {
         OUTPUT_BUCKET: props.outputBucket.bucketName,
         EVENT_BUS_NAME: props.eventBus.eventBusName,
         IDEMPOTENCY_TABLE: props.idempotencyTable.tableName,
+        LEDGER_TABLE: props.ledgerTable.tableName,
+        RUNS_TABLE: props.runsTable.tableName,
+        FAILURE_QUEUE_URL: props.failureQueue.queueUrl,
+        FAILURE_DLQ_URL: props.failureDeadLetterQueue.queueUrl,
+        LEDGER_TTL_DAYS: String(config.ledger.ttlDays),
+        ...claimLease(config, Duration.minutes(15)),
+        ...results,
       },
     });
 
@@ -250,10 +278,10 @@ export class PipelineFunctions extends Construct {
       environment: {
         OUTPUT_BUCKET: props.outputBucket.bucketName,
         LEDGER_TABLE: props.ledgerTable.tableName,
-        IDEMPOTENCY_TABLE: props.idempotencyTable.tableName,
         FAILURE_QUEUE_URL: props.failureQueue.queueUrl,
         FAILURE_DLQ_URL: props.failureDeadLetterQueue.queueUrl,
         LEDGER_TTL_DAYS: String(config.ledger.ttlDays),
+        ...claimLease(config, Duration.minutes(15)),
         ...results,
       },
     });
@@ -277,6 +305,9 @@ export class PipelineFunctions extends Construct {
       environment: {
         OUTPUT_BUCKET: props.outputBucket.bucketName,
         LEDGER_TABLE: props.ledgerTable.tableName,
+        RUNS_TABLE: props.runsTable.tableName,
+        EVENT_BUS_NAME: props.eventBus.eventBusName,
+        ...claimLease(config, FAILURE_LANE_CONSUMER_TIMEOUT),
         FAILURE_DLQ_URL: props.failureDeadLetterQueue.queueUrl,
         MODEL_ID: config.modelId,
         // The queue is the retry loop: short retries inside one call.

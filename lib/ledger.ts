@@ -19,7 +19,7 @@ export interface PipelineLedgerProps {
   readonly removalPolicy?: RemovalPolicy;
 }
 
-/** The partition key of the ledger table (`<ledgerScope>#<recordId>`, written by the handlers). */
+/** The partition key of the ledger table (`<percent-encoded ledgerScope>#<recordId>`, written by the handlers). */
 export const LEDGER_PARTITION_KEY = 'pk';
 /** The TTL attribute of the ledger table (epoch seconds). */
 export const LEDGER_TTL_ATTRIBUTE = 'expiresAt';
@@ -27,6 +27,9 @@ export const LEDGER_TTL_ATTRIBUTE = 'expiresAt';
 export const IDEMPOTENCY_PARTITION_KEY = 'id';
 /** The TTL attribute Powertools idempotency writes. */
 export const IDEMPOTENCY_TTL_ATTRIBUTE = 'expiration';
+
+/** The keys of the runs table: one partition per run, items `run` and `lane#<recordId>` (lambda/shared/run-state.ts). */
+export const RUNS_TABLE_KEYS = { partitionKey: 'runId', sortKey: 'item', ttl: 'expiresAt' } as const;
 
 /** KMS actions CDK grants for reading and writing a table encrypted with a customer managed key. */
 export const KMS_WILDCARD_ACTIONS = ['kms:ReEncrypt*', 'kms:GenerateDataKey*'];
@@ -36,14 +39,17 @@ export const KMS_WILDCARD_REASON =
   "pipeline's customer managed key; the statement is scoped to that one key ARN.";
 
 /**
- * The record ledger (one item per processed record and scope, written with attribute_not_exists so every record is
- * published at most once) and the Powertools idempotency table that guards the handlers themselves.
+ * The record ledger (one item per record and scope, moved on only by conditional writes so every record is published
+ * at most once), the runs table (each run's manifest revisions and the records the failure lane settled for it), and
+ * the Powertools idempotency table that guards Plan and Finalize.
  */
 export class PipelineLedger extends Construct {
   /** The record ledger: partition key `pk`, TTL `expiresAt`. */
   public readonly ledgerTable: dynamodb.Table;
   /** The Powertools idempotency store: partition key `id`, TTL `expiration`. */
   public readonly idempotencyTable: dynamodb.Table;
+  /** The runs table: partition key `runId`, sort key `item`, TTL `expiresAt`. */
+  public readonly runsTable: dynamodb.Table;
   private readonly encryptionKey?: kms.IKey;
 
   constructor(scope: Construct, id: string, props: PipelineLedgerProps = {}) {
@@ -67,6 +73,12 @@ export class PipelineLedger extends Construct {
       partitionKey: { name: IDEMPOTENCY_PARTITION_KEY, type: dynamodb.AttributeType.STRING },
       timeToLiveAttribute: IDEMPOTENCY_TTL_ATTRIBUTE,
     });
+    this.runsTable = new dynamodb.Table(this, 'RunsTable', {
+      ...common,
+      partitionKey: { name: RUNS_TABLE_KEYS.partitionKey, type: dynamodb.AttributeType.STRING },
+      sortKey: { name: RUNS_TABLE_KEYS.sortKey, type: dynamodb.AttributeType.STRING },
+      timeToLiveAttribute: RUNS_TABLE_KEYS.ttl,
+    });
   }
 
   /** Lets `grantee` look records up in the ledger (GetItem, BatchGetItem): the planner's skip check. */
@@ -76,16 +88,35 @@ export class PipelineLedger extends Construct {
     return grant;
   }
 
-  /** Lets `grantee` look records up and record them with conditional writes (PutItem, UpdateItem). */
+  /** Lets `grantee` look records up and move them on with conditional writes (UpdateItem). */
   public grantLedgerRecord(grantee: iam.IGrantable): iam.Grant {
     const grant = this.ledgerTable.grant(
       grantee,
       'dynamodb:GetItem',
       'dynamodb:BatchGetItem',
-      'dynamodb:PutItem',
       'dynamodb:UpdateItem',
     );
     this.grantKeyReadWrite(grantee);
+    return grant;
+  }
+
+  /** Lets `grantee` read and write runs' state: manifest revisions and settled lane records (no deletes, no scans). */
+  public grantRunState(grantee: iam.IGrantable): iam.Grant {
+    const grant = this.runsTable.grant(
+      grantee,
+      'dynamodb:GetItem',
+      'dynamodb:PutItem',
+      'dynamodb:UpdateItem',
+      'dynamodb:Query',
+    );
+    this.grantKeyReadWrite(grantee);
+    return grant;
+  }
+
+  /** Lets `grantee` (operators' tooling) read runs' state. */
+  public grantRunStateRead(grantee: iam.IGrantable): iam.Grant {
+    const grant = this.runsTable.grant(grantee, 'dynamodb:GetItem', 'dynamodb:Query');
+    this.encryptionKey?.grantDecrypt(grantee);
     return grant;
   }
 

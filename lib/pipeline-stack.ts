@@ -32,6 +32,10 @@ export interface PipelineStackProps extends StackProps {
 export const RUNS_KEY_PATTERN = 'runs/*';
 /** The failure files of every run (`runs/<runId>/failures/<part>.jsonl`). */
 export const RUN_FAILURES_KEY_PATTERN = 'runs/*/failures/*';
+/** The results files of every run (`runs/<runId>/results/<part>.jsonl`). */
+export const RUN_RESULTS_KEY_PATTERN = 'runs/*/results/*';
+/** Mode A's re-drive files of every run (`runs/<runId>/redrive/shard-<n>.jsonl`). */
+export const RUN_REDRIVE_KEY_PATTERN = 'runs/*/redrive/*';
 
 /** The name shared by the stack, the state machine and the event bus of one environment. */
 export function pipelineName(envName: string): string {
@@ -113,6 +117,7 @@ export class PipelineStack extends Stack {
       config,
       outputBucket: this.storage.outputBucket,
       ledgerTable: this.ledger.ledgerTable,
+      runsTable: this.ledger.runsTable,
       idempotencyTable: this.ledger.idempotencyTable,
       failureQueue: this.failureLane.queue,
       failureDeadLetterQueue: this.failureLane.deadLetterQueue,
@@ -150,20 +155,29 @@ export class PipelineStack extends Stack {
     }
 
     grantModelInvoke(converse, this, config.modelId);
-    // A retried batch reads the results an earlier attempt wrote, and deletes a failures file it supersedes.
+    // A batch reads its attempts history, and rewrites (or removes) its results and failures files whole.
     this.storage.grantOutputRead(converse, RUNS_KEY_PATTERN);
     this.storage.grantOutputWrite(converse, RUNS_KEY_PATTERN);
+    this.storage.grantOutputDelete(converse, RUN_RESULTS_KEY_PATTERN);
     this.storage.grantOutputDelete(converse, RUN_FAILURES_KEY_PATTERN);
     this.ledger.grantLedgerRecord(converse);
-    this.ledger.grantIdempotency(converse);
     this.failureLane.grantSendToQueue(converse);
     this.failureLane.grantSendToDeadLetterQueue(converse);
 
+    // Finalize finishes the units that did not (as those units: ledger, their files, the failure lane) and keeps the
+    // run's manifest revisions.
     this.storage.grantOutputRead(finalize, RUNS_KEY_PATTERN);
     this.storage.grantOutputWrite(finalize, RUNS_KEY_PATTERN);
+    this.storage.grantOutputDelete(finalize, RUN_RESULTS_KEY_PATTERN);
+    this.storage.grantOutputDelete(finalize, RUN_FAILURES_KEY_PATTERN);
+    this.storage.grantOutputDelete(finalize, RUN_REDRIVE_KEY_PATTERN);
     this.storage.grantOutputRead(finalize, `${MAP_RUNS_PREFIX}*`);
     this.bus.grantPutEvents(finalize);
     this.ledger.grantIdempotency(finalize);
+    this.ledger.grantLedgerRecord(finalize);
+    this.ledger.grantRunState(finalize);
+    this.failureLane.grantSendToQueue(finalize);
+    this.failureLane.grantSendToDeadLetterQueue(finalize);
 
     this.batchJobs.grantSubmit(submitJob);
     this.batchJobs.grantFollow(jobState);
@@ -172,16 +186,23 @@ export class PipelineStack extends Stack {
     // Collect reads the shard input files and the job's output, writes results, failures, redrive and marker files.
     this.storage.grantOutputRead(collect, RUNS_KEY_PATTERN);
     this.storage.grantOutputWrite(collect, RUNS_KEY_PATTERN);
+    this.storage.grantOutputDelete(collect, RUN_RESULTS_KEY_PATTERN);
+    this.storage.grantOutputDelete(collect, RUN_FAILURES_KEY_PATTERN);
+    this.storage.grantOutputDelete(collect, RUN_REDRIVE_KEY_PATTERN);
     this.ledger.grantLedgerRecord(collect);
-    this.ledger.grantIdempotency(collect);
-    this.failureLane.grantSendToQueue(collect);
+    // Collect sends only final failures (to the DLQ, with their reason): retryable ones go through Converse.
     this.failureLane.grantSendToDeadLetterQueue(collect);
 
     // The failure-lane consumer: an SQS event source reporting partial batch failures; few invocations at once so
     // the lane does not compete with live runs for the model's quota.
     grantModelInvoke(laneConsumer, this, config.modelId);
+    this.storage.grantOutputRead(laneConsumer, RUNS_KEY_PATTERN);
     this.storage.grantOutputWrite(laneConsumer, RUNS_KEY_PATTERN);
+    // A redrive that succeeds removes the record's earlier lane failure line.
+    this.storage.grantOutputDelete(laneConsumer, RUN_FAILURES_KEY_PATTERN);
     this.ledger.grantLedgerRecord(laneConsumer);
+    this.ledger.grantRunState(laneConsumer);
+    this.bus.grantPutEvents(laneConsumer);
     this.failureLane.grantSendToDeadLetterQueue(laneConsumer);
     laneConsumer.lambdaFunction.addEventSource(
       new SqsEventSource(this.failureLane.queue, {
@@ -193,7 +214,7 @@ export class PipelineStack extends Stack {
     );
 
     if (this.resultsQueue) {
-      for (const producer of [converse, collect, laneConsumer]) this.resultsQueue.grantPublish(producer);
+      for (const producer of [converse, collect, laneConsumer, finalize]) this.resultsQueue.grantPublish(producer);
     }
 
     this.storage.grantOutputRead(converseItems, RUNS_KEY_PATTERN);
@@ -290,6 +311,7 @@ export class PipelineStack extends Stack {
       OutputBucketName: this.storage.outputBucket.bucketName,
       StateMachineArn: stateMachine.stateMachineArn,
       LedgerTableName: this.ledger.ledgerTable.tableName,
+      RunsTableName: this.ledger.runsTable.tableName,
       IdempotencyTableName: this.ledger.idempotencyTable.tableName,
       FailureQueueUrl: this.failureLane.queue.queueUrl,
       FailureDlqUrl: this.failureLane.deadLetterQueue.queueUrl,

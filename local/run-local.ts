@@ -104,12 +104,17 @@ export async function runLocalCorpus(options: LocalRunOptions): Promise<LocalRun
       progress,
     );
     const runId = done.name;
-    const manifest = await getJson<RunManifest>(runtime.s3, runtime.outputBucket, runKeys.manifest(runId));
-    if (!manifest) {
+    const first = await getJson<RunManifest>(runtime.s3, runtime.outputBucket, runKeys.manifest(runId));
+    if (!first) {
       throw new Error(
         `run ${runId} ended ${done.status} without a manifest: ${done.error ?? ''} ${done.cause ?? ''}`.trim(),
       );
     }
+    // Records the run handed to the failure lane are settled by its consumer after the run, each settled record
+    // revising the manifest: let it finish, so the files below are the settled state and equal the manifest.
+    const lane = await waitForFailureLane(runtime, options.laneTimeoutMs ?? 60_000, progress);
+    const manifest =
+      (await getJson<RunManifest>(runtime.s3, runtime.outputBucket, runKeys.manifest(runId))) ?? first;
     const outDir = options.outDir ?? join(options.stateDir, 'runs', runId);
     await mkdir(outDir, { recursive: true });
     const files = {
@@ -118,9 +123,6 @@ export async function runLocalCorpus(options: LocalRunOptions): Promise<LocalRun
       failures: join(outDir, 'failures.jsonl'),
     };
     await writeFile(files.manifest, `${JSON.stringify(manifest, null, 2)}\n`);
-    // Failures the run sent to the failure lane are retried by its consumer after the run: let it finish, so the
-    // files below show where every record ended.
-    const lane = await waitForFailureLane(runtime, options.laneTimeoutMs ?? 60_000, progress);
     await concatenate(runtime.s3, runtime.outputBucket, runKeys.resultsPrefix(runId), files.results);
     await concatenate(runtime.s3, runtime.outputBucket, runKeys.failuresPrefix(runId), files.failures);
     const resultsQueueUrl = runtime.stack.optionalOutput('ResultsQueueUrl');
@@ -163,9 +165,16 @@ export function formatSummary(outcome: LocalRunOutcome): string {
   const lines = [
     `Run ${m.runId}: ${m.status} in ${seconds} s (mode ${m.mode ?? 'none'}, model ${m.modelId ?? 'n/a'})`,
     `  lines ${c.lines} = records ${c.records} + invalid ${c.invalid} + duplicates ${c.duplicates}`,
-    `  records ${c.records} = succeeded ${c.succeeded} + failed ${c.failed} + skipped (already in the ledger) ${c.skipped}`,
+    `  records ${c.records} = succeeded ${c.succeeded} + failed ${c.failed} + skipped (already in the ledger) ${c.skipped}` +
+      (c.pending > 0 ? ` + pending in the failure lane ${c.pending}` : ''),
     `  tokens: ${m.tokens.input} in, ${m.tokens.output} out`,
+    `  model calls: ${m.modelCalls.total} (${m.modelCalls.throttled} throttled, ${m.modelCalls.retried} retried)`,
   ];
+  if (m.revision > 1 || c.recovered > 0) {
+    lines.push(
+      `  failure lane: ${c.recovered} recovered after the run (manifest revision ${m.revision})`,
+    );
+  }
   if (m.jobs && m.jobs.length > 0) {
     lines.push(`  batch jobs: ${m.jobs.length} (one per shard)`);
     for (const j of m.jobs) {

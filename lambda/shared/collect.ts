@@ -1,10 +1,10 @@
 import { DeleteObjectCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
 import * as z from 'zod';
+import { randomUUID } from 'node:crypto';
 import {
   BATCH_JOB_TERMINAL_STATUSES,
   runKeys,
   type BatchJobTerminalStatus,
-  type FailureLaneMessage,
   type FailureLine,
   type FailureStage,
   type ResultLine,
@@ -13,10 +13,11 @@ import {
 } from './contracts';
 import { callDependency, errorMessage } from './errors';
 import type { FailureLaneSender } from './failure-lane';
-import type { Ledger } from './ledger';
+import { faultPoint } from './fault-points';
+import { unitOwner, type Claimant, type Ledger, type LedgerEntry } from './ledger';
 import { logger, metrics } from './observability';
 import { InFlightLimiter } from './pool';
-import { cleanLine, detectFormat } from './records';
+import { cleanLine, contentHashOf, detectFormat } from './records';
 import type { PublishedRecord, ResultsPublisher } from './results-queue';
 import { getJson, JsonlObjectWriter, openObject, putJson, readLines } from './s3-jsonl';
 
@@ -88,7 +89,11 @@ export interface ManifestCheck {
   detail?: string;
 }
 
-/** What Collect returns for one shard (and keeps as its marker). Always `records = succeeded + failed + skipped + missing`. */
+/**
+ * What Collect returns for one shard (and keeps as its marker). Always `records = succeeded + failed + skipped +
+ * missing`; `missing` counts every record the shard hands to the Converse fan-out of the same run (no output line, a
+ * retryable error line, or every record of a job that ended `Failed` for a reason a model call could get past).
+ */
 export interface CollectShardSummary {
   shard: number;
   jobArn: string;
@@ -101,7 +106,7 @@ export interface CollectShardSummary {
   failed: number;
   /** Records answered but held or published by another run (lost the ledger claim). */
   skipped: number;
-  /** Records without an output line: written to `redriveKey` for mode B. */
+  /** Records re-driven through Converse in the same run: written to `redriveKey`. */
   missing: number;
   /** `runs/<runId>/redrive/shard-<n>.jsonl` (WorkItems), when records are missing. */
   redriveKey?: string;
@@ -122,8 +127,12 @@ export interface CollectShardSummary {
 /** What Collect talks to. */
 export interface CollectDeps {
   s3: S3Client;
-  ledger: Pick<Ledger, 'claim' | 'markPublished'>;
+  ledger: Pick<Ledger, 'claim' | 'commit' | 'fail' | 'markDelivered'>;
   failureLane: Pick<FailureLaneSender, 'add' | 'flush'>;
+  /** How long Collect's claims hold before another owner may take them over, in ms. */
+  leaseMs: number;
+  /** A new attempt id. @default randomUUID */
+  newAttempt?: () => string;
   /** The results queue, when one is configured: each record this collect publishes is sent to it. */
   resultsPublisher?: Pick<ResultsPublisher, 'publish'>;
   /** The bucket holding the shard's input files, the job's output and the run's files. */
@@ -133,8 +142,8 @@ export interface CollectDeps {
 }
 
 /**
- * The batch job ended `Failed`: its records are recorded as failed (and sent to the failure lane for a Converse
- * retry), and the workflow's Map tolerance decides the run.
+ * The batch job ended `Failed` for a reason every model call would meet too (access denied, the model not found):
+ * its records are recorded as failed with the job's message, and the workflow's Map tolerance decides the run.
  */
 export class BatchJobFailedError extends Error {
   override readonly name = 'BatchJobFailedError';
@@ -276,28 +285,45 @@ function isObject(value: unknown): value is Record<string, unknown> {
 const RecordState = {
   /** No output line seen (yet). */
   Pending: 0,
-  /** Success line; claimed (or being claimed) by this run: to be marked published. */
-  Claimed: 1,
-  /** Success line; another run holds the claim. */
-  Held: 2,
-  /** Error line. */
-  Failed: 3,
-  /** Error line, retryable, without modelInput: its failure-lane message is sent from the input pass. */
-  FailedNeedsInput: 4,
-  /** No output line; written to the redrive file. */
-  Redriven: 5,
+  /** Success line being settled through the ledger. */
+  Settling: 1,
+  /** Published by this shard: its line is in a results part. */
+  Succeeded: 2,
+  /** Held or published by another run. */
+  Skipped: 3,
+  /** Failed for good: its line is in the failures file. */
+  Failed: 4,
+  /** To go through Converse in the same run (no output line, or a retryable error line). */
+  Redrive: 5,
 } as const;
 type RecordState = (typeof RecordState)[keyof typeof RecordState];
 
+/** The job's message as a failure code, and whether every model call would meet the same error. */
+export function batchJobFailure(message: string | undefined): { code: string; fatal: boolean } {
+  const text = message ?? '';
+  if (/access ?denied|not authori[sz]ed|accessdeniedexception|don't have access/i.test(text)) {
+    return { code: 'AccessDeniedException', fatal: true };
+  }
+  if (
+    /resourcenotfound|model[^.]*(not found|does not exist|end of life|is not supported)|could not find/i.test(
+      text,
+    )
+  ) {
+    return { code: 'ResourceNotFoundException', fatal: true };
+  }
+  return { code: 'BatchJobFailed', fatal: false };
+}
+
 /**
- * Collects one shard's batch job output. Successes are published through the ledger exactly as mode B does (claim,
- * results file, then mark published), error lines go to the failures file and the failure lane, records without an
- * output line go to the redrive file for mode B. A `Failed` job produced nothing to collect: each of its records is
- * written as a retryable failure (and sent to the failure queue with its request), the marker is written, and
- * BatchJobFailedError is thrown so the shard's child fails. Idempotent: a repeated collect of the same job returns
- * the summary it wrote last time (or throws the same error for a `Failed` job, sending nothing again); one
- * interrupted before that re-claims its own records and rewrites the same files.
- * @throws BatchJobFailedError when the job ended `Failed` (after its records were recorded as failed)
+ * Collects one shard's batch job output as a unit of work (`<runId>/shard/<n>`), with the ledger protocol every unit
+ * follows: each answered record is claimed with its request's content hash and committed before its line is written
+ * to the results part of its output file; error lines the model would reject again fail for good (failures file,
+ * DLQ); retryable error lines and records without output are re-driven through Converse in the same run, as are all
+ * the records of a job that ended `Failed`, unless its error would fail every call too (access denied, model not
+ * found): then they fail with the job's message and BatchJobFailedError fails the shard. Idempotent: a repeated
+ * collect of the same job returns the summary it wrote; one interrupted before that finds its own decisions in the
+ * ledger and rewrites the same files (the output files are immutable, so the answers are the same).
+ * @throws BatchJobFailedError when the job failed for a reason no retry can get past (after recording its records)
  * @throws TransientDependencyError when S3, DynamoDB or SQS fails in a way worth retrying
  */
 export async function collectShard(
@@ -308,45 +334,50 @@ export async function collectShard(
   const earlier = await getJson<CollectShardSummary>(deps.s3, deps.outputBucket, markerKey);
   if (earlier && earlier.jobArn === input.jobArn && earlier.status === input.jobStatus) {
     logger.info('shard already collected', { shard: input.shard, jobArn: input.jobArn });
-    if (earlier.status === 'Failed') {
+    if (earlier.status === 'Failed' && earlier.missing === 0) {
       throw new BatchJobFailedError(input.jobArn, input.shard, earlier.message ?? input.failureMessage);
     }
     return earlier;
   }
   const collector = new ShardCollector(input, deps);
-  const summary = input.jobStatus === 'Failed' ? await collector.failAll() : await collector.run();
+  const summary = await collector.run();
+  faultPoint('collect', 'before-marker');
   await putJson(deps.s3, deps.outputBucket, markerKey, summary);
-  if (summary.status === 'Failed') {
+  if (summary.status === 'Failed' && summary.missing === 0) {
     throw new BatchJobFailedError(input.jobArn, input.shard, input.failureMessage);
   }
   return summary;
 }
 
-/** What a person reads for each record of a `Failed` job. */
+/** What a person reads for each record of a job that `Failed` for a reason every call would meet. */
 export function batchJobFailedMessage(jobArn: string, failureMessage: string | undefined): string {
   return (
     `the Bedrock batch job ${jobArn} failed (${failureMessage ?? 'Bedrock gave no failure message'}), ` +
-    'so this record was not processed; it was sent to the failure queue to be retried through Converse. ' +
-    "If the job's message points at the input (format, size, model access), fix that and run the corpus again."
+    'and a Converse call would fail the same way, so this record was not processed; fix the cause (model access, ' +
+    'the model id) and run the corpus again'
   );
 }
 
-interface PendingClaim {
+interface PendingLine {
   position: number;
   result: ResultLine;
-  claim: Promise<'claimed' | 'held'>;
+  /** Settles the record in the ledger: the record's state when done. */
+  settled: Promise<{ state: RecordState; delivered: boolean; failure?: CollectFailureLine }>;
 }
 
 /** One collect of one shard: holds the record index and the tallies. */
 class ShardCollector {
   private readonly concurrency: number;
   private readonly outputPrefix: string;
+  private readonly who: Claimant;
   /** recordId -> 0-based position among the shard's distinct input records. */
   private index = new Map<string, number>();
+  /** Content hash of each record's request, by position. */
+  private hashes: string[] = [];
   private state = new Uint8Array(0);
-  /** Retryable error lines without modelInput: their lane message waits for the input pass. */
-  private readonly needInput = new Map<string, { code: string; message: string }>();
   private readonly tally = { succeeded: 0, failed: 0, skipped: 0, inputTokens: 0, outputTokens: 0 };
+  /** Non-retryable failures decided by this attempt: their lane message goes to the DLQ. */
+  private readonly freshFailures: CollectFailureLine[] = [];
   private ignoredLines = 0;
   private readonly ignoredSamples: string[] = [];
   private readonly failures: LazyJsonlWriter;
@@ -357,6 +388,11 @@ class ShardCollector {
   ) {
     this.concurrency = Math.max(1, deps.concurrency ?? DEFAULT_CONCURRENCY);
     this.outputPrefix = input.outputPrefix.endsWith('/') ? input.outputPrefix : `${input.outputPrefix}/`;
+    this.who = {
+      runId: input.runId,
+      owner: unitOwner(input.runId, 'shard', String(input.shard)),
+      attempt: (deps.newAttempt ?? randomUUID)(),
+    };
     this.failures = new LazyJsonlWriter(
       deps.s3,
       deps.outputBucket,
@@ -367,21 +403,31 @@ class ShardCollector {
   async run(): Promise<CollectShardSummary> {
     const { input, deps } = this;
     await this.indexInputs();
-    const manifest = await getJson<BatchOutputManifest>(
-      deps.s3,
-      deps.outputBucket,
-      `${this.outputPrefix}${MANIFEST_NAME}`,
-    );
-    const outputKeys = await this.listOutputFiles();
-    for (const [part, key] of outputKeys.entries()) await this.collectFile(key, part);
+    let manifestCheck: ManifestCheck;
+    if (input.jobStatus === 'Failed') {
+      manifestCheck = await this.jobFailed();
+    } else {
+      const manifest = await getJson<BatchOutputManifest>(
+        deps.s3,
+        deps.outputBucket,
+        `${this.outputPrefix}${MANIFEST_NAME}`,
+      );
+      const outputKeys = await this.listOutputFiles();
+      for (const [part, key] of outputKeys.entries()) await this.collectFile(key, part);
+      manifestCheck = this.checkManifest(manifest);
+    }
     const wroteFailures = await this.failures.finish();
-    await this.markPublished();
-
-    const missing = this.countState(RecordState.Pending);
-    const redriveKey = await this.inputPass(missing);
+    faultPoint('collect', 'after-release');
+    for (const failure of this.freshFailures) {
+      await deps.failureLane.add({ ...failure, runId: input.runId, ledgerScope: input.ledgerScope });
+    }
     await deps.failureLane.flush();
+    for (const [position, state] of this.state.entries()) {
+      if (state === RecordState.Pending) this.state[position] = RecordState.Redrive;
+    }
+    const missing = this.countState(RecordState.Redrive);
+    const redriveKey = await this.writeRedrive(missing);
 
-    const manifestCheck = this.checkManifest(manifest);
     const summary: CollectShardSummary = {
       shard: input.shard,
       jobArn: input.jobArn,
@@ -398,7 +444,7 @@ class ShardCollector {
       manifestCheck,
       ...this.jobTimes(),
     };
-    if (!manifestCheck.ok) {
+    if (!manifestCheck.ok && input.jobStatus !== 'Failed') {
       logger.warn('batch job output does not match its manifest', {
         shard: input.shard,
         jobArn: input.jobArn,
@@ -416,50 +462,35 @@ class ShardCollector {
   }
 
   /**
-   * A `Failed` job: streams the shard's input once and records each distinct record as a retryable failure, in the
-   * failures file and on the failure queue with its request (the queue's consumer retries it through Converse).
+   * A `Failed` job wrote no output to collect. When a model call could get past its error, every record is re-driven
+   * through Converse in the same run; when not (access denied, model not found), each fails for good with the job's
+   * message.
    */
-  async failAll(): Promise<CollectShardSummary> {
-    const { input, deps } = this;
-    const message = batchJobFailedMessage(input.jobArn, input.failureMessage);
-    for await (const { recordId, modelInput } of this.inputRecords()) {
-      if (this.index.has(recordId)) continue;
-      this.index.set(recordId, this.index.size);
-      const failure: CollectFailureLine = {
-        recordId,
-        stage: STAGE,
-        error: { code: 'BatchJobFailed', message, retryable: true },
-      };
-      await this.failures.write(failure);
-      await deps.failureLane.add(laneMessage(input, failure, modelInput));
+  private async jobFailed(): Promise<ManifestCheck> {
+    const { input } = this;
+    const job = batchJobFailure(input.failureMessage);
+    const detail = `the job failed (${input.failureMessage ?? 'no message'}): its output was not read`;
+    if (!job.fatal) {
+      this.state.fill(RecordState.Redrive);
+      logger.warn('batch job failed: its records go through Converse in this run', {
+        shard: input.shard,
+        jobArn: input.jobArn,
+        message: input.failureMessage,
+      });
+      return { expected: null, seen: 0, ok: false, ignoredLines: 0, detail };
     }
-    const wroteFailures = await this.failures.finish();
-    await deps.failureLane.flush();
-    const records = this.index.size;
-    const summary: CollectShardSummary = {
+    const reason = { code: job.code, message: batchJobFailedMessage(input.jobArn, input.failureMessage) };
+    for (const [recordId, position] of this.index) {
+      const { state, failure } = await this.failRecord(recordId, position, reason);
+      this.state[position] = state;
+      if (failure) await this.failures.write(failure);
+    }
+    logger.warn('batch job failed: its records were recorded as failed', {
       shard: input.shard,
       jobArn: input.jobArn,
-      status: input.jobStatus,
-      records,
-      succeeded: 0,
-      failed: records,
-      skipped: 0,
-      missing: 0,
-      ...(wroteFailures ? { failuresKey: collectKeys.failures(input.runId, input.shard) } : {}),
-      inputTokens: 0,
-      outputTokens: 0,
-      manifestCheck: {
-        expected: null,
-        seen: 0,
-        ok: false,
-        ignoredLines: 0,
-        detail: 'the job failed: its output was not read',
-      },
-      ...this.jobTimes(),
-    };
-    metrics.addMetric('RecordsFailed', 'Count', records);
-    logger.warn('batch job failed: its records were recorded as failed', { ...summary });
-    return summary;
+      message: input.failureMessage,
+    });
+    return { expected: null, seen: 0, ok: false, ignoredLines: 0, detail };
   }
 
   /** The job's times and message, for the marker. */
@@ -472,12 +503,15 @@ class ShardCollector {
     };
   }
 
-  /** Reads the input files once for the shard's record ids and their positions. */
+  /** Reads the input files once for the shard's record ids, their positions and their requests' hashes. */
   private async indexInputs(): Promise<void> {
     let duplicates = 0;
-    for await (const { recordId } of this.inputRecords()) {
+    for await (const { recordId, modelInput } of this.inputRecords()) {
       if (this.index.has(recordId)) duplicates++;
-      else this.index.set(recordId, this.index.size);
+      else {
+        this.index.set(recordId, this.index.size);
+        this.hashes.push(contentHashOf(modelInput));
+      }
     }
     if (duplicates > 0)
       logger.warn('shard input repeats record ids', { shard: this.input.shard, duplicates });
@@ -535,9 +569,9 @@ class ShardCollector {
   }
 
   /**
-   * Streams one output file: error lines straight to the failures file and the lane, success lines through a window
-   * of at most `concurrency` claims in flight, written to this file's results part in output order (so a repeated
-   * collect writes the same bytes).
+   * Streams one output file: each line settled through the ledger with at most `concurrency` records in flight, the
+   * published ones written to this file's results part in output order (so a repeated collect writes the same
+   * bytes), then the part's results-queue messages.
    */
   private async collectFile(key: string, part: number): Promise<void> {
     const { input, deps } = this;
@@ -545,9 +579,29 @@ class ShardCollector {
     if (!body) throw new Error(`output file s3://${deps.outputBucket}/${key} vanished while collecting`);
     const resultKey = collectKeys.results(input.runId, input.shard, part);
     const results = new LazyJsonlWriter(deps.s3, deps.outputBucket, resultKey);
-    // Held until the file is complete: a record goes to the results queue only once its line is durable.
-    const toQueue: PublishedRecord[] | undefined = deps.resultsPublisher ? [] : undefined;
-    const window: PendingClaim[] = [];
+    const toDeliver: PublishedRecord[] = [];
+    const window: PendingLine[] = [];
+    const drain = async (pending: PendingLine | undefined): Promise<void> => {
+      if (!pending) return;
+      const { state, delivered, failure } = await pending.settled;
+      this.state[pending.position] = state;
+      if (state === RecordState.Succeeded) {
+        await results.write(pending.result);
+        this.tally.succeeded++;
+        this.tally.inputTokens += pending.result.usage.inputTokens;
+        this.tally.outputTokens += pending.result.usage.outputTokens;
+        if (!delivered) {
+          toDeliver.push({
+            runId: input.runId,
+            recordId: pending.result.recordId,
+            ledgerScope: input.ledgerScope,
+            resultKey,
+            usage: pending.result.usage,
+          });
+        }
+      }
+      if (failure) await this.failures.write(failure);
+    };
     let lineNo = 0;
     for await (const raw of readLines(body)) {
       lineNo++;
@@ -555,51 +609,140 @@ class ShardCollector {
       if (text.trim() === '') continue;
       const line = this.parseOutputLine(text, key, lineNo);
       if (!line) continue;
+      let settled: PendingLine['settled'];
+      let result: ResultLine = { recordId: line.recordId, modelOutput: null, usage: usageOf(0, 0) };
       if (line.kind === 'error') {
-        await this.recordError(line.recordId, line.position, line.error, line.modelInput);
-        continue;
+        const code = batchErrorCode(line.error.errorCode);
+        const message =
+          typeof line.error.errorMessage === 'string' && line.error.errorMessage !== ''
+            ? line.error.errorMessage
+            : 'the batch job gave no error message';
+        if (isRetryableBatchError(code)) {
+          // A model call may get past it: the record goes through Converse in this run.
+          this.state[line.position] = RecordState.Redrive;
+          continue;
+        }
+        settled = this.failRecord(line.recordId, line.position, { code, message });
+      } else {
+        result = { recordId: line.recordId, ...normaliseModelOutput(line.modelOutput) };
+        settled = this.publishRecord(line.recordId, line.position, resultKey);
       }
-      this.state[line.position] = RecordState.Claimed;
-      const claim = deps.ledger.claim(input.ledgerScope, line.recordId, input.runId);
+      this.state[line.position] = RecordState.Settling;
       // Awaited in order below; this keeps a rejection behind an earlier failure from going unhandled.
-      claim.catch(() => undefined);
-      const { modelOutput, usage } = normaliseModelOutput(line.modelOutput);
-      window.push({
-        position: line.position,
-        result: { recordId: line.recordId, modelOutput, usage },
-        claim,
-      });
-      if (window.length >= this.concurrency) await this.settle(window.shift(), results, resultKey, toQueue);
+      settled.catch(() => undefined);
+      window.push({ position: line.position, result, settled });
+      if (window.length >= this.concurrency) await drain(window.shift());
     }
-    while (window.length > 0) await this.settle(window.shift(), results, resultKey, toQueue);
+    while (window.length > 0) await drain(window.shift());
     await results.finish();
-    // A collect interrupted after marking records published is repeated with the same records: those were sent then.
-    if (toQueue && toQueue.length > 0) await deps.resultsPublisher?.publish(toQueue, { skipPublished: true });
+    faultPoint('collect', 'after-results');
+    if (deps.resultsPublisher && toDeliver.length > 0) {
+      await deps.resultsPublisher.publish(toDeliver);
+      faultPoint('collect', 'after-queue-send');
+      const limiter = new InFlightLimiter(this.concurrency);
+      for (const r of toDeliver) {
+        await limiter.add(() => deps.ledger.markDelivered(input.ledgerScope, r.recordId, this.who.owner));
+      }
+      await limiter.drain();
+    }
   }
 
-  private async settle(
-    pending: PendingClaim | undefined,
-    results: LazyJsonlWriter,
+  /** Claims and commits an answered record: succeeded when this shard published it, skipped when another run has it. */
+  private async publishRecord(
+    recordId: string,
+    position: number,
     resultKey: string,
-    toQueue: PublishedRecord[] | undefined,
-  ): Promise<void> {
-    if (!pending) return;
-    if ((await pending.claim) === 'held') {
-      this.state[pending.position] = RecordState.Held;
-      this.tally.skipped++;
-      return;
-    }
-    await results.write(pending.result);
-    toQueue?.push({
-      runId: this.input.runId,
-      recordId: pending.result.recordId,
-      ledgerScope: this.input.ledgerScope,
-      resultKey,
-      usage: pending.result.usage,
+  ): Promise<{ state: RecordState; delivered: boolean; failure?: CollectFailureLine }> {
+    const { input, deps } = this;
+    const claim = await deps.ledger.claim(input.ledgerScope, recordId, this.who, {
+      contentHash: this.hashes[position] as string,
+      leaseMs: deps.leaseMs,
     });
-    this.tally.succeeded++;
-    this.tally.inputTokens += pending.result.usage.inputTokens;
-    this.tally.outputTokens += pending.result.usage.outputTokens;
+    switch (claim.kind) {
+      case 'claimed': {
+        faultPoint('collect', 'after-claim');
+        const committed = await deps.ledger.commit(input.ledgerScope, recordId, this.who, resultKey);
+        faultPoint('collect', 'after-commit');
+        if (committed.kind === 'done') return { state: RecordState.Succeeded, delivered: false };
+        return this.byEntry(committed.entry);
+      }
+      case 'reused':
+        return this.reused(recordId, claim.entry.runId);
+      default:
+        return this.byEntry(claim.entry);
+    }
+  }
+
+  /** Claims and fails a record for good (its error line, or its job's fatal error). */
+  private async failRecord(
+    recordId: string,
+    position: number,
+    reason: { code: string; message: string },
+  ): Promise<{ state: RecordState; delivered: boolean; failure?: CollectFailureLine }> {
+    const { input, deps } = this;
+    const claim = await deps.ledger.claim(input.ledgerScope, recordId, this.who, {
+      contentHash: this.hashes[position] as string,
+      leaseMs: deps.leaseMs,
+    });
+    switch (claim.kind) {
+      case 'claimed': {
+        const failed = await deps.ledger.fail(input.ledgerScope, recordId, this.who, reason);
+        if (failed.kind === 'lost') return this.byEntry(failed.entry);
+        const failure = this.failureLine(recordId, reason);
+        this.freshFailures.push(failure);
+        return { state: RecordState.Failed, delivered: false, failure };
+      }
+      case 'reused':
+        return this.reused(recordId, claim.entry.runId);
+      default:
+        return this.byEntry(claim.entry);
+    }
+  }
+
+  /** A record this attempt does not hold: what the ledger says this shard (or another owner) did with it. */
+  private byEntry(entry: LedgerEntry | undefined): {
+    state: RecordState;
+    delivered: boolean;
+    failure?: CollectFailureLine;
+  } {
+    if (entry && entry.owner === this.who.owner) {
+      if (entry.status === 'published')
+        return { state: RecordState.Succeeded, delivered: entry.delivered === true };
+      if (entry.status === 'failed') {
+        const reason = entry.error ?? { code: 'Unknown', message: 'no reason was recorded' };
+        return {
+          state: RecordState.Failed,
+          delivered: false,
+          failure: this.failureLine(entry.recordId, reason),
+        };
+      }
+    }
+    this.tally.skipped++;
+    return { state: RecordState.Skipped, delivered: false };
+  }
+
+  private reused(
+    recordId: string,
+    publishedBy: string,
+  ): { state: RecordState; delivered: boolean; failure: CollectFailureLine } {
+    const failure = this.failureLine(recordId, {
+      code: 'RecordIdReused',
+      message:
+        `recordId ${JSON.stringify(recordId)} was already published in ledger scope ` +
+        `${JSON.stringify(this.input.ledgerScope)} (run ${publishedBy}) for a different request (other content, or ` +
+        'another prompt template); give this record its own recordId, or run the corpus under another ledgerScope',
+    });
+    this.freshFailures.push(failure);
+    return { state: RecordState.Failed, delivered: false, failure };
+  }
+
+  private failureLine(recordId: string, reason: { code: string; message: string }): CollectFailureLine {
+    this.tally.failed++;
+    return {
+      recordId,
+      stage: STAGE,
+      error: { code: reason.code, message: reason.message, retryable: false },
+    };
   }
 
   /** Parses an output line; an unusable one is counted, sampled for the log, and leaves its record pending. */
@@ -609,13 +752,7 @@ class ShardCollector {
     lineNo: number,
   ):
     | { kind: 'success'; recordId: string; position: number; modelOutput: unknown }
-    | {
-        kind: 'error';
-        recordId: string;
-        position: number;
-        error: Record<string, unknown>;
-        modelInput: unknown;
-      }
+    | { kind: 'error'; recordId: string; position: number; error: Record<string, unknown> }
     | undefined {
     let value: unknown;
     try {
@@ -632,9 +769,7 @@ class ShardCollector {
     if (this.state[position] !== RecordState.Pending) {
       return this.ignore(`${key} line ${lineNo}: ${recordId} repeats an earlier output line`);
     }
-    if (isObject(value.error)) {
-      return { kind: 'error', recordId, position, error: value.error, modelInput: value.modelInput };
-    }
+    if (isObject(value.error)) return { kind: 'error', recordId, position, error: value.error };
     if ('modelOutput' in value)
       return { kind: 'success', recordId, position, modelOutput: value.modelOutput };
     return this.ignore(`${key} line ${lineNo}: ${recordId} has neither modelOutput nor error`);
@@ -646,76 +781,24 @@ class ShardCollector {
     return undefined;
   }
 
-  private async recordError(
-    recordId: string,
-    position: number,
-    error: Record<string, unknown>,
-    modelInput: unknown,
-  ): Promise<void> {
-    const code = batchErrorCode(error.errorCode);
-    const message =
-      typeof error.errorMessage === 'string' && error.errorMessage !== ''
-        ? error.errorMessage
-        : 'the batch job gave no error message';
-    const retryable = isRetryableBatchError(code);
-    const failure: CollectFailureLine = { recordId, stage: STAGE, error: { code, message, retryable } };
-    await this.failures.write(failure);
-    this.tally.failed++;
-    if (retryable && !isObject(modelInput)) {
-      // The queue's consumer needs the request: it is read from the input file in the input pass.
-      this.state[position] = RecordState.FailedNeedsInput;
-      this.needInput.set(recordId, { code, message });
-      return;
-    }
-    this.state[position] = RecordState.Failed;
-    await this.deps.failureLane.add(
-      laneMessage(this.input, failure, retryable && isObject(modelInput) ? modelInput : undefined),
-    );
-  }
-
-  /** Marks every record this collect claimed as published, with bounded concurrency. */
-  private async markPublished(): Promise<void> {
-    const { input, deps } = this;
-    const limiter = new InFlightLimiter(this.concurrency);
-    for (const [recordId, position] of this.index) {
-      if (this.state[position] !== RecordState.Claimed) continue;
-      await limiter.add(() => deps.ledger.markPublished(input.ledgerScope, recordId, input.runId));
-    }
-    await limiter.drain();
-  }
-
   /**
-   * Reads the input files a second time when needed: records without output go to the redrive file as WorkItems,
-   * and retryable error lines that lacked modelInput get their failure-lane message. `line` of a redrive WorkItem
-   * is the record's 1-based position among the shard's input records (batch input files do not carry the corpus
-   * line number).
-   * @returns the redrive key, when records are missing
+   * Reads the input files a second time when records are to be re-driven, writing them to the redrive file as
+   * WorkItems. `line` of a redrive WorkItem is the record's 1-based position among the shard's input records (batch
+   * input files do not carry the corpus line number).
+   * @returns the redrive key, when records are re-driven
    */
-  private async inputPass(missing: number): Promise<string | undefined> {
+  private async writeRedrive(count: number): Promise<string | undefined> {
     const { input, deps } = this;
     const redriveKey = collectKeys.redrive(input.runId, input.shard);
     const redrive = new LazyJsonlWriter(deps.s3, deps.outputBucket, redriveKey);
-    if (missing > 0 || this.needInput.size > 0) {
+    if (count > 0) {
       for await (const { recordId, modelInput } of this.inputRecords()) {
         const position = this.index.get(recordId);
-        if (position === undefined) continue;
-        const state = this.state[position];
-        if (state === RecordState.Pending) {
-          this.state[position] = RecordState.Redriven;
-          const item: WorkItem = {
-            recordId,
-            format: detectFormat(modelInput),
-            modelInput,
-            line: position + 1,
-          };
-          await redrive.write(item);
-        } else if (state === RecordState.FailedNeedsInput) {
-          this.state[position] = RecordState.Failed;
-          const error = this.needInput.get(recordId) ?? { code: 'BatchRecordError', message: 'unknown' };
-          await deps.failureLane.add(
-            laneMessage(input, { recordId, stage: STAGE, error: { ...error, retryable: true } }, modelInput),
-          );
-        }
+        if (position === undefined || this.state[position] !== RecordState.Redrive) continue;
+        // Written once even when the input repeats the id.
+        this.state[position] = RecordState.Pending;
+        const item: WorkItem = { recordId, format: detectFormat(modelInput), modelInput, line: position + 1 };
+        await redrive.write(item);
       }
     }
     return (await redrive.finish()) ? redriveKey : undefined;
@@ -729,7 +812,8 @@ class ShardCollector {
 
   private checkManifest(manifest: BatchOutputManifest | undefined): ManifestCheck {
     const { succeeded, skipped, failed } = this.tally;
-    const seen = succeeded + skipped + failed;
+    const retriable = this.countState(RecordState.Redrive);
+    const seen = this.index.size - this.countState(RecordState.Pending);
     const base = { seen, ignoredLines: this.ignoredLines };
     if (!manifest) {
       return { expected: null, ...base, ok: false, detail: `${MANIFEST_NAME} was not found` };
@@ -742,8 +826,8 @@ class ShardCollector {
         `successRecordCount ${manifest.successRecordCount} but ${succeeded + skipped} success lines`,
       );
     }
-    if (manifest.errorRecordCount !== undefined && manifest.errorRecordCount !== failed) {
-      problems.push(`errorRecordCount ${manifest.errorRecordCount} but ${failed} error lines`);
+    if (manifest.errorRecordCount !== undefined && manifest.errorRecordCount !== failed + retriable) {
+      problems.push(`errorRecordCount ${manifest.errorRecordCount} but ${failed + retriable} error lines`);
     }
     if (manifest.totalRecordCount !== undefined && manifest.totalRecordCount !== this.index.size) {
       problems.push(
@@ -757,24 +841,6 @@ class ShardCollector {
       ...(problems.length ? { detail: problems.join('; ') } : {}),
     };
   }
-}
-
-/**
- * A failure-lane message for an error line. Retryable ones carry the request (the queue's consumer retries it
- * through Converse); the rest go to the DLQ with their reason.
- */
-function laneMessage(
-  input: CollectShardInput,
-  failure: CollectFailureLine,
-  modelInput: Record<string, unknown> | undefined,
-): FailureLaneMessage {
-  const message = {
-    ...failure,
-    runId: input.runId,
-    ledgerScope: input.ledgerScope,
-    ...(modelInput ? { format: detectFormat(modelInput), modelInput } : {}),
-  };
-  return message;
 }
 
 /** A JSONL object opened on its first line; with no line, a stale object an earlier attempt left is deleted. */

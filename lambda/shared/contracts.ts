@@ -47,21 +47,41 @@ export type WorkItem = z.infer<typeof workItemSchema>;
 export const batchEventSchema = z.object({
   BatchInput: z.object({ runId: z.string().min(1), ledgerScope: z.string().min(1) }),
   Items: z.array(workItemSchema).min(1),
+  /** When the child execution started (ISO-8601): an EXPRESS child has five minutes from then. */
+  childStartedAt: z.string().min(1).optional(),
 });
 /** A batch of records for one Converse child execution. */
 export type BatchEvent = z.infer<typeof batchEventSchema>;
 
-/** What a Converse child returns (and the ResultWriter keeps): the batch's counts. */
+/** Model calls as the functions' clients saw them: every HTTP attempt, with the SDK's retries. */
+export interface ModelCalls {
+  /** Attempts sent to the model. */
+  total: number;
+  /** Attempts the model answered with ThrottlingException. */
+  throttled: number;
+  /** Attempts that retried an earlier attempt of the same call. */
+  retried: number;
+}
+
+/**
+ * What a Converse child returns (and the ResultWriter keeps): where the batch's records ended. Always
+ * `records = succeeded + failed + skipped + queued`.
+ */
 export interface BatchSummary {
   batchId: string;
   records: number;
+  /** Published by this batch (lines in its results file). */
   succeeded: number;
+  /** Failed for good (lines in its failures file). */
   failed: number;
-  /** Records another run had already published (lost the ledger claim): counted as skipped. */
+  /** Held or published by another run: counted as skipped. */
   skipped: number;
-  throttled: number;
+  /** Handed to the failure lane, which settles them. */
+  queued: number;
   inputTokens: number;
   outputTokens: number;
+  /** This attempt's model calls. */
+  modelCalls: ModelCalls;
 }
 
 /** Line counts Plan measured. Always `lines = records + invalid + duplicates`. */
@@ -255,9 +275,16 @@ export interface FailureLaneMessage extends FailureLine {
 /** Final run status. */
 export type RunStatus = 'SUCCEEDED' | 'FAILED';
 
-/** `runs/<runId>/manifest.json`. Always `lines = records + invalid + duplicates`, `records = succeeded + failed + skipped`. */
+/**
+ * `runs/<runId>/manifest.json`. Always `lines = records + invalid + duplicates` and
+ * `records = succeeded + failed + skipped + pending`; `succeeded` equals the lines of the results files, `failed +
+ * invalid` the lines of the failures files. A later revision (the failure lane settling records after the run)
+ * replaces it with a higher `revision`.
+ */
 export interface RunManifest {
   runId: string;
+  /** 1 when Finalize wrote it; each later change (the failure lane settling records) adds one. */
+  revision: number;
   mode: RunMode | null;
   status: RunStatus;
   counts: {
@@ -268,8 +295,14 @@ export interface RunManifest {
     invalid: number;
     duplicates: number;
     skipped: number;
+    /** Records handed to the failure lane that it has not settled yet: in neither results nor failures. */
+    pending: number;
+    /** Records the failure lane published (included in `succeeded`). */
+    recovered: number;
   };
   tokens: { input: number; output: number };
+  /** Model calls of the run's functions (the failure lane's included). */
+  modelCalls: ModelCalls;
   startedAt: string;
   finishedAt: string;
   durationMs: number;
@@ -289,6 +322,8 @@ export const EVENT_SOURCE = 'corpus.pipeline';
 export const RUN_COMPLETED = 'Corpus Run Completed';
 /** EventBridge `detail-type` of a failed run. */
 export const RUN_FAILED = 'Corpus Run Failed';
+/** EventBridge `detail-type` of a finished run whose manifest changed (the failure lane settled records). */
+export const RUN_UPDATED = 'Corpus Run Updated';
 
 /** The S3 layout of one run in the output bucket. */
 export const runKeys = {

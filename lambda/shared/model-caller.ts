@@ -147,9 +147,68 @@ export function throttleBackoffMs(attempt: number): number {
   return Math.round(Math.random() * Math.min(20_000, 500 * 2 ** attempt));
 }
 
-/** A Bedrock Runtime client that retries throttling with {@link throttleBackoffMs}, `maxAttempts` tries in all. */
-export function bedrockRuntimeClient(maxAttempts: number): BedrockRuntimeClient {
-  return new BedrockRuntimeClient({
+/** Model calls as the client saw them: every HTTP attempt, including the SDK's retries. */
+export interface ModelCallStats {
+  /** Attempts sent to the model (calls plus their retries). */
+  total: number;
+  /** Attempts the model answered with ThrottlingException. */
+  throttled: number;
+  /** Attempts that were retries of an earlier attempt of the same call. */
+  retried: number;
+}
+
+/** Counts a client's model calls; {@link ModelCallCounter.since} gives one invocation's share. */
+export class ModelCallCounter {
+  private readonly counts: ModelCallStats = { total: 0, throttled: 0, retried: 0 };
+
+  /** The counts so far (a copy). */
+  snapshot(): ModelCallStats {
+    return { ...this.counts };
+  }
+
+  /** The calls made since `start` (a snapshot taken earlier). */
+  since(start: ModelCallStats): ModelCallStats {
+    return {
+      total: this.counts.total - start.total,
+      throttled: this.counts.throttled - start.throttled,
+      retried: this.counts.retried - start.retried,
+    };
+  }
+
+  /** Counts one attempt: whether it retried an earlier one, and whether the model throttled it. */
+  record(attempt: { retry: boolean; throttled: boolean }): void {
+    this.counts.total++;
+    if (attempt.retry) this.counts.retried++;
+    if (attempt.throttled) this.counts.throttled++;
+  }
+}
+
+/**
+ * A Bedrock Runtime client that retries throttling with {@link throttleBackoffMs}, `maxAttempts` tries in all, and
+ * counts every attempt into `counter`: the counting middleware sits below the retry middleware, so it sees each
+ * attempt and the error the model answered it with.
+ */
+export function bedrockRuntimeClient(maxAttempts: number, counter?: ModelCallCounter): BedrockRuntimeClient {
+  const client = new BedrockRuntimeClient({
     retryStrategy: new ConfiguredRetryStrategy(maxAttempts, throttleBackoffMs),
   });
+  if (counter) {
+    client.middlewareStack.add(
+      (next) => async (args) => {
+        const request = args.request as { headers?: Record<string, string> } | undefined;
+        // The retry middleware stamps `amz-sdk-request: attempt=N; max=M` on every attempt.
+        const retry = /attempt=(\d+)/.exec(request?.headers?.['amz-sdk-request'] ?? '')?.[1] ?? '1';
+        try {
+          const out = await next(args);
+          counter.record({ retry: retry !== '1', throttled: false });
+          return out;
+        } catch (err) {
+          counter.record({ retry: retry !== '1', throttled: errorName(err) === 'ThrottlingException' });
+          throw err;
+        }
+      },
+      { step: 'finalizeRequest', priority: 'low', name: 'corpusModelCallCounter' },
+    );
+  }
+  return client;
 }

@@ -3,7 +3,7 @@ import { S3Client } from '@aws-sdk/client-s3';
 import { SQSClient } from '@aws-sdk/client-sqs';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { Ledger } from './ledger';
-import { bedrockCaller, bedrockRuntimeClient, type ModelCaller } from './model-caller';
+import { bedrockCaller, bedrockRuntimeClient, type ModelCallCounter, type ModelCaller } from './model-caller';
 import { traced } from './observability';
 import { resultsPublisherFromEnv, type ResultsPublisher } from './results-queue';
 
@@ -29,10 +29,13 @@ export interface PublishingContext {
 /**
  * Creates, once per execution environment (call it at module scope), what ConverseBatch and the failure-lane
  * consumer share: traced S3, DynamoDB and SQS clients, the ledger, the model caller with its retry strategy, and the
- * optional results-queue publisher.
+ * optional results-queue publisher. `counter` counts the model calls (every attempt).
  */
-export function publishingContext(settings: PublishingSettings): PublishingContext {
-  const bedrock = traced(bedrockRuntimeClient(settings.MAX_ATTEMPTS));
+export function publishingContext(
+  settings: PublishingSettings,
+  counter?: ModelCallCounter,
+): PublishingContext {
+  const bedrock = traced(bedrockRuntimeClient(settings.MAX_ATTEMPTS, counter));
   const s3 = traced(new S3Client({}));
   const ddb = traced(new DynamoDBClient({}));
   const sqs = traced(new SQSClient({}));
