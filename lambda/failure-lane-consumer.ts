@@ -208,7 +208,9 @@ export async function processLaneRecord(
   const claim = await deps.ledger.claim(scope, recordId, who, {
     ...(message.modelInput ? { contentHash: contentHashOf(message.modelInput) } : {}),
     leaseMs: deps.leaseMs,
-    reclaimOwn: true,
+    // A redriven message (it carries the lane's earlier reason) retries a record the lane failed for good; a mere
+    // redelivery of it (the lane died after failing it) finishes that failure instead of asking the model again.
+    reclaimOwn: message.laneReason === undefined ? 'queued' : 'queued-or-failed',
   });
   const lastReceive = deps.maxReceiveCount !== undefined && receiveCount(record) >= deps.maxReceiveCount;
   switch (claim.kind) {
@@ -216,7 +218,10 @@ export async function processLaneRecord(
       faultPoint('failure-lane-consumer', 'after-claim');
       break;
     case 'mine':
-      // Published by the lane in an earlier attempt that died before finishing: finish it.
+      // Decided by the lane in an earlier attempt that died before finishing: finish it.
+      if (claim.entry.status === 'failed') {
+        return failForGood(deps, raw, message, undefined, claim.entry.error ?? message.error);
+      }
       return finishPublished(deps, message, who, claim.entry.attempt);
     case 'published':
       // A unit of this run published it after handing it over (a repeated hand-over): nothing is the lane's.
@@ -256,8 +261,16 @@ export async function processLaneRecord(
     });
   }
   if (deps.remainingMs() < SAFETY_MARGIN_MS) {
-    await giveBack(deps, message, who, { code: 'NotAttempted', message: 'the invocation ran out of time' });
-    throw new RetryLaterError('NotAttempted', 'the invocation ran out of time before this message was sent');
+    const reason = { code: 'NotAttempted', message: 'the invocation ran out of time before the model call' };
+    // On its last receive the redrive policy would move it to the DLQ without a reason and leave it unsettled.
+    if (lastReceive) {
+      return failForGood(deps, raw, message, who, {
+        ...reason,
+        message: `${reason.message} on its last receive; redrive the DLQ to retry it`,
+      });
+    }
+    await giveBack(deps, message, who, reason);
+    throw new RetryLaterError(reason.code, reason.message);
   }
   const controller = new AbortController();
   const timer = setTimeout(() => controller.abort(), Math.max(1_000, deps.remainingMs() - SAFETY_MARGIN_MS));

@@ -90,10 +90,10 @@ export interface ClaimOptions {
    * only happen to dead holders (a takeover of a live one is safe, only wasteful: see {@link Ledger.commit}). */
   leaseMs: number;
   /**
-   * Take back a record this owner itself queued or failed before: the failure lane retries its own records on the
-   * next receive or after a redrive. @default false
+   * Take back a record this owner itself handed back (`queued`: the failure lane's next receive), or also one it
+   * failed for good (`queued-or-failed`: a redrive of the lane's dead-lettered message). @default none
    */
-  reclaimOwn?: boolean;
+  reclaimOwn?: 'queued' | 'queued-or-failed';
 }
 
 /** Default lease: longer than any Lambda invocation (15 minutes), so a live holder is never taken over. */
@@ -205,7 +205,8 @@ export class Ledger {
    */
   async claim(scope: string, recordId: string, who: Claimant, options: ClaimOptions): Promise<ClaimOutcome> {
     const now = this.now();
-    const reclaimOwn = options.reclaimOwn === true;
+    const reclaimStatuses =
+      options.reclaimOwn === 'queued-or-failed' ? '(:queued, :failed)' : options.reclaimOwn ? '(:queued)' : '';
     try {
       const out = await callDependency('ledger claim', () =>
         this.options.client.send(
@@ -220,7 +221,7 @@ export class Ledger {
             ConditionExpression:
               'attribute_not_exists(pk) OR (#s = :claimed AND (#owner = :owner OR leaseUntil < :now)) OR ' +
               '(#s IN (:queued, :failed) AND #owner <> :owner)' +
-              (reclaimOwn ? ' OR (#s IN (:queued, :failed) AND #owner = :owner)' : ''),
+              (reclaimStatuses ? ` OR (#s IN ${reclaimStatuses} AND #owner = :owner)` : ''),
             ExpressionAttributeNames: {
               '#s': 'status',
               '#scope': 'scope',

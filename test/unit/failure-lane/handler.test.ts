@@ -1,21 +1,34 @@
 import 'aws-sdk-client-mock-jest';
-import { beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
+import type { AddressInfo } from 'node:net';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import { mockClient } from 'aws-sdk-client-mock';
 import { BedrockRuntimeClient, ConverseCommand, ThrottlingException } from '@aws-sdk/client-bedrock-runtime';
+import { CreateTableCommand } from '@aws-sdk/client-dynamodb';
+import { EventBridgeClient, PutEventsCommand } from '@aws-sdk/client-eventbridge';
 import { S3Client } from '@aws-sdk/client-s3';
 import { SendMessageBatchCommand, SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
-import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import type { ResultLine } from '../../../lambda/shared/contracts';
+import { Ledger } from '../../../lambda/shared/ledger';
 import { resultsDedupeId } from '../../../lambda/shared/results-queue';
-import { FakeLedgerTable, FakeS3, lambdaContext } from '../handlers/helpers';
-import { retryable, sqsEvent, sqsRecord } from './lane-fixtures';
+import { FakeS3, lambdaContext } from '../handlers/helpers';
+import {
+  retryable,
+  sqsEvent,
+  sqsRecord,
+  startLedgerServer,
+  stopLedgerServer,
+  type LedgerServer,
+} from './lane-fixtures';
 
 // The Lambda entry as deployed: clients built at import from the environment (test/setup/lambda-env.ts plus a results
-// queue), every AWS client mocked.
+// queue); S3, SQS, EventBridge and Bedrock mocked, DynamoDB a real dynalite (the ledger and runs tables).
 const s3Mock = mockClient(S3Client);
-const ddbMock = mockClient(DynamoDBDocumentClient);
 const sqsMock = mockClient(SQSClient);
 const bedrockMock = mockClient(BedrockRuntimeClient);
+const eventsMock = mockClient(EventBridgeClient);
+let server: LedgerServer;
+let ledger: Ledger;
+let tables = 0;
 
 const RESULTS = 'https://sqs.us-east-1.amazonaws.com/123456789012/results.fifo';
 const OUT = process.env.OUTPUT_BUCKET ?? '';
@@ -23,29 +36,69 @@ const DLQ = process.env.FAILURE_DLQ_URL ?? '';
 
 let consumer: typeof import('../../../lambda/failure-lane-consumer');
 
-beforeAll(() => {
+beforeAll(async () => {
+  server = await startLedgerServer();
+  const ledgerTable = `ledger-entry-${++tables}`;
+  const runsTable = `runs-entry-${tables}`;
+  await server.raw.send(
+    new CreateTableCommand({
+      TableName: ledgerTable,
+      AttributeDefinitions: [{ AttributeName: 'pk', AttributeType: 'S' }],
+      KeySchema: [{ AttributeName: 'pk', KeyType: 'HASH' }],
+      BillingMode: 'PAY_PER_REQUEST',
+    }),
+  );
+  await server.raw.send(
+    new CreateTableCommand({
+      TableName: runsTable,
+      AttributeDefinitions: [
+        { AttributeName: 'runId', AttributeType: 'S' },
+        { AttributeName: 'item', AttributeType: 'S' },
+      ],
+      KeySchema: [
+        { AttributeName: 'runId', KeyType: 'HASH' },
+        { AttributeName: 'item', KeyType: 'RANGE' },
+      ],
+      BillingMode: 'PAY_PER_REQUEST',
+    }),
+  );
+  ledger = new Ledger({ client: server.doc, tableName: ledgerTable, ttlDays: 1 });
+  const { port } = server.server.address() as AddressInfo;
   const saved = { ...process.env };
-  Object.assign(process.env, { RESULTS_QUEUE_URL: RESULTS, MAX_RECEIVE_COUNT: '4', MAX_ATTEMPTS: '1' });
+  const env = {
+    RESULTS_QUEUE_URL: RESULTS,
+    MAX_RECEIVE_COUNT: '4',
+    MAX_ATTEMPTS: '1',
+    LEDGER_TABLE: ledgerTable,
+    RUNS_TABLE: runsTable,
+    AWS_ENDPOINT_URL_DYNAMODB: `http://127.0.0.1:${port}`,
+  };
+  Object.assign(process.env, env);
   try {
     // Loaded after the environment is set, from the same module registry as the mocks.
     consumer =
       // eslint-disable-next-line @typescript-eslint/no-require-imports -- see above
       require('../../../lambda/failure-lane-consumer') as typeof import('../../../lambda/failure-lane-consumer');
   } finally {
-    for (const k of ['RESULTS_QUEUE_URL', 'MAX_RECEIVE_COUNT', 'MAX_ATTEMPTS']) {
+    // The SDK resolves its endpoint at the first request: the DynamoDB endpoint stays set until afterAll.
+    for (const k of Object.keys(env).filter((key) => key !== 'AWS_ENDPOINT_URL_DYNAMODB')) {
       if (saved[k] === undefined) delete process.env[k];
       else process.env[k] = saved[k];
     }
   }
 });
 
+afterAll(async () => {
+  delete process.env.AWS_ENDPOINT_URL_DYNAMODB;
+  await stopLedgerServer(server);
+});
+
 let s3: FakeS3;
-let table: FakeLedgerTable;
 
 beforeEach(() => {
-  for (const m of [s3Mock, ddbMock, sqsMock, bedrockMock]) m.reset();
+  for (const m of [s3Mock, sqsMock, bedrockMock, eventsMock]) m.reset();
   s3 = new FakeS3(s3Mock).install();
-  table = new FakeLedgerTable(ddbMock, process.env.LEDGER_TABLE ?? '').install();
+  eventsMock.on(PutEventsCommand).resolves({ FailedEntryCount: 0, Entries: [{ EventId: 'e' }] });
   sqsMock.on(SendMessageCommand).resolves({ MessageId: 'd1' });
   sqsMock.on(SendMessageBatchCommand).callsFake(async (input: { Entries: { Id: string }[] }) => ({
     Successful: input.Entries.map((e) => ({ Id: e.Id, MessageId: 'm', MD5OfMessageBody: 'x' })),
@@ -57,7 +110,7 @@ describe('failure-lane consumer handler', () => {
     bedrockMock
       .on(ConverseCommand)
       .callsFake(async (input: { messages: { content: { text: string }[] }[] }) => {
-        if (input.messages[0]?.content[0]?.text === 'question slow')
+        if (['question slow', 'question last'].includes(input.messages[0]?.content[0]?.text ?? ''))
           throw new ThrottlingException({ message: 'Too many requests', $metadata: { httpStatusCode: 429 } });
         return {
           output: { message: { role: 'assistant', content: [{ text: 'ok' }] } },
@@ -69,13 +122,16 @@ describe('failure-lane consumer handler', () => {
       sqsEvent(
         sqsRecord('m-ok', retryable('fine')),
         sqsRecord('m-slow', retryable('slow')),
-        sqsRecord('m-last', retryable('slow'), 4),
+        sqsRecord('m-last', retryable('last'), 4),
       ),
       lambdaContext(),
     );
     expect(response).toEqual({ batchItemFailures: [{ itemIdentifier: 'm-slow' }] });
     expect(bedrockMock).toHaveReceivedCommandWith(ConverseCommand, { modelId: process.env.MODEL_ID });
-    expect(table.publishes).toEqual(['fine']);
+    expect((await ledger.get('scope-a', 'fine'))?.status).toBe('published');
+    // Handed back for the next receive; on its last receive failed for good.
+    expect((await ledger.get('scope-a', 'slow'))?.status).toBe('queued');
+    expect((await ledger.get('scope-a', 'last'))?.status).toBe('failed');
     const key = consumer.laneResultKey('run-9', 'fine');
     expect(s3.lines<ResultLine>(OUT, key)).toEqual([
       {
@@ -109,6 +165,9 @@ describe('failure-lane consumer handler', () => {
       expect.arrayContaining([
         'OUTPUT_BUCKET',
         'LEDGER_TABLE',
+        'RUNS_TABLE',
+        'EVENT_BUS_NAME',
+        'CLAIM_LEASE_SECONDS',
         'FAILURE_DLQ_URL',
         'MODEL_ID',
         'MAX_ATTEMPTS',
