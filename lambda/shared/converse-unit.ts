@@ -231,8 +231,10 @@ function stepFromHistory(history: AttemptHistory, recordId: string): Step {
   const answer = history.answer(recordId);
   if (answer) return { do: 'commit', answer, fresh: false };
   const decided = history.decision(recordId);
+  // Fresh: the attempt that staged the failure died before the ledger took it, so it never dead-lettered it either;
+  // whichever attempt makes the transition sends it to the DLQ.
   if (decided?.outcome === 'failed' && decided.error)
-    return { do: 'fail', error: decided.error, fresh: false };
+    return { do: 'fail', error: decided.error, fresh: true };
   if (decided?.outcome === 'queued' && decided.error)
     return { do: 'queue', error: decided.error, fresh: false };
   return { do: 'call' };
