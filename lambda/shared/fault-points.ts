@@ -27,7 +27,7 @@ export const FAULT_POINTS = {
   collect: {
     'after-claim': 'a record claimed, before its commit',
     'after-commit': 'a record published in the ledger, before its line is in the results part',
-    'after-results': 'an output file\'s results part written, before its results-queue send',
+    'after-results': "an output file's results part written, before its results-queue send",
     'after-queue-send': 'results queue sent, before the records are marked delivered',
     'after-release': 'all output collected, before the DLQ messages and the redrive file',
     'before-marker': 'everything done, before the shard is marked collected',

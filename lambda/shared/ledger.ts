@@ -1,4 +1,5 @@
 import { ConditionalCheckFailedException } from '@aws-sdk/client-dynamodb';
+import { unmarshall } from '@aws-sdk/util-dynamodb';
 import {
   BatchGetCommand,
   GetCommand,
@@ -201,12 +202,17 @@ export class Ledger {
   /**
    * Claims a record for one attempt of a unit. Succeeds when the record is new in the scope, claimed by this same
    * owner (an earlier attempt, which has ended), claimed by another owner whose lease ran out, or queued or failed
-   * by another owner (the failure lane takes what a unit queued; a later run retries what an earlier one failed).
+   * by another owner (the failure lane takes what a unit queued; a later run retries what an earlier one failed),
+   * except what this run's own failure lane has queued or failed: the lane settles those for the run.
    */
   async claim(scope: string, recordId: string, who: Claimant, options: ClaimOptions): Promise<ClaimOutcome> {
     const now = this.now();
     const reclaimStatuses =
-      options.reclaimOwn === 'queued-or-failed' ? '(:queued, :failed)' : options.reclaimOwn ? '(:queued)' : '';
+      options.reclaimOwn === 'queued-or-failed'
+        ? '(:queued, :failed)'
+        : options.reclaimOwn
+          ? '(:queued)'
+          : '';
     try {
       const out = await callDependency('ledger claim', () =>
         this.options.client.send(
@@ -220,7 +226,7 @@ export class Ledger {
               ' REMOVE resultKey, #delivered, #error',
             ConditionExpression:
               'attribute_not_exists(pk) OR (#s = :claimed AND (#owner = :owner OR leaseUntil < :now)) OR ' +
-              '(#s IN (:queued, :failed) AND #owner <> :owner)' +
+              '(#s IN (:queued, :failed) AND #owner <> :owner AND NOT begins_with(#owner, :runLane))' +
               (reclaimStatuses ? ` OR (#s IN ${reclaimStatuses} AND #owner = :owner)` : ''),
             ExpressionAttributeNames: {
               '#s': 'status',
@@ -237,6 +243,7 @@ export class Ledger {
               ':queued': 'queued',
               ':failed': 'failed',
               ':run': who.runId,
+              ':runLane': `${who.runId}/lane/`,
               ':owner': who.owner,
               ':attempt': who.attempt,
               ':lease': now + options.leaseMs,
@@ -253,7 +260,7 @@ export class Ledger {
       return { kind: 'claimed', ...(previous ? { previous } : {}) };
     } catch (err) {
       if (!(err instanceof ConditionalCheckFailedException)) throw err;
-      const entry = (err.Item ? toEntry(err.Item) : undefined) ?? (await this.get(scope, recordId));
+      const entry = entryOfRefusal(err) ?? (await this.get(scope, recordId));
       if (!entry) {
         // Deleted between the write and the read (TTL): the next attempt claims a new record.
         throw new TransientDependencyError(`ledger claim of ${recordId} raced with its expiry`);
@@ -380,7 +387,7 @@ export class Ledger {
       return { kind: 'done' };
     } catch (err) {
       if (!(err instanceof ConditionalCheckFailedException)) throw err;
-      const entry = (err.Item ? toEntry(err.Item) : undefined) ?? (await this.get(scope, recordId));
+      const entry = entryOfRefusal(err) ?? (await this.get(scope, recordId));
       // The SDK retried a write that had already taken effect: it is done.
       if (entry?.status === status && entry.owner === who.owner && entry.attempt === who.attempt) {
         return { kind: 'done' };
@@ -392,6 +399,14 @@ export class Ledger {
   private expiresAt(now: number): number {
     return Math.floor(now / 1000) + this.options.ttlDays * 86_400;
   }
+}
+
+/**
+ * The item a refused conditional write returns (ReturnValuesOnConditionCheckFailure), in DynamoDB's wire format:
+ * the document client does not convert exceptions. DynamoDB returns it; an emulator may not (then the caller reads).
+ */
+function entryOfRefusal(err: ConditionalCheckFailedException): LedgerEntry | undefined {
+  return err.Item ? toEntry(unmarshall(err.Item)) : undefined;
 }
 
 /** Why a claim was refused. */

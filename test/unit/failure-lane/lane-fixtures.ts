@@ -4,7 +4,7 @@ import { CreateTableCommand, DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { DynamoDBDocumentClient, GetCommand } from '@aws-sdk/lib-dynamodb';
 import type { SQSEvent, SQSRecord } from 'aws-lambda';
 import type { FailureLaneMessage } from '../../../lambda/shared/contracts';
-import { Ledger } from '../../../lambda/shared/ledger';
+import { Ledger, ledgerKey } from '../../../lambda/shared/ledger';
 
 /**
  * Fixtures for the failure-lane tests: a ledger table on dynalite (real conditional writes), failure-lane messages and
@@ -72,7 +72,7 @@ export async function ledgerItem(
   recordId: string,
 ): Promise<Record<string, unknown> | undefined> {
   const out = await ledger.doc.send(
-    new GetCommand({ TableName: table, Key: { pk: `${scope}#${recordId}` } }),
+    new GetCommand({ TableName: table, Key: { pk: ledgerKey(scope, recordId) } }),
   );
   return out.Item;
 }

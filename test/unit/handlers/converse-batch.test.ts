@@ -588,7 +588,7 @@ describe('processBatch: the failure lane racing a retry of the batch', () => {
     expect(
       await ledger.claim(SCOPE, 'x', lane, {
         leaseMs: LEASE,
-        reclaimOwn: true,
+        reclaimOwn: 'queued-or-failed',
         contentHash: contentHashOf(item('x', 2).modelInput),
       }),
     ).toMatchObject({ kind: 'claimed' });
@@ -608,7 +608,7 @@ describe('processBatch: the failure lane racing a retry of the batch', () => {
   it('the lane still holds x: the retry counts it queued and leaves it to the lane', async () => {
     const model = new FakeModel({ x: throttle });
     await attempt1(model);
-    await ledger.claim(SCOPE, 'x', lane, { leaseMs: LEASE, reclaimOwn: true });
+    await ledger.claim(SCOPE, 'x', lane, { leaseMs: LEASE, reclaimOwn: 'queued-or-failed' });
 
     const summary = await processBatch(ev, deps(model, { newAttempt: () => 'a2' }));
     expect(summary).toMatchObject({ succeeded: 1, queued: 1, skipped: 0 });

@@ -59,7 +59,7 @@ function who(batch: string, attempt: string, run = 'run-1'): Claimant {
 function claim(
   recordId: string,
   claimant: Claimant,
-  options: { contentHash?: string; reclaimOwn?: boolean } = {},
+  options: { contentHash?: string; reclaimOwn?: 'queued' | 'queued-or-failed' } = {},
 ) {
   return ledger.claim(SCOPE, recordId, claimant, { leaseMs: LEASE, ...options });
 }
@@ -221,7 +221,7 @@ describe('Ledger.claim', () => {
 
       // The failure lane (another owner) takes it over.
       const lane: Claimant = { runId: 'run-1', owner: unitOwner('run-1', 'lane', 'r1'), attempt: 'l1' };
-      expect(await claim('r1', lane, { reclaimOwn: true })).toEqual({
+      expect(await claim('r1', lane, { reclaimOwn: 'queued-or-failed' })).toEqual({
         kind: 'claimed',
         previous: expect.objectContaining({ status, owner: batch.owner, error: REASON }),
       });
@@ -236,10 +236,30 @@ describe('Ledger.claim', () => {
         : ledger.fail(SCOPE, 'r1', lane, REASON));
       const nextTry = { ...lane, attempt: 'l2' };
       expect((await claim('r1', nextTry)).kind).toBe('mine');
-      expect(await claim('r1', nextTry, { reclaimOwn: true })).toMatchObject({ kind: 'claimed' });
+      expect(await claim('r1', nextTry, { reclaimOwn: 'queued-or-failed' })).toMatchObject({
+        kind: 'claimed',
+      });
 
       // A later run retries it too.
       await ledger.queue(SCOPE, 'r1', nextTry, REASON);
+      expect((await claim('r1', who('b9', 'c1', 'run-2'))).kind).toBe('claimed');
+    },
+  );
+
+  it.each(['queued', 'failed'] as const)(
+    "keeps a record the run's own failure lane %s from the run's other units; a later run may take it",
+    async (status) => {
+      const lane: Claimant = { runId: 'run-1', owner: unitOwner('run-1', 'lane', 'r1'), attempt: 'l1' };
+      await claim('r1', lane);
+      await (status === 'queued'
+        ? ledger.queue(SCOPE, 'r1', lane, REASON)
+        : ledger.fail(SCOPE, 'r1', lane, REASON));
+      // A batch of the same run (a retry after the hand-over) must not reopen what the lane settles.
+      expect(await claim('r1', who('b1', 'a2'))).toMatchObject({
+        kind: 'held',
+        entry: expect.objectContaining({ status, owner: lane.owner }),
+      });
+      expect(await ledger.get(SCOPE, 'r1')).toMatchObject({ status, owner: lane.owner });
       expect((await claim('r1', who('b9', 'c1', 'run-2'))).kind).toBe('claimed');
     },
   );
@@ -248,10 +268,12 @@ describe('Ledger.claim', () => {
     const lane: Claimant = { runId: 'run-1', owner: unitOwner('run-1', 'lane', 'r1'), attempt: 'l1' };
     await claim('r1', lane);
     await ledger.commit(SCOPE, 'r1', lane, 'k');
-    expect((await claim('r1', { ...lane, attempt: 'l2' }, { reclaimOwn: true })).kind).toBe('mine');
+    expect((await claim('r1', { ...lane, attempt: 'l2' }, { reclaimOwn: 'queued-or-failed' })).kind).toBe(
+      'mine',
+    );
 
     await claim('r2', who('b1', 'a1'));
-    expect((await claim('r2', lane, { reclaimOwn: true })).kind).toBe('held');
+    expect((await claim('r2', lane, { reclaimOwn: 'queued-or-failed' })).kind).toBe('held');
   });
 
   it('tells a record published for the same request from a recordId reused for another one', async () => {
@@ -381,7 +403,7 @@ describe('Ledger transitions', () => {
     await claim('r2', c);
     await ledger.queue(SCOPE, 'r2', c, REASON);
     const lane: Claimant = { runId: 'run-1', owner: unitOwner('run-1', 'lane', 'r2'), attempt: 'l1' };
-    await claim('r2', lane, { reclaimOwn: true });
+    await claim('r2', lane, { reclaimOwn: 'queued-or-failed' });
     expect((await ledger.failQueued(SCOPE, 'r2', c, refusal)).kind).toBe('lost');
     expect(await ledger.get(SCOPE, 'r2')).toMatchObject({ status: 'claimed', owner: lane.owner });
   });
