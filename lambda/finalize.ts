@@ -22,7 +22,7 @@ import {
   type ShardItem,
   type WorkItem,
 } from './shared/contracts';
-import { collectKeys, collectShard, type CollectShardSummary } from './shared/collect';
+import { BatchJobFailedError, collectKeys, collectShard, type CollectShardSummary } from './shared/collect';
 import { processBatch } from './shared/converse-unit';
 import { readEnv, positiveInt, required } from './shared/env';
 import { InvalidEventError } from './shared/errors';
@@ -433,6 +433,8 @@ async function tallyBatchRun(
         if (summary.redriveKey) lateRedrives.push(summary.redriveKey);
         return;
       } catch (err) {
+        // The job failed for a reason no model call gets past: Collect failed its records and wrote its marker.
+        if (err instanceof BatchJobFailedError) return;
         logger.warn('collecting a shard Finalize found uncollected failed', { shard: item.shard, err });
       }
     }

@@ -1,16 +1,25 @@
 import 'aws-sdk-client-mock-jest';
-import { beforeEach, describe, expect, it } from '@jest/globals';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import { mockClient } from 'aws-sdk-client-mock';
 import { EventBridgeClient, PutEventsCommand } from '@aws-sdk/client-eventbridge';
 import { GetObjectCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
-import { finalizeRun, type FinalizeDeps, type FinalizeEvent } from '../../../lambda/finalize';
+import { SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
+import type { FinalizeDeps, FinalizeEvent } from '../../../lambda/finalize';
+import { gatherConverseItems } from '../../../lambda/converse-items';
 import { batchIdOf } from '../../../lambda/shared/batches';
-import { collectKeys, type CollectShardSummary } from '../../../lambda/shared/collect';
+import {
+  BatchJobFailedError,
+  collectKeys,
+  collectShard,
+  type CollectDeps,
+  type CollectShardInput,
+} from '../../../lambda/shared/collect';
 import {
   runKeys,
   type BatchEvent,
   type BatchJobOutcome,
   type BatchSummary,
+  type FailureLaneMessage,
   type FailureLine,
   type ManifestJob,
   type PlanOutput,
@@ -19,26 +28,112 @@ import {
   type ShardItem,
   type WorkItem,
 } from '../../../lambda/shared/contracts';
-import { FakeS3 } from './helpers';
+import { processBatch } from '../../../lambda/shared/converse-unit';
+import type { Claimant, Ledger, LedgerEntry } from '../../../lambda/shared/ledger';
+import type { ModelCaller } from '../../../lambda/shared/model-caller';
+import { contentHashOf } from '../../../lambda/shared/records';
+import type { RunState } from '../../../lambda/shared/run-state';
+import {
+  freshLedger,
+  sqsEvent,
+  sqsRecord,
+  startLedgerServer,
+  stopLedgerServer,
+  type LedgerServer,
+} from '../failure-lane/lane-fixtures';
+import {
+  BUCKET,
+  converseInput,
+  converseSuccess,
+  errorLine,
+  ids,
+  shuffled,
+  stageShard,
+  type InputRecord,
+} from '../mode-a/batch-output';
+import { awsError, FakeS3 } from './helpers';
+import { Crash, freshRunState, RecordingLane, RecordingPublisher, SimulatedCrash } from './unit-fixtures';
 
+// S3 is an in-memory fake and EventBridge a mock; the ledger and the runs table are real tables on dynalite; the
+// failure lane and the results queue record what they are given. The runs' units (Converse batches, Collect, the
+// failure lane) are the real functions, so what Finalize finds is what they leave behind.
 const s3Mock = mockClient(S3Client);
 const ebMock = mockClient(EventBridgeClient);
+const sqsMock = mockClient(SQSClient);
 
-const OUT = 'output-bucket';
+const OUT = BUCKET;
 const RUN = 'run-42';
+/** The ledger scope of the run (stageShard's). */
+const SCOPE = 'test/model';
 const STARTED = '2025-01-02T03:00:00.000Z';
 const FINISHED = new Date('2025-01-02T03:10:00.000Z');
-const MAP_PREFIX = 'map-runs/5f2c1a/';
+const LEASE_MS = 60_000;
+const DLQ = process.env.FAILURE_DLQ_URL ?? '';
 
+let finalize: typeof import('../../../lambda/finalize');
+let lane: typeof import('../../../lambda/failure-lane-consumer');
+let server: LedgerServer;
+let tables = 0;
+let ledger: Ledger;
+let runs: RunState;
 let s3: FakeS3;
+let laneSent: RecordingLane;
+let publisher: RecordingPublisher;
+const savedEnv: Record<string, string | undefined> = {};
 
-function deps(): FinalizeDeps {
+beforeAll(async () => {
+  // The handler modules read their environment when loaded: what test/setup/lambda-env.ts does not give them.
+  for (const [k, v] of Object.entries({ RUNS_TABLE: 'runs-table', CLAIM_LEASE_SECONDS: '1200' })) {
+    savedEnv[k] = process.env[k];
+    process.env[k] = v;
+  }
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded once the environment is set
+  finalize = require('../../../lambda/finalize') as typeof import('../../../lambda/finalize');
+  lane =
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded once the environment is set
+    require('../../../lambda/failure-lane-consumer') as typeof import('../../../lambda/failure-lane-consumer');
+  server = await startLedgerServer();
+});
+
+afterAll(async () => {
+  for (const [k, v] of Object.entries(savedEnv)) {
+    if (v === undefined) delete process.env[k];
+    else process.env[k] = v;
+  }
+  await stopLedgerServer(server);
+});
+
+beforeEach(async () => {
+  s3Mock.reset();
+  ebMock.reset();
+  sqsMock.reset();
+  s3 = new FakeS3(s3Mock).install();
+  ebMock.on(PutEventsCommand).resolves({ FailedEntryCount: 0, Entries: [{ EventId: 'evt-1' }] });
+  sqsMock.on(SendMessageCommand).resolves({ MessageId: 'dlq-1' });
+  tables++;
+  ({ ledger } = await freshLedger(server, `finalize-ledger-${tables}`));
+  runs = await freshRunState(server, `finalize-runs-${tables}`);
+  laneSent = new RecordingLane();
+  publisher = new RecordingPublisher();
+});
+
+afterEach(() => {
+  Crash.remove();
+});
+
+function deps(overrides: Partial<FinalizeDeps> = {}): FinalizeDeps {
   return {
     s3: new S3Client({}),
     events: new EventBridgeClient({}),
+    ledger,
+    runs,
+    failureLane: laneSent,
+    resultsPublisher: publisher,
     outputBucket: OUT,
     eventBusName: 'corpus-bus',
+    leaseMs: LEASE_MS,
     now: () => FINISHED,
+    ...overrides,
   };
 }
 
@@ -51,11 +146,168 @@ function item(recordId: string, line: number): WorkItem {
     recordId,
     line,
     format: 'converse',
-    modelInput: { messages: [{ role: 'user', content: [{ text: recordId }] }] },
+    modelInput: { messages: [{ role: 'user', content: [{ text: `question ${recordId}` }] }] },
   };
 }
 
-function plan(counts: Partial<PlanOutput['counts']> = {}): PlanOutput {
+function items(prefix: string, n: number, firstLine = 1): WorkItem[] {
+  return ids(prefix, n).map((id, i) => item(id, firstLine + i));
+}
+
+/** A model that answers every record but those given an error, counting its calls as the SDK's counter would. */
+class Model {
+  readonly calls = { total: 0, throttled: 0, retried: 0 };
+
+  constructor(private readonly errors: Record<string, Error> = {}) {}
+
+  readonly caller: ModelCaller = async (request) => {
+    this.calls.total++;
+    const err = this.errors[request.recordId];
+    if (err) {
+      if (err.name === 'ThrottlingException') this.calls.throttled++;
+      throw err;
+    }
+    return {
+      modelOutput: {
+        output: { message: { role: 'assistant', content: [{ text: `answer ${request.recordId}` }] } },
+      },
+      usage: { inputTokens: 10, outputTokens: 4, totalTokens: 14 },
+    };
+  };
+
+  readonly stats = (): { total: number; throttled: number; retried: number } => ({ ...this.calls });
+}
+
+const throttled = (): Error => awsError('ThrottlingException', 429, 'Rate exceeded', true);
+const rejected = (): Error => awsError('ValidationException', 400, 'messages: must not be empty');
+
+function batchEvent(batch: WorkItem[]): BatchEvent {
+  return { BatchInput: { runId: RUN, ledgerScope: SCOPE }, Items: batch };
+}
+
+/** One Converse child (ConverseBatch) over a batch, as the fan-out runs it. */
+function runChild(batch: WorkItem[], model: Model): Promise<BatchSummary> {
+  return processBatch(batchEvent(batch), {
+    s3: new S3Client({}),
+    ledger,
+    failureLane: laneSent,
+    callModel: model.caller,
+    resultsPublisher: publisher,
+    outputBucket: OUT,
+    itemConcurrency: 4,
+    leaseMs: LEASE_MS,
+    remainingMs: () => 120_000,
+    modelCalls: model.stats,
+  });
+}
+
+/** A child that crashes at a fault point of ConverseBatch: the batch is left half-done. */
+async function crashChild(batch: WorkItem[], model: Model, step: string): Promise<void> {
+  const crash = new Crash('converse-batch', step).install();
+  await expect(runChild(batch, model)).rejects.toBeInstanceOf(SimulatedCrash);
+  expect(crash.crashed).toBe(true);
+  Crash.remove();
+}
+
+function collectDeps(): CollectDeps {
+  return {
+    s3: new S3Client({}),
+    ledger,
+    failureLane: laneSent,
+    resultsPublisher: publisher,
+    outputBucket: OUT,
+    leaseMs: LEASE_MS,
+  };
+}
+
+/** A Map Run's ResultWriter output (manifest and result files), in the AWS format. */
+class MapRun {
+  private readonly children: Record<'SUCCEEDED' | 'FAILED' | 'PENDING', Record<string, unknown>[]> = {
+    SUCCEEDED: [],
+    FAILED: [],
+    PENDING: [],
+  };
+
+  constructor(private readonly prefix: string) {}
+
+  succeeded(input: unknown, output: unknown): this {
+    return this.add('SUCCEEDED', input, {
+      Output: JSON.stringify(output),
+      OutputDetails: { Included: true },
+    });
+  }
+
+  failed(input: unknown, error: string, cause: string): this {
+    return this.add('FAILED', input, { Error: error, Cause: cause });
+  }
+
+  pending(input: unknown): this {
+    return this.add('PENDING', input, {});
+  }
+
+  /** Writes the files; returns the state's Map result. */
+  write(): { mapRunArn: string; resultWriterDetails: { Bucket: string; Key: string } } {
+    const files: Record<string, { Key: string; Size: number }[]> = {};
+    for (const [status, children] of Object.entries(this.children)) {
+      if (children.length === 0) continue;
+      const key = `${this.prefix}${status}_0.json`;
+      s3.putJson(OUT, key, children);
+      files[status] = [{ Key: key, Size: 1 }];
+    }
+    const mapRunArn = `arn:aws:states:us-east-1:123456789012:mapRun:pipeline/Map:${this.prefix}`;
+    s3.putJson(OUT, `${this.prefix}manifest.json`, {
+      DestinationBucket: OUT,
+      MapRunArn: mapRunArn,
+      ResultFiles: files,
+    });
+    return { mapRunArn, resultWriterDetails: { Bucket: OUT, Key: `${this.prefix}manifest.json` } };
+  }
+
+  private add(
+    status: 'SUCCEEDED' | 'FAILED' | 'PENDING',
+    input: unknown,
+    extra: Record<string, unknown>,
+  ): this {
+    const n = this.children[status].length;
+    this.children[status].push({
+      ExecutionArn: `arn:aws:states:us-east-1:123456789012:execution:pipeline/Map:${status}-${n}`,
+      Input: JSON.stringify(input),
+      InputDetails: { Included: true },
+      Name: `${status}-${n}`,
+      Status: status,
+      ...extra,
+    });
+    return this;
+  }
+}
+
+function lambdaCause(errorType: string, errorMessage: string): string {
+  return JSON.stringify({
+    errorType,
+    errorMessage,
+    trace: [`${errorType}: ${errorMessage}`, '    at handler (/var/task/index.js:1:1)'],
+  });
+}
+
+/** Plan's output for records to process, with the items file and Plan's failures file (its invalid lines). */
+function stagePlan(
+  toProcess: WorkItem[],
+  counts: { skipped?: number; invalid?: number; duplicates?: number } = {},
+): PlanOutput {
+  const { skipped = 1, invalid = 2, duplicates = 1 } = counts;
+  const records = toProcess.length + skipped;
+  s3.putLines(OUT, runKeys.items(RUN), toProcess);
+  if (invalid > 0) {
+    s3.putLines(
+      OUT,
+      runKeys.failures(RUN, 'plan'),
+      Array.from({ length: invalid }, (_, i) => ({
+        line: 900 + i,
+        stage: 'plan',
+        error: { code: 'InvalidJson', message: 'the line is not JSON' },
+      })),
+    );
+  }
   return {
     runId: RUN,
     startedAt: STARTED,
@@ -63,186 +315,146 @@ function plan(counts: Partial<PlanOutput['counts']> = {}): PlanOutput {
     requestedMode: 'auto',
     corpus: { bucket: 'ingest-bucket', key: 'corpora/c.jsonl', etag: 'e', size: 100 },
     output: { bucket: OUT, prefix: `runs/${RUN}/` },
-    itemsKey: `runs/${RUN}/items.jsonl`,
-    ledgerScope: 'test/model',
+    itemsKey: runKeys.items(RUN),
+    ledgerScope: SCOPE,
     modelId: 'anthropic.claude-3-haiku-20240307-v1:0',
-    counts: { lines: 9, records: 6, invalid: 2, duplicates: 1, skipped: 1, toProcess: 5, ...counts },
-    fanOut: {
-      itemsKey: `runs/${RUN}/items.jsonl`,
-      batchSize: 3,
-      maxConcurrency: 2,
-      toleratedFailurePercentage: 50,
+    counts: {
+      lines: records + invalid + duplicates,
+      records,
+      invalid,
+      duplicates,
+      skipped,
+      toProcess: toProcess.length,
     },
+    fanOut: { itemsKey: runKeys.items(RUN), batchSize: 4, maxConcurrency: 2, toleratedFailurePercentage: 50 },
   };
-}
-
-function result(recordId: string, input = 10, output = 4): ResultLine {
-  return {
-    recordId,
-    modelOutput: { text: recordId },
-    usage: { inputTokens: input, outputTokens: output, totalTokens: input + output },
-  };
-}
-
-function batchEvent(...items: WorkItem[]): BatchEvent {
-  return { BatchInput: { runId: RUN, ledgerScope: 'test/model' }, Items: items };
-}
-
-/** One entry of a ResultWriter SUCCEEDED_n / FAILED_n / PENDING_n file, in the AWS format. */
-function childResult(
-  input: BatchEvent,
-  status: 'SUCCEEDED' | 'FAILED' | 'PENDING',
-  extra: Record<string, unknown>,
-): Record<string, unknown> {
-  return {
-    ExecutionArn: `arn:aws:states:us-east-1:123456789012:express:pipeline/FanOut:${status}-${input.Items[0]?.recordId}`,
-    Input: JSON.stringify(input),
-    InputDetails: { Included: true },
-    Name: `child-${input.Items[0]?.recordId}`,
-    StartDate: '2025-01-02T03:01:00.000Z',
-    StateMachineArn: 'arn:aws:states:us-east-1:123456789012:stateMachine:pipeline/FanOut',
-    Status: status,
-    StopDate: '2025-01-02T03:02:00.000Z',
-    RedriveCount: 0,
-    RedriveStatus: 'NOT_REDRIVABLE',
-    ...extra,
-  };
-}
-
-function lambdaCause(errorType: string, errorMessage: string): string {
-  return JSON.stringify({
-    errorType,
-    errorMessage,
-    trace: [`${errorType}: ${errorMessage}`, '    at processBatch (/var/task/index.js:1:1)'],
-  });
 }
 
 function manifest(): RunManifest {
-  return s3.json<RunManifest>(OUT, `runs/${RUN}/manifest.json`);
+  return s3.json<RunManifest>(OUT, runKeys.manifest(RUN));
 }
 
-function putEvent(): {
+function putEvents(): {
   DetailType?: string;
   Source?: string;
   EventBusName?: string;
   detail: Record<string, unknown>;
-} {
-  const entry = ebMock.commandCalls(PutEventsCommand)[0]?.args[0].input.Entries?.[0];
-  if (!entry) throw new Error('no event was put');
-  return { ...entry, detail: JSON.parse(entry.Detail ?? '{}') as Record<string, unknown> };
+}[] {
+  return ebMock.commandCalls(PutEventsCommand).map((call) => {
+    const entry = call.args[0].input.Entries?.[0];
+    if (!entry) throw new Error('an event without entries');
+    return { ...entry, detail: JSON.parse(entry.Detail ?? '{}') as Record<string, unknown> };
+  });
 }
 
-function expectInvariants(m: RunManifest): void {
-  expect(m.counts.lines).toBe(m.counts.records + m.counts.invalid + m.counts.duplicates);
-  expect(m.counts.records).toBe(m.counts.succeeded + m.counts.failed + m.counts.skipped);
+function linesUnder<T>(prefix: string): T[] {
+  return s3.keys(OUT, prefix).flatMap((key) => s3.lines<T>(OUT, key));
 }
 
-beforeEach(() => {
-  s3Mock.reset();
-  ebMock.reset();
-  s3 = new FakeS3(s3Mock, { listPageSize: 1 }).install();
-  ebMock.on(PutEventsCommand).resolves({ FailedEntryCount: 0, Entries: [{ EventId: 'evt-1' }] });
-});
+async function ledgerEntries(recordIds: readonly string[]): Promise<Map<string, LedgerEntry>> {
+  const found = new Map<string, LedgerEntry>();
+  for (let i = 0; i < recordIds.length; i += 100) {
+    for (const [id, entry] of await ledger.getMany(SCOPE, recordIds.slice(i, i + 100))) found.set(id, entry);
+  }
+  return found;
+}
 
-describe('finalizeRun from the Map ResultWriter files', () => {
-  const done = batchEvent(item('r1', 1), item('r2', 2), item('r3', 4));
-  const broken = batchEvent(item('r4', 5), item('r5', 7));
-  const never = batchEvent(item('r6', 8));
-  const summary: BatchSummary = {
-    batchId: batchIdOf(RUN, ['r1', 'r2', 'r3']),
-    records: 3,
-    succeeded: 2,
-    failed: 1,
-    skipped: 0,
-    throttled: 1,
-    inputTokens: 20,
-    outputTokens: 8,
-  };
+/**
+ * The manifest's invariants, against the files and the ledger: `records = succeeded + failed + skipped + pending`;
+ * the results files hold `succeeded` lines, each record once, and the failures files `failed + invalid`; no record is
+ * in both; and the records the failure lane holds (queued, or claimed by the lane) are the `pending` ones.
+ */
+async function expectAccounted(m: RunManifest, recordIds: readonly string[]): Promise<void> {
+  const c = m.counts;
+  expect(c.lines).toBe(c.records + c.invalid + c.duplicates);
+  expect(c.records).toBe(c.succeeded + c.failed + c.skipped + c.pending);
+  const results = linesUnder<ResultLine>(runKeys.resultsPrefix(RUN)).map((l) => l.recordId);
+  const failures = linesUnder<FailureLine>(runKeys.failuresPrefix(RUN));
+  expect(results).toHaveLength(c.succeeded);
+  expect(new Set(results).size).toBe(results.length);
+  expect(failures).toHaveLength(c.failed + c.invalid);
+  const failed = failures.flatMap((f) => (f.stage === 'plan' || !f.recordId ? [] : [f.recordId]));
+  expect(new Set(failed).size).toBe(failed.length);
+  expect(failed.filter((id) => results.includes(id))).toEqual([]);
+  const withLane = [...(await ledgerEntries(recordIds)).values()].filter(
+    (e) =>
+      e.runId === RUN &&
+      (e.status === 'queued' || (e.owner.startsWith(`${RUN}/lane/`) && e.status === 'claimed')),
+  );
+  expect(withLane).toHaveLength(c.pending);
+}
+
+const handedOver = (messages: FailureLaneMessage[]): string[] =>
+  messages
+    .filter((m) => m.error.retryable === true)
+    .map((m) => m.recordId ?? '')
+    .sort();
+
+describe('finalizeRun: a Converse run whose children all succeeded', () => {
+  const first = items('r', 3);
+  const second = items('s', 3, 4);
+  let out: Awaited<ReturnType<typeof finalize.finalizeRun>>;
+  let summaries: BatchSummary[];
+  let laneBefore: number;
 
   beforeEach(async () => {
-    s3.putJson(OUT, `${MAP_PREFIX}manifest.json`, {
-      DestinationBucket: OUT,
-      MapRunArn: 'arn:aws:states:us-east-1:123456789012:mapRun:pipeline/FanOut:5f2c1a',
-      ResultFiles: {
-        FAILED: [{ Key: `${MAP_PREFIX}FAILED_0.json`, Size: 1 }],
-        PENDING: [{ Key: `${MAP_PREFIX}PENDING_0.json`, Size: 1 }],
-        SUCCEEDED: [{ Key: `${MAP_PREFIX}SUCCEEDED_0.json`, Size: 1 }],
-      },
-    });
-    s3.putJson(OUT, `${MAP_PREFIX}SUCCEEDED_0.json`, [
-      childResult(done, 'SUCCEEDED', { Output: JSON.stringify(summary), OutputDetails: { Included: true } }),
-    ]);
-    s3.putJson(OUT, `${MAP_PREFIX}FAILED_0.json`, [
-      childResult(broken, 'FAILED', {
-        Error: 'TransientDependencyError',
-        Cause: lambdaCause('TransientDependencyError', 'ledger publish failed transiently: Rate exceeded'),
-      }),
-    ]);
-    s3.putJson(OUT, `${MAP_PREFIX}PENDING_0.json`, [childResult(never, 'PENDING', {})]);
-    // The failed child had written r4's answer before it failed.
-    s3.putLines(OUT, `runs/${RUN}/results/${batchIdOf(RUN, ['r4', 'r5'])}.jsonl`, [result('r4', 7, 3)]);
-    const state = {
-      ...plan({ lines: 10, records: 7, toProcess: 6 }),
-      fanOutResult: {
-        mapRunArn: 'arn:aws:states:us-east-1:123456789012:mapRun:pipeline/FanOut:5f2c1a',
-        resultWriterDetails: { Bucket: OUT, Key: `${MAP_PREFIX}manifest.json` },
-      },
-    };
-    await finalizeRun(event(state), deps());
+    const plan = stagePlan([...first, ...second]);
+    summaries = [
+      await runChild(first, new Model({ 'r-2': throttled() })),
+      await runChild(second, new Model({ 's-1': rejected() })),
+    ];
+    const fanOutResult = new MapRun('map-runs/f1/')
+      .succeeded(batchEvent(first), summaries[0])
+      .succeeded(batchEvent(second), summaries[1])
+      .write();
+    laneBefore = laneSent.messages.length;
+    out = await finalize.finalizeRun(event({ ...plan, fanOutResult }), deps());
   });
 
-  it('sums the children and counts what a failed child had already published as succeeded', () => {
+  it("sums the children's summaries: what they queued is pending, their model calls add up", async () => {
+    expect(summaries.map((s) => [s.succeeded, s.failed, s.skipped, s.queued])).toEqual([
+      [2, 0, 0, 1],
+      [2, 1, 0, 0],
+    ]);
     const m = manifest();
     expect(m.status).toBe('SUCCEEDED');
     expect(m.counts).toEqual({
       lines: 10,
       records: 7,
-      succeeded: 3,
-      failed: 3,
+      succeeded: 4,
+      failed: 1,
       invalid: 2,
       duplicates: 1,
       skipped: 1,
+      pending: 1,
+      recovered: 0,
     });
-    expect(m.tokens).toEqual({ input: 27, output: 11 });
-    expect(m.batches).toEqual({ total: 3, failed: 2 });
-    expectInvariants(m);
+    expect(m.tokens).toEqual({ input: 40, output: 16 });
+    // Three calls per child, one of them throttled.
+    expect(m.modelCalls).toEqual({ total: 6, throttled: 1, retried: 0 });
+    expect(m.batches).toEqual({ total: 2, failed: 0 });
+    expect(m.error).toBeUndefined();
+    await expectAccounted(
+      m,
+      [...first, ...second].map((i) => i.recordId),
+    );
+    // The children handed their records over already: Finalize sends nothing more.
+    expect(laneSent.messages).toHaveLength(laneBefore);
+    expect(handedOver(laneSent.messages)).toEqual(['r-2']);
   });
 
-  it('writes the rest of a failed or pending child as fanout failures with the reason', () => {
-    expect(s3.lines<FailureLine>(OUT, `runs/${RUN}/failures/fanout.jsonl`)).toEqual([
-      {
-        recordId: 'r5',
-        line: 7,
-        stage: 'fanout',
-        error: {
-          code: 'TransientDependencyError',
-          message: 'the batch holding this record failed: ledger publish failed transiently: Rate exceeded',
-          retryable: true,
-        },
-      },
-      {
-        recordId: 'r6',
-        line: 8,
-        stage: 'fanout',
-        error: {
-          code: 'NotProcessed',
-          message: 'the batch holding this record failed: the batch did not complete',
-          retryable: true,
-        },
-      },
-    ]);
-  });
-
-  it('writes the manifest with where everything is and how long it took', () => {
-    expect(manifest()).toMatchObject({
+  it('writes manifest revision 1 with where everything is, and returns it', () => {
+    const m = manifest();
+    expect(m).toMatchObject({
       runId: RUN,
+      revision: 1,
       mode: 'converse',
       startedAt: STARTED,
       finishedAt: FINISHED.toISOString(),
       durationMs: 600_000,
       corpus: { bucket: 'ingest-bucket', key: 'corpora/c.jsonl' },
       modelId: 'anthropic.claude-3-haiku-20240307-v1:0',
-      ledgerScope: 'test/model',
+      ledgerScope: SCOPE,
       output: {
         bucket: OUT,
         manifestKey: `runs/${RUN}/manifest.json`,
@@ -250,23 +462,30 @@ describe('finalizeRun from the Map ResultWriter files', () => {
         failuresPrefix: `runs/${RUN}/failures/`,
       },
     });
-    expect(manifest().error).toBeUndefined();
+    expect(out).toEqual({
+      runId: RUN,
+      status: 'SUCCEEDED',
+      manifestKey: `runs/${RUN}/manifest.json`,
+      revision: 1,
+      counts: m.counts,
+    });
   });
 
-  it('puts Corpus Run Completed on the pipeline bus with the counts and S3 URIs', () => {
-    expect(ebMock).toHaveReceivedCommandTimes(PutEventsCommand, 1);
-    const e = putEvent();
-    expect(e).toMatchObject({
+  it('puts Corpus Run Completed on the pipeline bus with the revision, counts and S3 URIs', () => {
+    const events = putEvents();
+    expect(events).toHaveLength(1);
+    expect(events[0]).toMatchObject({
       EventBusName: 'corpus-bus',
       Source: 'corpus.pipeline',
       DetailType: 'Corpus Run Completed',
     });
-    expect(e.detail).toEqual({
+    expect(events[0]?.detail).toEqual({
       runId: RUN,
+      revision: 1,
       status: 'SUCCEEDED',
       mode: 'converse',
       counts: manifest().counts,
-      tokens: { input: 27, output: 11 },
+      tokens: { input: 40, output: 16 },
       corpus: { bucket: 'ingest-bucket', key: 'corpora/c.jsonl' },
       manifest: `s3://${OUT}/runs/${RUN}/manifest.json`,
       results: `s3://${OUT}/runs/${RUN}/results/`,
@@ -275,10 +494,288 @@ describe('finalizeRun from the Map ResultWriter files', () => {
   });
 });
 
-describe('finalizeRun on failed runs', () => {
+describe('finalizeRun: children that did not finish', () => {
+  it("finishes a failed or never-run child's batch as that batch: its decisions stand, the rest goes to the lane", async () => {
+    const done = items('d', 4);
+    const halfDone = items('e', 4, 5);
+    const claimedOnly = items('g', 3, 9);
+    const neverRun = items('p', 2, 12);
+    const plan = stagePlan([...done, ...halfDone, ...claimedOnly, ...neverRun]);
+
+    const summary = await runChild(done, new Model());
+    // e-*: answered (e-2 throttled, e-3 rejected) and committed in the ledger, then the child died before writing
+    // its files or handing anything to the lane.
+    await crashChild(halfDone, new Model({ 'e-2': throttled(), 'e-3': rejected() }), 'after-commit');
+    const halfDoneId = batchIdOf(RUN, ids('e', 4));
+    const afterCrash = await ledgerEntries(ids('e', 4));
+    expect([...afterCrash.values()].map((e) => e.status).sort()).toEqual([
+      'failed',
+      'published',
+      'published',
+      'queued',
+    ]);
+    expect(s3.text(OUT, runKeys.results(RUN, halfDoneId))).toBeUndefined();
+    // g-*: claimed, then the child died before any model call was staged.
+    await crashChild(claimedOnly, new Model(), 'after-claim');
+    expect([...(await ledgerEntries(ids('g', 3))).values()].map((e) => e.status)).toEqual([
+      'claimed',
+      'claimed',
+      'claimed',
+    ]);
+    const laneBefore = laneSent.messages.length;
+    expect(laneBefore).toBe(0);
+
+    const fanOutResult = new MapRun('map-runs/f2/')
+      .succeeded(batchEvent(done), summary)
+      .failed(batchEvent(halfDone), 'States.Timeout', 'Task timed out after 300.00 seconds')
+      .failed(
+        batchEvent(claimedOnly),
+        'Lambda.Unknown',
+        lambdaCause('Lambda.Unknown', 'The function was killed: out of memory'),
+      )
+      .pending(batchEvent(neverRun))
+      .write();
+    const out = await finalize.finalizeRun(event({ ...plan, fanOutResult }), deps());
+
+    expect(out.status).toBe('SUCCEEDED');
+    const m = manifest();
+    expect(m.counts).toMatchObject({ succeeded: 6, failed: 1, skipped: 1, pending: 6, recovered: 0 });
+    expect(m.batches).toEqual({ total: 4, failed: 3 });
+    await expectAccounted(
+      m,
+      [...done, ...halfDone, ...claimedOnly, ...neverRun].map((i) => i.recordId),
+    );
+
+    // What the half-done batch published stays its publication, with its line in the batch's results file.
+    const published = s3.lines<ResultLine>(OUT, runKeys.results(RUN, halfDoneId));
+    expect(published.map((l) => l.recordId).sort()).toEqual(['e-0', 'e-1']);
+    expect(published[0]?.modelOutput).toEqual({
+      output: { message: { role: 'assistant', content: [{ text: `answer ${published[0]?.recordId}` }] } },
+    });
+    const after = await ledgerEntries(ids('e', 4));
+    for (const id of ['e-0', 'e-1']) {
+      expect(after.get(id)).toMatchObject({
+        status: 'published',
+        owner: `${RUN}/batch/${halfDoneId}`,
+        attempt: afterCrash.get(id)?.attempt,
+        resultKey: runKeys.results(RUN, halfDoneId),
+      });
+    }
+    expect(s3.lines<FailureLine>(OUT, runKeys.failures(RUN, halfDoneId))).toEqual([
+      {
+        recordId: 'e-3',
+        line: 8,
+        stage: 'converse',
+        error: {
+          code: 'ValidationException',
+          message: expect.stringContaining('must not be empty'),
+          retryable: false,
+        },
+      },
+    ]);
+
+    // Handed to the lane with its request: what the batch had queued itself, and everything it had not decided.
+    const queue = laneSent.queue;
+    expect(handedOver(queue)).toEqual(['e-2', 'g-0', 'g-1', 'g-2', 'p-0', 'p-1']);
+    const byId = new Map(queue.map((msg) => [msg.recordId, msg]));
+    expect(byId.get('e-2')).toMatchObject({
+      runId: RUN,
+      ledgerScope: SCOPE,
+      line: 7,
+      format: 'converse',
+      modelInput: halfDone[2]?.modelInput,
+      error: { code: 'ThrottlingException', retryable: true },
+    });
+    expect(byId.get('g-1')).toMatchObject({
+      modelInput: claimedOnly[1]?.modelInput,
+      error: {
+        code: 'Lambda.Unknown',
+        message: 'the batch holding this record did not finish: The function was killed: out of memory',
+      },
+    });
+    expect(byId.get('p-0')).toMatchObject({
+      modelInput: neverRun[0]?.modelInput,
+      error: {
+        code: 'NotProcessed',
+        message: 'the batch holding this record did not finish: no cause given',
+      },
+    });
+    const handed = await ledgerEntries(['e-2', ...ids('g', 3), ...ids('p', 2)]);
+    expect([...handed.values()].every((e) => e.status === 'queued')).toBe(true);
+    expect(handed.get('g-0')?.owner).toBe(`${RUN}/batch/${batchIdOf(RUN, ids('g', 3))}`);
+    expect(handed.get('p-0')?.owner).toBe(`${RUN}/batch/${batchIdOf(RUN, ids('p', 2))}`);
+    // Each record once: no result, failure or hand-over twice.
+    expect(new Set(queue.map((msg) => msg.recordId)).size).toBe(queue.length);
+    expect(publisher.sent.map((r) => r.recordId).sort()).toEqual([...ids('d', 4), 'e-0', 'e-1']);
+  });
+});
+
+describe('finalizeRun: the fan-out failed without ResultWriter details', () => {
+  it("accounts for every record from the ledger: this run's units finished, the lane's pending, other runs' skipped", async () => {
+    const all = items('o', 13);
+    const plan = stagePlan(all);
+    // o-10..o-12: a child finished them (o-12 rejected by the model) before the Map failed.
+    const finished = all.slice(10);
+    await runChild(finished, new Model({ 'o-12': rejected() }));
+    const finishedId = batchIdOf(RUN, ids('o', 13).slice(10));
+    const finishedFiles = [runKeys.results(RUN, finishedId), runKeys.failures(RUN, finishedId)].map((key) =>
+      s3.text(OUT, key),
+    );
+    expect(finishedFiles.every((text) => text !== undefined)).toBe(true);
+    // o-0..o-2: a child answered and committed them, then died.
+    const crashed = all.slice(0, 3);
+    await crashChild(crashed, new Model(), 'after-commit');
+    const crashedId = batchIdOf(RUN, ids('o', 3));
+    // o-3: the failure lane of this run holds it.
+    const laneWho: Claimant = { runId: RUN, owner: `${RUN}/lane/o-3`, attempt: 'lane-1' };
+    expect((await ledger.claim(SCOPE, 'o-3', laneWho, { leaseMs: LEASE_MS })).kind).toBe('claimed');
+    // o-4: another run published the same request.
+    const other: Claimant = { runId: 'run-old', owner: 'run-old/batch/b0', attempt: 'old' };
+    await ledger.claim(SCOPE, 'o-4', other, {
+      contentHash: contentHashOf(all[4]?.modelInput),
+      leaseMs: LEASE_MS,
+    });
+    await ledger.commit(SCOPE, 'o-4', other, 'runs/run-old/results/b0.jsonl');
+    // o-5: another run handed it to its lane and gave up on it.
+    await ledger.claim(SCOPE, 'o-5', other, { leaseMs: LEASE_MS });
+    await ledger.queue(SCOPE, 'o-5', other, { code: 'ThrottlingException', message: 'throttled' });
+    // o-6..o-9: nobody claimed them.
+
+    const cause = 'The specified tolerated failure threshold was exceeded';
+    const out = await finalize.finalizeRun(
+      event({ ...plan, error: { Error: 'States.ExceedToleratedFailureThreshold', Cause: cause } }),
+      deps(),
+    );
+
+    expect(out.status).toBe('FAILED');
+    expect(out.error).toEqual({ code: 'States.ExceedToleratedFailureThreshold', message: cause });
+    const m = manifest();
+    expect(m.error).toEqual(out.error);
+    expect(m.counts).toMatchObject({ records: 14, succeeded: 5, failed: 1, skipped: 2, pending: 6 });
+    await expectAccounted(m, ids('o', 13));
+    expect(putEvents().map((e) => e.DetailType)).toEqual(['Corpus Run Failed']);
+
+    // The dead child's unit finished as that unit: its lines in its own results file, its publications standing.
+    expect(
+      s3
+        .lines<ResultLine>(OUT, runKeys.results(RUN, crashedId))
+        .map((l) => l.recordId)
+        .sort(),
+    ).toEqual(ids('o', 3));
+    const after = await ledgerEntries(ids('o', 13));
+    for (const id of ids('o', 3)) {
+      expect(after.get(id)).toMatchObject({ status: 'published', owner: `${RUN}/batch/${crashedId}` });
+    }
+    expect(after.get('o-3')).toMatchObject({ status: 'claimed', owner: `${RUN}/lane/o-3` });
+    expect(after.get('o-4')).toMatchObject({ status: 'published', owner: 'run-old/batch/b0' });
+    // The rest handed to the lane with the run's error, each once.
+    expect(handedOver(laneSent.messages)).toEqual(['o-5', 'o-6', 'o-7', 'o-8', 'o-9']);
+    for (const msg of laneSent.queue) {
+      expect(msg).toMatchObject({
+        runId: RUN,
+        ledgerScope: SCOPE,
+        format: 'converse',
+        modelInput: all.find((i) => i.recordId === msg.recordId)?.modelInput,
+        error: { code: 'States.ExceedToleratedFailureThreshold', message: cause, retryable: true },
+      });
+    }
+    for (const id of ['o-5', 'o-6', 'o-7', 'o-8', 'o-9']) {
+      expect(after.get(id)).toMatchObject({ status: 'queued', runId: RUN });
+    }
+    // The finished child's unit, finished again, writes the same files and sends nothing twice.
+    expect(
+      [runKeys.results(RUN, finishedId), runKeys.failures(RUN, finishedId)].map((key) => s3.text(OUT, key)),
+    ).toEqual(finishedFiles);
+    expect(publisher.sent.map((r) => r.recordId).sort()).toEqual(['o-0', 'o-1', 'o-10', 'o-11', 'o-2']);
+    expect(laneSent.dlq.map((msg) => msg.recordId)).toEqual(['o-12']);
+  });
+});
+
+describe('finalizeRun: the failure lane settled records before Finalize', () => {
+  it('folds them into the manifest: pending down, recovered and succeeded up, failed up', async () => {
+    const all = items('l', 4);
+    const plan = stagePlan(all);
+    const summary = await runChild(
+      all,
+      new Model({ 'l-1': throttled(), 'l-2': throttled(), 'l-3': throttled() }),
+    );
+    expect(summary).toMatchObject({ succeeded: 1, queued: 3 });
+    // The lane receives the hand-overs: it answers l-1, the model rejects l-2, l-3 is still waiting.
+    const messages = laneSent.queue.filter((msg) => msg.recordId !== 'l-3');
+    const laneModel = new Model({ 'l-2': rejected() });
+    const response = await lane.processLaneBatch(
+      sqsEvent(...messages.map((msg, i) => sqsRecord(`m-${i}`, msg))),
+      {
+        s3: new S3Client({}),
+        sqs: new SQSClient({}),
+        ledger,
+        runs,
+        events: new EventBridgeClient({}),
+        eventBusName: 'corpus-bus',
+        callModel: laneModel.caller,
+        modelCalls: laneModel.stats,
+        dlqUrl: DLQ,
+        outputBucket: OUT,
+        leaseMs: LEASE_MS,
+        remainingMs: () => 120_000,
+      },
+    );
+    expect(response.batchItemFailures).toEqual([]);
+    // No manifest yet: the lane left the revision to Finalize.
+    expect(s3.text(OUT, runKeys.manifest(RUN))).toBeUndefined();
+
+    const fanOutResult = new MapRun('map-runs/f4/').succeeded(batchEvent(all), summary).write();
+    const out = await finalize.finalizeRun(event({ ...plan, fanOutResult }), deps());
+
+    const m = manifest();
+    expect(m.revision).toBe(1);
+    expect(m.counts).toEqual({
+      lines: 8,
+      records: 5,
+      succeeded: 2,
+      failed: 1,
+      invalid: 2,
+      duplicates: 1,
+      skipped: 1,
+      pending: 1,
+      recovered: 1,
+    });
+    expect(m.tokens).toEqual({ input: 20, output: 8 });
+    // The child's four calls and the lane's two.
+    expect(m.modelCalls).toEqual({ total: 6, throttled: 3, retried: 0 });
+    expect(out.counts).toEqual(m.counts);
+    await expectAccounted(m, ids('l', 4));
+    expect(sqsMock).toHaveReceivedCommandWith(SendMessageCommand, { QueueUrl: DLQ });
+  });
+});
+
+describe('finalizeRun: accounting', () => {
+  it('fails the run with AccountingMismatch when the children do not account for every record', async () => {
+    const all = items('m', 5);
+    const plan = stagePlan(all);
+    // The ResultWriter lists one child of one record; nothing accounts for the other four.
+    const summary = await runChild(all.slice(0, 1), new Model());
+    const fanOutResult = new MapRun('map-runs/f5/').succeeded(batchEvent(all.slice(0, 1)), summary).write();
+    const out = await finalize.finalizeRun(event({ ...plan, fanOutResult }), deps());
+    expect(out.status).toBe('FAILED');
+    expect(out.error).toEqual({
+      code: 'AccountingMismatch',
+      message:
+        '5 records were to be processed but 1 succeeded, 0 failed, 0 were skipped and 0 were handed to the failure lane',
+    });
+    const m = manifest();
+    expect(m.error).toEqual(out.error);
+    // Which is what the manifest shows: its counts do not add up to its records.
+    expect(m.counts.succeeded + m.counts.failed + m.counts.skipped + m.counts.pending).toBe(2);
+    expect(m.counts.records).toBe(6);
+    expect(putEvents().map((e) => e.DetailType)).toEqual(['Corpus Run Failed']);
+  });
+});
+
+describe('finalizeRun on runs that stopped early', () => {
   it('Plan failed: a FAILED manifest carrying the Lambda errorMessage, and Corpus Run Failed', async () => {
     const message = 'Invalid run input (key: Invalid input: expected string, received undefined)';
-    const out = await finalizeRun(
+    const out = await finalize.finalizeRun(
       event({
         bucket: 'ingest-bucket',
         key: 'x.jsonl',
@@ -286,118 +783,62 @@ describe('finalizeRun on failed runs', () => {
       }),
       deps(),
     );
+    const counts = {
+      lines: 0,
+      records: 0,
+      succeeded: 0,
+      failed: 0,
+      invalid: 0,
+      duplicates: 0,
+      skipped: 0,
+      pending: 0,
+      recovered: 0,
+    };
     expect(out).toEqual({
       runId: RUN,
       status: 'FAILED',
       manifestKey: `runs/${RUN}/manifest.json`,
-      counts: { lines: 0, records: 0, succeeded: 0, failed: 0, invalid: 0, duplicates: 0, skipped: 0 },
+      revision: 1,
+      counts,
       error: { code: 'InvalidRunInputError', message },
     });
-    expect(manifest()).toMatchObject({
+    const m = manifest();
+    expect(m).toMatchObject({
+      revision: 1,
       status: 'FAILED',
       mode: null,
       modelId: null,
+      ledgerScope: null,
       corpus: { bucket: 'ingest-bucket', key: 'x.jsonl' },
+      counts,
+      modelCalls: { total: 0, throttled: 0, retried: 0 },
       error: { code: 'InvalidRunInputError', message },
     });
-    expect(manifest().batches).toBeUndefined();
-    const e = putEvent();
-    expect(e.DetailType).toBe('Corpus Run Failed');
-    expect(e.detail).toMatchObject({ status: 'FAILED', error: { code: 'InvalidRunInputError', message } });
+    expect(m.batches).toBeUndefined();
+    await expectAccounted(m, []);
+    const [e] = putEvents();
+    expect(e?.DetailType).toBe('Corpus Run Failed');
+    expect(e?.detail).toMatchObject({
+      revision: 1,
+      status: 'FAILED',
+      error: { code: 'InvalidRunInputError', message },
+    });
     expect(s3Mock).not.toHaveReceivedCommand(GetObjectCommand);
   });
 
   it('keeps a cause that is not Lambda JSON as it is', async () => {
-    const out = await finalizeRun(
+    const out = await finalize.finalizeRun(
       event({ error: { Error: 'States.Timeout', Cause: 'Task timed out' } }),
       deps(),
     );
     expect(out.error).toEqual({ code: 'States.Timeout', message: 'Task timed out' });
     expect(manifest().corpus).toBeNull();
+    await expectAccounted(manifest(), []);
   });
 
-  it('Map failed without ResultWriter details: accounts for every record from the run files', async () => {
-    const p = plan();
-    s3.putLines(OUT, p.itemsKey, [item('r1', 1), item('r2', 2), item('r3', 3), item('r4', 5), item('r5', 6)]);
-    s3.putLines(OUT, `runs/${RUN}/results/aaa.jsonl`, [result('r1', 10, 1), result('r2', 20, 2)]);
-    // A retried batch wrote r2 again into a second file: counted once.
-    s3.putLines(OUT, `runs/${RUN}/results/bbb.jsonl`, [result('r2', 20, 2)]);
-    s3.putLines(OUT, `runs/${RUN}/failures/aaa.jsonl`, [
-      { recordId: 'r3', line: 3, stage: 'converse', error: { code: 'ValidationException', message: 'bad' } },
-      {
-        recordId: 'r2',
-        line: 2,
-        stage: 'converse',
-        error: { code: 'ThrottlingException', message: 'stale' },
-      },
-    ]);
-    s3.putLines(OUT, `runs/${RUN}/failures/plan.jsonl`, [
-      { line: 4, stage: 'plan', error: { code: 'InvalidJson', message: 'x' } },
-    ]);
-    const cause = 'The specified tolerated failure threshold was exceeded';
-    const out = await finalizeRun(
-      event({ ...p, error: { Error: 'States.ExceedToleratedFailureThreshold', Cause: cause } }),
-      deps(),
-    );
-
-    expect(out.status).toBe('FAILED');
-    const m = manifest();
-    expect(m.counts).toEqual({
-      lines: 9,
-      records: 6,
-      succeeded: 2,
-      failed: 3,
-      invalid: 2,
-      duplicates: 1,
-      skipped: 1,
-    });
-    expect(m.tokens).toEqual({ input: 30, output: 3 });
-    expect(m.error).toEqual({ code: 'States.ExceedToleratedFailureThreshold', message: cause });
-    expectInvariants(m);
-    expect(s3.lines<FailureLine>(OUT, `runs/${RUN}/failures/fanout.jsonl`)).toEqual(
-      ['r4', 'r5'].map((recordId, i) => ({
-        recordId,
-        line: [5, 6][i],
-        stage: 'fanout',
-        error: {
-          code: 'States.ExceedToleratedFailureThreshold',
-          message: `not processed: ${cause}`,
-          retryable: true,
-        },
-      })),
-    );
-    // Paged listing (page size 1 here): every results and failures file was read.
-    expect(s3Mock.commandCalls(ListObjectsV2Command).length).toBeGreaterThan(2);
-    expect(putEvent().DetailType).toBe('Corpus Run Failed');
-  });
-
-  it('fails the run when the children do not account for every record', async () => {
-    s3.putJson(OUT, `${MAP_PREFIX}manifest.json`, {
-      ResultFiles: { SUCCEEDED: [{ Key: `${MAP_PREFIX}SUCCEEDED_0.json` }] },
-    });
-    s3.putJson(OUT, `${MAP_PREFIX}SUCCEEDED_0.json`, [
-      childResult(batchEvent(item('r1', 1)), 'SUCCEEDED', {
-        Output: JSON.stringify({ records: 1, succeeded: 1, failed: 0, skipped: 0 }),
-      }),
-    ]);
-    const out = await finalizeRun(
-      event({
-        ...plan(),
-        fanOutResult: { resultWriterDetails: { Bucket: OUT, Key: `${MAP_PREFIX}manifest.json` } },
-      }),
-      deps(),
-    );
-    expect(out.status).toBe('FAILED');
-    expect(out.error).toEqual({
-      code: 'AccountingMismatch',
-      message: '5 records were to be processed but 1 succeeded, 0 failed and 0 were skipped',
-    });
-  });
-});
-
-describe('finalizeRun edge cases', () => {
-  it('nothing to process: SUCCEEDED without reading any Map file', async () => {
-    const out = await finalizeRun(event(plan({ records: 6, skipped: 6, toProcess: 0 })), deps());
+  it('nothing to process: SUCCEEDED without reading a Map file or the ledger', async () => {
+    const plan = stagePlan([], { skipped: 6 });
+    const out = await finalize.finalizeRun(event(plan), deps());
     expect(out.status).toBe('SUCCEEDED');
     expect(out.counts).toEqual({
       lines: 9,
@@ -407,82 +848,172 @@ describe('finalizeRun edge cases', () => {
       invalid: 2,
       duplicates: 1,
       skipped: 6,
+      pending: 0,
+      recovered: 0,
     });
     expect(s3Mock).not.toHaveReceivedCommand(GetObjectCommand);
     expect(s3Mock).not.toHaveReceivedCommand(ListObjectsV2Command);
-    expect(manifest().batches).toEqual({ total: 0, failed: 0 });
-    expect(putEvent().DetailType).toBe('Corpus Run Completed');
+    const m = manifest();
+    expect(m.batches).toEqual({ total: 0, failed: 0 });
+    await expectAccounted(m, []);
+    expect(putEvents().map((e) => e.DetailType)).toEqual(['Corpus Run Completed']);
   });
 
+  it('throws when the ResultWriter manifest is missing', async () => {
+    const plan = stagePlan(items('x', 2));
+    await expect(
+      finalize.finalizeRun(
+        event({
+          ...plan,
+          fanOutResult: { resultWriterDetails: { Bucket: OUT, Key: 'map-runs/none/manifest.json' } },
+        }),
+        deps(),
+      ),
+    ).rejects.toThrow(`Map Run manifest s3://${OUT}/map-runs/none/manifest.json is missing`);
+  });
+});
+
+describe('finalizeRun: the run event', () => {
   it('throws when EventBridge does not accept the event', async () => {
     ebMock.on(PutEventsCommand).resolves({
       FailedEntryCount: 1,
       Entries: [{ ErrorCode: 'AccessDeniedException', ErrorMessage: 'not allowed' }],
     });
-    await expect(finalizeRun(event(plan({ toProcess: 0 })), deps())).rejects.toThrow(
-      'the run event was not accepted: AccessDeniedException: not allowed',
-    );
+    const err = await finalize
+      .finalizeRun(event(stagePlan([], { skipped: 6 })), deps())
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(Error);
+    expect(err).not.toMatchObject({ name: 'TransientDependencyError' });
+    expect((err as Error).message).toBe('the run event was not accepted: AccessDeniedException: not allowed');
   });
 
-  it('throws a retryable TransientDependencyError when EventBridge throttles the event', async () => {
-    ebMock.on(PutEventsCommand).resolves({
-      FailedEntryCount: 1,
-      Entries: [{ ErrorCode: 'ThrottlingException', ErrorMessage: 'Rate exceeded' }],
-    });
-    await expect(finalizeRun(event(plan({ toProcess: 0 })), deps())).rejects.toMatchObject({
+  it('throws a retryable TransientDependencyError when EventBridge throttles; the retry writes revision 2 and the event', async () => {
+    const plan = stagePlan([], { skipped: 6 });
+    ebMock
+      .on(PutEventsCommand)
+      .resolvesOnce({
+        FailedEntryCount: 1,
+        Entries: [{ ErrorCode: 'ThrottlingException', ErrorMessage: 'Rate exceeded' }],
+      })
+      .resolves({ FailedEntryCount: 0, Entries: [{ EventId: 'evt-2' }] });
+    await expect(finalize.finalizeRun(event(plan), deps())).rejects.toMatchObject({
       name: 'TransientDependencyError',
       message: expect.stringContaining('ThrottlingException: Rate exceeded'),
     });
-  });
+    expect(manifest().revision).toBe(1);
 
-  it('throws when the ResultWriter manifest is missing', async () => {
-    await expect(
-      finalizeRun(
-        event({
-          ...plan(),
-          fanOutResult: { resultWriterDetails: { Bucket: OUT, Key: `${MAP_PREFIX}manifest.json` } },
-        }),
-        deps(),
-      ),
-    ).rejects.toThrow(`Map Run manifest s3://${OUT}/${MAP_PREFIX}manifest.json is missing`);
+    const out = await finalize.finalizeRun(event(plan), deps());
+    expect(out.revision).toBe(2);
+    expect(manifest().revision).toBe(2);
+    await expectAccounted(manifest(), []);
+    expect(putEvents().map((e) => [e.DetailType, e.detail.revision])).toEqual([
+      ['Corpus Run Completed', 1],
+      ['Corpus Run Completed', 2],
+    ]);
   });
 });
 
-/** Record ids `<prefix>-0 .. <prefix>-(n-1)`. */
-function ids(prefix: string, n: number): string[] {
-  return Array.from({ length: n }, (_, i) => `${prefix}-${i}`);
-}
-
 describe('finalizeRun for a batch (mode A) run', () => {
-  const BATCH_PREFIX = 'map-runs/b7e1/';
-  const FANOUT_PREFIX = 'map-runs/f9d3/';
   const JOB = (n: number): string => `arn:aws:bedrock:us-east-1:123456789012:model-invocation-job/job${n}`;
-  const shardIds = [ids('s0', 5), ids('s1', 2), ids('s2', 3)];
-  const tail = [item('t-0', 30), item('t-1', 31)];
-  const converseItems = [...tail, item('s0-4', 5)];
+  const tail = items('t', 2, 100);
 
-  const shards: ShardItem[] = shardIds.map((records, shard) => ({
-    shard,
-    records: records.length,
-    bytes: 100 * records.length,
-    format: 'converse',
-    inputKeys: [`runs/${RUN}/batch/shard-${shard}/input/part-0.jsonl`],
-    inputPrefix: `runs/${RUN}/batch/shard-${shard}/input/`,
-    outputPrefix: `runs/${RUN}/batch/shard-${shard}/output/`,
-  }));
+  /** One shard of the run: its input records and what its job wrote. */
+  interface ShardSpec {
+    records: InputRecord[];
+    outputs: unknown[];
+    status: BatchJobOutcome['status'];
+    message?: string;
+  }
 
-  function batchPlan(): PlanOutput {
-    const p = plan({ lines: 15, records: 13, invalid: 1, duplicates: 1, skipped: 1, toProcess: 12 });
-    return {
-      ...p,
+  /**
+   * The shards: 0 answered three, rejected one (400) and left one without output; 1's job Failed for a reason a
+   * model call can get past (all re-driven); 2 answered four, one of them (s2-3) published by another run meanwhile,
+   * and left one without output; 3 answered two and left one without output.
+   */
+  function shardSpecs(): ShardSpec[] {
+    const s0 = ids('s0', 5).map(converseInput);
+    const s1 = ids('s1', 3).map(converseInput);
+    const s2 = ids('s2', 5).map(converseInput);
+    const s3r = ids('s3', 3).map(converseInput);
+    return [
+      {
+        records: s0,
+        outputs: shuffled([...s0.slice(0, 3).map((r) => converseSuccess(r)), errorLine(s0[3]!, 400, 'bad')]),
+        status: 'PartiallyCompleted',
+      },
+      { records: s1, outputs: [], status: 'Failed', message: 'Internal error while processing the job' },
+      { records: s2, outputs: s2.slice(0, 4).map((r) => converseSuccess(r)), status: 'PartiallyCompleted' },
+      { records: s3r, outputs: s3r.slice(0, 2).map((r) => converseSuccess(r)), status: 'PartiallyCompleted' },
+    ];
+  }
+
+  interface StagedRun {
+    plan: PlanOutput;
+    shards: ShardItem[];
+    inputs: CollectShardInput[];
+    jobs: BatchJobOutcome[];
+    recordIds: string[];
+  }
+
+  /** Plan's files for the shards and the tail, and each job's output as Bedrock wrote it. */
+  async function stageRun(specs: ShardSpec[]): Promise<StagedRun> {
+    const inputs = specs.map((spec, shard) =>
+      stageShard(
+        s3,
+        { runId: RUN, shard, jobId: `job${shard}`, inputs: [spec.records], outputs: [spec.outputs] },
+        {
+          jobStatus: spec.status,
+          ...(spec.message ? { failureMessage: spec.message } : {}),
+          submittedAt: `2025-01-02T03:0${shard}:00.000Z`,
+          endedAt: `2025-01-02T04:0${shard}:00.000Z`,
+        },
+      ),
+    );
+    const shards: ShardItem[] = inputs.map((input, shard) => ({
+      shard,
+      records: specs[shard]!.records.length,
+      bytes: 100,
+      format: 'converse',
+      inputKeys: input.inputKeys,
+      inputPrefix: `runs/${RUN}/batch/shard-${shard}/input/`,
+      outputPrefix: `runs/${RUN}/batch/shard-${shard}/output/`,
+    }));
+    const jobs: BatchJobOutcome[] = inputs.map((input, shard) => ({
+      jobArn: input.jobArn,
+      jobName: `corpus-test-${RUN}-${shard}`,
+      shard,
+      status: input.jobStatus,
+      ...(input.failureMessage ? { message: input.failureMessage } : {}),
+      submittedAt: input.submittedAt!,
+      endedAt: input.endedAt!,
+      outputPrefix: input.outputPrefix,
+    }));
+    expect(jobs[0]?.jobArn).toBe(JOB(0));
+    // s2-3 was published by another run (for the same request) after Plan looked.
+    const s23 = specs[2]?.records[3];
+    if (s23) {
+      const other: Claimant = { runId: 'run-old', owner: 'run-old/shard/0', attempt: 'old' };
+      await ledger.claim(SCOPE, s23.recordId, other, {
+        contentHash: contentHashOf(s23.modelInput),
+        leaseMs: LEASE_MS,
+      });
+      await ledger.commit(SCOPE, s23.recordId, other, 'runs/run-old/results/shard-0-0.jsonl');
+    }
+
+    const inShards = specs.flatMap((spec) => spec.records.map((r) => r.recordId));
+    const base = stagePlan([...inShards.map((id, i) => item(id, i + 1)), ...tail]);
+    s3.putJson(OUT, runKeys.shards(RUN), shards);
+    s3.putLines(OUT, runKeys.converseTail(RUN), tail);
+    const plan: PlanOutput = {
+      ...base,
       mode: 'batch',
       requestedMode: 'batch',
-      fanOut: { ...p.fanOut, itemsKey: runKeys.converseItems(RUN) },
+      fanOut: { ...base.fanOut, itemsKey: runKeys.converseItems(RUN) },
       batch: {
         shardsKey: runKeys.shards(RUN),
-        shards: 3,
-        records: 10,
-        viaConverse: 2,
+        shards: shards.length,
+        records: inShards.length,
+        viaConverse: tail.length,
         maxConcurrency: 2,
         toleratedFailurePercentage: 50,
         jobWaitSeconds: 108_000,
@@ -491,209 +1022,62 @@ describe('finalizeRun for a batch (mode A) run', () => {
         quotaSources: { minRecordsPerJob: 'configured' },
       },
     };
+    return { plan, shards, inputs, jobs, recordIds: [...inShards, ...tail.map((t) => t.recordId)] };
   }
 
-  function marker(shard: number, counts: Partial<CollectShardSummary>): CollectShardSummary {
+  /** A shard's child execution input, as the batch Map's ItemSelector builds it (with the job once it ended). */
+  function shardChildInput(run: StagedRun, shard: number, withJob: boolean): Record<string, unknown> {
     return {
-      shard,
-      jobArn: JOB(shard),
-      status: 'Completed',
-      records: shardIds[shard]!.length,
-      succeeded: 0,
-      failed: 0,
-      skipped: 0,
-      missing: 0,
-      inputTokens: 0,
-      outputTokens: 0,
-      manifestCheck: { expected: null, seen: 0, ok: true, ignoredLines: 0 },
-      submittedAt: `2025-01-02T03:0${shard}:00.000Z`,
-      endedAt: `2025-01-02T04:0${shard}:00.000Z`,
-      ...counts,
+      runId: RUN,
+      ledgerScope: SCOPE,
+      shard: run.shards[shard],
+      jobWaitSeconds: 108_000,
+      heartbeatSeconds: 960,
+      ...(withJob ? { job: run.jobs[shard] } : {}),
     };
   }
 
-  /** One entry of the batch Map's ResultWriter files: the child's input is the ItemSelector's output. */
-  function shardChild(
-    shard: ShardItem,
-    status: 'SUCCEEDED' | 'FAILED' | 'PENDING',
-    extra: Record<string, unknown>,
-    input: Record<string, unknown> = {},
-  ): Record<string, unknown> {
-    return {
-      ExecutionArn: `arn:aws:states:us-east-1:123456789012:execution:pipeline/BatchJobs:shard-${shard.shard}`,
-      Input: JSON.stringify({
-        runId: RUN,
-        ledgerScope: 'test/model',
-        shard,
-        jobWaitSeconds: 108_000,
-        heartbeatSeconds: 960,
-        ...input,
-      }),
-      Name: `shard-${shard.shard}`,
-      Status: status,
-      ...extra,
-    };
+  /** ConverseItems, then the Converse fan-out over what it gathered, in batches of four. */
+  async function runFanOut(prefix: string): Promise<ReturnType<MapRun['write']>> {
+    await gatherConverseItems({ runId: RUN }, { s3: new S3Client({}), outputBucket: OUT });
+    const converseItems = s3.lines<WorkItem>(OUT, runKeys.converseItems(RUN));
+    const map = new MapRun(prefix);
+    for (let i = 0; i < converseItems.length; i += 4) {
+      const batch = converseItems.slice(i, i + 4);
+      map.succeeded(batchEvent(batch), await runChild(batch, new Model()));
+    }
+    return map.write();
   }
 
-  /**
-   * What a run leaves behind: shard 0 answered 3, failed 1 and left 1 for Converse; shard 1's job Failed; shard 2
-   * answered 2 and lost 1 to another run. Converse answered the tail and shard 0's leftover.
-   */
-  function stageRun(): void {
-    const p = batchPlan();
-    s3.putLines(OUT, p.itemsKey, [...shardIds.flat().map((id, i) => item(id, i + 1)), ...tail]);
-    s3.putJson(OUT, runKeys.shards(RUN), shards);
-    shards.forEach((shard, n) =>
-      s3.putLines(
-        OUT,
-        shard.inputKeys[0]!,
-        shardIds[n]!.map((recordId) => ({ recordId, modelInput: item(recordId, 1).modelInput })),
-      ),
-    );
-    s3.putLines(OUT, collectKeys.results(RUN, 0, 0), [result('s0-0'), result('s0-1'), result('s0-2')]);
-    s3.putLines(OUT, collectKeys.failures(RUN, 0), [
-      { recordId: 's0-3', stage: 'batch', error: { code: '400', message: 'bad', retryable: false } },
-    ]);
-    s3.putLines(OUT, collectKeys.failures(RUN, 1), [
-      { recordId: 's1-0', stage: 'batch', error: { code: 'BatchJobFailed', message: 'x', retryable: true } },
-      { recordId: 's1-1', stage: 'batch', error: { code: 'BatchJobFailed', message: 'x', retryable: true } },
-    ]);
-    s3.putLines(OUT, collectKeys.results(RUN, 2, 0), [result('s2-0'), result('s2-1')]);
-    s3.putLines(OUT, runKeys.converseItems(RUN), converseItems);
-    s3.putLines(
-      OUT,
-      runKeys.results(
-        RUN,
-        batchIdOf(
-          RUN,
-          converseItems.map((i) => i.recordId),
-        ),
-      ),
-      [result('t-0', 5, 2), result('t-1', 5, 2), result('s0-4', 5, 2)],
-    );
-    s3.putJson(
-      OUT,
-      collectKeys.marker(RUN, 0),
-      marker(0, {
-        succeeded: 3,
-        failed: 1,
-        missing: 1,
-        redriveKey: collectKeys.redrive(RUN, 0),
-        inputTokens: 30,
-        outputTokens: 12,
-      }),
-    );
-    s3.putJson(
-      OUT,
-      collectKeys.marker(RUN, 1),
-      marker(1, {
-        status: 'Failed',
-        failed: 2,
-        message: 'The input file has too few records',
-      }),
-    );
-    s3.putJson(
-      OUT,
-      collectKeys.marker(RUN, 2),
-      marker(2, {
-        succeeded: 2,
-        skipped: 1,
-        inputTokens: 20,
-        outputTokens: 8,
-      }),
-    );
-    // The batch Map: shard 1's child failed in Collect (its job Failed), the others succeeded.
-    s3.putJson(OUT, `${BATCH_PREFIX}manifest.json`, {
-      DestinationBucket: OUT,
-      ResultFiles: {
-        FAILED: [{ Key: `${BATCH_PREFIX}FAILED_0.json` }],
-        SUCCEEDED: [{ Key: `${BATCH_PREFIX}SUCCEEDED_0.json` }],
-      },
-    });
-    s3.putJson(OUT, `${BATCH_PREFIX}SUCCEEDED_0.json`, [
-      shardChild(shards[0]!, 'SUCCEEDED', { Output: JSON.stringify(marker(0, {})) }),
-      shardChild(shards[2]!, 'SUCCEEDED', { Output: JSON.stringify(marker(2, {})) }),
-    ]);
-    s3.putJson(OUT, `${BATCH_PREFIX}FAILED_0.json`, [
-      shardChild(shards[1]!, 'FAILED', {
-        Error: 'BatchJobFailedError',
-        Cause: lambdaCause('BatchJobFailedError', `Bedrock batch job ${JOB(1)} (shard 1) failed: too few`),
-      }),
-    ]);
-    // The Converse fan-out over the tail and shard 0's leftover.
-    s3.putJson(OUT, `${FANOUT_PREFIX}manifest.json`, {
-      DestinationBucket: OUT,
-      ResultFiles: { SUCCEEDED: [{ Key: `${FANOUT_PREFIX}SUCCEEDED_0.json` }] },
-    });
-    const fanOutSummary: BatchSummary = {
-      batchId: batchIdOf(
-        RUN,
-        converseItems.map((i) => i.recordId),
-      ),
-      records: 3,
-      succeeded: 3,
-      failed: 0,
-      skipped: 0,
-      throttled: 0,
-      inputTokens: 15,
-      outputTokens: 6,
-    };
-    s3.putJson(OUT, `${FANOUT_PREFIX}SUCCEEDED_0.json`, [
-      childResult(batchEvent(...converseItems), 'SUCCEEDED', { Output: JSON.stringify(fanOutSummary) }),
-    ]);
-  }
+  it('sums the collect markers and the Converse fan-out; the jobs come from the markers in shard order', async () => {
+    const run = await stageRun(shardSpecs().slice(0, 3));
+    const batchMap = new MapRun('map-runs/b1/');
+    for (const input of run.inputs) {
+      const marker = await collectShard(input, collectDeps());
+      batchMap.succeeded(shardChildInput(run, input.shard, true), marker);
+    }
+    const batchResult = batchMap.write();
+    const fanOutResult = await runFanOut('map-runs/f1/');
+    const laneBefore = laneSent.messages.length;
+    const out = await finalize.finalizeRun(event({ ...run.plan, batchResult, fanOutResult }), deps());
 
-  function batchState(extra: Record<string, unknown> = {}): Record<string, unknown> {
-    return {
-      ...batchPlan(),
-      batchResult: {
-        mapRunArn: 'arn:aws:states:us-east-1:123456789012:mapRun:pipeline/BatchJobs:b7e1',
-        resultWriterDetails: { Bucket: OUT, Key: `${BATCH_PREFIX}manifest.json` },
-      },
-      converse: { itemsKey: runKeys.converseItems(RUN), records: 3 },
-      fanOutResult: {
-        mapRunArn: 'arn:aws:states:us-east-1:123456789012:mapRun:pipeline/FanOut:f9d3',
-        resultWriterDetails: { Bucket: OUT, Key: `${FANOUT_PREFIX}manifest.json` },
-      },
-      ...extra,
-    };
-  }
-
-  beforeEach(() => {
-    stageRun();
-  });
-
-  it('sums the collect markers and the Converse fan-out; a Failed job counts its records as failed', async () => {
-    const out = await finalizeRun(event(batchState()), deps());
     expect(out.status).toBe('SUCCEEDED');
     const m = manifest();
     expect(m.mode).toBe('batch');
-    expect(m.counts).toEqual({
-      lines: 15,
-      records: 13,
-      succeeded: 8,
-      failed: 3,
-      invalid: 1,
-      duplicates: 1,
-      skipped: 2,
+    // Shards: 3 + 0 + 3 answered; the fan-out: s0-4, s1-*, s2-4 and the tail.
+    expect(m.counts).toMatchObject({ records: 16, succeeded: 13, failed: 1, skipped: 2, pending: 0 });
+    expect(m.batches).toEqual({ total: 2, failed: 0 });
+    await expectAccounted(m, run.recordIds);
+    expect(laneSent.messages).toHaveLength(laneBefore);
+    // Summed from the markers and the children: the results and failures files were not read.
+    expect(s3Mock).not.toHaveReceivedCommandWith(ListObjectsV2Command, {
+      Prefix: runKeys.resultsPrefix(RUN),
     });
-    expect(m.tokens).toEqual({ input: 65, output: 26 });
-    expect(m.batches).toEqual({ total: 1, failed: 0 });
-    expect(m.error).toBeUndefined();
-    expectInvariants(m);
-    // Summed from the markers: the results and failures files were not read.
-    expect(s3Mock).not.toHaveReceivedCommandWith(GetObjectCommand, { Key: batchPlan().itemsKey });
-    expect(s3Mock).not.toHaveReceivedCommand(ListObjectsV2Command);
-    expect(s3.text(OUT, `runs/${RUN}/failures/fanout.jsonl`)).toBeUndefined();
-  });
-
-  it('lists the jobs from the markers, in shard order', async () => {
-    await finalizeRun(event(batchState()), deps());
     const expected: ManifestJob[] = [
       {
         shard: 0,
         jobArn: JOB(0),
-        status: 'Completed',
+        status: 'PartiallyCompleted',
         records: 5,
         succeeded: 3,
         failed: 1,
@@ -706,169 +1090,218 @@ describe('finalizeRun for a batch (mode A) run', () => {
         shard: 1,
         jobArn: JOB(1),
         status: 'Failed',
-        records: 2,
+        records: 3,
         succeeded: 0,
-        failed: 2,
+        failed: 0,
         skipped: 0,
-        redriven: 0,
+        redriven: 3,
         submittedAt: '2025-01-02T03:01:00.000Z',
         endedAt: '2025-01-02T04:01:00.000Z',
-        message: 'The input file has too few records',
+        message: 'Internal error while processing the job',
       },
       {
         shard: 2,
         jobArn: JOB(2),
-        status: 'Completed',
-        records: 3,
-        succeeded: 2,
+        status: 'PartiallyCompleted',
+        records: 5,
+        succeeded: 3,
         failed: 0,
         skipped: 1,
-        redriven: 0,
+        redriven: 1,
         submittedAt: '2025-01-02T03:02:00.000Z',
         endedAt: '2025-01-02T04:02:00.000Z',
       },
     ];
-    expect(manifest().jobs).toEqual(expected);
+    expect(m.jobs).toEqual(expected);
   });
 
-  it('fails the run when the markers and the fan-out do not account for every record', async () => {
-    // ConverseItems found records, but no fan-out result reached Finalize.
-    const out = await finalizeRun(event(batchState({ fanOutResult: undefined })), deps());
-    expect(out.error).toEqual({
-      code: 'AccountingMismatch',
-      message: '12 records were to be processed but 5 succeeded, 3 failed and 1 were skipped',
-    });
-    expect(manifest().jobs).toHaveLength(3);
-  });
+  it('collects a shard whose child died with its job ended; what it re-drives late goes to the lane, once', async () => {
+    const run = await stageRun(shardSpecs());
+    const batchMap = new MapRun('map-runs/b2/');
+    for (const input of run.inputs.slice(0, 2)) {
+      batchMap.succeeded(shardChildInput(run, input.shard, true), await collectShard(input, collectDeps()));
+    }
+    // Shard 2's Collect died before its marker (its files and its redrive of s2-4 written); shard 3's never ran.
+    const crash = new Crash('collect', 'before-marker').install();
+    await expect(collectShard(run.inputs[2]!, collectDeps())).rejects.toBeInstanceOf(SimulatedCrash);
+    expect(crash.crashed).toBe(true);
+    Crash.remove();
+    expect(s3.text(OUT, collectKeys.marker(RUN, 2))).toBeUndefined();
+    batchMap.failed(shardChildInput(run, 2, true), 'States.Timeout', 'Task timed out after 900.00 seconds');
+    batchMap.failed(
+      shardChildInput(run, 3, true),
+      'Lambda.ServiceException',
+      lambdaCause('Lambda.ServiceException', 'Lambda was unable to run the function'),
+    );
+    const batchResult = batchMap.write();
+    // ConverseItems gathered shard 2's redrive (s2-4), not shard 3's, which did not exist yet.
+    const fanOutResult = await runFanOut('map-runs/f2/');
+    expect(s3.lines<WorkItem>(OUT, runKeys.converseItems(RUN)).map((w) => w.recordId)).toContain('s2-4');
 
-  it('a shard without a marker: accounts from the run files, its unanswered records failed with its child error', async () => {
-    // Shard 2's Collect wrote one results part, then the function timed out: no marker.
-    s3.objects.delete(`${OUT}/${collectKeys.marker(RUN, 2)}`);
-    s3.putLines(OUT, collectKeys.results(RUN, 2, 0), [result('s2-0', 10, 4)]);
-    const job2: BatchJobOutcome = {
-      jobArn: JOB(2),
-      jobName: 'corpus-test-run-42-2',
-      shard: 2,
-      status: 'Completed',
-      submittedAt: '2025-01-02T03:02:00.000Z',
-      endedAt: '2025-01-02T04:02:00.000Z',
-      outputPrefix: `runs/${RUN}/batch/shard-2/output/job2/`,
-    };
-    s3.putJson(OUT, `${BATCH_PREFIX}SUCCEEDED_0.json`, [
-      shardChild(shards[0]!, 'SUCCEEDED', { Output: JSON.stringify(marker(0, {})) }),
-    ]);
-    s3.putJson(OUT, `${BATCH_PREFIX}FAILED_0.json`, [
-      shardChild(shards[1]!, 'FAILED', {
-        Error: 'BatchJobFailedError',
-        Cause: lambdaCause('BatchJobFailedError', 'x'),
-      }),
-      shardChild(
-        shards[2]!,
-        'FAILED',
-        { Error: 'States.Timeout', Cause: 'Task timed out after 900 seconds' },
-        { job: job2 },
-      ),
-    ]);
+    const out = await finalize.finalizeRun(event({ ...run.plan, batchResult, fanOutResult }), deps());
 
-    const out = await finalizeRun(event(batchState()), deps());
-    // The Map tolerated the failed children: the run succeeded, with failed records.
     expect(out.status).toBe('SUCCEEDED');
     const m = manifest();
-    expect(m.counts).toEqual({
-      lines: 15,
-      records: 13,
-      succeeded: 7,
-      failed: 5,
-      invalid: 1,
-      duplicates: 1,
-      skipped: 1,
+    // s2-4 counted once (by the fan-out); s3-2, left without output, is with the lane.
+    expect(m.counts).toMatchObject({ records: 19, succeeded: 15, failed: 1, skipped: 2, pending: 1 });
+    await expectAccounted(m, run.recordIds);
+    expect(handedOver(laneSent.messages)).toEqual(['s3-2']);
+    expect(laneSent.queue[0]).toMatchObject({
+      runId: RUN,
+      ledgerScope: SCOPE,
+      format: 'converse',
+      modelInput: converseInput('s3-2').modelInput,
+      error: { code: 'NoBatchOutput', retryable: true },
     });
-    expect(m.tokens).toEqual({ input: 30 + 10 + 15, output: 12 + 4 + 6 });
-    expectInvariants(m);
-    expect(s3.lines<FailureLine>(OUT, `runs/${RUN}/failures/fanout.jsonl`)).toEqual(
-      ['s2-1', 's2-2'].map((recordId, i) => ({
-        recordId,
-        line: 9 + i,
-        stage: 'batch',
-        error: {
-          code: 'States.Timeout',
-          message: 'the batch job of shard 2 was not collected: Task timed out after 900 seconds',
-          retryable: true,
-        },
-      })),
-    );
-    expect(m.jobs?.map((j) => [j.shard, j.status])).toEqual([
-      [0, 'Completed'],
-      [1, 'Failed'],
-      [2, 'NotCollected'],
+    // Finalize collected both shards: their markers, their lines.
+    expect(m.jobs?.map((j) => [j.shard, j.status, j.succeeded, j.skipped, j.redriven])).toEqual([
+      [0, 'PartiallyCompleted', 3, 0, 1],
+      [1, 'Failed', 0, 0, 3],
+      [2, 'PartiallyCompleted', 3, 1, 1],
+      [3, 'PartiallyCompleted', 2, 0, 1],
     ]);
-    expect(m.jobs?.[2]).toEqual({
-      shard: 2,
-      jobArn: JOB(2),
-      status: 'NotCollected',
-      records: 3,
-      succeeded: 1,
-      failed: 2,
-      skipped: 0,
-      redriven: 0,
-      submittedAt: '2025-01-02T03:02:00.000Z',
-      endedAt: '2025-01-02T04:02:00.000Z',
-      message: 'States.Timeout: Task timed out after 900 seconds',
+    expect(
+      s3
+        .lines<ResultLine>(OUT, collectKeys.results(RUN, 3, 0))
+        .map((l) => l.recordId)
+        .sort(),
+    ).toEqual(['s3-0', 's3-1']);
+    expect(await ledger.get(SCOPE, 's2-4')).toMatchObject({
+      status: 'published',
+      owner: expect.stringMatching(/\/batch\//),
     });
   });
 
-  it('the batch Map failed: every record accounted for from the run files, the run error as the reason', async () => {
-    s3.objects.delete(`${OUT}/${collectKeys.marker(RUN, 2)}`);
-    s3.objects.delete(`${OUT}/${collectKeys.results(RUN, 2, 0)}`);
-    // Nothing ran after the Map: no ConverseItems, no fan-out.
-    s3.objects.delete(
-      `${OUT}/${runKeys.results(
-        RUN,
-        batchIdOf(
-          RUN,
-          converseItems.map((i) => i.recordId),
-        ),
-      )}`,
-    );
-    const cause = 'The specified tolerated failure threshold was exceeded';
-    const state = {
-      ...batchPlan(),
-      error: { Error: 'States.ExceedToleratedFailureThreshold', Cause: cause },
-    };
-    const out = await finalizeRun(event(state), deps());
-    expect(out.status).toBe('FAILED');
-    expect(out.error).toEqual({ code: 'States.ExceedToleratedFailureThreshold', message: cause });
+  it("hands every record of a shard whose job never ended to the lane, with the child's error", async () => {
+    const run = await stageRun(shardSpecs());
+    const batchMap = new MapRun('map-runs/b3/');
+    for (const input of run.inputs.slice(0, 3)) {
+      batchMap.succeeded(shardChildInput(run, input.shard, true), await collectShard(input, collectDeps()));
+    }
+    // Shard 3's job never ended: its wait timed out, no job outcome.
+    batchMap.failed(shardChildInput(run, 3, false), 'States.Timeout', 'the job did not end in time');
+    const batchResult = batchMap.write();
+    const fanOutResult = await runFanOut('map-runs/f3/');
+
+    const out = await finalize.finalizeRun(event({ ...run.plan, batchResult, fanOutResult }), deps());
+
+    expect(out.status).toBe('SUCCEEDED');
     const m = manifest();
-    expect(m.counts).toMatchObject({ succeeded: 3, failed: 9, skipped: 1 });
-    expectInvariants(m);
-    const failures = s3.lines<FailureLine>(OUT, `runs/${RUN}/failures/fanout.jsonl`);
-    expect(failures.map((f) => [f.recordId, f.stage, f.error.code])).toEqual([
-      ['s0-4', 'fanout', 'States.ExceedToleratedFailureThreshold'],
-      ['s2-0', 'batch', 'States.ExceedToleratedFailureThreshold'],
-      ['s2-1', 'batch', 'States.ExceedToleratedFailureThreshold'],
-      ['s2-2', 'batch', 'States.ExceedToleratedFailureThreshold'],
-      ['t-0', 'fanout', 'States.ExceedToleratedFailureThreshold'],
-      ['t-1', 'fanout', 'States.ExceedToleratedFailureThreshold'],
-    ]);
-    expect(m.jobs?.[1]).toMatchObject({ status: 'Failed', failed: 2 });
-    expect(m.jobs?.[2]).toEqual({
-      shard: 2,
+    expect(m.counts).toMatchObject({ records: 19, succeeded: 13, failed: 1, skipped: 2, pending: 3 });
+    await expectAccounted(m, run.recordIds);
+    expect(handedOver(laneSent.messages)).toEqual(ids('s3', 3));
+    for (const [i, msg] of laneSent.queue.entries()) {
+      expect(msg).toMatchObject({
+        modelInput: converseInput(`s3-${i}`).modelInput,
+        error: { code: 'States.Timeout', message: expect.stringContaining('the job did not end in time') },
+      });
+    }
+    expect(m.jobs?.[3]).toEqual({
+      shard: 3,
       jobArn: null,
       status: 'NotCollected',
       records: 3,
       succeeded: 0,
-      failed: 3,
+      failed: 0,
       skipped: 0,
       redriven: 0,
       submittedAt: null,
       endedAt: null,
-      message: `States.ExceedToleratedFailureThreshold: ${cause}`,
+      message: 'States.Timeout: the job did not end in time',
     });
+    expect(s3.text(OUT, collectKeys.results(RUN, 3, 0))).toBeUndefined();
+  });
+
+  it('the batch Map failed before the fan-out: the tail and the re-driven records accounted from the ledger', async () => {
+    const run = await stageRun(shardSpecs());
+    for (const input of run.inputs.slice(0, 3)) await collectShard(input, collectDeps());
+    const cause = 'The specified tolerated failure threshold was exceeded';
+    // No ResultWriter details, no ConverseItems, no fan-out.
+    const out = await finalize.finalizeRun(
+      event({ ...run.plan, error: { Error: 'States.ExceedToleratedFailureThreshold', Cause: cause } }),
+      deps(),
+    );
+
+    expect(out.status).toBe('FAILED');
+    expect(out.error).toEqual({ code: 'States.ExceedToleratedFailureThreshold', message: cause });
+    const m = manifest();
+    // Shards 0 and 2 answered six; shard 3's records, the re-driven ones and the tail are with the lane.
+    expect(m.counts).toMatchObject({ records: 19, succeeded: 6, failed: 1, skipped: 2, pending: 10 });
+    await expectAccounted(m, run.recordIds);
+    expect(handedOver(laneSent.messages)).toEqual(
+      ['s0-4', ...ids('s1', 3), 's2-4', ...ids('s3', 3), 't-0', 't-1'].sort(),
+    );
+    expect(laneSent.queue.every((msg) => msg.error.code === 'States.ExceedToleratedFailureThreshold')).toBe(
+      true,
+    );
+    expect(m.jobs?.map((j) => [j.shard, j.status])).toEqual([
+      [0, 'PartiallyCompleted'],
+      [1, 'Failed'],
+      [2, 'PartiallyCompleted'],
+      [3, 'NotCollected'],
+    ]);
+    expect(putEvents().map((e) => e.DetailType)).toEqual(['Corpus Run Failed']);
+  });
+
+  it('a fatal Failed job: its records failed by Collect, the shard counted from its marker', async () => {
+    const specs = shardSpecs().slice(0, 2);
+    specs[1] = { ...specs[1]!, message: "You don't have access to the model with the specified model ID." };
+    const run = await stageRun(specs);
+    const batchMap = new MapRun('map-runs/b5/');
+    batchMap.succeeded(shardChildInput(run, 0, true), await collectShard(run.inputs[0]!, collectDeps()));
+    await expect(collectShard(run.inputs[1]!, collectDeps())).rejects.toBeInstanceOf(BatchJobFailedError);
+    batchMap.failed(
+      shardChildInput(run, 1, true),
+      'BatchJobFailedError',
+      lambdaCause('BatchJobFailedError', `Bedrock batch job ${JOB(1)} (shard 1) failed`),
+    );
+    const batchResult = batchMap.write();
+    const fanOutResult = await runFanOut('map-runs/f5/');
+
+    const out = await finalize.finalizeRun(event({ ...run.plan, batchResult, fanOutResult }), deps());
+
+    expect(out.status).toBe('SUCCEEDED');
+    const m = manifest();
+    expect(m.counts).toMatchObject({ records: 11, succeeded: 6, failed: 4, skipped: 1, pending: 0 });
+    await expectAccounted(m, run.recordIds);
+    expect(m.jobs?.[1]).toMatchObject({ shard: 1, status: 'Failed', failed: 3, redriven: 0 });
+    expect(laneSent.dlq.filter((msg) => msg.error.code === 'AccessDeniedException')).toHaveLength(3);
+  });
+
+  it('a shard whose Collect died on a fatal Failed job: Finalize collects it, its records stay failed', async () => {
+    const specs = shardSpecs().slice(0, 2);
+    specs[1] = { ...specs[1]!, message: 'The specified model was not found.' };
+    const run = await stageRun(specs);
+    const batchMap = new MapRun('map-runs/b6/');
+    batchMap.succeeded(shardChildInput(run, 0, true), await collectShard(run.inputs[0]!, collectDeps()));
+    // Shard 1's Collect failed its records, then died before its marker.
+    const crash = new Crash('collect', 'before-marker').install();
+    await expect(collectShard(run.inputs[1]!, collectDeps())).rejects.toBeInstanceOf(SimulatedCrash);
+    expect(crash.crashed).toBe(true);
+    Crash.remove();
+    expect(s3.text(OUT, collectKeys.marker(RUN, 1))).toBeUndefined();
+    batchMap.failed(shardChildInput(run, 1, true), 'States.Timeout', 'Task timed out after 900.00 seconds');
+    const batchResult = batchMap.write();
+    const fanOutResult = await runFanOut('map-runs/f6/');
+
+    const out = await finalize.finalizeRun(event({ ...run.plan, batchResult, fanOutResult }), deps());
+
+    expect(out.status).toBe('SUCCEEDED');
+    const m = manifest();
+    expect(m.counts).toMatchObject({ records: 11, succeeded: 6, failed: 4, skipped: 1, pending: 0 });
+    await expectAccounted(m, run.recordIds);
+    expect(m.jobs?.[1]).toMatchObject({ shard: 1, status: 'Failed', failed: 3, redriven: 0 });
+    // Failed for good by the shard, not handed to the lane as well.
+    expect(handedOver(laneSent.messages)).toEqual([]);
+    for (const entry of (await ledgerEntries(ids('s1', 3))).values()) {
+      expect(entry).toMatchObject({ status: 'failed', owner: `${RUN}/shard/1` });
+    }
   });
 
   it('throws when the shard list is missing', async () => {
+    const run = await stageRun(shardSpecs().slice(0, 1));
     s3.objects.delete(`${OUT}/${runKeys.shards(RUN)}`);
-    await expect(finalizeRun(event(batchState()), deps())).rejects.toThrow(
+    await expect(finalize.finalizeRun(event(run.plan), deps())).rejects.toThrow(
       `shard list s3://${OUT}/${runKeys.shards(RUN)} is missing`,
     );
   });

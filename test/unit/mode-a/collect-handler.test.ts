@@ -1,57 +1,66 @@
 import 'aws-sdk-client-mock-jest';
-import { beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
+import type { AddressInfo } from 'node:net';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import { mockClient } from 'aws-sdk-client-mock';
-import {
-  DeleteItemCommand,
-  DynamoDBClient,
-  PutItemCommand,
-  UpdateItemCommand,
-} from '@aws-sdk/client-dynamodb';
 import { S3Client } from '@aws-sdk/client-s3';
 import { SQSClient } from '@aws-sdk/client-sqs';
-import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import type { CollectEvent } from '../../../lambda/collect';
 import { collectKeys, type CollectShardInput } from '../../../lambda/shared/collect';
 import type { ResultLine, ShardItem } from '../../../lambda/shared/contracts';
-import { FakeLedgerTable, FakeS3, lambdaContext, recordSqs, type SentBatch } from '../handlers/helpers';
+import type { Ledger } from '../../../lambda/shared/ledger';
+import {
+  freshLedger,
+  startLedgerServer,
+  stopLedgerServer,
+  type LedgerServer,
+} from '../failure-lane/lane-fixtures';
+import { FakeS3, lambdaContext, recordSqs, type SentBatch } from '../handlers/helpers';
 import { BUCKET, converseInput, converseSuccess, errorLine, ids, shuffled, stageShard } from './batch-output';
 
-// The handler builds its clients at import from the environment test/setup/lambda-env.ts gives it; mocking the
-// client classes reaches those instances. Idempotency is turned on for this file (the module is loaded after the
-// switch), so a failing collect is seen going through makeIdempotent.
+// The handler builds its clients at import from the environment test/setup/lambda-env.ts gives it, plus the claim
+// lease and a DynamoDB endpoint on dynalite (the ledger's conditional writes are real); S3 and SQS are mocked, which
+// reaches the handler's instances.
 const s3Mock = mockClient(S3Client);
-const ddbMock = mockClient(DynamoDBDocumentClient);
 const sqsMock = mockClient(SQSClient);
-const idempotencyMock = mockClient(DynamoDBClient);
 
 let collect: typeof import('../../../lambda/collect');
+let server: LedgerServer;
+let ledger: Ledger;
+const saved: Record<string, string | undefined> = {};
 
-beforeAll(() => {
-  const disabled = process.env.POWERTOOLS_IDEMPOTENCY_DISABLED;
-  process.env.POWERTOOLS_IDEMPOTENCY_DISABLED = 'false';
-  try {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded after the switch, from the same registry as the mocks
-    collect = require('../../../lambda/collect') as typeof import('../../../lambda/collect');
-  } finally {
-    process.env.POWERTOOLS_IDEMPOTENCY_DISABLED = disabled;
+beforeAll(async () => {
+  server = await startLedgerServer();
+  const { port } = server.server.address() as AddressInfo;
+  const env = { AWS_ENDPOINT_URL_DYNAMODB: `http://127.0.0.1:${port}`, CLAIM_LEASE_SECONDS: '1200' };
+  for (const [k, v] of Object.entries(env)) {
+    saved[k] = process.env[k];
+    process.env[k] = v;
   }
+  ({ ledger } = await freshLedger(server, process.env.LEDGER_TABLE ?? ''));
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded once the environment is set
+  collect = require('../../../lambda/collect') as typeof import('../../../lambda/collect');
+});
+
+afterAll(async () => {
+  for (const [k, v] of Object.entries(saved)) {
+    if (v === undefined) delete process.env[k];
+    else process.env[k] = v;
+  }
+  await stopLedgerServer(server);
 });
 
 const RUN = 'run-h1';
+const SCOPE = 'scope/h';
 const QUEUE = process.env.FAILURE_QUEUE_URL ?? '';
+const DLQ = process.env.FAILURE_DLQ_URL ?? '';
 
 let s3: FakeS3;
-let table: FakeLedgerTable;
 let sent: SentBatch[];
 
 beforeEach(() => {
-  for (const m of [s3Mock, ddbMock, sqsMock, idempotencyMock]) m.reset();
-  idempotencyMock.on(PutItemCommand).resolves({});
-  idempotencyMock.on(UpdateItemCommand).resolves({});
-  idempotencyMock.on(DeleteItemCommand).resolves({});
+  for (const m of [s3Mock, sqsMock]) m.reset();
   expect(process.env.OUTPUT_BUCKET).toBe(BUCKET);
   s3 = new FakeS3(s3Mock).install();
-  table = new FakeLedgerTable(ddbMock, process.env.LEDGER_TABLE ?? '').install();
   sent = recordSqs(sqsMock);
 });
 
@@ -68,7 +77,7 @@ function eventFor(staged: CollectShardInput, extra: Partial<CollectEvent['job']>
   };
   return {
     runId: RUN,
-    ledgerScope: 'scope/h',
+    ledgerScope: SCOPE,
     shard,
     job: {
       jobArn: staged.jobArn,
@@ -95,7 +104,7 @@ describe('Collect event mapping', () => {
     const event = eventFor(staged, { status: 'Stopped', message: 'stopped by a person' });
     expect(collect.toCollectInput(collect.parseCollectEvent(event))).toEqual({
       runId: RUN,
-      ledgerScope: 'scope/h',
+      ledgerScope: SCOPE,
       shard: 4,
       jobArn: staged.jobArn,
       jobStatus: 'Stopped',
@@ -136,7 +145,7 @@ describe('Collect event mapping', () => {
   });
 });
 
-describe('Collect handler, end to end with mocked AWS', () => {
+describe('Collect handler, end to end', () => {
   it('collects the job output through the ledger and keeps the job times in the marker', async () => {
     const records = ids('c', 6).map(converseInput);
     const staged = stageShard(
@@ -149,7 +158,7 @@ describe('Collect handler, end to end with mocked AWS', () => {
         outputs: [
           shuffled([
             ...records.slice(0, 4).map((r) => converseSuccess(r, 3, 2)),
-            errorLine(records[4]!, 429, 'slow down'),
+            errorLine(records[4]!, 400, 'bad request'),
           ]),
         ],
         manifest: { total: 6, success: 4, error: 1 },
@@ -175,40 +184,50 @@ describe('Collect handler, end to end with mocked AWS', () => {
       message: 'some records were not processed',
     });
     expect(s3.json(BUCKET, collectKeys.marker(RUN, 1))).toEqual(summary);
-    // Keyed on run, shard, job and status; the record is completed with the summary.
-    expect(idempotencyMock).toHaveReceivedCommandTimes(PutItemCommand, 1);
-    expect(idempotencyMock).toHaveReceivedCommandTimes(UpdateItemCommand, 1);
     expect(
       s3
         .lines<ResultLine>(BUCKET, collectKeys.results(RUN, 1, 0))
         .map((l) => l.recordId)
         .sort(),
     ).toEqual(['c-0', 'c-1', 'c-2', 'c-3']);
-    expect(table.publishes.sort()).toEqual(['c-0', 'c-1', 'c-2', 'c-3']);
+    // Published in the event's ledger scope by the shard's unit.
+    const entries = await ledger.getMany(SCOPE, ids('c', 6));
+    expect([...entries.keys()].sort()).toEqual(['c-0', 'c-1', 'c-2', 'c-3', 'c-4']);
+    for (const id of ['c-0', 'c-1', 'c-2', 'c-3']) {
+      expect(entries.get(id)).toMatchObject({
+        status: 'published',
+        owner: `${RUN}/shard/1`,
+        resultKey: collectKeys.results(RUN, 1, 0),
+      });
+    }
+    expect(entries.get('c-4')).toMatchObject({ status: 'failed', error: { code: 'ValidationException' } });
     expect(s3.lines(BUCKET, collectKeys.redrive(RUN, 1)).map((w) => w.recordId)).toEqual(['c-5']);
-    expect(sent.flatMap((b) => b.messages).map((m) => [m.recordId, m.ledgerScope])).toEqual([
-      ['c-4', 'scope/h'],
-    ]);
+    expect(sent.map((b) => b.queueUrl)).toEqual([DLQ]);
+    expect(sent.flatMap((b) => b.messages).map((m) => [m.recordId, m.ledgerScope])).toEqual([['c-4', SCOPE]]);
   });
 
-  it('a Failed job: records its records as failed and fails with BatchJobFailedError', async () => {
+  it('a job that failed for a reason every call would meet: records failed, BatchJobFailedError, and again on a retry', async () => {
     const staged = stageShard(
       s3,
       { runId: RUN, shard: 0, jobId: 'jobf', inputs: [ids('f', 3).map(converseInput)], outputs: [] },
       { jobStatus: 'Failed' },
     );
-    await expect(
-      collect.handler(eventFor(staged, { message: 'model access denied' }), lambdaContext()),
-    ).rejects.toMatchObject({
+    const event = eventFor(staged, { message: 'model access denied' });
+    await expect(collect.handler(event, lambdaContext())).rejects.toMatchObject({
       name: 'BatchJobFailedError',
       message: expect.stringContaining('model access denied'),
     });
     expect(s3.lines(BUCKET, collectKeys.failures(RUN, 0))).toHaveLength(3);
     expect(s3.json(BUCKET, collectKeys.marker(RUN, 0))).toMatchObject({ status: 'Failed', failed: 3 });
-    expect(sent.filter((b) => b.queueUrl === QUEUE).flatMap((b) => b.messages)).toHaveLength(3);
-    // The error is not cached: the in-progress record is deleted, so a retry collects (or re-throws) again.
-    expect(idempotencyMock).toHaveReceivedCommandTimes(PutItemCommand, 1);
-    expect(idempotencyMock).toHaveReceivedCommandTimes(DeleteItemCommand, 1);
-    expect(idempotencyMock).not.toHaveReceivedCommand(UpdateItemCommand);
+    expect(sent.filter((b) => b.queueUrl === DLQ).flatMap((b) => b.messages)).toHaveLength(3);
+    expect(sent.filter((b) => b.queueUrl === QUEUE)).toEqual([]);
+    for (const entry of (await ledger.getMany(SCOPE, ids('f', 3))).values()) {
+      expect(entry).toMatchObject({ status: 'failed', error: { code: 'AccessDeniedException' } });
+    }
+    // No idempotency record holds a retry off: it finds the marker and fails the same way, sending nothing more.
+    await expect(collect.handler(event, lambdaContext())).rejects.toMatchObject({
+      name: 'BatchJobFailedError',
+    });
+    expect(sent.flatMap((b) => b.messages)).toHaveLength(3);
   });
 });

@@ -1,13 +1,12 @@
 import 'aws-sdk-client-mock-jest';
 import { Readable } from 'node:stream';
-import { afterEach, beforeEach, describe, expect, it, jest } from '@jest/globals';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, jest } from '@jest/globals';
 import { mockClient } from 'aws-sdk-client-mock';
-import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { GetObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
-import { SQSClient } from '@aws-sdk/client-sqs';
-import { DynamoDBDocumentClient, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import {
   BatchJobFailedError,
+  batchErrorCode,
+  batchJobFailure,
   collectKeys,
   collectShard,
   isRetryableBatchError,
@@ -15,12 +14,32 @@ import {
   type CollectDeps,
   type CollectFailureLine,
   type CollectShardInput,
+  type CollectShardSummary,
 } from '../../../lambda/shared/collect';
 import type { ResultLine, WorkItem } from '../../../lambda/shared/contracts';
-import { FailureLaneSender } from '../../../lambda/shared/failure-lane';
-import { Ledger } from '../../../lambda/shared/ledger';
+import type {
+  Claimant,
+  ClaimOutcome,
+  Ledger,
+  LedgerEntry,
+  TransitionOutcome,
+} from '../../../lambda/shared/ledger';
 import { logger } from '../../../lambda/shared/observability';
-import { FakeLedgerTable, FakeS3, recordSqs, type SentBatch } from '../handlers/helpers';
+import { contentHashOf } from '../../../lambda/shared/records';
+import {
+  freshLedger,
+  startLedgerServer,
+  stopLedgerServer,
+  type LedgerServer,
+} from '../failure-lane/lane-fixtures';
+import { FakeS3 } from '../handlers/helpers';
+import {
+  Crash,
+  RecordingLane,
+  RecordingPublisher,
+  SimulatedCrash,
+  TracingLedger,
+} from '../handlers/unit-fixtures';
 import {
   BUCKET,
   converseInput,
@@ -34,94 +53,132 @@ import {
   type InputRecord,
 } from './batch-output';
 
+// S3 is an in-memory fake behind aws-sdk-client-mock; the ledger is a real table on dynalite, so claims, commits and
+// failures are the real conditional writes; the failure lane and the results queue record what they are given.
 const s3Mock = mockClient(S3Client);
-const ddbMock = mockClient(DynamoDBDocumentClient);
-const sqsMock = mockClient(SQSClient);
 
-const TABLE = 'ledger-table';
-const QUEUE = 'https://sqs.us-east-1.amazonaws.com/123456789012/failures';
-const DLQ = 'https://sqs.us-east-1.amazonaws.com/123456789012/failures-dlq';
 const RUN = 'run-a1';
+/** The ledger scope stageShard gives every shard. */
+const SCOPE = 'test/model';
+const LEASE_MS = 60_000;
 
-let s3: FakeS3;
-let table: FakeLedgerTable;
-let sent: SentBatch[];
+/** The fake S3, which can watch what is written. */
+class WatchedS3 extends FakeS3 {
+  onPut: ((key: string, body: string) => void) | undefined;
 
-function ledger(): Ledger {
-  return new Ledger({
-    client: DynamoDBDocumentClient.from(new DynamoDBClient({})),
-    tableName: TABLE,
-    ttlDays: 30,
-    now: () => 1_000_000_000,
-  });
+  override put(bucket: string, key: string, body: string, metadata?: Record<string, string>): void {
+    this.onPut?.(key, body);
+    super.put(bucket, key, body, metadata);
+  }
 }
+
+let server: LedgerServer;
+let tables = 0;
+let ledger: Ledger;
+let s3: WatchedS3;
+let lane: RecordingLane;
+let publisher: RecordingPublisher;
+
+beforeAll(async () => {
+  server = await startLedgerServer();
+});
+
+afterAll(async () => {
+  await stopLedgerServer(server);
+});
+
+beforeEach(async () => {
+  s3Mock.reset();
+  s3 = new WatchedS3(s3Mock).install();
+  ({ ledger } = await freshLedger(server, `collect-ledger-${++tables}`));
+  lane = new RecordingLane();
+  publisher = new RecordingPublisher();
+});
+
+afterEach(() => {
+  Crash.remove();
+  jest.restoreAllMocks();
+});
 
 function deps(overrides: Partial<CollectDeps> = {}): CollectDeps {
   return {
     s3: new S3Client({}),
-    ledger: ledger(),
-    failureLane: new FailureLaneSender(new SQSClient({}), QUEUE, DLQ),
+    ledger,
+    failureLane: lane,
+    resultsPublisher: publisher,
     outputBucket: BUCKET,
+    leaseMs: LEASE_MS,
     concurrency: 8,
     ...overrides,
   };
 }
 
-/** Every result line of the run, across its results parts, with the key it is in. */
-function allResults(): { key: string; line: ResultLine }[] {
+/** The ledger entries of records (in `scope`), by record id. */
+async function entries(recordIds: readonly string[], scope = SCOPE): Promise<Map<string, LedgerEntry>> {
+  const found = new Map<string, LedgerEntry>();
+  for (let i = 0; i < recordIds.length; i += 100) {
+    for (const [id, entry] of await ledger.getMany(scope, recordIds.slice(i, i + 100))) found.set(id, entry);
+  }
+  return found;
+}
+
+/** Another run's unit publishes a record for a request (its content hash). */
+async function publishedElsewhere(recordId: string, modelInput: unknown, runId = 'run-old'): Promise<void> {
+  const who: Claimant = { runId, owner: `${runId}/batch/b0`, attempt: 'old-attempt' };
+  const claim = await ledger.claim(SCOPE, recordId, who, {
+    contentHash: contentHashOf(modelInput),
+    leaseMs: LEASE_MS,
+  });
+  expect(claim.kind).toBe('claimed');
+  expect(await ledger.commit(SCOPE, recordId, who, `runs/${runId}/results/b0.jsonl`)).toEqual({
+    kind: 'done',
+  });
+}
+
+/** Every result line of a run, across its results parts, with the key it is in. */
+function allResults(runId = RUN): { key: string; line: ResultLine }[] {
   return s3
-    .keys(BUCKET, `runs/${RUN}/results/`)
+    .keys(BUCKET, `runs/${runId}/results/`)
     .flatMap((key) => s3.lines<ResultLine>(BUCKET, key).map((line) => ({ key, line })));
 }
 
-/** Everything the run wrote (results, failures, redrive), key -> text; the collect marker apart. */
-function runFiles(): Record<string, string> {
+/** Everything a run wrote (results, failures, redrive), key -> text; the job's files and the marker apart. */
+function runFiles(runId = RUN): Record<string, string> {
   const files: Record<string, string> = {};
-  for (const key of s3.keys(BUCKET, `runs/${RUN}/`)) {
+  for (const key of s3.keys(BUCKET, `runs/${runId}/`)) {
     if (key.includes('/batch/') || key.includes('/collect/')) continue;
     files[key] = s3.text(BUCKET, key) ?? '';
   }
   return files;
 }
 
-function laneMessages(url: string): SentBatch['messages'] {
-  return sent.filter((b) => b.queueUrl === url).flatMap((b) => b.messages);
+function laneOf(runId: string): typeof lane.messages {
+  return lane.messages.filter((m) => m.runId === runId);
 }
-
-beforeEach(() => {
-  s3Mock.reset();
-  ddbMock.reset();
-  sqsMock.reset();
-  s3 = new FakeS3(s3Mock).install();
-  table = new FakeLedgerTable(ddbMock, TABLE).install();
-  sent = recordSqs(sqsMock);
-});
-
-afterEach(() => {
-  jest.restoreAllMocks();
-});
 
 describe('collectShard: a Completed Converse job', () => {
   const files = [ids('a', 30).map(converseInput), ids('b', 25).map(converseInput)];
-  let input: CollectShardInput;
+  const inputOf = new Map(files.flat().map((r) => [r.recordId, r.modelInput]));
+  const partOf = (recordId: string): string => collectKeys.results(RUN, 3, recordId.startsWith('a') ? 0 : 1);
 
-  beforeEach(() => {
-    input = stageShard(s3, {
+  function stage(echo: (record: InputRecord) => InputRecord = (r) => r): CollectShardInput {
+    return stageShard(s3, {
       runId: RUN,
       shard: 3,
       jobId: 'job3',
       inputs: files,
       outputs: files.map((records, i) =>
         shuffled(
-          records.map((r) => converseSuccess(r)),
+          records.map((r) => converseSuccess(echo(r))),
           i + 1,
         ),
       ),
       manifest: { total: 55, success: 55, error: 0 },
     });
-  });
+  }
 
   it('joins shuffled output lines on recordId and writes one results part per output file', async () => {
+    const input = stage();
     const summary = await collectShard(input, deps());
     expect(s3.keys(BUCKET, `runs/${RUN}/results/`)).toEqual([
       collectKeys.results(RUN, 3, 0),
@@ -154,24 +211,61 @@ describe('collectShard: a Completed Converse job', () => {
       outputTokens: 275,
       manifestCheck: { expected: 55, seen: 55, ok: true, ignoredLines: 0 },
     });
+    expect(s3.json(BUCKET, collectKeys.marker(RUN, 3))).toEqual(summary);
     expect(s3.text(BUCKET, collectKeys.failures(RUN, 3))).toBeUndefined();
     expect(s3.text(BUCKET, collectKeys.redrive(RUN, 3))).toBeUndefined();
-    expect(sqsMock).not.toHaveReceivedAnyCommand();
+    expect(lane.messages).toEqual([]);
+    // One results-queue message per record, naming the part that holds its line; each then marked delivered.
+    expect(publisher.sent.map((m) => m.recordId).sort()).toEqual([...inputOf.keys()].sort());
+    for (const m of publisher.sent) {
+      expect(m).toEqual({
+        runId: RUN,
+        recordId: m.recordId,
+        ledgerScope: SCOPE,
+        resultKey: partOf(m.recordId),
+        usage: { inputTokens: 10, outputTokens: 5, totalTokens: 15 },
+      });
+    }
+    const ledgerEntries = await entries([...inputOf.keys()]);
+    expect([...ledgerEntries.values()].every((e) => e.delivered === true)).toBe(true);
   });
 
-  it('claims each record in the ledger scope and marks it published only once its results part is durable', async () => {
-    const durable: boolean[] = [];
-    table.onPublish = (id) =>
-      durable.push(allResults().some(({ line }) => line.recordId === id) && table.claims.includes(id));
-    await collectShard(input, deps());
-    expect(table.claims.sort()).toEqual([...ids('a', 30), ...ids('b', 25)].sort());
-    expect(table.publishes.sort()).toEqual(table.claims);
-    expect(durable).toHaveLength(55);
-    expect(durable.every(Boolean)).toBe(true);
-    expect(ddbMock.commandCalls(UpdateCommand)[0]?.args[0].input).toMatchObject({
-      Key: { pk: expect.stringMatching(/^test\/model#[ab]-\d+$/) },
-      ExpressionAttributeValues: expect.objectContaining({ ':run': RUN, ':scope': 'test/model' }),
-    });
+  it('claims each answered record with the hash of its request in the shard input and commits it before writing its line', async () => {
+    // Bedrock echoes a modelInput on each output line; the claim must hash the request the shard sent.
+    const input = stage((r) => ({ ...r, modelInput: { ...r.modelInput, echoed: true } }));
+    const tracer = new TracingLedger(ledger);
+    const uncommitted: string[] = [];
+    let linesChecked = 0;
+    s3.onPut = (key, body) => {
+      if (!key.startsWith(`runs/${RUN}/results/`)) return;
+      for (const text of body.split('\n').filter(Boolean)) {
+        linesChecked++;
+        const { recordId } = JSON.parse(text) as ResultLine;
+        if (!tracer.committed.has(recordId)) uncommitted.push(recordId);
+      }
+    };
+    await collectShard(input, deps({ ledger: tracer }));
+    expect(linesChecked).toBe(55);
+    expect(uncommitted).toEqual([]);
+
+    const claims = tracer.calls.filter((c) => c.op === 'claim');
+    expect(claims).toHaveLength(55);
+    for (const claim of claims) {
+      const request = inputOf.get(claim.recordId);
+      expect(claim.contentHash).toBe(contentHashOf(request));
+      expect(claim.contentHash).not.toBe(contentHashOf({ ...request, echoed: true }));
+    }
+    const ledgerEntries = await entries([...inputOf.keys()]);
+    expect(ledgerEntries.size).toBe(55);
+    for (const [recordId, entry] of ledgerEntries) {
+      expect(entry).toMatchObject({
+        status: 'published',
+        runId: RUN,
+        owner: `${RUN}/shard/3`,
+        resultKey: partOf(recordId),
+        contentHash: contentHashOf(inputOf.get(recordId)),
+      });
+    }
   });
 });
 
@@ -227,12 +321,17 @@ describe('collectShard: model output formats', () => {
       outputTokens: 0,
       totalTokens: 0,
     });
+    expect(normaliseModelOutput('plain text')).toEqual({
+      modelOutput: 'plain text',
+      usage: { inputTokens: 0, outputTokens: 0, totalTokens: 0 },
+    });
   });
 });
 
 describe('collectShard: error lines', () => {
-  const records = ids('e', 8).map(converseInput);
-  const [ok0, ok1, ok2, throttled, invalid, server, timeout, bare] = records as [
+  const records = ids('e', 9).map(converseInput);
+  const [ok0, ok1, ok2, throttled, invalid, server500, timeout408, bare, named] = records as [
+    InputRecord,
     InputRecord,
     InputRecord,
     InputRecord,
@@ -242,6 +341,7 @@ describe('collectShard: error lines', () => {
     InputRecord,
     InputRecord,
   ];
+  const retryableIds = ['e-3', 'e-5', 'e-6', 'e-7', 'e-8'];
   let input: CollectShardInput;
 
   beforeEach(() => {
@@ -256,93 +356,79 @@ describe('collectShard: error lines', () => {
           converseSuccess(ok2),
           errorLine(throttled, 429, 'Too many tokens, please wait'),
           converseSuccess(ok0),
-          errorLine(server, 500, 'Internal server error'),
-          errorLine(timeout, 'ModelTimeoutException', 'Model timed out'),
+          errorLine(server500, 500, 'Internal server error'),
+          errorLine(timeout408, 408, 'Request timed out'),
           converseSuccess(ok1),
-          // A retryable error line without its request: the failure lane gets it from the input file.
+          // A retryable error line without its request: the redrive takes it from the input file.
           errorLine(bare, 503, 'Service unavailable', false),
+          errorLine(named, 'ModelTimeoutException', 'Model timed out'),
         ],
       ],
-      manifest: { total: 8, success: 3, error: 5 },
+      manifest: { total: 9, success: 3, error: 6 },
     });
   });
 
-  it('writes each error line to runs/<runId>/failures/shard-<n>.jsonl with its code and retryability', async () => {
+  it('a non-retryable error line fails for good: its failure line, the ledger says failed, a DLQ message', async () => {
     const summary = await collectShard(input, deps());
     expect(summary).toMatchObject({
-      records: 8,
+      records: 9,
       succeeded: 3,
-      failed: 5,
-      missing: 0,
+      failed: 1,
+      skipped: 0,
+      missing: 5,
       failuresKey: `runs/${RUN}/failures/shard-1.jsonl`,
-      manifestCheck: { expected: 8, seen: 8, ok: true },
+      manifestCheck: { expected: 9, seen: 9, ok: true },
     });
-    expect(s3.lines<CollectFailureLine>(BUCKET, collectKeys.failures(RUN, 1))).toEqual([
-      {
-        recordId: 'e-4',
-        stage: 'batch',
-        error: {
-          code: 'ValidationException',
-          message: 'messages.0.content: must not be empty',
-          retryable: false,
-        },
+    const failure: CollectFailureLine = {
+      recordId: 'e-4',
+      stage: 'batch',
+      error: {
+        code: 'ValidationException',
+        message: 'messages.0.content: must not be empty',
+        retryable: false,
       },
-      {
-        recordId: 'e-3',
-        stage: 'batch',
-        error: { code: 'ThrottlingException', message: 'Too many tokens, please wait', retryable: true },
-      },
-      {
-        recordId: 'e-5',
-        stage: 'batch',
-        error: { code: 'InternalServerException', message: 'Internal server error', retryable: true },
-      },
-      {
-        recordId: 'e-6',
-        stage: 'batch',
-        error: { code: 'ModelTimeoutException', message: 'Model timed out', retryable: true },
-      },
-      {
-        recordId: 'e-7',
-        stage: 'batch',
-        error: { code: 'ServiceUnavailableException', message: 'Service unavailable', retryable: true },
-      },
-    ]);
+    };
+    expect(s3.lines<CollectFailureLine>(BUCKET, collectKeys.failures(RUN, 1))).toEqual([failure]);
+    expect(await ledger.get(SCOPE, 'e-4')).toMatchObject({
+      status: 'failed',
+      owner: `${RUN}/shard/1`,
+      error: { code: 'ValidationException', message: 'messages.0.content: must not be empty' },
+    });
+    expect(lane.dlq).toEqual([{ ...failure, runId: RUN, ledgerScope: SCOPE }]);
+    expect(lane.queue).toEqual([]);
     expect(allResults().map(({ line }) => line.recordId)).toEqual(['e-2', 'e-0', 'e-1']);
-    expect(table.claims.sort()).toEqual(['e-0', 'e-1', 'e-2']);
   });
 
-  it('sends retryable failures to the queue with their request and the rest to the DLQ without it', async () => {
-    await collectShard(input, deps());
-    const queued = laneMessages(QUEUE);
-    expect(queued.map((m) => m.recordId).sort()).toEqual(['e-3', 'e-5', 'e-6', 'e-7']);
-    for (const m of queued) {
-      const record = records.find((r) => r.recordId === m.recordId);
-      expect(m).toMatchObject({
-        runId: RUN,
-        ledgerScope: 'test/model',
-        stage: 'batch',
-        format: 'converse',
-        modelInput: record?.modelInput,
-        error: { retryable: true },
-      });
-    }
-    expect(laneMessages(DLQ)).toEqual([
-      {
-        recordId: 'e-4',
-        stage: 'batch',
-        runId: RUN,
-        ledgerScope: 'test/model',
-        error: {
-          code: 'ValidationException',
-          message: 'messages.0.content: must not be empty',
-          retryable: false,
-        },
-      },
-    ]);
+  it('retryable error lines (429, 5xx, 408, timeouts) go to the redrive file with their request, unclaimed', async () => {
+    const summary = await collectShard(input, deps());
+    expect(summary.redriveKey).toBe(collectKeys.redrive(RUN, 1));
+    const redrive = s3.lines<WorkItem>(BUCKET, collectKeys.redrive(RUN, 1));
+    // In input order, each with the request the shard sent and its 1-based position in the shard.
+    expect(redrive).toEqual(
+      retryableIds.map((recordId) => {
+        const position = Number(recordId.slice(2));
+        return {
+          recordId,
+          format: 'converse',
+          modelInput: records[position]!.modelInput,
+          line: position + 1,
+        };
+      }),
+    );
+    const ledgerEntries = await entries(records.map((r) => r.recordId));
+    expect([...ledgerEntries.keys()].sort()).toEqual(['e-0', 'e-1', 'e-2', 'e-4']);
+    const failed = s3.lines<CollectFailureLine>(BUCKET, collectKeys.failures(RUN, 1)).map((f) => f.recordId);
+    expect(failed.filter((id) => id !== undefined && retryableIds.includes(id))).toEqual([]);
+    expect(lane.messages.map((m) => m.recordId)).toEqual(['e-4']);
   });
 
-  it('decides retryability from the code: throttling, timeouts and 5xx yes, validation no', () => {
+  it('names the HTTP status of an error line as the runtime API does, and decides retryability from it', () => {
+    expect(batchErrorCode(400)).toBe('ValidationException');
+    expect(batchErrorCode('429')).toBe('ThrottlingException');
+    expect(batchErrorCode(503)).toBe('ServiceUnavailableException');
+    expect(batchErrorCode(418)).toBe('418');
+    expect(batchErrorCode('ModelErrorException')).toBe('ModelErrorException');
+    expect(batchErrorCode(undefined)).toBe('BatchRecordError');
     for (const code of ['429', '408', '500', '503', 'ThrottlingException', 'ModelTimeoutException']) {
       expect(isRetryableBatchError(code)).toBe(true);
     }
@@ -384,7 +470,7 @@ describe('collectShard: records without an output line', () => {
     );
   }
 
-  it('PartiallyCompleted: keeps the answers and writes the missing records as WorkItems for mode B', async () => {
+  it('PartiallyCompleted: keeps the answers and writes the missing records as WorkItems for the Converse fan-out', async () => {
     const input = stage({ jobStatus: 'PartiallyCompleted' }, true);
     const summary = await collectShard(input, deps());
     expect(summary).toMatchObject({
@@ -409,7 +495,10 @@ describe('collectShard: records without an output line', () => {
         .map(({ line }) => line.recordId)
         .sort(),
     ).toEqual([...answered].sort());
-    expect(table.claims).not.toContain('p-1');
+    // Re-driven records are not claimed: the Converse fan-out of this run claims them.
+    const ledgerEntries = await entries(files.flat().map((r) => r.recordId));
+    expect([...ledgerEntries.keys()].sort()).toEqual([...answered].sort());
+    expect(lane.messages).toEqual([]);
   });
 
   it.each<['Stopped' | 'Expired', boolean]>([
@@ -442,7 +531,14 @@ describe('collectShard: records without an output line', () => {
       'p-9',
       ...ids('q', 6),
     ]);
-    expect(table.publishes.sort()).toEqual(['p-0', 'p-2', 'p-3', 'p-5', 'p-6', 'p-8']);
+    const ledgerEntries = await entries(files.flat().map((r) => r.recordId));
+    expect(
+      [...ledgerEntries]
+        .filter(([, e]) => e.status === 'published')
+        .map(([id]) => id)
+        .sort(),
+    ).toEqual(['p-0', 'p-2', 'p-3', 'p-5', 'p-6', 'p-8']);
+    expect(ledgerEntries.size).toBe(6);
     expect(summary.manifestCheck).toEqual(
       withManifest
         ? { expected: 6, seen: 6, ok: true, ignoredLines: 0 }
@@ -451,80 +547,134 @@ describe('collectShard: records without an output line', () => {
   });
 });
 
+describe('collectShard: records other runs have in the ledger scope', () => {
+  const files = [ids('h', 6).map(converseInput), ids('k', 3).map(converseInput)];
+  const byId = new Map(files.flat().map((r) => [r.recordId, r]));
+
+  function stage(): CollectShardInput {
+    return stageShard(s3, {
+      runId: RUN,
+      shard: 6,
+      jobId: 'jobh',
+      inputs: files,
+      outputs: files.map((records) => shuffled(records.map((r) => converseSuccess(r, 10, 5)))),
+    });
+  }
+
+  it('the same request published by another run: skipped, nothing written or sent for it, its entry untouched', async () => {
+    await publishedElsewhere('h-1', byId.get('h-1')!.modelInput);
+    // h-4 is claimed by another run's live unit (its lease is running).
+    const other: Claimant = { runId: 'run-other', owner: 'run-other/batch/b9', attempt: 'x' };
+    await ledger.claim(SCOPE, 'h-4', other, {
+      contentHash: contentHashOf(byId.get('h-4')!.modelInput),
+      leaseMs: LEASE_MS,
+    });
+    const input = stage();
+    const summary = await collectShard(input, deps());
+    expect(summary).toMatchObject({
+      records: 9,
+      succeeded: 7,
+      failed: 0,
+      skipped: 2,
+      missing: 0,
+      inputTokens: 70,
+      outputTokens: 35,
+    });
+    const published = allResults().map(({ line }) => line.recordId);
+    expect(published).not.toContain('h-1');
+    expect(published).not.toContain('h-4');
+    expect(published).toHaveLength(7);
+    expect(await ledger.get(SCOPE, 'h-1')).toMatchObject({
+      status: 'published',
+      runId: 'run-old',
+      owner: 'run-old/batch/b0',
+      resultKey: 'runs/run-old/results/b0.jsonl',
+    });
+    expect(await ledger.get(SCOPE, 'h-4')).toMatchObject({ status: 'claimed', owner: 'run-other/batch/b9' });
+    expect(publisher.sent.map((m) => m.recordId)).not.toContain('h-1');
+    expect(lane.messages).toEqual([]);
+    expect(s3.text(BUCKET, collectKeys.failures(RUN, 6))).toBeUndefined();
+  });
+
+  it('a recordId published earlier for a different request is a RecordIdReused failure with the way out', async () => {
+    // An earlier run published k-* under another prompt template: same recordIds, other requests.
+    for (const id of ids('k', 3)) {
+      await publishedElsewhere(id, {
+        messages: [{ role: 'user', content: [{ text: `old template ${id}` }] }],
+      });
+    }
+    const input = stage();
+    // A part an earlier attempt wrote before it lost these records: no lines now, so it goes.
+    s3.putLines(BUCKET, collectKeys.results(RUN, 6, 1), [{ recordId: 'k-0' }]);
+    const summary = await collectShard(input, deps());
+    expect(summary).toMatchObject({ records: 9, succeeded: 6, failed: 3, skipped: 0, missing: 0 });
+    const failures = s3.lines<CollectFailureLine>(BUCKET, collectKeys.failures(RUN, 6));
+    expect(failures.map((f) => f.recordId).sort()).toEqual(ids('k', 3));
+    for (const f of failures) {
+      expect(f.error).toEqual({
+        code: 'RecordIdReused',
+        message: expect.stringContaining('run-old'),
+        retryable: false,
+      });
+      expect(f.error.message).toContain('for a different request');
+      expect(f.error.message).toContain(
+        'give this record its own recordId, or run the corpus under another ledgerScope',
+      );
+    }
+    expect(lane.dlq.map((m) => m.recordId).sort()).toEqual(ids('k', 3));
+    expect(lane.dlq.every((m) => m.error.code === 'RecordIdReused')).toBe(true);
+    // The earlier run's publication stands.
+    for (const [, entry] of await entries(ids('k', 3))) {
+      expect(entry).toMatchObject({ status: 'published', owner: 'run-old/batch/b0' });
+    }
+    expect(s3.text(BUCKET, collectKeys.results(RUN, 6, 1))).toBeUndefined();
+    expect(
+      allResults()
+        .map(({ line }) => line.recordId)
+        .sort(),
+    ).toEqual(ids('h', 6));
+  });
+});
+
 describe('collectShard: a Failed job', () => {
-  const reason = 'The input file has 12 records, fewer than the minimum of 100.';
   const converseRecords = ids('f', 3).map(converseInput);
   const nativeRecords = ids('g', 2).map(nativeInput);
-  let input: CollectShardInput;
+  const allIds = ['f-0', 'f-1', 'f-2', 'g-0', 'g-1'];
 
-  beforeEach(() => {
-    input = stageShard(
+  function stage(failureMessage: string): CollectShardInput {
+    return stageShard(
       s3,
       {
         runId: RUN,
         shard: 5,
         jobId: 'jobf',
-        // f-1 repeated in the second file: recorded once.
+        // f-1 repeated in the second file: counted once.
         inputs: [converseRecords, [...nativeRecords, converseRecords[1]!]],
         outputs: [],
       },
       {
         jobStatus: 'Failed',
-        failureMessage: reason,
+        failureMessage,
         submittedAt: '2025-01-02T03:00:00.000Z',
         endedAt: '2025-01-02T03:05:00.000Z',
       },
     );
-  });
+  }
 
-  it('records every input record as a retryable failure, writes the marker, then throws BatchJobFailedError', async () => {
-    const err = await collectShard(input, deps()).catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(BatchJobFailedError);
-    expect(err).toMatchObject({
-      name: 'BatchJobFailedError',
-      jobArn: input.jobArn,
-      shard: 5,
-      message: expect.stringContaining('fewer than the minimum of 100'),
-    });
-
-    const failures = s3.lines<CollectFailureLine>(BUCKET, collectKeys.failures(RUN, 5));
-    expect(failures.map((f) => f.recordId)).toEqual(['f-0', 'f-1', 'f-2', 'g-0', 'g-1']);
-    for (const f of failures) {
-      expect(f).toEqual({
-        recordId: f.recordId,
-        stage: 'batch',
-        error: {
-          code: 'BatchJobFailed',
-          message: expect.stringContaining(`${input.jobArn} failed (${reason})`),
-          retryable: true,
-        },
-      });
-    }
-    expect(failures[0]?.error.message).toContain('retried through Converse');
-
-    // Each record goes to the failure queue with its request, so it can be retried through Converse.
-    const queued = laneMessages(QUEUE);
-    expect(queued.map((m) => m.recordId)).toEqual(['f-0', 'f-1', 'f-2', 'g-0', 'g-1']);
-    expect(queued[0]).toEqual({
-      ...failures[0],
-      runId: RUN,
-      ledgerScope: 'test/model',
-      format: 'converse',
-      modelInput: converseRecords[0]!.modelInput,
-    });
-    expect(queued[3]).toMatchObject({ format: 'native', modelInput: nativeRecords[0]!.modelInput });
-    expect(laneMessages(DLQ)).toEqual([]);
-
-    expect(s3.json(BUCKET, collectKeys.marker(RUN, 5))).toEqual({
+  it('for a reason a model call can get past: every record re-driven, status Failed, no throw', async () => {
+    const reason = 'The input file has 12 records, fewer than the minimum of 100.';
+    const input = stage(reason);
+    const summary = await collectShard(input, deps());
+    expect(summary).toEqual({
       shard: 5,
       jobArn: input.jobArn,
       status: 'Failed',
       records: 5,
       succeeded: 0,
-      failed: 5,
+      failed: 0,
       skipped: 0,
-      missing: 0,
-      failuresKey: collectKeys.failures(RUN, 5),
+      missing: 5,
+      redriveKey: collectKeys.redrive(RUN, 5),
       inputTokens: 0,
       outputTokens: 0,
       manifestCheck: {
@@ -532,49 +682,101 @@ describe('collectShard: a Failed job', () => {
         seen: 0,
         ok: false,
         ignoredLines: 0,
-        detail: 'the job failed: its output was not read',
+        detail: `the job failed (${reason}): its output was not read`,
       },
       submittedAt: '2025-01-02T03:00:00.000Z',
       endedAt: '2025-01-02T03:05:00.000Z',
       message: reason,
     });
-    // Nothing was claimed or published, nothing re-driven.
-    expect(ddbMock).not.toHaveReceivedAnyCommand();
-    expect(allResults()).toEqual([]);
-    expect(s3.text(BUCKET, collectKeys.redrive(RUN, 5))).toBeUndefined();
-  });
-
-  it('a repeated collect of the same Failed job throws again without writing or sending anything', async () => {
-    await expect(collectShard(input, deps())).rejects.toBeInstanceOf(BatchJobFailedError);
-    const files = runFiles();
-    const marker = s3.text(BUCKET, collectKeys.marker(RUN, 5));
-    const messages = sent.flatMap((b) => b.messages).length;
-    const puts = s3Mock.commandCalls(PutObjectCommand).length;
-
-    const again = await collectShard(input, deps()).catch((e: unknown) => e);
-    expect(again).toBeInstanceOf(BatchJobFailedError);
-    expect(again).toMatchObject({ jobArn: input.jobArn, shard: 5, message: expect.stringContaining(reason) });
-    expect(sent.flatMap((b) => b.messages)).toHaveLength(messages);
-    expect(messages).toBe(5);
-    expect(s3Mock.commandCalls(PutObjectCommand)).toHaveLength(puts);
-    expect(runFiles()).toEqual(files);
-    expect(s3.text(BUCKET, collectKeys.marker(RUN, 5))).toBe(marker);
-  });
-
-  it('a resubmitted job of the shard is collected even though the failed one left a marker', async () => {
-    await expect(collectShard(input, deps())).rejects.toBeInstanceOf(BatchJobFailedError);
-    const records = [...converseRecords, ...nativeRecords];
-    const retry = stageShard(s3, {
-      runId: RUN,
-      shard: 5,
-      jobId: 'jobf2',
-      inputs: [records],
-      outputs: [records.map((r, i) => (i < 3 ? converseSuccess(r) : nativeSuccess(r)))],
-      manifest: { total: 5, success: 5, error: 0 },
-    });
-    const summary = await collectShard(retry, deps());
-    expect(summary).toMatchObject({ status: 'Completed', succeeded: 5, failed: 0 });
+    const redrive = s3.lines<WorkItem>(BUCKET, collectKeys.redrive(RUN, 5));
+    expect(redrive.map((w) => [w.recordId, w.format, w.line])).toEqual([
+      ['f-0', 'converse', 1],
+      ['f-1', 'converse', 2],
+      ['f-2', 'converse', 3],
+      ['g-0', 'native', 4],
+      ['g-1', 'native', 5],
+    ]);
+    expect(redrive[3]?.modelInput).toEqual(nativeRecords[0]!.modelInput);
+    expect((await entries(allIds)).size).toBe(0);
+    expect(lane.messages).toEqual([]);
+    expect(s3.text(BUCKET, collectKeys.failures(RUN, 5))).toBeUndefined();
     expect(s3.json(BUCKET, collectKeys.marker(RUN, 5))).toEqual(summary);
+
+    // A repeated collect of the same job returns the marker and writes nothing.
+    const puts = s3Mock.commandCalls(PutObjectCommand).length;
+    expect(await collectShard(input, deps())).toEqual(summary);
+    expect(s3Mock.commandCalls(PutObjectCommand)).toHaveLength(puts);
+  });
+
+  it.each([
+    ['AccessDeniedException', "You don't have access to the model with the specified model ID."],
+    ['ResourceNotFoundException', 'The specified model was not found in this Region.'],
+  ])(
+    'for a reason every call would meet (%s): every record failed with the job message, marker, BatchJobFailedError',
+    async (code, message) => {
+      const input = stage(message);
+      const err = await collectShard(input, deps()).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(BatchJobFailedError);
+      expect(err).toMatchObject({
+        jobArn: input.jobArn,
+        shard: 5,
+        message: expect.stringContaining(message),
+      });
+
+      const failures = s3.lines<CollectFailureLine>(BUCKET, collectKeys.failures(RUN, 5));
+      expect(failures.map((f) => f.recordId)).toEqual(allIds);
+      for (const f of failures) {
+        expect(f).toEqual({
+          recordId: f.recordId,
+          stage: 'batch',
+          error: { code, message: expect.stringContaining(message), retryable: false },
+        });
+        expect(f.error.message).toContain(input.jobArn);
+      }
+      const ledgerEntries = await entries(allIds);
+      expect(ledgerEntries.size).toBe(5);
+      for (const entry of ledgerEntries.values()) {
+        expect(entry).toMatchObject({ status: 'failed', owner: `${RUN}/shard/5`, error: { code } });
+      }
+      expect(lane.dlq.map((m) => m.recordId)).toEqual(allIds);
+      expect(lane.queue).toEqual([]);
+      const marker = s3.json<CollectShardSummary>(BUCKET, collectKeys.marker(RUN, 5));
+      expect(marker).toMatchObject({
+        status: 'Failed',
+        records: 5,
+        failed: 5,
+        missing: 0,
+        failuresKey: collectKeys.failures(RUN, 5),
+        message,
+      });
+      expect(marker.redriveKey).toBeUndefined();
+      expect(allResults()).toEqual([]);
+
+      // A repeated collect of the same job throws again, without a ledger call, a write or a message.
+      const tracer = new TracingLedger(ledger);
+      const puts = s3Mock.commandCalls(PutObjectCommand).length;
+      const again = await collectShard(input, deps({ ledger: tracer })).catch((e: unknown) => e);
+      expect(again).toBeInstanceOf(BatchJobFailedError);
+      expect(tracer.calls).toEqual([]);
+      expect(s3Mock.commandCalls(PutObjectCommand)).toHaveLength(puts);
+      expect(lane.messages).toHaveLength(5);
+    },
+  );
+
+  it('tells a fatal job message from one a model call can get past', () => {
+    expect(batchJobFailure('AccessDeniedException: not authorized to perform bedrock:InvokeModel')).toEqual({
+      code: 'AccessDeniedException',
+      fatal: true,
+    });
+    expect(batchJobFailure('The model has reached its end of life')).toEqual({
+      code: 'ResourceNotFoundException',
+      fatal: true,
+    });
+    expect(batchJobFailure('Internal error while processing the job')).toEqual({
+      code: 'BatchJobFailed',
+      fatal: false,
+    });
+    expect(batchJobFailure(undefined)).toEqual({ code: 'BatchJobFailed', fatal: false });
   });
 });
 
@@ -607,6 +809,7 @@ describe('collectShard: the manifest cross-check', () => {
       detail: 'processedRecordCount 10 but 8 records have output; successRecordCount 10 but 8 success lines',
     });
     expect(allResults()).toHaveLength(8);
+    expect(await ledger.get(SCOPE, 'stranger')).toBeUndefined();
     expect(warn).toHaveBeenCalledWith(
       'batch job output does not match its manifest',
       expect.objectContaining({
@@ -620,139 +823,195 @@ describe('collectShard: the manifest cross-check', () => {
   });
 });
 
-describe('collectShard: claims held by another run', () => {
-  it('counts them as skipped, publishes nothing of them and leaves no results part without lines', async () => {
-    const files = [ids('h', 6).map(converseInput), ids('k', 3).map(converseInput)];
-    for (const id of ['h-1', 'h-4', ...ids('k', 3)]) table.heldByOthers.add(id);
-    const input = stageShard(s3, {
-      runId: RUN,
-      shard: 6,
-      jobId: 'jobh',
-      inputs: files,
-      outputs: files.map((records) => shuffled(records.map((r) => converseSuccess(r, 10, 5)))),
-      manifest: { total: 9, success: 9, error: 0 },
-    });
-    // A part an earlier attempt wrote before the other run took these records over.
-    s3.putLines(BUCKET, collectKeys.results(RUN, 6, 1), [{ recordId: 'k-0' }]);
-    const summary = await collectShard(input, deps());
-    expect(summary).toMatchObject({
-      records: 9,
-      succeeded: 4,
-      skipped: 5,
-      inputTokens: 40,
-      outputTokens: 20,
-    });
-    expect(
-      allResults()
-        .map(({ line }) => line.recordId)
-        .sort(),
-    ).toEqual(['h-0', 'h-2', 'h-3', 'h-5']);
-    expect(s3.text(BUCKET, collectKeys.results(RUN, 6, 1))).toBeUndefined();
-    expect(table.publishes.sort()).toEqual(['h-0', 'h-2', 'h-3', 'h-5']);
+/** A shard with two output files: answers, a 400 and a 429 line in the first, a record without output in the second. */
+function stageMixed(runId: string, ledgerScope: string): CollectShardInput {
+  const first = ids('c', 6).map(converseInput);
+  const second = ids('d', 6).map(converseInput);
+  return stageShard(
+    s3,
+    {
+      runId,
+      shard: 8,
+      jobId: 'jobx',
+      inputs: [first, second],
+      outputs: [
+        shuffled([
+          ...first.slice(0, 4).map((r) => converseSuccess(r)),
+          errorLine(first[4]!, 400, 'bad request'),
+          errorLine(first[5]!, 429, 'slow down'),
+        ]),
+        shuffled(second.slice(0, 5).map((r) => converseSuccess(r, 20, 8))),
+      ],
+      manifest: { total: 12, success: 9, error: 2 },
+    },
+    { jobStatus: 'PartiallyCompleted', ledgerScope },
+  );
+}
+const MIXED_IDS = [...ids('c', 6), ...ids('d', 6)];
+const MIXED_PUBLISHED = [...ids('c', 4), ...ids('d', 5)];
+
+describe('collectShard: idempotent', () => {
+  it('a repeated collect of the same job returns its marker without a ledger call, a write or a message', async () => {
+    const input = stageMixed(RUN, SCOPE);
+    const first = await collectShard(input, deps());
+    const files = runFiles();
+    const sent = { results: publisher.sent.length, lane: lane.messages.length };
+    expect(s3.json(BUCKET, collectKeys.marker(RUN, 8))).toEqual(first);
+    expect(sent).toEqual({ results: 9, lane: 1 });
+
+    const tracer = new TracingLedger(ledger);
+    const puts = s3Mock.commandCalls(PutObjectCommand).length;
+    const second = await collectShard(input, deps({ ledger: tracer }));
+    expect(second).toEqual(first);
+    expect(tracer.calls).toEqual([]);
+    expect(s3Mock.commandCalls(PutObjectCommand)).toHaveLength(puts);
+    expect(runFiles()).toEqual(files);
+    expect({ results: publisher.sent.length, lane: lane.messages.length }).toEqual(sent);
+  });
+
+  it('collects again for another job of the shard, but the shard’s earlier decisions stand', async () => {
+    const input = stageMixed(RUN, SCOPE);
+    const first = await collectShard(input, deps({ newAttempt: () => 'attempt-1' }));
+    const files = runFiles();
+    const second = await collectShard(
+      { ...input, jobArn: `${input.jobArn}-resubmitted` },
+      deps({ newAttempt: () => 'attempt-2' }),
+    );
+    expect({ ...second, jobArn: first.jobArn }).toEqual(first);
+    expect(runFiles()).toEqual(files);
+    // Nothing was committed again, nor sent twice.
+    for (const entry of (await entries(MIXED_IDS)).values()) expect(entry.attempt).toBe('attempt-1');
+    expect(publisher.sent.map((m) => m.recordId).sort()).toEqual([...MIXED_PUBLISHED].sort());
+    expect(lane.messages.map((m) => m.recordId)).toEqual(['c-4']);
   });
 });
 
-describe('collectShard: idempotent', () => {
-  const records = ids('i', 20).map(converseInput);
-  let input: CollectShardInput;
+describe('collectShard: a collect that crashed, then ran again', () => {
+  const REF = 'run-ref';
 
-  beforeEach(() => {
-    input = stageShard(
-      s3,
-      {
-        runId: RUN,
-        shard: 7,
-        jobId: 'jobi',
-        inputs: [records],
-        outputs: [
-          shuffled([
-            ...records.slice(0, 14).map((r) => converseSuccess(r)),
-            errorLine(records[14]!, 429, 'slow down'),
-            errorLine(records[15]!, 400, 'bad'),
-          ]),
-        ],
-        manifest: { total: 20, success: 14, error: 2 },
-      },
-      { jobStatus: 'PartiallyCompleted' },
-    );
-  });
+  /** A run's files and summary with its run id replaced, to compare with another run's. */
+  function asRun<T>(value: T, from: string, to: string): T {
+    return JSON.parse(JSON.stringify(value).split(from).join(to)) as T;
+  }
 
-  it('a repeated collect of the same job returns the same summary and writes or sends nothing more', async () => {
-    const first = await collectShard(input, deps());
-    const files = runFiles();
-    const calls = { claims: table.claims.length, publishes: table.publishes.length, sqs: sent.length };
-    expect(s3.json(BUCKET, collectKeys.marker(RUN, 7))).toEqual(first);
+  it.each<[string, number]>([
+    ['after-claim', 3],
+    ['after-commit', 5],
+    ['after-results', 2],
+    ['before-marker', 1],
+  ])('crashed at %s (pass %i): same files, each record once, no results message twice', async (step, nth) => {
+    // What a collect that never crashed writes (another run, in another ledger scope).
+    const reference = await collectShard(stageMixed(REF, 'ref/scope'), deps());
+    const referenceFiles = runFiles(REF);
 
-    const second = await collectShard(input, deps());
-    expect(second).toEqual(first);
-    expect(runFiles()).toEqual(files);
-    expect({ claims: table.claims.length, publishes: table.publishes.length, sqs: sent.length }).toEqual(
-      calls,
-    );
-  });
+    const input = stageMixed(RUN, SCOPE);
+    const crash = new Crash('collect', step, nth).install();
+    const crashed = new TracingLedger(ledger);
+    const err = await collectShard(
+      input,
+      deps({ ledger: crashed, newAttempt: () => 'attempt-1', concurrency: 4 }),
+    ).catch((e: unknown) => e);
+    // The fault happened where it was meant to, and the collect did not finish.
+    expect(err).toBeInstanceOf(SimulatedCrash);
+    expect(crash.crashed).toBe(true);
+    await crashed.quiesce();
+    Crash.remove();
+    expect(s3.text(BUCKET, collectKeys.marker(RUN, 8))).toBeUndefined();
+    const before = await entries(MIXED_IDS);
+    const publishedBefore = [...before].filter(([, e]) => e.status === 'published').map(([id]) => id);
+    const deliveredBefore = publisher.sent.filter((m) => m.runId === RUN).length;
+    if (step === 'after-claim') expect([...before.values()].some((e) => e.status === 'claimed')).toBe(true);
+    if (step !== 'after-claim') expect(publishedBefore.length).toBeGreaterThan(0);
+    // Past the first output file: its records were delivered before the crash.
+    if (step !== 'after-claim') expect(deliveredBefore).toBeGreaterThan(0);
 
-  it('a collect interrupted before its marker re-claims its own records and rewrites the same files', async () => {
-    const first = await collectShard(input, deps());
-    const files = runFiles();
-    expect(Object.keys(files).sort()).toEqual([
-      collectKeys.failures(RUN, 7),
-      collectKeys.redrive(RUN, 7),
-      collectKeys.results(RUN, 7, 0),
-    ]);
-    s3.objects.delete(`${BUCKET}/${collectKeys.marker(RUN, 7)}`);
+    // The workflow's retry: a new attempt of the same unit.
+    const summary = await collectShard(input, deps({ newAttempt: () => 'attempt-2' }));
+    expect(summary).toEqual(asRun(reference, REF, RUN));
+    expect(runFiles()).toEqual(asRun(referenceFiles, REF, RUN));
 
-    const second = await collectShard(input, deps());
-    expect(second).toEqual(first);
-    expect(runFiles()).toEqual(files);
-    // Each answer is in the results exactly once, however often it was collected.
-    const published = allResults().map(({ line }) => line.recordId);
-    expect(new Set(published).size).toBe(published.length);
-    expect(published).toHaveLength(14);
-  });
+    // Each record in exactly one of results, failures, redrive.
+    const placed = [
+      ...allResults().map(({ line }) => line.recordId),
+      ...s3.lines<CollectFailureLine>(BUCKET, collectKeys.failures(RUN, 8)).map((f) => f.recordId),
+      ...s3.lines<WorkItem>(BUCKET, collectKeys.redrive(RUN, 8)).map((w) => w.recordId),
+    ];
+    expect(placed.sort()).toEqual([...MIXED_IDS].sort());
 
-  it('collects again when the marker belongs to another job of the shard', async () => {
-    await collectShard(input, deps());
-    const claims = table.claims.length;
-    await collectShard({ ...input, jobArn: `${input.jobArn}-resubmitted` }, deps());
-    expect(table.claims.length).toBe(2 * claims);
+    // What the crashed attempt published stays its publication; the rest the new attempt published.
+    const after = await entries(MIXED_IDS);
+    for (const id of MIXED_PUBLISHED) {
+      expect(after.get(id)).toMatchObject({
+        status: 'published',
+        owner: `${RUN}/shard/8`,
+        attempt: publishedBefore.includes(id) ? 'attempt-1' : 'attempt-2',
+        delivered: true,
+      });
+    }
+    expect(after.get('c-4')).toMatchObject({ status: 'failed', error: { code: 'ValidationException' } });
+    expect(after.has('c-5')).toBe(false);
+    expect(after.has('d-5')).toBe(false);
+
+    // One results-queue message per published record, however the deliveries fell across the two attempts.
+    const messages = publisher.sent.filter((m) => m.runId === RUN).map((m) => m.recordId);
+    expect(messages.sort()).toEqual([...MIXED_PUBLISHED].sort());
+    // The final failure's DLQ message is never sent twice.
+    expect(laneOf(RUN).filter((m) => m.recordId === 'c-4').length).toBeLessThanOrEqual(1);
   });
 });
 
 /**
- * An in-memory ledger (the mocked DynamoDB costs ~0.2 ms a call, too slow for 40,000 calls) that measures how many
- * claims are in flight and how far the output stream ran ahead of them.
+ * An in-memory ledger (dynalite is too slow for 40,000 calls in a unit test) that measures how many calls are in
+ * flight and how far the output stream ran ahead of the claims.
  */
-class CountingLedger implements Pick<Ledger, 'claim' | 'markPublished'> {
+class CountingLedger implements Pick<Ledger, 'claim' | 'commit' | 'fail' | 'markDelivered'> {
   readonly claimed = new Set<string>();
-  readonly published = new Set<string>();
+  readonly committed = new Set<string>();
   inFlight = 0;
   maxInFlight = 0;
   started = 0;
   maxLead = 0;
   constructor(private readonly linesRead: () => number) {}
 
-  async claim(_scope: string, recordId: string): Promise<'claimed' | 'held'> {
+  async claim(_scope: string, recordId: string): Promise<ClaimOutcome> {
     this.started++;
     this.maxLead = Math.max(this.maxLead, this.linesRead() - this.started);
+    return this.call(() => {
+      this.claimed.add(recordId);
+      return { kind: 'claimed' };
+    });
+  }
+
+  async commit(_scope: string, recordId: string): Promise<TransitionOutcome> {
+    return this.call(() => {
+      if (!this.claimed.has(recordId)) throw new Error(`${recordId} committed without a claim`);
+      this.committed.add(recordId);
+      return { kind: 'done' };
+    });
+  }
+
+  async fail(): Promise<TransitionOutcome> {
+    throw new Error('no record fails here');
+  }
+
+  async markDelivered(): Promise<void> {
+    throw new Error('no results queue here');
+  }
+
+  private async call<T>(fn: () => T): Promise<T> {
     this.inFlight++;
     this.maxInFlight = Math.max(this.maxInFlight, this.inFlight);
     try {
       await new Promise((resolve) => setImmediate(resolve));
-      this.claimed.add(recordId);
-      return 'claimed';
+      return fn();
     } finally {
       this.inFlight--;
     }
   }
-
-  async markPublished(_scope: string, recordId: string): Promise<void> {
-    if (!this.claimed.has(recordId)) throw new Error(`${recordId} published without a claim`);
-    this.published.add(recordId);
-  }
 }
 
 describe('collectShard: a large output', () => {
-  it('streams 20,000 lines with bounded claims in flight and no read-ahead of the whole file', async () => {
+  it('streams 20,000 lines with bounded ledger calls in flight and no read-ahead of the whole file', async () => {
     const n = 20_000;
     const records = ids('L', n).map(converseInput);
     const input = stageShard(s3, {
@@ -779,16 +1038,19 @@ describe('collectShard: a large output', () => {
     });
     const counting = new CountingLedger(() => linesRead);
 
-    const summary = await collectShard(input, deps({ ledger: counting, concurrency: 16 }));
+    const summary = await collectShard(
+      input,
+      deps({ ledger: counting, concurrency: 16, resultsPublisher: undefined }),
+    );
     expect(summary).toMatchObject({ records: n, succeeded: n, missing: 0, manifestCheck: { ok: true } });
     const lines = allResults();
     expect(lines).toHaveLength(n);
     expect(new Set(lines.map(({ line }) => line.recordId)).size).toBe(n);
-    // Claims are pipelined (never one at a time) but bounded.
+    // Ledger calls are pipelined (never one at a time) but bounded.
     expect(counting.maxInFlight).toBeGreaterThan(1);
     expect(counting.maxInFlight).toBeLessThanOrEqual(16);
     // The reader never ran far ahead of the claims: the file was streamed, not loaded.
     expect(counting.maxLead).toBeLessThan(n / 10);
-    expect(counting.published.size).toBe(n);
+    expect(counting.committed.size).toBe(n);
   }, 60_000);
 });
