@@ -214,7 +214,8 @@ export class PipelineStack extends Stack {
     );
 
     if (this.resultsQueue) {
-      for (const producer of [converse, collect, laneConsumer, finalize]) this.resultsQueue.grantPublish(producer);
+      for (const producer of [converse, collect, laneConsumer, finalize])
+        this.resultsQueue.grantPublish(producer);
     }
 
     this.storage.grantOutputRead(converseItems, RUNS_KEY_PATTERN);

@@ -179,9 +179,7 @@ export function formatSummary(outcome: LocalRunOutcome): string {
     `  model calls: ${m.modelCalls.total} (${m.modelCalls.throttled} throttled, ${m.modelCalls.retried} retried)`,
   ];
   if (m.revision > 1 || c.recovered > 0) {
-    lines.push(
-      `  failure lane: ${c.recovered} recovered after the run (manifest revision ${m.revision})`,
-    );
+    lines.push(`  failure lane: ${c.recovered} recovered after the run (manifest revision ${m.revision})`);
   }
   if (m.jobs && m.jobs.length > 0) {
     lines.push(`  batch jobs: ${m.jobs.length} (one per shard)`);

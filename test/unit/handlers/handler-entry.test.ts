@@ -1,5 +1,6 @@
 import 'aws-sdk-client-mock-jest';
-import { beforeEach, describe, expect, it } from '@jest/globals';
+import type { AddressInfo } from 'node:net';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import { mockClient } from 'aws-sdk-client-mock';
 import {
   BedrockRuntimeClient,
@@ -10,18 +11,20 @@ import {
 import { EventBridgeClient, PutEventsCommand } from '@aws-sdk/client-eventbridge';
 import { S3Client } from '@aws-sdk/client-s3';
 import { SendMessageBatchCommand, SQSClient } from '@aws-sdk/client-sqs';
-import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import { CreateTableCommand } from '@aws-sdk/client-dynamodb';
 import { handler as converseHandler } from '../../../lambda/converse-batch';
 import { handler as finalizeHandler } from '../../../lambda/finalize';
 import { handler as planHandler } from '../../../lambda/plan';
 import { batchIdOf } from '../../../lambda/shared/batches';
 import type { BatchEvent, FailureLine, ResultLine } from '../../../lambda/shared/contracts';
-import { FakeLedgerTable, FakeS3, fixture, lambdaContext, recordSqs, type SentBatch } from './helpers';
+import { Ledger } from '../../../lambda/shared/ledger';
+import { startLedgerServer, stopLedgerServer, type LedgerServer } from '../failure-lane/lane-fixtures';
+import { FakeS3, fixture, lambdaContext, recordSqs, type SentBatch } from './helpers';
 
 // The handlers build their clients at import from the environment test/setup/lambda-env.ts gives them; mocking the
-// client classes reaches those instances. Idempotency is disabled there (POWERTOOLS_IDEMPOTENCY_DISABLED).
+// client classes reaches those instances, and DynamoDB is a real dynalite (the SDK resolves the endpoint at its first
+// request). Idempotency is disabled there (POWERTOOLS_IDEMPOTENCY_DISABLED).
 const s3Mock = mockClient(S3Client);
-const ddbMock = mockClient(DynamoDBDocumentClient);
 const sqsMock = mockClient(SQSClient);
 const bedrockMock = mockClient(BedrockRuntimeClient);
 const ebMock = mockClient(EventBridgeClient);
@@ -32,13 +35,35 @@ const QUEUE = process.env.FAILURE_QUEUE_URL ?? '';
 const DLQ = process.env.FAILURE_DLQ_URL ?? '';
 
 let s3: FakeS3;
-let table: FakeLedgerTable;
 let sent: SentBatch[];
+let server: LedgerServer;
+let ledger: Ledger;
+
+beforeAll(async () => {
+  server = await startLedgerServer();
+  process.env.AWS_ENDPOINT_URL_DYNAMODB = `http://127.0.0.1:${(server.server.address() as AddressInfo).port}`;
+  const table = (name: string, keys: [string, ...string[]]) =>
+    server.raw.send(
+      new CreateTableCommand({
+        TableName: name,
+        AttributeDefinitions: keys.map((k) => ({ AttributeName: k, AttributeType: 'S' })),
+        KeySchema: keys.map((k, i) => ({ AttributeName: k, KeyType: i === 0 ? 'HASH' : 'RANGE' })),
+        BillingMode: 'PAY_PER_REQUEST',
+      }),
+    );
+  await table(process.env.LEDGER_TABLE ?? '', ['pk']);
+  await table(process.env.RUNS_TABLE ?? '', ['runId', 'item']);
+  ledger = new Ledger({ client: server.doc, tableName: process.env.LEDGER_TABLE ?? '', ttlDays: 1 });
+});
+
+afterAll(async () => {
+  delete process.env.AWS_ENDPOINT_URL_DYNAMODB;
+  await stopLedgerServer(server);
+});
 
 beforeEach(() => {
-  for (const m of [s3Mock, ddbMock, sqsMock, bedrockMock, ebMock]) m.reset();
+  for (const m of [s3Mock, sqsMock, bedrockMock, ebMock]) m.reset();
   s3 = new FakeS3(s3Mock).install();
-  table = new FakeLedgerTable(ddbMock, process.env.LEDGER_TABLE ?? '').install();
   sent = recordSqs(sqsMock);
 });
 
@@ -98,9 +123,11 @@ describe('ConverseBatch handler, end to end with mocked AWS', () => {
       succeeded: 2,
       failed: 1,
       skipped: 0,
-      throttled: 0,
+      queued: 0,
       inputTokens: 14,
       outputTokens: 5,
+      // The mocked client answers below the SDK's middleware: no HTTP attempt reaches the counter.
+      modelCalls: { total: 0, throttled: 0, retried: 0 },
     });
     expect(bedrockMock).toHaveReceivedCommandWith(ConverseCommand, {
       modelId: MODEL,
@@ -139,14 +166,19 @@ describe('ConverseBatch handler, end to end with mocked AWS', () => {
       },
     ]);
     expect(sent.map((b) => b.queueUrl)).toEqual([DLQ]);
-    expect(table.publishes.sort()).toEqual(['c1', 'n1']);
+    const entries = await ledger.getMany('scope', ['c1', 'n1', 'x1']);
+    expect([...entries.values()].map((e) => [e.recordId, e.status]).sort()).toEqual([
+      ['c1', 'published'],
+      ['n1', 'published'],
+      ['x1', 'failed'],
+    ]);
   });
 
   it('rejects an event that is not a Map batch with InvalidEventError', async () => {
     await expect(converseHandler({ Items: [] }, lambdaContext())).rejects.toMatchObject({
       name: 'InvalidEventError',
       message: expect.stringContaining(
-        'ConverseBatch expects {BatchInput: {runId, ledgerScope}, Items: [...]}',
+        'ConverseBatch expects {BatchInput: {runId, ledgerScope}, Items: [...], childStartedAt?}',
       ),
     });
     expect(bedrockMock).not.toHaveReceivedAnyCommand();
