@@ -24,7 +24,7 @@ import {
   InvalidEventError,
   InvalidRunInputError,
 } from './shared/errors';
-import { FailureLaneSender } from './shared/failure-lane';
+import { FailureLaneSender, type RefusalHandler } from './shared/failure-lane';
 import { Ledger, type PublishedEntry } from './shared/ledger';
 import { logger, metrics, traced } from './shared/observability';
 import { defaultParseWorkers, parseCorpus, type RecordOutcome } from './shared/parse-pool';
@@ -128,11 +128,17 @@ export async function planRun(event: PlanEvent, deps: PlanDeps): Promise<PlanOut
     converse: { records: 0, bytes: 0 },
     native: { records: 0, bytes: 0 },
   };
-  const recordFailure = async (failure: FailureLine): Promise<void> => {
-    counts.invalid++;
+  const writeFailure = async (failure: FailureLine): Promise<void> => {
     failures ??= new JsonlObjectWriter(deps.s3, settings.outputBucket, runKeys.failures(runId, 'plan'));
     await failures.write(failure);
-    await deps.failureLane.add({ ...failure, runId, ledgerScope });
+  };
+  // The bad line keeps its own failure line; what SQS refused is only its copy in the DLQ, which this line says.
+  const onLaneRefused: RefusalHandler = ({ message, code, reason }) =>
+    writeFailure(laneRefusal(message, code, reason));
+  const recordFailure = async (failure: FailureLine): Promise<void> => {
+    counts.invalid++;
+    await writeFailure(failure);
+    await deps.failureLane.add({ ...failure, runId, ledgerScope }, onLaneRefused);
   };
 
   // Ledger lookups run ahead of the writer, several in flight, while items are written in corpus order.
@@ -244,8 +250,9 @@ export async function planRun(event: PlanEvent, deps: PlanDeps): Promise<PlanOut
   await submitChunk();
   while (lookups.length > 0) await writeOldestChunk();
   await items.close();
-  if (failures) await failures.close();
+  // Before the failures file closes: a message SQS refuses adds a line to it.
   await deps.failureLane.flush();
+  if (failures) await failures.close();
 
   let mode: RunMode = 'converse';
   let batch: BatchPlan | undefined;
@@ -317,6 +324,21 @@ export async function planRun(event: PlanEvent, deps: PlanDeps): Promise<PlanOut
   metrics.addMetric('RecordsSkipped', 'Count', counts.skipped);
   logger.info('plan written', { counts, mode });
   return output;
+}
+
+/** The failure line of a bad line whose failure-lane message SQS refused (the DLQ does not hold it). */
+function laneRefusal(message: FailureLine, code: string, reason: string): FailureLine {
+  const where = message.line === undefined ? 'a bad line' : `line ${message.line}`;
+  return {
+    ...(message.recordId ? { recordId: message.recordId } : {}),
+    ...(message.line === undefined ? {} : { line: message.line }),
+    stage: 'plan',
+    error: {
+      code: 'FailureLaneRefused',
+      message: `${where}: SQS refused its failure-lane message (${code}: ${reason}), so the failure dead-letter queue does not hold it; its reason is the ${message.error.code} failure of the same line in this file`,
+      retryable: false,
+    },
+  };
 }
 
 function resolveRequestedMode(

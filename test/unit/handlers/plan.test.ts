@@ -3,10 +3,16 @@ import { afterEach, beforeEach, describe, expect, it, jest } from '@jest/globals
 import { mockClient } from 'aws-sdk-client-mock';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { HeadObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
-import { SendMessageBatchCommand, SQSClient } from '@aws-sdk/client-sqs';
+import { SendMessageBatchCommand, SQSClient, type SendMessageBatchCommandInput } from '@aws-sdk/client-sqs';
 import { BatchGetCommand, DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { planRun, type PlanDeps, type PlanEvent, type PlanSettings } from '../../../lambda/plan';
-import type { FailureLine, PlanOutput, ShardItem, WorkItem } from '../../../lambda/shared/contracts';
+import type {
+  FailureLaneMessage,
+  FailureLine,
+  PlanOutput,
+  ShardItem,
+  WorkItem,
+} from '../../../lambda/shared/contracts';
 import { FailureLaneSender } from '../../../lambda/shared/failure-lane';
 import { Ledger } from '../../../lambda/shared/ledger';
 import type { BatchQuotas } from '../../../lambda/shared/batch-quotas';
@@ -411,6 +417,84 @@ describe('planRun input and corpus checks', () => {
     expect(s3.text(OUT, 'runs/run-1/failures/plan.jsonl')).toBeUndefined();
     expect(ddbMock).not.toHaveReceivedAnyCommand();
     expect(sqsMock).not.toHaveReceivedAnyCommand();
+  });
+});
+
+/** What SQS accepts in a body or a String attribute value (API_SendMessage), written out here, not imported. */
+const SQS_TEXT = /^[\t\n\r\x20-\ud7ff\ue000-\ufffd\u{10000}-\u{10ffff}]*$/u;
+
+/**
+ * Makes the mocked SQS answer as SQS does: an entry whose body or errorCode attribute holds a character SQS refuses,
+ * or one `refuse` picks, fails on its own as a sender fault; the rest are sent (and recorded).
+ */
+function strictSqs(refuse: (m: FailureLaneMessage) => boolean = () => false): SentBatch[] {
+  const accepted: SentBatch[] = [];
+  sqsMock.on(SendMessageBatchCommand).callsFake((input: SendMessageBatchCommandInput) => {
+    const entries = input.Entries ?? [];
+    const refused = (e: (typeof entries)[number]): boolean =>
+      !SQS_TEXT.test(e.MessageBody ?? '') ||
+      !SQS_TEXT.test(e.MessageAttributes?.errorCode?.StringValue ?? '') ||
+      refuse(JSON.parse(e.MessageBody ?? '{}') as FailureLaneMessage);
+    accepted.push({
+      queueUrl: input.QueueUrl ?? '',
+      messages: entries
+        .filter((e) => !refused(e))
+        .map((e) => JSON.parse(e.MessageBody ?? '') as FailureLaneMessage),
+    });
+    return {
+      Successful: entries
+        .filter((e) => !refused(e))
+        .map((e) => ({ Id: e.Id, MessageId: 'm', MD5OfMessageBody: 'x' })),
+      Failed: entries.filter(refused).map((e) => ({
+        Id: e.Id,
+        SenderFault: true,
+        Code: 'InvalidMessageContents',
+        Message: 'Invalid characters found.',
+      })),
+    };
+  });
+  return accepted;
+}
+
+describe('planRun and the failure lane', () => {
+  it('dead-letters bad lines holding text SQS refuses (emoji ids, U+FFFF, controls) and goes on', async () => {
+    const request = { messages: [{ role: 'user', content: [{ text: 'hi' }] }] };
+    const lines = [
+      JSON.stringify({ recordId: 'emoji-😀', modelInput: request }),
+      '{"recordId": "nonchar-\uffff", "modelInput": {}}',
+      JSON.stringify({ recordId: 'ok', modelInput: request }),
+      '{"id": "nul-\\u0000-lone-\\ud800", "text": "hi"}',
+    ];
+    s3.put(INGEST, 'corpora/odd.jsonl', `${lines.join('\n')}\n`);
+    const accepted = strictSqs();
+    const out = await planRun(event({ bucket: INGEST, key: 'corpora/odd.jsonl' }), deps());
+    expect(out.counts).toMatchObject({ lines: 4, records: 1, invalid: 3 });
+    const failures = s3.lines<FailureLine>(OUT, 'runs/run-1/failures/plan.jsonl');
+    expect(failures.map((f) => [f.line, f.error.code])).toEqual([
+      [1, 'InvalidRecordId'],
+      [2, 'InvalidRecordId'],
+      [4, 'InvalidRecordId'],
+    ]);
+    // Each one reached the DLQ with the same failure it has in the file.
+    const dead = accepted.flatMap((b) => b.messages);
+    expect(dead.map(({ line, stage, error }) => ({ line, stage, error }))).toEqual(failures);
+    expect(dead[0]?.error.message).toContain('emoji-😀');
+  });
+
+  it('loses only the DLQ copy of a line whose message SQS refuses, and says so in the failures file', async () => {
+    const accepted = strictSqs((m) => m.line === 5);
+    const out = await planRun(event({ bucket: INGEST, key: FIXTURE_KEY }), deps());
+    expect(out.counts).toMatchObject({ lines: 24, records: 17, invalid: 6, duplicates: 1 });
+    expect(accepted.flatMap((b) => b.messages).map((m) => m.line)).toEqual([4, 6, 7, 8, 10]);
+    const failures = s3.lines<FailureLine>(OUT, 'runs/run-1/failures/plan.jsonl');
+    expect(failures.filter((f) => f.line === 5).map((f) => f.error.code)).toEqual([
+      'NotAnObject',
+      'FailureLaneRefused',
+    ]);
+    expect(failures.find((f) => f.error.code === 'FailureLaneRefused')?.error.message).toBe(
+      'line 5: SQS refused its failure-lane message (InvalidMessageContents: Invalid characters found.), so the ' +
+        'failure dead-letter queue does not hold it; its reason is the NotAnObject failure of the same line in this file',
+    );
   });
 });
 
