@@ -16,7 +16,12 @@ import type {
 import { FailureLaneSender } from '../../../lambda/shared/failure-lane';
 import { Ledger } from '../../../lambda/shared/ledger';
 import type { BatchQuotas } from '../../../lambda/shared/batch-quotas';
-import { contentHashOf, deriveRecordId, MAX_ITEM_BYTES } from '../../../lambda/shared/records';
+import {
+  contentHashOf,
+  deriveRecordId,
+  MAX_ITEM_BYTES,
+  MAX_LINE_BYTES,
+} from '../../../lambda/shared/records';
 import { awsError, FakeLedgerTable, FakeS3, fixture, recordSqs, type SentBatch } from './helpers';
 
 const s3Mock = mockClient(S3Client);
@@ -495,6 +500,53 @@ describe('planRun and the failure lane', () => {
       'line 5: SQS refused its failure-lane message (InvalidMessageContents: Invalid characters found.), so the ' +
         'failure dead-letter queue does not hold it; its reason is the NotAnObject failure of the same line in this file',
     );
+  });
+});
+
+describe('planRun over lines no record can be made of', () => {
+  it('rejects invalid UTF-8, 5,000-deep nesting and an over-long line each on its own line, and plans the rest', async () => {
+    const request = (text: string): Record<string, unknown> => ({
+      messages: [{ role: 'user', content: [{ text }] }],
+    });
+    const ok = (id: string, text: string): Buffer =>
+      Buffer.from(`${JSON.stringify({ recordId: id, modelInput: request(text) })}\n`);
+    const corpus = Buffer.concat([
+      ok('r1', 'before 😀'),
+      Buffer.concat([
+        Buffer.from('{"id": "bad-utf8", "text": "caf'),
+        Buffer.from([0xc3, 0x28]),
+        Buffer.from('"}\n'),
+      ]),
+      ok('r3', 'مرحبا 你好'),
+      Buffer.from(
+        `{"recordId": "deep", "modelInput": {"messages": ${'['.repeat(5000)}${']'.repeat(5000)}}}\n`,
+      ),
+      Buffer.from(`{"id": "long", "text": "${'x'.repeat(MAX_LINE_BYTES)}"}\r\n`),
+      Buffer.from('[1, 2]\n42\n"text"\nnull\ntrue\n'),
+      ok('r11', 'after \u{1d400}'),
+    ]);
+    s3.putBytes(INGEST, 'corpora/hostile.jsonl', corpus);
+    const out = await planRun(event({ bucket: INGEST, key: 'corpora/hostile.jsonl' }), deps());
+    expect(out.counts).toMatchObject({ lines: 11, records: 3, invalid: 8, duplicates: 0 });
+    const failures = s3.lines<FailureLine>(OUT, 'runs/run-1/failures/plan.jsonl');
+    expect(failures.map((f) => [f.line, f.error.code])).toEqual([
+      [2, 'InvalidUtf8'],
+      [4, 'NestingTooDeep'],
+      [5, 'LineTooLong'],
+      [6, 'NotAnObject'],
+      [7, 'NotAnObject'],
+      [8, 'NotAnObject'],
+      [9, 'NotAnObject'],
+      [10, 'NotAnObject'],
+    ]);
+    expect(failures[0]?.error.message).toMatch(
+      /^line 2 is not valid UTF-8: the bytes at offset 31 of the line \(0xc3 0x28/,
+    );
+    expect(s3.lines<WorkItem>(OUT, out.itemsKey).map((i) => [i.line, i.recordId])).toEqual([
+      [1, 'r1'],
+      [3, 'r3'],
+      [11, 'r11'],
+    ]);
   });
 });
 
