@@ -50,9 +50,21 @@ export interface QuotaAnswer {
   sources: Record<string, string>;
 }
 
+/** Where a run's corpus may be. */
+export interface InputScope {
+  /** The ingest bucket: corpora under `ingestPrefix` in it. */
+  ingestBucket: string;
+  /** The ingest prefix (`''`: any key of the ingest bucket). */
+  ingestPrefix: string;
+  /** Other buckets a run may read, any key (`ingest.allowedBuckets`). */
+  allowedBuckets: readonly string[];
+}
+
 /** Plan's settings, from its environment. */
 export interface PlanSettings {
   outputBucket: string;
+  /** The buckets (and the ingest prefix) a run's input may name; never the output bucket. */
+  input: InputScope;
   modelId: string;
   ledgerScope: string;
   prompt: PromptSettings;
@@ -104,15 +116,16 @@ export async function planRun(event: PlanEvent, deps: PlanDeps): Promise<PlanOut
       .map((i) => `${i.path.join('.') || 'input'}: ${i.message}`)
       .join('; ');
     throw new InvalidRunInputError(
-      `Invalid run input (${problems}). Expected {"bucket": "<ingest bucket>", "key": "<corpus.jsonl>", "mode": "auto|batch|converse"}`,
+      `Invalid run input (${problems}). Expected {"bucket": "<ingest bucket>", "key": "<corpus.jsonl>", "mode": "auto|batch|converse", "ledgerScope": "<optional>"}`,
     );
   }
   const input = parsed.data;
   const { runId } = event;
+  checkInputScope(input.bucket, input.key, settings);
   const head = await headCorpus(deps.s3, input.bucket, input.key);
   const requestedMode = resolveRequestedMode(input.mode, head.metadataMode);
   const batchPossible = requestedMode !== 'converse';
-  const ledgerScope = input.ledgerScope ?? settings.ledgerScope;
+  const ledgerScope = resolveLedgerScope(input.ledgerScope, head.metadataLedgerScope, settings.ledgerScope);
   logger.appendKeys({ runId });
   logger.info('planning run', {
     corpus: `s3://${input.bucket}/${input.key}`,
@@ -341,6 +354,72 @@ function laneRefusal(message: FailureLine, code: string, reason: string): Failur
   };
 }
 
+/**
+ * Refuses a corpus outside the input scope: runs read the ingest bucket (under its prefix) and the allowed buckets,
+ * never the output bucket, whose objects are runs' own files (an items file run as a corpus would process it again).
+ */
+function checkInputScope(bucket: string, key: string, settings: PlanSettings): void {
+  const { input, outputBucket } = settings;
+  const where = [
+    `s3://${input.ingestBucket}/${input.ingestPrefix}`,
+    ...input.allowedBuckets.map((b) => `s3://${b}/`),
+  ].join(', ');
+  if (bucket === outputBucket) {
+    throw new InvalidRunInputError(
+      `The run input names s3://${bucket}/${key}, in the pipeline's output bucket, which holds runs' own files and is never read as a corpus; a corpus must be under ${where}`,
+    );
+  }
+  if (bucket === input.ingestBucket) {
+    if (key.startsWith(input.ingestPrefix)) return;
+    throw new InvalidRunInputError(
+      `The run input names s3://${bucket}/${key}, outside the ingest prefix ${input.ingestPrefix}; a corpus must be under ${where}`,
+    );
+  }
+  if (input.allowedBuckets.includes(bucket)) return;
+  throw new InvalidRunInputError(
+    `The run input names the bucket ${bucket}, which runs may not read; a corpus must be under ${where} (the environment's ingest.allowedBuckets setting allows other buckets)`,
+  );
+}
+
+/** The longest ledger scope (as the run input allows). */
+const MAX_LEDGER_SCOPE_CHARS = 200;
+/** Control characters, U+FFFE / U+FFFF and lone surrogates: a ledger scope is a key in DynamoDB and in SQS messages. */
+const LEDGER_SCOPE_REFUSED = /[\p{Cc}\uFFFE\uFFFF]|\p{Cs}/u;
+
+/**
+ * The ledger scope of a run: the run input's, else the corpus object's metadata `ledger-scope`, else the deployment's.
+ * @throws InvalidRunInputError for a scope that is empty, too long, padded with spaces or holds control characters
+ */
+function resolveLedgerScope(
+  fromInput: string | undefined,
+  fromMetadata: string | undefined,
+  deployed: string,
+): string {
+  const [scope, source] =
+    fromInput !== undefined
+      ? [fromInput, "the run input's ledgerScope"]
+      : fromMetadata !== undefined
+        ? [fromMetadata, "the corpus object's metadata ledger-scope"]
+        : [deployed, undefined];
+  if (source === undefined) return scope;
+  const problem =
+    scope.trim() === ''
+      ? 'is blank'
+      : scope.length > MAX_LEDGER_SCOPE_CHARS
+        ? `is longer than ${MAX_LEDGER_SCOPE_CHARS} characters`
+        : scope !== scope.trim()
+          ? 'starts or ends with a space'
+          : LEDGER_SCOPE_REFUSED.test(scope)
+            ? 'holds a control character, U+FFFE, U+FFFF or a lone surrogate'
+            : undefined;
+  if (problem) {
+    throw new InvalidRunInputError(
+      `${source} ${JSON.stringify(scope.slice(0, 80))} ${problem}; a ledger scope is 1 to ${MAX_LEDGER_SCOPE_CHARS} printable characters`,
+    );
+  }
+  return scope;
+}
+
 function resolveRequestedMode(
   fromInput: RequestedMode | undefined,
   fromMetadata: string | undefined,
@@ -374,7 +453,7 @@ async function headCorpus(
   s3: S3Client,
   bucket: string,
   key: string,
-): Promise<{ size: number; etag?: string; metadataMode?: string }> {
+): Promise<{ size: number; etag?: string; metadataMode?: string; metadataLedgerScope?: string }> {
   try {
     const head = await callDependency('S3 HeadObject', () =>
       s3.send(new HeadObjectCommand({ Bucket: bucket, Key: key })),
@@ -383,6 +462,10 @@ async function headCorpus(
       size: head.ContentLength ?? 0,
       ...(head.ETag ? { etag: head.ETag.replace(/"/g, '') } : {}),
       ...(head.Metadata?.mode ? { metadataMode: head.Metadata.mode } : {}),
+      // User metadata arrives with lower-cased keys (x-amz-meta-ledger-scope).
+      ...(head.Metadata?.['ledger-scope'] !== undefined
+        ? { metadataLedgerScope: head.Metadata['ledger-scope'] }
+        : {}),
     };
   } catch (err) {
     const name = (err as { name?: string }).name;
@@ -398,6 +481,10 @@ async function headCorpus(
 const env = readEnv(
   z.object({
     OUTPUT_BUCKET: required,
+    INGEST_BUCKET: required,
+    INGEST_PREFIX: z.string(),
+    /** Comma-separated buckets besides the ingest bucket a run may read. */
+    ALLOWED_INPUT_BUCKETS: z.string().optional(),
     LEDGER_TABLE: required,
     IDEMPOTENCY_TABLE: required,
     FAILURE_DLQ_URL: required,
@@ -458,6 +545,14 @@ const baseDeps: Omit<PlanDeps, 'failureLane'> = {
   ledger: new Ledger({ client: documentClient, tableName: env.LEDGER_TABLE, ttlDays: env.LEDGER_TTL_DAYS }),
   settings: {
     outputBucket: env.OUTPUT_BUCKET,
+    input: {
+      ingestBucket: env.INGEST_BUCKET,
+      ingestPrefix: env.INGEST_PREFIX,
+      allowedBuckets: (env.ALLOWED_INPUT_BUCKETS ?? '')
+        .split(',')
+        .map((b) => b.trim())
+        .filter(Boolean),
+    },
     modelId: env.MODEL_ID,
     ledgerScope: env.LEDGER_SCOPE,
     prompt: {

@@ -112,6 +112,8 @@ export class PipelineStack extends Stack {
     this.functions = new PipelineFunctions(this, 'Functions', {
       config,
       outputBucket: this.storage.outputBucket,
+      ingestBucket: this.storage.ingestBucket,
+      ingestPrefix: this.storage.ingestPrefix,
       ledgerTable: this.ledger.ledgerTable,
       idempotencyTable: this.ledger.idempotencyTable,
       failureQueue: this.failureLane.queue,
@@ -129,6 +131,7 @@ export class PipelineStack extends Stack {
     const laneConsumer = this.functions.failureLaneConsumer;
 
     this.storage.grantIngestRead(plan);
+    this.storage.grantAllowedInputRead(plan, config.ingest.allowedBuckets);
     this.storage.grantOutputRead(plan, RUNS_KEY_PATTERN);
     this.storage.grantOutputWrite(plan, RUNS_KEY_PATTERN);
     this.ledger.grantLedgerLookup(plan);

@@ -168,10 +168,13 @@ function invalidUtf8Lines(block: Buffer, firstLine: number): Map<number, LinePro
     const line = block.subarray(start, end);
     if (isUtf8(line)) return;
     const at = firstInvalidUtf8(line);
-    const shown = [...line.subarray(at, at + 4)].map((b) => `0x${b.toString(16).padStart(2, '0')}`).join(' ');
+    // The offending byte and the continuation bytes (10xxxxxx) after it, at most four in all.
+    let upTo = at + 1;
+    while (upTo < Math.min(line.length, at + 4) && ((line[upTo] as number) & 0xc0) === 0x80) upTo++;
+    const shown = [...line.subarray(at, upTo)].map((b) => `0x${b.toString(16).padStart(2, '0')}`).join(' ');
     invalid.set(lineNo, {
       code: 'InvalidUtf8',
-      message: `line ${lineNo} is not valid UTF-8: the bytes at offset ${at} of the line (${shown}) are no UTF-8 character; save the corpus as UTF-8`,
+      message: `line ${lineNo} is not valid UTF-8: at byte offset ${at} of the line, ${shown} is no UTF-8 character; save the corpus as UTF-8`,
     });
   };
   let start = 0;

@@ -377,16 +377,16 @@ describe('lines longer than the limit', () => {
 });
 
 describe('lines that are not valid UTF-8', () => {
-  const bad: [string, number[], number][] = [
-    ['C3 28 (a lead byte without its continuation)', [0xc3, 0x28], 0],
-    ['FF (never in UTF-8)', [0xff], 0],
-    ['ED A0 80 (a surrogate written as UTF-8, CESU-style)', [0xed, 0xa0, 0x80], 0],
-    ['C0 AF (an overlong slash)', [0xc0, 0xaf], 0],
-    ['E2 82 (cut short by the line end)', [0xe2, 0x82], 0],
-    ['F4 90 80 80 (above U+10FFFF)', [0xf4, 0x90, 0x80, 0x80], 0],
+  const bad: [string, number[], string][] = [
+    ['C3 28 (a lead byte without its continuation)', [0xc3, 0x28], '0xc3'],
+    ['FF (never in UTF-8)', [0xff], '0xff'],
+    ['ED A0 80 (a surrogate written as UTF-8, CESU-style)', [0xed, 0xa0, 0x80], '0xed 0xa0 0x80'],
+    ['C0 AF (an overlong slash)', [0xc0, 0xaf], '0xc0 0xaf'],
+    ['E2 82 (cut short by the line end)', [0xe2, 0x82], '0xe2 0x82'],
+    ['F4 90 80 80 (above U+10FFFF)', [0xf4, 0x90, 0x80, 0x80], '0xf4 0x90 0x80 0x80'],
   ];
 
-  it.each(bad)('are InvalidUtf8 with the byte offset in the line: %s', async (_name, bytes) => {
+  it.each(bad)('are InvalidUtf8 with the byte offset in the line: %s', async (_name, bytes, shown) => {
     const head = Buffer.from('{"id": "x", "text": "caf\u00e9 ');
     const line = Buffer.concat([head, Buffer.from(bytes), Buffer.from('"}')]);
     const corpus = Buffer.concat([
@@ -405,12 +405,8 @@ describe('lines that are not valid UTF-8', () => {
         [3, 'after'],
       ]);
       const problem = outcomes[1]?.ok === false ? outcomes[1].problem : undefined;
-      const shown = bytes
-        .slice(0, 4)
-        .map((b) => `0x${b.toString(16).padStart(2, '0')}`)
-        .join(' ');
-      expect(problem?.message).toMatch(
-        new RegExp(`^line 2 is not valid UTF-8: the bytes at offset ${head.length} of the line \\(${shown}`),
+      expect(problem?.message).toBe(
+        `line 2 is not valid UTF-8: at byte offset ${head.length} of the line, ${shown} is no UTF-8 character; save the corpus as UTF-8`,
       );
     }
   });

@@ -37,6 +37,8 @@ const SCOPE = 'test/model';
 
 const settings: PlanSettings = {
   outputBucket: OUT,
+  // Any key of the ingest bucket: the prefix has tests of its own.
+  input: { ingestBucket: INGEST, ingestPrefix: '', allowedBuckets: [] },
   modelId: 'anthropic.claude-3-haiku-20240307-v1:0',
   ledgerScope: SCOPE,
   prompt: { template: 'Answer briefly: {{text}}', maxTokens: 256 },
@@ -391,6 +393,101 @@ describe('planRun input and corpus checks', () => {
     },
   );
 
+  it("refuses the output bucket, even a key that exists there (another run's items file)", async () => {
+    s3.put(OUT, 'runs/run-0/items.jsonl', fixture('bad-input-corpus.jsonl'));
+    const err = planRun(event({ bucket: OUT, key: 'runs/run-0/items.jsonl' }), deps());
+    await expect(err).rejects.toMatchObject({ name: 'InvalidRunInputError' });
+    await expect(err).rejects.toThrow(
+      "The run input names s3://output-bucket/runs/run-0/items.jsonl, in the pipeline's output bucket, which holds " +
+        "runs' own files and is never read as a corpus; a corpus must be under s3://ingest-bucket/",
+    );
+    expect(s3Mock).not.toHaveReceivedAnyCommand();
+  });
+
+  it('refuses a bucket it was not given, naming the buckets it may read', async () => {
+    const d = deps();
+    d.settings = {
+      ...settings,
+      input: {
+        ingestBucket: INGEST,
+        ingestPrefix: 'corpora/',
+        allowedBuckets: ['partner-corpora', 'archive'],
+      },
+    };
+    s3.put('elsewhere', 'corpora/x.jsonl', fixture('bad-input-corpus.jsonl'));
+    await expect(planRun(event({ bucket: 'elsewhere', key: 'corpora/x.jsonl' }), d)).rejects.toThrow(
+      'The run input names the bucket elsewhere, which runs may not read; a corpus must be under ' +
+        "s3://ingest-bucket/corpora/, s3://partner-corpora/, s3://archive/ (the environment's ingest.allowedBuckets " +
+        'setting allows other buckets)',
+    );
+    await expect(planRun(event({ bucket: INGEST, key: 'elsewhere/x.jsonl' }), d)).rejects.toMatchObject({
+      name: 'InvalidRunInputError',
+      message: expect.stringContaining(
+        'names s3://ingest-bucket/elsewhere/x.jsonl, outside the ingest prefix corpora/',
+      ),
+    });
+    expect(s3Mock).not.toHaveReceivedAnyCommand();
+  });
+
+  it('reads any key of an allowed bucket and the ingest prefix of the ingest bucket, but never the output bucket', async () => {
+    const d = deps();
+    d.settings = {
+      ...settings,
+      input: { ingestBucket: INGEST, ingestPrefix: 'corpora/', allowedBuckets: ['partner-corpora', OUT] },
+    };
+    s3.put('partner-corpora', 'any/where.jsonl', fixture('bad-input-corpus.jsonl'));
+    const out = await planRun(event({ bucket: 'partner-corpora', key: 'any/where.jsonl' }), d);
+    expect(out.corpus).toMatchObject({ bucket: 'partner-corpora', key: 'any/where.jsonl' });
+    expect(out.counts.records).toBe(17);
+    const inPrefix = await planRun(event({ bucket: INGEST, key: FIXTURE_KEY }, 'run-2'), d);
+    expect(inPrefix.counts.records).toBe(17);
+    // Allowing the output bucket by mistake changes nothing.
+    s3.put(OUT, 'runs/run-1/items.jsonl', fixture('bad-input-corpus.jsonl'));
+    await expect(
+      planRun(event({ bucket: OUT, key: 'runs/run-1/items.jsonl' }, 'run-3'), d),
+    ).rejects.toMatchObject({
+      name: 'InvalidRunInputError',
+    });
+  });
+
+  it('takes the ledger scope from the corpus object metadata, unless the input names one', async () => {
+    s3.put(INGEST, 'meta.jsonl', fixture('bad-input-corpus.jsonl'), { 'ledger-scope': 'tenant-b' });
+    const fromMetadata = await planRun(event({ bucket: INGEST, key: 'meta.jsonl' }), deps());
+    expect(fromMetadata.ledgerScope).toBe('tenant-b');
+    const keys = ddbMock.commandCalls(BatchGetCommand)[0]?.args[0].input.RequestItems?.[TABLE]?.Keys;
+    expect(keys?.[0]).toEqual({ pk: 'tenant-b#ok-1' });
+    const fromInput = await planRun(
+      event({ bucket: INGEST, key: 'meta.jsonl', ledgerScope: 'tenant-a' }, 'run-2'),
+      deps(),
+    );
+    expect(fromInput.ledgerScope).toBe('tenant-a');
+  });
+
+  it.each([
+    [
+      'the metadata',
+      { 'ledger-scope': ' padded' },
+      undefined,
+      /metadata ledger-scope " padded" starts or ends with a space/,
+    ],
+    ['the metadata', { 'ledger-scope': '' }, undefined, /metadata ledger-scope "" is blank/],
+    ['the metadata', { 'ledger-scope': 'x'.repeat(201) }, undefined, /is longer than 200 characters/],
+    ['the input', undefined, 'tab\there', /input's ledgerScope "tab\\there" holds a control character/],
+    ['the input', undefined, 'odd\uffff', /holds a control character, U\+FFFE, U\+FFFF or a lone surrogate/],
+    ['the input', undefined, 'lone\ud800', /holds a control character, U\+FFFE, U\+FFFF or a lone surrogate/],
+  ])(
+    'refuses a ledger scope from %s that is not printable text',
+    async (_where, metadata, ledgerScope, message) => {
+      s3.put(INGEST, 'meta.jsonl', fixture('bad-input-corpus.jsonl'), metadata);
+      const err = planRun(
+        event({ bucket: INGEST, key: 'meta.jsonl', ...(ledgerScope ? { ledgerScope } : {}) }),
+        deps(),
+      );
+      await expect(err).rejects.toMatchObject({ name: 'InvalidRunInputError' });
+      await expect(err).rejects.toThrow(message);
+    },
+  );
+
   it('uses the ledger scope of the input over the deployment default', async () => {
     const out = await planRun(event({ bucket: INGEST, key: FIXTURE_KEY, ledgerScope: 'tenant-a' }), deps());
     expect(out.ledgerScope).toBe('tenant-a');
@@ -540,7 +637,7 @@ describe('planRun over lines no record can be made of', () => {
       [10, 'NotAnObject'],
     ]);
     expect(failures[0]?.error.message).toMatch(
-      /^line 2 is not valid UTF-8: the bytes at offset 31 of the line \(0xc3 0x28/,
+      /^line 2 is not valid UTF-8: at byte offset 31 of the line, 0xc3 is no UTF-8 character/,
     );
     expect(s3.lines<WorkItem>(OUT, out.itemsKey).map((i) => [i.line, i.recordId])).toEqual([
       [1, 'r1'],
