@@ -119,6 +119,7 @@ export const slotsBenchmark: Benchmark = {
           failureLane: new FailureLaneSender(noopSqs(), 'failures', 'failures-dlq'),
           settings: {
             outputBucket: OUTPUT,
+            input: { ingestBucket: INGEST, ingestPrefix: '', allowedBuckets: [] },
             modelId: MODEL_ID,
             ledgerScope: 'bench-slots',
             prompt: { template: '{{text}}', maxTokens: 256 },

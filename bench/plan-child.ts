@@ -46,6 +46,7 @@ childMain(async () => {
       failureLane: new FailureLaneSender(noopSqs(), 'failures', 'failures-dlq'),
       settings: {
         outputBucket,
+        input: { ingestBucket: bucket, ingestPrefix: '', allowedBuckets: [] },
         modelId: 'anthropic.claude-3-haiku-20240307-v1:0',
         ledgerScope: 'bench',
         prompt: { template: 'Summarise in two sentences: {{text}}', maxTokens: 256 },

@@ -27,6 +27,7 @@ import type { ResultsPublisher } from './shared/results-queue';
 import { putRunEvent } from './shared/run-events';
 import { RunState, writeManifest } from './shared/run-state';
 import { putJsonl } from './shared/s3-jsonl';
+import { sqsAttributeValue, sqsJsonBody } from './shared/sqs-text';
 import {
   AttemptHistory,
   LostAnswerError,
@@ -428,7 +429,10 @@ async function deadLetter(
   code: string,
   reason: string,
 ): Promise<LaneOutcome> {
-  const laneReason = reason.length > MAX_REASON_CHARS ? `${reason.slice(0, MAX_REASON_CHARS - 1)}…` : reason;
+  // Cut by code points, so no surrogate pair is split.
+  const chars = [...reason];
+  const laneReason =
+    chars.length > MAX_REASON_CHARS ? `${chars.slice(0, MAX_REASON_CHARS - 1).join('')}…` : reason;
   const body = dlqBody(raw, laneReason);
   await callDependency('SQS SendMessage (failure DLQ)', () =>
     deps.sqs.send(
@@ -436,8 +440,8 @@ async function deadLetter(
         QueueUrl: deps.dlqUrl,
         MessageBody: body,
         MessageAttributes: {
-          errorCode: { DataType: 'String', StringValue: code || 'Unknown' },
-          laneReason: { DataType: 'String', StringValue: laneReason },
+          errorCode: { DataType: 'String', StringValue: sqsAttributeValue(code) },
+          laneReason: { DataType: 'String', StringValue: sqsAttributeValue(laneReason) },
         },
       }),
     ),
@@ -445,19 +449,22 @@ async function deadLetter(
   return { kind: 'dead-lettered', code, reason: laneReason };
 }
 
-/** The original body plus `laneReason`; a body that is not an object is kept as `originalBody`. */
+/**
+ * The original body plus `laneReason`; a body that is not an object is kept as `originalBody`. Encoded so SQS accepts
+ * whatever the record holds (sqs-text.ts).
+ */
 function dlqBody(raw: unknown, laneReason: string): string {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
     const original = typeof raw === 'string' ? raw : JSON.stringify(raw);
-    const text = JSON.stringify({ laneReason, originalBody: original });
+    const text = sqsJsonBody({ laneReason, originalBody: original });
     if (Buffer.byteLength(text) <= MAX_DLQ_BODY_BYTES) return text;
-    return JSON.stringify({ laneReason, originalBody: original.slice(0, 200_000), truncated: true });
+    return sqsJsonBody({ laneReason, originalBody: original.slice(0, 200_000), truncated: true });
   }
-  const text = JSON.stringify({ ...raw, laneReason });
+  const text = sqsJsonBody({ ...raw, laneReason });
   if (Buffer.byteLength(text) <= MAX_DLQ_BODY_BYTES) return text;
   // Only a request body can make it this large; the failures file keeps the record's line number.
   const { modelInput: _dropped, ...rest } = raw as Record<string, unknown>;
-  return JSON.stringify({ ...rest, laneReason: `${laneReason} (request body omitted: too large for SQS)` });
+  return sqsJsonBody({ ...rest, laneReason: `${laneReason} (request body omitted: too large for SQS)` });
 }
 
 /**

@@ -24,7 +24,7 @@ import {
   InvalidEventError,
   InvalidRunInputError,
 } from './shared/errors';
-import { FailureLaneSender } from './shared/failure-lane';
+import { FailureLaneSender, type RefusalHandler } from './shared/failure-lane';
 import { faultPoint } from './shared/fault-points';
 import { Ledger, type PublishedEntry } from './shared/ledger';
 import { logger, metrics, traced } from './shared/observability';
@@ -51,9 +51,21 @@ export interface QuotaAnswer {
   sources: Record<string, string>;
 }
 
+/** Where a run's corpus may be. */
+export interface InputScope {
+  /** The ingest bucket: corpora under `ingestPrefix` in it. */
+  ingestBucket: string;
+  /** The ingest prefix (`''`: any key of the ingest bucket). */
+  ingestPrefix: string;
+  /** Other buckets a run may read, any key (`ingest.allowedBuckets`). */
+  allowedBuckets: readonly string[];
+}
+
 /** Plan's settings, from its environment. */
 export interface PlanSettings {
   outputBucket: string;
+  /** The buckets (and the ingest prefix) a run's input may name; never the output bucket. */
+  input: InputScope;
   modelId: string;
   ledgerScope: string;
   prompt: PromptSettings;
@@ -105,15 +117,16 @@ export async function planRun(event: PlanEvent, deps: PlanDeps): Promise<PlanOut
       .map((i) => `${i.path.join('.') || 'input'}: ${i.message}`)
       .join('; ');
     throw new InvalidRunInputError(
-      `Invalid run input (${problems}). Expected {"bucket": "<ingest bucket>", "key": "<corpus.jsonl>", "mode": "auto|batch|converse"}`,
+      `Invalid run input (${problems}). Expected {"bucket": "<ingest bucket>", "key": "<corpus.jsonl>", "mode": "auto|batch|converse", "ledgerScope": "<optional>"}`,
     );
   }
   const input = parsed.data;
   const { runId } = event;
+  checkInputScope(input.bucket, input.key, settings);
   const head = await headCorpus(deps.s3, input.bucket, input.key);
   const requestedMode = resolveRequestedMode(input.mode, head.metadataMode);
   const batchPossible = requestedMode !== 'converse';
-  const ledgerScope = input.ledgerScope ?? settings.ledgerScope;
+  const ledgerScope = resolveLedgerScope(input.ledgerScope, head.metadataLedgerScope, settings.ledgerScope);
   logger.appendKeys({ runId });
   logger.info('planning run', {
     corpus: `s3://${input.bucket}/${input.key}`,
@@ -129,11 +142,17 @@ export async function planRun(event: PlanEvent, deps: PlanDeps): Promise<PlanOut
     converse: { records: 0, bytes: 0 },
     native: { records: 0, bytes: 0 },
   };
-  const recordFailure = async (failure: FailureLine): Promise<void> => {
-    counts.invalid++;
+  const writeFailure = async (failure: FailureLine): Promise<void> => {
     failures ??= new JsonlObjectWriter(deps.s3, settings.outputBucket, runKeys.failures(runId, 'plan'));
     await failures.write(failure);
-    await deps.failureLane.add({ ...failure, runId, ledgerScope });
+  };
+  // The bad line keeps its own failure line; what SQS refused is only its copy in the DLQ, which this line says.
+  const onLaneRefused: RefusalHandler = ({ message, code, reason }) =>
+    writeFailure(laneRefusal(message, code, reason));
+  const recordFailure = async (failure: FailureLine): Promise<void> => {
+    counts.invalid++;
+    await writeFailure(failure);
+    await deps.failureLane.add({ ...failure, runId, ledgerScope }, onLaneRefused);
   };
 
   // Ledger lookups run ahead of the writer, several in flight, while items are written in corpus order.
@@ -245,8 +264,9 @@ export async function planRun(event: PlanEvent, deps: PlanDeps): Promise<PlanOut
   await submitChunk();
   while (lookups.length > 0) await writeOldestChunk();
   await items.close();
-  if (failures) await failures.close();
+  // Before the failures file closes: a message SQS refuses adds a line to it.
   await deps.failureLane.flush();
+  if (failures) await failures.close();
 
   let mode: RunMode = 'converse';
   let batch: BatchPlan | undefined;
@@ -321,6 +341,87 @@ export async function planRun(event: PlanEvent, deps: PlanDeps): Promise<PlanOut
   return output;
 }
 
+/** The failure line of a bad line whose failure-lane message SQS refused (the DLQ does not hold it). */
+function laneRefusal(message: FailureLine, code: string, reason: string): FailureLine {
+  const where = message.line === undefined ? 'a bad line' : `line ${message.line}`;
+  return {
+    ...(message.recordId ? { recordId: message.recordId } : {}),
+    ...(message.line === undefined ? {} : { line: message.line }),
+    stage: 'plan',
+    error: {
+      code: 'FailureLaneRefused',
+      message: `${where}: SQS refused its failure-lane message (${code}: ${reason}), so the failure dead-letter queue does not hold it; its reason is the ${message.error.code} failure of the same line in this file`,
+      retryable: false,
+    },
+  };
+}
+
+/**
+ * Refuses a corpus outside the input scope: runs read the ingest bucket (under its prefix) and the allowed buckets,
+ * never the output bucket, whose objects are runs' own files (an items file run as a corpus would process it again).
+ */
+function checkInputScope(bucket: string, key: string, settings: PlanSettings): void {
+  const { input, outputBucket } = settings;
+  const where = [
+    `s3://${input.ingestBucket}/${input.ingestPrefix}`,
+    ...input.allowedBuckets.map((b) => `s3://${b}/`),
+  ].join(', ');
+  if (bucket === outputBucket) {
+    throw new InvalidRunInputError(
+      `The run input names s3://${bucket}/${key}, in the pipeline's output bucket, which holds runs' own files and is never read as a corpus; a corpus must be under ${where}`,
+    );
+  }
+  if (bucket === input.ingestBucket) {
+    if (key.startsWith(input.ingestPrefix)) return;
+    throw new InvalidRunInputError(
+      `The run input names s3://${bucket}/${key}, outside the ingest prefix ${input.ingestPrefix}; a corpus must be under ${where}`,
+    );
+  }
+  if (input.allowedBuckets.includes(bucket)) return;
+  throw new InvalidRunInputError(
+    `The run input names the bucket ${bucket}, which runs may not read; a corpus must be under ${where} (the environment's ingest.allowedBuckets setting allows other buckets)`,
+  );
+}
+
+/** The longest ledger scope (as the run input allows). */
+const MAX_LEDGER_SCOPE_CHARS = 200;
+/** Control characters, U+FFFE / U+FFFF and lone surrogates: a ledger scope is a key in DynamoDB and in SQS messages. */
+const LEDGER_SCOPE_REFUSED = /[\p{Cc}\uFFFE\uFFFF]|\p{Cs}/u;
+
+/**
+ * The ledger scope of a run: the run input's, else the corpus object's metadata `ledger-scope`, else the deployment's.
+ * @throws InvalidRunInputError for a scope that is empty, too long, padded with spaces or holds control characters
+ */
+function resolveLedgerScope(
+  fromInput: string | undefined,
+  fromMetadata: string | undefined,
+  deployed: string,
+): string {
+  const [scope, source] =
+    fromInput !== undefined
+      ? [fromInput, "the run input's ledgerScope"]
+      : fromMetadata !== undefined
+        ? [fromMetadata, "the corpus object's metadata ledger-scope"]
+        : [deployed, undefined];
+  if (source === undefined) return scope;
+  const problem =
+    scope.trim() === ''
+      ? 'is blank'
+      : scope.length > MAX_LEDGER_SCOPE_CHARS
+        ? `is longer than ${MAX_LEDGER_SCOPE_CHARS} characters`
+        : scope !== scope.trim()
+          ? 'starts or ends with a space'
+          : LEDGER_SCOPE_REFUSED.test(scope)
+            ? 'holds a control character, U+FFFE, U+FFFF or a lone surrogate'
+            : undefined;
+  if (problem) {
+    throw new InvalidRunInputError(
+      `${source} ${JSON.stringify(scope.slice(0, 80))} ${problem}; a ledger scope is 1 to ${MAX_LEDGER_SCOPE_CHARS} printable characters`,
+    );
+  }
+  return scope;
+}
+
 function resolveRequestedMode(
   fromInput: RequestedMode | undefined,
   fromMetadata: string | undefined,
@@ -354,7 +455,7 @@ async function headCorpus(
   s3: S3Client,
   bucket: string,
   key: string,
-): Promise<{ size: number; etag?: string; metadataMode?: string }> {
+): Promise<{ size: number; etag?: string; metadataMode?: string; metadataLedgerScope?: string }> {
   try {
     const head = await callDependency('S3 HeadObject', () =>
       s3.send(new HeadObjectCommand({ Bucket: bucket, Key: key })),
@@ -363,6 +464,10 @@ async function headCorpus(
       size: head.ContentLength ?? 0,
       ...(head.ETag ? { etag: head.ETag.replace(/"/g, '') } : {}),
       ...(head.Metadata?.mode ? { metadataMode: head.Metadata.mode } : {}),
+      // User metadata arrives with lower-cased keys (x-amz-meta-ledger-scope).
+      ...(head.Metadata?.['ledger-scope'] !== undefined
+        ? { metadataLedgerScope: head.Metadata['ledger-scope'] }
+        : {}),
     };
   } catch (err) {
     const name = (err as { name?: string }).name;
@@ -378,6 +483,10 @@ async function headCorpus(
 const env = readEnv(
   z.object({
     OUTPUT_BUCKET: required,
+    INGEST_BUCKET: required,
+    INGEST_PREFIX: z.string(),
+    /** Comma-separated buckets besides the ingest bucket a run may read. */
+    ALLOWED_INPUT_BUCKETS: z.string().optional(),
     LEDGER_TABLE: required,
     IDEMPOTENCY_TABLE: required,
     FAILURE_DLQ_URL: required,
@@ -438,6 +547,14 @@ const baseDeps: Omit<PlanDeps, 'failureLane'> = {
   ledger: new Ledger({ client: documentClient, tableName: env.LEDGER_TABLE, ttlDays: env.LEDGER_TTL_DAYS }),
   settings: {
     outputBucket: env.OUTPUT_BUCKET,
+    input: {
+      ingestBucket: env.INGEST_BUCKET,
+      ingestPrefix: env.INGEST_PREFIX,
+      allowedBuckets: (env.ALLOWED_INPUT_BUCKETS ?? '')
+        .split(',')
+        .map((b) => b.trim())
+        .filter(Boolean),
+    },
     modelId: env.MODEL_ID,
     ledgerScope: env.LEDGER_SCOPE,
     prompt: {

@@ -190,6 +190,28 @@ export const environmentConfigSchema = z
         staleClaimSeconds: z.number().int().min(1).max(86_400).optional(),
       })
       .prefault({}),
+    /** Where runs may read corpora from. */
+    ingest: z
+      .object({
+        /**
+         * Buckets besides the ingest bucket a run's input may name (any key in them); Plan gets read access to
+         * exactly these. Never the output bucket: a run never reads another run's files. @default none
+         */
+        allowedBuckets: z
+          .array(
+            z
+              .string()
+              .regex(
+                /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/,
+                'ingest.allowedBuckets: each entry must be an S3 bucket name (3 to 63 of a-z, 0-9, . and -)',
+              ),
+          )
+          .default([])
+          .refine((names) => new Set(names).size === names.length, {
+            message: 'ingest.allowedBuckets lists a bucket twice',
+          }),
+      })
+      .prefault({}),
     /** Object key prefix in the ingest bucket whose uploads start a run. @default 'corpora/' */
     ingestPrefix: z
       .string()

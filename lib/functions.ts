@@ -50,6 +50,10 @@ export interface PipelineFunctionsProps {
   readonly config: PipelineConfig;
   /** The output bucket (OUTPUT_BUCKET). */
   readonly outputBucket: s3.IBucket;
+  /** The ingest bucket (INGEST_BUCKET): Plan reads corpora under `ingestPrefix` in it. */
+  readonly ingestBucket: s3.IBucket;
+  /** The ingest prefix (INGEST_PREFIX), ending with `/`. */
+  readonly ingestPrefix: string;
   /** The record ledger (LEDGER_TABLE). */
   readonly ledgerTable: dynamodb.ITable;
   /** The runs table (RUNS_TABLE): manifest revisions, records the failure lane settled. */
@@ -146,6 +150,12 @@ export class PipelineFunctions extends Construct {
         PLAN_PARSE_WORKERS: String(lambdaVcpus(config.plan.memorySize) - 1),
         ...PLAN_RUNTIME_ENV,
         OUTPUT_BUCKET: props.outputBucket.bucketName,
+        // The buckets a run's input may name (lambda/plan.ts refuses any other, and the output bucket always).
+        INGEST_BUCKET: props.ingestBucket.bucketName,
+        INGEST_PREFIX: props.ingestPrefix,
+        ...(config.ingest.allowedBuckets.length > 0
+          ? { ALLOWED_INPUT_BUCKETS: config.ingest.allowedBuckets.join(',') }
+          : {}),
         LEDGER_TABLE: props.ledgerTable.tableName,
         IDEMPOTENCY_TABLE: props.idempotencyTable.tableName,
         FAILURE_DLQ_URL: props.failureDeadLetterQueue.queueUrl,

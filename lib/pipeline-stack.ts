@@ -116,6 +116,8 @@ export class PipelineStack extends Stack {
     this.functions = new PipelineFunctions(this, 'Functions', {
       config,
       outputBucket: this.storage.outputBucket,
+      ingestBucket: this.storage.ingestBucket,
+      ingestPrefix: this.storage.ingestPrefix,
       ledgerTable: this.ledger.ledgerTable,
       runsTable: this.ledger.runsTable,
       idempotencyTable: this.ledger.idempotencyTable,
@@ -134,6 +136,7 @@ export class PipelineStack extends Stack {
     const laneConsumer = this.functions.failureLaneConsumer;
 
     this.storage.grantIngestRead(plan);
+    this.storage.grantAllowedInputRead(plan, config.ingest.allowedBuckets);
     this.storage.grantOutputRead(plan, RUNS_KEY_PATTERN);
     this.storage.grantOutputWrite(plan, RUNS_KEY_PATTERN);
     this.ledger.grantLedgerLookup(plan);

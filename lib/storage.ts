@@ -167,6 +167,24 @@ export class PipelineStorage extends Construct {
     return grantObjectRead(this.ingestBucket, grantee, `${this.ingestPrefix}*`, true);
   }
 
+  /**
+   * Lets `grantee` read corpora from other buckets (`ingest.allowedBuckets`): s3:GetObject on any key and
+   * s3:ListBucket, on exactly these buckets. An SSE-KMS bucket's key must also let the grantee decrypt (its key
+   * policy), which a stack cannot grant on a key it does not own.
+   */
+  public grantAllowedInputRead(grantee: iam.IGrantable, bucketNames: readonly string[]): void {
+    bucketNames.forEach((name, i) => {
+      const bucket = s3.Bucket.fromBucketName(this, `AllowedInputBucket${i}`, name);
+      grantObjectRead(
+        bucket,
+        grantee,
+        '*',
+        true,
+        `Corpora may be read from any key of ${name}, a bucket the environment allows as run input (ingest.allowedBuckets); the keys are only known at run time.`,
+      );
+    });
+  }
+
   /** Lets `grantee` read output objects matching `keyPattern` (`runs/*`). */
   public grantOutputRead(
     grantee: iam.IGrantable,
@@ -222,6 +240,7 @@ function grantObjectRead(
   grantee: iam.IGrantable,
   keyPattern: string,
   listBucket: boolean,
+  reason = `Reads are confined to the ${keyPattern} key prefix; the object keys are only known at run time.`,
 ): iam.Grant {
   const objects = bucket.arnForObjects(keyPattern);
   const grant = iam.Grant.addToPrincipal({ grantee, actions: ['s3:GetObject'], resourceArns: [objects] });
@@ -229,10 +248,6 @@ function grantObjectRead(
     iam.Grant.addToPrincipal({ grantee, actions: ['s3:ListBucket'], resourceArns: [bucket.bucketArn] });
   }
   bucket.encryptionKey?.grant(grantee, 'kms:Decrypt');
-  acknowledgeWildcardResources(
-    grantee,
-    [objects],
-    `Reads are confined to the ${keyPattern} key prefix; the object keys are only known at run time.`,
-  );
+  acknowledgeWildcardResources(grantee, [objects], reason);
   return grant;
 }

@@ -30,9 +30,13 @@ export class UsageError extends Error {
 export interface LocalRunOptions {
   corpusFile: string;
   mode: RequestedMode;
-  stateDir: string;
-  /** The ledger scope records are deduplicated in. @default the environment's `ledger.scope` */
+  /**
+   * The ledger scope of the run (its records are deduplicated in it), sent as the corpus object's metadata
+   * `ledger-scope`, which Plan reads. S3 metadata travels in HTTP headers: printable ASCII only.
+   * @default the environment's scope
+   */
   ledgerScope?: string;
+  stateDir: string;
   /** @default <stateDir>/runs/<runId> */
   outDir?: string;
   /** Receives progress lines while the run goes on. */
@@ -65,6 +69,8 @@ export interface FailureLaneState {
 }
 
 const START_TIMEOUT_MS = 60_000;
+/** A ledger scope that can travel as S3 metadata (an HTTP header value): printable ASCII, trimmed, 1 to 200. */
+const LEDGER_SCOPE_METADATA = /^[\x21-\x7e](?:[\x20-\x7e]{0,198}[\x21-\x7e])?$/;
 
 /**
  * Runs a corpus through the pipeline on the local runtime: puts the file into the ingest bucket (the run starts
@@ -74,6 +80,11 @@ const START_TIMEOUT_MS = 60_000;
 export async function runLocalCorpus(options: LocalRunOptions): Promise<LocalRunOutcome> {
   if (!existsSync(options.corpusFile) || !statSync(options.corpusFile).isFile()) {
     throw new UsageError(`--corpus ${options.corpusFile}: no such file`);
+  }
+  if (options.ledgerScope !== undefined && !LEDGER_SCOPE_METADATA.test(options.ledgerScope)) {
+    throw new UsageError(
+      `--ledger-scope ${JSON.stringify(options.ledgerScope)}: a ledger scope here is 1 to 200 printable ASCII characters, without leading or trailing spaces`,
+    );
   }
   const progress = options.progress ?? (() => undefined);
   progress('starting the local runtime (emulators, Bedrock simulator, workflow runner)...');
@@ -85,7 +96,7 @@ export async function runLocalCorpus(options: LocalRunOptions): Promise<LocalRun
       START_TIMEOUT_MS,
     );
     progress(
-      `putting ${basename(options.corpusFile)} into s3://${runtime.ingestBucket}/${key} (mode ${options.mode})`,
+      `putting ${basename(options.corpusFile)} into s3://${runtime.ingestBucket}/${key} (mode ${options.mode}${options.ledgerScope !== undefined ? `, ledger scope ${options.ledgerScope}` : ''})`,
     );
     await new Upload({
       client: runtime.s3,
@@ -94,7 +105,10 @@ export async function runLocalCorpus(options: LocalRunOptions): Promise<LocalRun
         Key: key,
         Body: createReadStream(options.corpusFile),
         ContentType: 'application/x-ndjson',
-        Metadata: { mode: options.mode },
+        Metadata: {
+          mode: options.mode,
+          ...(options.ledgerScope !== undefined ? { 'ledger-scope': options.ledgerScope } : {}),
+        },
       },
     }).done();
     const execution = await started.catch((err: unknown) => {

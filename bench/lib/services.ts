@@ -126,6 +126,8 @@ export async function uploadChunks(
  */
 export const HANDLER_ENV: Record<string, string> = {
   OUTPUT_BUCKET: 'bench-output',
+  INGEST_BUCKET: 'bench-corpus',
+  INGEST_PREFIX: '',
   LEDGER_TABLE: 'bench-ledger',
   IDEMPOTENCY_TABLE: 'bench-idempotency',
   FAILURE_QUEUE_URL: 'http://127.0.0.1:1/000000000000/failures',

@@ -1,7 +1,16 @@
+import { isUtf8 } from 'node:buffer';
 import { availableParallelism } from 'node:os';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
 import type { RecordFormat } from './contracts';
-import { cleanLine, parseLine, serializedItem, type LineProblem, type PromptSettings } from './records';
+import {
+  cleanLine,
+  lineTooLong,
+  MAX_LINE_BYTES,
+  parseLine,
+  serializedItem,
+  type LineProblem,
+  type PromptSettings,
+} from './records';
 import { splitCr } from './s3-jsonl';
 import { batchLineBytes } from './shard-writer';
 
@@ -83,17 +92,25 @@ export function parseBlock(
   block: Buffer,
   firstLine: number,
   prompt: PromptSettings,
+  maxLineBytes = MAX_LINE_BYTES,
 ): ParsedBlock & { lines: number } {
   const text = block.toString('utf8');
+  // toString turns invalid UTF-8 into U+FFFD silently; only a block that is not valid UTF-8 pays for finding the lines.
+  const notUtf8 = isUtf8(block) ? undefined : invalidUtf8Lines(block, firstLine);
   const outcomes: LineOutcome[] = [];
   const texts: string[] = [];
   let offset = 0;
   let lineNo = firstLine - 1;
   const take = (raw: string): void => {
     lineNo++;
+    const invalid = notUtf8?.get(lineNo);
+    if (invalid) {
+      outcomes.push({ ok: false, line: lineNo, problem: invalid });
+      return;
+    }
     const line = cleanLine(raw, lineNo === 1);
     if (line.trim() === '') return;
-    const parsed = parseLine(line, lineNo, prompt);
+    const parsed = parseLine(line, lineNo, prompt, maxLineBytes);
     if (!parsed.ok) {
       outcomes.push({ ok: false, line: lineNo, problem: parsed.problem });
       return;
@@ -139,6 +156,76 @@ export function parseBlock(
 }
 
 /**
+ * The lines of a block that are not valid UTF-8, by line number, each with its InvalidUtf8 problem. Lines are cut as
+ * parseBlock cuts the decoded text (an invalid sequence never hides an LF or a CR: decoding replaces it and keeps
+ * them), so the numbers agree.
+ */
+function invalidUtf8Lines(block: Buffer, firstLine: number): Map<number, LineProblem> {
+  const invalid = new Map<number, LineProblem>();
+  let lineNo = firstLine - 1;
+  const check = (start: number, end: number): void => {
+    lineNo++;
+    const line = block.subarray(start, end);
+    if (isUtf8(line)) return;
+    const at = firstInvalidUtf8(line);
+    // The offending byte and the continuation bytes (10xxxxxx) after it, at most four in all.
+    let upTo = at + 1;
+    while (upTo < Math.min(line.length, at + 4) && ((line[upTo] as number) & 0xc0) === 0x80) upTo++;
+    const shown = [...line.subarray(at, upTo)].map((b) => `0x${b.toString(16).padStart(2, '0')}`).join(' ');
+    invalid.set(lineNo, {
+      code: 'InvalidUtf8',
+      message: `line ${lineNo} is not valid UTF-8: at byte offset ${at} of the line, ${shown} is no UTF-8 character; save the corpus as UTF-8`,
+    });
+  };
+  let start = 0;
+  for (;;) {
+    const nl = block.indexOf(LF, start);
+    const end = nl === -1 ? block.length : nl;
+    // As parseBlock: the bytes after the last LF are a line only when there are some; CRs split, a final CR ends one.
+    if (nl !== -1 || end > start) {
+      let from = start;
+      for (let cr = block.indexOf(CR, from); cr !== -1 && cr < end; cr = block.indexOf(CR, from)) {
+        check(from, cr);
+        from = cr + 1;
+      }
+      if (from < end || from === start) check(from, end);
+    }
+    if (nl === -1) break;
+    start = nl + 1;
+  }
+  return invalid;
+}
+
+/** The offset of the first byte of `bytes` that does not begin a well-formed UTF-8 sequence (RFC 3629). */
+export function firstInvalidUtf8(bytes: Uint8Array): number {
+  for (let i = 0; i < bytes.length;) {
+    const lead = bytes[i] as number;
+    let length: number;
+    let min = 0x80;
+    let max = 0xbf;
+    if (lead < 0x80) length = 1;
+    else if (lead >= 0xc2 && lead <= 0xdf) length = 2;
+    else if (lead >= 0xe0 && lead <= 0xef) {
+      length = 3;
+      // No overlong forms (E0 A0..), no surrogates (ED 80..9F).
+      if (lead === 0xe0) min = 0xa0;
+      if (lead === 0xed) max = 0x9f;
+    } else if (lead >= 0xf0 && lead <= 0xf4) {
+      length = 4;
+      // No overlong forms (F0 90..), nothing above U+10FFFF (F4 80..8F).
+      if (lead === 0xf0) min = 0x90;
+      if (lead === 0xf4) max = 0x8f;
+    } else return i;
+    for (let k = 1; k < length; k++) {
+      const next = bytes[i + k];
+      if (next === undefined || next < (k === 1 ? min : 0x80) || next > (k === 1 ? max : 0xbf)) return i;
+    }
+    i += length;
+  }
+  return bytes.length;
+}
+
+/**
  * How many lines parseBlock counts in `block`, from the bytes alone: each LF ends one, and so does each CR not followed
  * by an LF, except one that ends the block (it ends the line the text after the last LF makes, counted once).
  */
@@ -153,34 +240,108 @@ export function countLines(block: Buffer): number {
   return lines;
 }
 
+/** A line {@link cutBlocks} skipped because it is longer than the line limit: never held whole. */
+export interface SkippedLine {
+  skipped: true;
+  /** Its size in bytes, without its line end. */
+  bytes: number;
+}
+
+/** What {@link cutBlocks} measured while cutting, for callers that watch its memory. */
+export interface CutStats {
+  /** The most bytes it held at once (the block being gathered). */
+  maxPendingBytes: number;
+}
+
+const NO_BYTES = Buffer.alloc(0);
+
 /**
  * Cuts a byte stream into blocks that end at a line end (the last block may not): each is cut at the first line end
  * from its `blockBytes`-th byte on, whatever the size of the stream's chunks, so it is at least `blockBytes` long and
  * longer by less than a line. A block is a fresh Buffer that owns its memory, so it can be transferred to a worker.
+ *
+ * Memory stays bounded whatever the lines: once the line being gathered (since the last LF or lone CR) grows past
+ * `maxLineBytes`, the lines before it go out as a block and the rest of it is counted and dropped up to its line end;
+ * it is yielded as a {@link SkippedLine} in its place (one line). A longer line that came within one chunk is left in
+ * its block for parseLine to reject: the stream's chunk held it already.
  */
 export async function* cutBlocks(
   stream: AsyncIterable<Buffer | string>,
   blockBytes = BLOCK_BYTES,
-): AsyncGenerator<Buffer> {
+  maxLineBytes = MAX_LINE_BYTES,
+  stats?: CutStats,
+): AsyncGenerator<Buffer | SkippedLine> {
   let pending: Buffer[] = [];
   let pendingBytes = 0;
+  // Where the line being gathered starts in the pending bytes: after the last LF seen.
+  let lineStart = 0;
+  // The line being skipped: its bytes so far, and whether it ended at a CR (an LF right after still belongs to it).
+  let skipping: { bytes: number; endedAtCr: boolean } | undefined;
   for await (const piece of stream) {
     let chunk = typeof piece === 'string' ? Buffer.from(piece) : piece;
     while (chunk.length > 0) {
+      if (skipping) {
+        if (skipping.endedAtCr) {
+          if (chunk[0] === LF) chunk = chunk.subarray(1);
+          yield { skipped: true, bytes: skipping.bytes };
+          skipping = undefined;
+          continue;
+        }
+        const lf = chunk.indexOf(LF);
+        const cr = chunk.indexOf(CR);
+        const end = lf === -1 ? cr : cr === -1 ? lf : Math.min(lf, cr);
+        if (end === -1) {
+          skipping.bytes += chunk.length;
+          break;
+        }
+        skipping.bytes += end;
+        chunk = chunk.subarray(end + 1);
+        if (end === lf) {
+          yield { skipped: true, bytes: skipping.bytes };
+          skipping = undefined;
+        } else skipping.endedAtCr = true;
+        continue;
+      }
       const lf = chunk.indexOf(LF, Math.max(0, blockBytes - pendingBytes - 1));
-      if (lf === -1) {
-        pending.push(chunk);
-        pendingBytes += chunk.length;
+      if (lf !== -1) {
+        pending.push(chunk.subarray(0, lf + 1));
+        yield ownedConcat(pending, pendingBytes + lf + 1);
+        pending = [];
+        pendingBytes = 0;
+        lineStart = 0;
+        chunk = chunk.subarray(lf + 1);
+        continue;
+      }
+      const lastLf = chunk.lastIndexOf(LF);
+      if (lastLf !== -1) lineStart = pendingBytes + lastLf + 1;
+      pending.push(chunk);
+      pendingBytes += chunk.length;
+      if (stats && pendingBytes > stats.maxPendingBytes) stats.maxPendingBytes = pendingBytes;
+      chunk = NO_BYTES;
+      // One byte of slack: the line may end in the CR of a CRLF whose LF has not come yet.
+      if (pendingBytes - lineStart <= maxLineBytes + 1) break;
+      // Lines also end at a lone CR: a CR before the last byte (whose next byte is known, and is no LF here).
+      const cr = lastIndexIn(pending, CR, lineStart, pendingBytes - 1);
+      if (cr !== -1 && pendingBytes - (cr + 1) <= maxLineBytes + 1) {
+        // Lines ended by lone CRs, each short enough: cut after the last one.
+        const [head, tail] = splitAt(pending, cr + 1);
+        yield ownedConcat(head, cr + 1);
+        pending = tail;
+        pendingBytes -= cr + 1;
+        lineStart = 0;
         break;
       }
-      pending.push(chunk.subarray(0, lf + 1));
-      yield ownedConcat(pending, pendingBytes + lf + 1);
+      const start = cr === -1 ? lineStart : cr + 1;
+      if (start > 0) yield ownedConcat(splitAt(pending, start)[0], start);
+      const endedAtCr = pending.at(-1)?.at(-1) === CR;
+      skipping = { bytes: pendingBytes - start - (endedAtCr ? 1 : 0), endedAtCr };
       pending = [];
       pendingBytes = 0;
-      chunk = chunk.subarray(lf + 1);
+      lineStart = 0;
     }
   }
-  if (pendingBytes > 0) yield ownedConcat(pending, pendingBytes);
+  if (skipping) yield { skipped: true, bytes: skipping.bytes };
+  else if (pendingBytes > 0) yield ownedConcat(pending, pendingBytes);
 }
 
 function ownedConcat(parts: Buffer[], length: number): Buffer {
@@ -188,6 +349,39 @@ function ownedConcat(parts: Buffer[], length: number): Buffer {
   let offset = 0;
   for (const part of parts) offset += part.copy(out, offset);
   return out;
+}
+
+/** The parts before byte `at` of their concatenation, and the parts from it on (views, no copy). */
+function splitAt(parts: readonly Buffer[], at: number): [Buffer[], Buffer[]] {
+  const head: Buffer[] = [];
+  const tail: Buffer[] = [];
+  let offset = 0;
+  for (const part of parts) {
+    if (offset + part.length <= at) head.push(part);
+    else if (offset >= at) tail.push(part);
+    else {
+      head.push(part.subarray(0, at - offset));
+      tail.push(part.subarray(at - offset));
+    }
+    offset += part.length;
+  }
+  return [head, tail];
+}
+
+/** The last position of `byte` in the concatenation of `parts` within `[from, to)`, or -1. */
+function lastIndexIn(parts: readonly Buffer[], byte: number, from: number, to: number): number {
+  let end = parts.reduce((n, p) => n + p.length, 0);
+  for (let i = parts.length - 1; i >= 0 && end > from; i--) {
+    const part = parts[i] as Buffer;
+    const start = end - part.length;
+    const last = Math.min(part.length, to - start) - 1;
+    if (last >= 0) {
+      const at = part.lastIndexOf(byte, last);
+      if (at !== -1 && start + at >= from) return start + at;
+    }
+    end = start;
+  }
+  return -1;
 }
 
 /** Options of {@link parseCorpus}. */
@@ -198,6 +392,8 @@ export interface ParseCorpusOptions {
   workers: number;
   /** @default BLOCK_BYTES */
   blockBytes?: number;
+  /** Lines longer than this are skipped unread (LineTooLong). @default MAX_LINE_BYTES */
+  maxLineBytes?: number;
 }
 
 /**
@@ -209,26 +405,37 @@ export async function* parseCorpus(
   stream: AsyncIterable<Buffer | string>,
   options: ParseCorpusOptions,
 ): AsyncGenerator<ParsedBlock> {
-  const blocks = cutBlocks(stream, options.blockBytes);
+  const maxLineBytes = options.maxLineBytes ?? MAX_LINE_BYTES;
+  const blocks = cutBlocks(stream, options.blockBytes, maxLineBytes);
   if (options.workers <= 0) {
     let nextLine = 1;
     for await (const block of blocks) {
-      const parsed = parseBlock(block, nextLine, options.prompt);
+      if (!Buffer.isBuffer(block)) {
+        yield skippedLine(nextLine++, block, maxLineBytes);
+        continue;
+      }
+      const parsed = parseBlock(block, nextLine, options.prompt, maxLineBytes);
       nextLine += parsed.lines;
       yield parsed;
     }
     return;
   }
-  const pool = new ParsePool(options.workers, options.prompt);
+  const pool = new ParsePool(options.workers, options.prompt, maxLineBytes);
   const window: Promise<ParsedBlock>[] = [];
   try {
     let nextLine = 1;
     for await (const block of blocks) {
       const firstLine = nextLine;
+      if (!Buffer.isBuffer(block)) {
+        nextLine++;
+        window.push(Promise.resolve(skippedLine(firstLine, block, maxLineBytes)));
+        if (window.length >= options.workers * BLOCKS_IN_FLIGHT_PER_WORKER) yield await window.shift()!;
+        continue;
+      }
       nextLine += countLines(block);
       const parsed =
         block.length > WORKER_MAX_BLOCK_BYTES
-          ? Promise.resolve(parseBlock(block, firstLine, options.prompt))
+          ? Promise.resolve(parseBlock(block, firstLine, options.prompt, maxLineBytes))
           : pool.parse(block, firstLine);
       parsed.catch(() => undefined); // awaited in order below
       window.push(parsed);
@@ -238,6 +445,14 @@ export async function* parseCorpus(
   } finally {
     await pool.close();
   }
+}
+
+/** The outcome of a line cutBlocks skipped for its length. */
+function skippedLine(line: number, skipped: SkippedLine, limit: number): ParsedBlock {
+  return {
+    outcomes: [{ ok: false, line, problem: lineTooLong(line, skipped.bytes, limit) }],
+    items: NO_BYTES,
+  };
 }
 
 /** Raised when a parse worker fails (it crashed, ran out of memory or could not start). */
@@ -262,9 +477,9 @@ class ParsePool {
   private nextId = 0;
   private closing = false;
 
-  constructor(count: number, prompt: PromptSettings) {
+  constructor(count: number, prompt: PromptSettings, maxLineBytes: number) {
     for (let i = 0; i < count; i++) {
-      const worker = startWorker({ role: WORKER_ROLE, prompt });
+      const worker = startWorker({ role: WORKER_ROLE, prompt, maxLineBytes });
       worker.on('message', (reply: ParseReply) => this.settle(reply));
       worker.on('error', (err) => this.failAll(new ParseWorkerError(`parse worker failed: ${err.message}`)));
       worker.on('exit', (code) => {
@@ -308,7 +523,7 @@ class ParsePool {
   }
 }
 
-function startWorker(data: { role: string; prompt: PromptSettings }): Worker {
+function startWorker(data: { role: string; prompt: PromptSettings; maxLineBytes: number }): Worker {
   if (__filename.endsWith('.ts')) {
     // From the TypeScript source: load this module through tsx (a dependency of the local runtime, never bundled).
     const source = `require('tsx/cjs'); require(${JSON.stringify(__filename)});`;
@@ -320,11 +535,11 @@ function startWorker(data: { role: string; prompt: PromptSettings }): Worker {
 // In a parse worker: answer blocks until terminated.
 if (!isMainThread && parentPort && (workerData as { role?: string } | null)?.role === WORKER_ROLE) {
   const port = parentPort;
-  const { prompt } = workerData as { prompt: PromptSettings };
+  const { prompt, maxLineBytes } = workerData as { prompt: PromptSettings; maxLineBytes: number };
   port.on('message', (request: ParseRequest) => {
     try {
       const block = Buffer.from(request.block.buffer, request.block.byteOffset, request.block.byteLength);
-      const { outcomes, items } = parseBlock(block, request.firstLine, prompt);
+      const { outcomes, items } = parseBlock(block, request.firstLine, prompt, maxLineBytes);
       const reply: ParseReply = { id: request.id, outcomes, items };
       port.postMessage(reply, [items.buffer as ArrayBuffer]);
     } catch (err) {

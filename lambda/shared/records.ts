@@ -38,6 +38,24 @@ export type ParsedLine =
  */
 export const MAX_ITEM_BYTES = 200 * 1024;
 
+/**
+ * The longest corpus line Plan reads, in UTF-8 bytes without its line end: 1 MiB. Longer lines are skipped while the
+ * corpus streams (never held whole) and rejected as `LineTooLong`. Five times {@link MAX_ITEM_BYTES}, so a line that
+ * fails for its size still gets RecordTooLarge's reason unless it is far beyond any record: a `\uXXXX` escape takes
+ * 6 bytes in the line for a character of 1 to 3 in the record, and whitespace between tokens is dropped.
+ */
+export const MAX_LINE_BYTES = 1024 * 1024;
+
+/**
+ * The deepest a line may nest objects and arrays, its own object counting as level 1: 64. Bedrock documents no limit
+ * (nor does Step Functions), but a Converse request needs about 8 levels down to a tool's JSON document
+ * (modelInput.messages[].content[].toolResult.content[].json), which leaves more than 50 for the document itself;
+ * common JSON parsers refuse much less than 5,000 (serde_json stops at 128), and every recursive walk of a record
+ * (the canonical JSON, JSON.stringify, zod, the Step Functions runtime) stays far from its stack limit. A deeper line
+ * is rejected as `NestingTooDeep` before anything recursive touches it.
+ */
+export const MAX_NESTING_DEPTH = 64;
+
 /** recordIds are echoed in file names, SQS messages and Bedrock batch files: keep them printable and bounded. */
 const RECORD_ID_PATTERN = /^[\x21-\x7e](?:[\x20-\x7e]{0,254}[\x21-\x7e])?$/;
 
@@ -95,6 +113,50 @@ function describeJsonType(value: unknown): string {
   return `${/^[aeiou]/.test(type) ? 'an' : 'a'} ${type}`;
 }
 
+/**
+ * Whether a parsed JSON value nests objects and arrays deeper than `limit` levels (the value itself is level 1).
+ * Iterative on purpose: it runs on any line before the recursive walks do, so it must not overflow the stack itself.
+ */
+export function nestedDeeperThan(value: unknown, limit: number): boolean {
+  if (typeof value !== 'object' || value === null) return false;
+  if (limit < 1) return true;
+  // Containers still to look into, and their levels.
+  const containers: object[] = [value];
+  const levels: number[] = [1];
+  for (;;) {
+    const container = containers.pop();
+    if (container === undefined) return false;
+    const level = levels.pop() as number;
+    if (Array.isArray(container)) {
+      for (let i = 0; i < container.length; i++) {
+        const member: unknown = container[i];
+        if (typeof member !== 'object' || member === null) continue;
+        if (level >= limit) return true;
+        containers.push(member);
+        levels.push(level + 1);
+      }
+    } else {
+      const object = container as Record<string, unknown>;
+      for (const key in object) {
+        const member = object[key];
+        if (typeof member !== 'object' || member === null) continue;
+        if (level >= limit) return true;
+        containers.push(member);
+        levels.push(level + 1);
+      }
+    }
+  }
+}
+
+/** The problem of a line longer than the line limit ({@link MAX_LINE_BYTES} unless a test sets another). */
+export function lineTooLong(lineNo: number, bytes: number, limit = MAX_LINE_BYTES): LineProblem {
+  const size = limit === MAX_LINE_BYTES ? `${limit} bytes (1 MiB)` : `${limit} bytes`;
+  return {
+    code: 'LineTooLong',
+    message: `line ${lineNo} is ${bytes} bytes long; a line may be at most ${size}, so it was skipped unread (a record must stay under ${MAX_ITEM_BYTES} bytes anyway): shorten or split it`,
+  };
+}
+
 function isPlainObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
@@ -131,11 +193,23 @@ export function templateRequest(text: string, prompt: PromptSettings): Record<st
 }
 
 /**
- * Parses and normalises one non-blank corpus line (already stripped of BOM and CR).
+ * Parses and normalises one non-blank corpus line (already stripped of BOM and CR). A line over `maxLineBytes`
+ * (LineTooLong), not JSON, not an object, nested deeper than {@link MAX_NESTING_DEPTH} (NestingTooDeep) or not a
+ * record is rejected with its reason.
  * @param raw the line text
  * @param lineNo its 1-based line number
  */
-export function parseLine(raw: string, lineNo: number, prompt: PromptSettings): ParsedLine {
+export function parseLine(
+  raw: string,
+  lineNo: number,
+  prompt: PromptSettings,
+  maxLineBytes = MAX_LINE_BYTES,
+): ParsedLine {
+  // A UTF-16 code unit takes at most 3 bytes in UTF-8: most lines are known to be short without counting.
+  if (raw.length * 3 > maxLineBytes) {
+    const bytes = Buffer.byteLength(raw);
+    if (bytes > maxLineBytes) return { ok: false, problem: lineTooLong(lineNo, bytes, maxLineBytes) };
+  }
   let value: unknown;
   try {
     value = JSON.parse(raw);
@@ -156,6 +230,16 @@ export function parseLine(raw: string, lineNo: number, prompt: PromptSettings): 
       problem: {
         code: 'NotAnObject',
         message: `line ${lineNo} is ${describeJsonType(value)}; expected an object {"recordId", "modelInput"} or {"id", "text"}`,
+      },
+    };
+  }
+  // JSON.parse is iterative; everything after it may recurse (canonicalJson, JSON.stringify, zod downstream).
+  if (nestedDeeperThan(value, MAX_NESTING_DEPTH)) {
+    return {
+      ok: false,
+      problem: {
+        code: 'NestingTooDeep',
+        message: `line ${lineNo} nests objects and arrays more than ${MAX_NESTING_DEPTH} levels deep (the line's object is level 1); flatten the record`,
       },
     };
   }

@@ -4,6 +4,7 @@ import type { Usage } from './contracts';
 import { callDependency, TransientDependencyError } from './errors';
 import type { Ledger } from './ledger';
 import { InFlightLimiter } from './pool';
+import { sqsJsonBody } from './sqs-text';
 
 /**
  * The optional results queue (SQS FIFO): one message per record a run published, so a downstream stage can consume
@@ -136,7 +137,8 @@ export class ResultsPublisher {
   private async sendBatch(records: readonly PublishedRecord[]): Promise<void> {
     let pending = records.map((r, i) => ({
       Id: `r${i}`,
-      MessageBody: JSON.stringify({
+      // The ledger scope comes from the run input: any text, so encoded for SQS.
+      MessageBody: sqsJsonBody({
         runId: r.runId,
         recordId: r.recordId,
         ledgerScope: r.ledgerScope,

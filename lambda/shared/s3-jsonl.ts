@@ -200,12 +200,31 @@ export async function openObject(
   }
 }
 
+/** Options of {@link readLines}. */
+export interface ReadLinesOptions {
+  /**
+   * Lines longer than this many bytes (UTF-8, without the line end) are not gathered: their text is dropped as it
+   * streams and an empty string is yielded in their place (so a caller counting lines stays right), after
+   * `onLineTooLong` was told. @default no limit
+   */
+  maxLineBytes?: number;
+  /** Told about each line over `maxLineBytes`: its 1-based number (blank lines count) and its size in bytes. */
+  onLineTooLong?: (line: { line: number; bytes: number }) => void;
+  /** Filled in as lines are read, for callers that watch memory. */
+  stats?: { maxBufferedChars: number };
+}
+
 /**
  * Iterates the raw lines of a stream (no parsing; the BOM is left for the caller). Lines end at LF, CRLF or a lone CR,
  * as node:readline splits them, but the bytes are decoded a chunk at a time and cut with indexOf instead of a regular
- * expression per chunk, which makes it several times faster on large objects.
+ * expression per chunk, which makes it several times faster on large objects. With `maxLineBytes`, memory stays
+ * bounded whatever the lines (see {@link ReadLinesOptions}).
  */
-export async function* readLines(stream: Readable): AsyncGenerator<string> {
+export async function* readLines(stream: Readable, options: ReadLinesOptions = {}): AsyncGenerator<string> {
+  if (options.maxLineBytes !== undefined) {
+    yield* readBoundedLines(stream, options.maxLineBytes, options);
+    return;
+  }
   const decoder = new StringDecoder('utf8');
   // Pieces of a line that spans chunks, joined once its end comes (never re-scanned: long lines stay linear).
   let parts: string[] = [];
@@ -239,6 +258,89 @@ export async function* readLines(stream: Readable): AsyncGenerator<string> {
   if (last) {
     if (last.includes('\r')) yield* splitCr(last);
     else yield last;
+  }
+}
+
+/**
+ * readLines with a line limit: the line being gathered is checked as it grows (its characters bound its bytes from
+ * below, so past `maxLineBytes` characters it is too long for sure), and its text is only counted from then on.
+ */
+async function* readBoundedLines(
+  stream: Readable,
+  maxLineBytes: number,
+  options: ReadLinesOptions,
+): AsyncGenerator<string> {
+  const decoder = new StringDecoder('utf8');
+  let lineNo = 0;
+  // The text of the line being gathered, from chunks before this one.
+  let parts: string[] = [];
+  let partsChars = 0;
+  // The bytes so far of a line too long to gather.
+  let dropping: number | undefined;
+  // The last chunk ended in a CR: an LF first in the next one is the rest of that CRLF.
+  let swallowLf = false;
+  const tooLong = (bytes: number): string => {
+    lineNo++;
+    options.onLineTooLong?.({ line: lineNo, bytes });
+    return '';
+  };
+  const complete = (line: string): string => {
+    if (line.length * 3 > maxLineBytes) {
+      const bytes = Buffer.byteLength(line);
+      if (bytes > maxLineBytes) return tooLong(bytes);
+    }
+    lineNo++;
+    return line;
+  };
+  for await (const chunk of stream) {
+    let text = typeof chunk === 'string' ? chunk : decoder.write(chunk as Buffer);
+    if (swallowLf && text.length > 0) {
+      if (text.startsWith('\n')) text = text.slice(1);
+      swallowLf = false;
+    }
+    // The next CR, looked up again only once passed: a search per line would rescan chunks without any.
+    let cr = text.indexOf('\r');
+    for (let start = 0; ;) {
+      if (cr !== -1 && cr < start) cr = text.indexOf('\r', start);
+      const lf = text.indexOf('\n', start);
+      const end = lf === -1 ? cr : cr === -1 ? lf : Math.min(lf, cr);
+      if (end === -1) {
+        const rest = start === 0 ? text : text.slice(start);
+        if (dropping !== undefined) dropping += Buffer.byteLength(rest);
+        else if (rest) {
+          parts.push(rest);
+          partsChars += rest.length;
+          if (options.stats && partsChars > options.stats.maxBufferedChars) {
+            options.stats.maxBufferedChars = partsChars;
+          }
+          if (partsChars > maxLineBytes) {
+            dropping = Buffer.byteLength(parts.join(''));
+            parts = [];
+            partsChars = 0;
+          }
+        }
+        break;
+      }
+      const piece = text.slice(start, end);
+      if (dropping !== undefined) {
+        yield tooLong(dropping + Buffer.byteLength(piece));
+        dropping = undefined;
+      } else if (parts.length > 0) {
+        parts.push(piece);
+        const line = parts.join('');
+        parts = [];
+        partsChars = 0;
+        yield complete(line);
+      } else yield complete(piece);
+      if (text[end] === '\r' && end + 1 === text.length) swallowLf = true;
+      start = end + (text[end] === '\r' && text[end + 1] === '\n' ? 2 : 1);
+    }
+  }
+  const rest = decoder.end();
+  if (dropping !== undefined) yield tooLong(dropping + Buffer.byteLength(rest));
+  else {
+    const last = parts.join('') + rest;
+    if (last) yield complete(last);
   }
 }
 

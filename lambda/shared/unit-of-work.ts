@@ -8,7 +8,7 @@ import type {
   Usage,
 } from './contracts';
 import { callDependency } from './errors';
-import type { FailureLaneSender } from './failure-lane';
+import type { FailureLaneSender, RefusedMessage } from './failure-lane';
 import { faultPoint } from './fault-points';
 import { isLaneOwner, type Claimant, type Ledger, type LedgerEntry, type TransitionOutcome } from './ledger';
 import { mapWithConcurrency } from './pool';
@@ -162,9 +162,10 @@ export interface UnitCounts {
 }
 
 /**
- * Writes a unit's outcome files from its records' outcomes and does its side effects: results file, failures file,
- * results queue (records not yet delivered, then marked delivered), failure-lane hand-overs (and the DLQ for fresh
- * final failures). Each step is idempotent: a later attempt that finds the same outcomes writes the same bytes.
+ * Writes a unit's outcome files from its records' outcomes and does its side effects: results file, results queue
+ * (records not yet delivered, then marked delivered), failure-lane hand-overs (and the DLQ for fresh final failures),
+ * then the failures file (a hand-over SQS refused becomes a failure). Each step is idempotent: a later attempt that
+ * finds the same outcomes writes the same bytes.
  */
 export async function settleUnit(
   handler: UnitHandler,
@@ -235,7 +236,6 @@ export async function settleUnit(
 
   await writeOrDelete(deps, unit.keys.results, results);
   faultPoint(handler, 'after-results');
-  await writeOrDelete(deps, unit.keys.failures, failures);
 
   if (deps.resultsPublisher && toDeliver.length > 0) {
     await deps.resultsPublisher.publish(
@@ -254,8 +254,30 @@ export async function settleUnit(
   }
 
   faultPoint(handler, 'after-release');
-  for (const message of [...toLane, ...toDlq]) await deps.failureLane.add(message);
+  // A hand-over SQS refuses would leave its record queued with nobody to settle it: it fails for good instead, with
+  // SQS's reason (the ledger takes it back from `queued`; a later attempt finds it failed).
+  const refused: RefusedMessage[] = [];
+  for (const message of toLane) await deps.failureLane.add(message, (r) => void refused.push(r));
+  for (const message of toDlq) await deps.failureLane.add(message);
   await deps.failureLane.flush();
+  for (const { message, code, reason } of refused) {
+    const recordId = message.recordId as string;
+    const error = {
+      code: 'FailureLaneRefused',
+      message: `the failure queue refused this record's retry (${code}: ${reason}); run the corpus again to retry it`,
+    };
+    const taken = await deps.ledger.failQueued(unit.scope, recordId, unit.who, error);
+    if (taken.kind === 'lost') continue;
+    counts.queued--;
+    counts.failed++;
+    failures.push({
+      recordId,
+      ...(message.line !== undefined ? { line: message.line } : {}),
+      stage: unit.stage,
+      error: { ...error, retryable: false },
+    });
+  }
+  await writeOrDelete(deps, unit.keys.failures, failures);
   return counts;
 }
 

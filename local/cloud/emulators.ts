@@ -22,6 +22,7 @@ import S3Error = require('s3rver/lib/models/error');
 import { SQSClient } from '@aws-sdk/client-sqs';
 
 import { LOCAL_CREDENTIALS } from './local-credentials';
+import { applySqsCharacterRules, type RulesApp } from './sqs-character-rules';
 import { SQS_MOVE_TASK_OPERATIONS, SqsMoveTaskError, SqsMoveTaskService } from './sqs-move-tasks';
 
 export { LOCAL_CREDENTIALS } from './local-credentials';
@@ -676,28 +677,10 @@ interface FauxqsSqsStore {
   getQueue(url: string): FauxqsQueue | undefined;
 }
 
-/** The members of a Fastify request the move-task hook reads. */
-interface FastifyRequestLike {
-  method: string;
-  headers: Record<string, string | string[] | undefined>;
-  body: unknown;
-}
-
-/** The members of a Fastify reply the move-task hook uses. */
-interface FastifyReplyLike {
-  code(status: number): FastifyReplyLike;
-  header(name: string, value: string): FastifyReplyLike;
-  send(payload: unknown): FastifyReplyLike;
-}
-
 /** The Fastify instance fauxqs' buildApp returns (the members used). */
-interface FauxqsApp {
+interface FauxqsApp extends RulesApp {
   listen(options: { port: number; host: string }): Promise<string>;
   close(): Promise<void>;
-  addHook(
-    name: 'preHandler',
-    hook: (request: FastifyRequestLike, reply: FastifyReplyLike) => Promise<FastifyReplyLike | undefined>,
-  ): void;
 }
 
 /** One queue in the snapshot file. */
@@ -755,17 +738,19 @@ async function importFauxqs(dist: string, file: string): Promise<Record<string, 
  *
  * Added to fauxqs: the message move tasks and ListDeadLetterSourceQueues ({@link SqsMoveTaskService}, answered by a
  * Fastify hook before fauxqs' router sees the request), and, on each message fauxqs moves to a DLQ, the ARN of the
- * queue it came from (so a move task without DestinationArn sends each message back to its own source).
+ * queue it came from (so a move task without DestinationArn sends each message back to its own source). Changed in
+ * fauxqs: the characters bodies and String attributes may hold are SQS's ({@link applySqsCharacterRules}).
  */
 export async function startSqsEmulator(options: StartSqsOptions): Promise<SqsEmulator> {
   const region = options.region ?? DEFAULT_LOCAL_REGION;
   const snapshotFile = path.resolve(options.snapshotFile);
   const dist = fauxqsDistDir();
-  const [appModule, sqsModule, snsModule, s3Module] = await Promise.all([
+  const [appModule, sqsModule, snsModule, s3Module, sqsTypesModule] = await Promise.all([
     importFauxqs(dist, 'app.js'),
     importFauxqs(dist, 'sqs/sqsStore.js'),
     importFauxqs(dist, 'sns/snsStore.js'),
     importFauxqs(dist, 's3/s3Store.js'),
+    importFauxqs(dist, 'sqs/sqsTypes.js'),
   ]);
   type Constructor<T> = new () => T;
   recordDeadLetterSources(sqsModule['SqsQueue'] as { prototype: FauxqsQueue });
@@ -782,6 +767,11 @@ export async function startSqsEmulator(options: StartSqsOptions): Promise<SqsEmu
       s3Store: new (s3Module['S3Store'] as Constructor<object>)(),
     },
   });
+  const bodyCheck = sqsTypesModule['INVALID_MESSAGE_BODY_CHAR'];
+  if (!(bodyCheck instanceof RegExp)) {
+    throw new EmulatorError('sqs', 'fauxqs changed: dist/sqs/sqsTypes.js has no INVALID_MESSAGE_BODY_CHAR');
+  }
+  applySqsCharacterRules(app, bodyCheck);
   // The move tasks' own client of this emulator; its endpoint is known once the server listens.
   const own: { client?: SQSClient } = {};
   const moveTasks = new SqsMoveTaskService({

@@ -4,6 +4,8 @@ Object.assign(process.env, {
   AWS_ACCESS_KEY_ID: 'test',
   AWS_SECRET_ACCESS_KEY: 'test',
   OUTPUT_BUCKET: 'output-bucket',
+  INGEST_BUCKET: 'ingest-bucket',
+  INGEST_PREFIX: 'corpora/',
   LEDGER_TABLE: 'ledger-table',
   IDEMPOTENCY_TABLE: 'idempotency-table',
   FAILURE_QUEUE_URL: 'https://sqs.us-east-1.amazonaws.com/123456789012/failures',

@@ -82,6 +82,15 @@ describe('resultsDedupeId and resultsGroupId', () => {
 });
 
 describe('ResultsPublisher', () => {
+  it('encodes a ledger scope holding characters SQS refuses so the body is accepted and parses back', async () => {
+    acceptAll();
+    const scope = 'tenant \uffff\ufffe 😀';
+    await publisher().publish([record('r1', scope)]);
+    const body = calls()[0]?.Entries?.[0]?.MessageBody ?? '';
+    expect(body).toMatch(/^[\t\n\r\x20-\ud7ff\ue000-\ufffd\u{10000}-\u{10ffff}]*$/u);
+    expect(JSON.parse(body)).toEqual(record('r1', scope));
+  });
+
   it('sends ten per SendMessageBatch with the body, group and dedupe id of each record', async () => {
     acceptAll();
     const p = publisher();

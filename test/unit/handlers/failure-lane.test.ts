@@ -4,6 +4,7 @@ import { mockClient } from 'aws-sdk-client-mock';
 import { SendMessageBatchCommand, SQSClient, type SendMessageBatchCommandInput } from '@aws-sdk/client-sqs';
 import type { FailureLaneMessage } from '../../../lambda/shared/contracts';
 import { FailureLaneSender } from '../../../lambda/shared/failure-lane';
+import { sqsAccepts } from '../../../lambda/shared/sqs-text';
 import { awsError, recordSqs } from './helpers';
 
 const sqsMock = mockClient(SQSClient);
@@ -132,21 +133,104 @@ describe('FailureLaneSender', () => {
     expect(sqsMock).toHaveReceivedCommandTimes(SendMessageBatchCommand, 5);
   });
 
-  it('throws at once when SQS rejects a message as the sender fault', async () => {
-    sqsMock.on(SendMessageBatchCommand).callsFake((input: SendMessageBatchCommandInput) => ({
-      Failed: (input.Entries ?? []).map((e) => ({
-        Id: e.Id,
-        SenderFault: true,
-        Code: 'InvalidMessageContents',
-        Message: 'bad char',
-      })),
-    }));
+  it('reports an entry SQS refuses as the sender fault without failing the batch or resending it', async () => {
+    sqsMock.on(SendMessageBatchCommand).callsFake((input: SendMessageBatchCommandInput) => {
+      const entries = input.Entries ?? [];
+      const refused = (e: (typeof entries)[number]): boolean =>
+        (JSON.parse(e.MessageBody ?? '{}') as FailureLaneMessage).recordId === 'r1';
+      return {
+        Successful: entries
+          .filter((e) => !refused(e))
+          .map((e) => ({ Id: e.Id, MessageId: 'm', MD5OfMessageBody: 'x' })),
+        Failed: entries.filter(refused).map((e) => ({
+          Id: e.Id,
+          SenderFault: true,
+          Code: 'InvalidMessageContents',
+          Message: 'bad char',
+        })),
+      };
+    });
     const lane = sender();
-    await lane.add(message('r', false));
-    await expect(lane.flush()).rejects.toThrow(
-      'failure lane rejected a message: InvalidMessageContents: bad char',
-    );
+    for (let i = 0; i < 3; i++) await lane.add(message(`r${i}`, false));
+    const refused = await lane.flush();
+    expect(refused).toEqual([
+      { message: message('r1', false), code: 'InvalidMessageContents', reason: 'bad char' },
+    ]);
     expect(sqsMock).toHaveReceivedCommandTimes(SendMessageBatchCommand, 1);
+    expect(lane.sent).toEqual({ queue: 0, dlq: 2 });
+    expect(lane.refused).toBe(1);
+    // Reported once: the next flush has nothing new.
+    expect(await lane.flush()).toEqual([]);
+  });
+
+  it("tells the message's own refusal handler instead, and resends only what failed on SQS's side", async () => {
+    let call = 0;
+    sqsMock.on(SendMessageBatchCommand).callsFake((input: SendMessageBatchCommandInput) => {
+      call++;
+      const entries = input.Entries ?? [];
+      const id = (e: (typeof entries)[number]): string | undefined =>
+        (JSON.parse(e.MessageBody ?? '{}') as FailureLaneMessage).recordId;
+      return {
+        Successful: entries
+          .filter((e) => call > 1 || id(e) === 'sent')
+          .map((e) => ({ Id: e.Id, MessageId: 'm', MD5OfMessageBody: 'x' })),
+        Failed:
+          call > 1
+            ? []
+            : entries
+                .filter((e) => id(e) !== 'sent')
+                .map((e) =>
+                  id(e) === 'refused'
+                    ? { Id: e.Id, SenderFault: true, Code: 'InvalidParameterValue', Message: 'no' }
+                    : { Id: e.Id, SenderFault: false, Code: 'InternalError' },
+                ),
+      };
+    });
+    const told: string[] = [];
+    const lane = sender();
+    const onRefused = (r: { message: FailureLaneMessage; code: string }): void => {
+      told.push(`${r.message.recordId}:${r.code}`);
+    };
+    await lane.add(message('sent', true), onRefused);
+    await lane.add(message('refused', true), onRefused);
+    await lane.add(message('resent', true), onRefused);
+    expect(await lane.flush()).toEqual([]);
+    expect(told).toEqual(['refused:InvalidParameterValue']);
+    const [, second] = calls();
+    expect(
+      second?.Entries?.map((e) => (JSON.parse(e.MessageBody ?? '{}') as FailureLaneMessage).recordId),
+    ).toEqual(['resent']);
+    expect(lane.sent.queue).toBe(2);
+  });
+
+  it('encodes any record content as a body and attribute SQS accepts, and the body parses back unchanged', async () => {
+    recordSqs(sqsMock);
+    const text =
+      'nul \u0000 bel \u0007 nonchars \uffff\ufffe lone \ud800 and \udfff emoji 😀 𝐀 👩‍👩‍👧 مرحبا 你好 \u0085';
+    const original: FailureLaneMessage = {
+      ...message(`id-${text}`, false, { messages: [{ role: 'user', content: [{ text }] }] }),
+      error: { code: `Code${text}`, message: text, retryable: false },
+    };
+    const lane = sender();
+    await lane.add(original);
+    await lane.add({ ...original, error: { ...original.error, code: '' } });
+    expect(await lane.flush()).toEqual([]);
+    const entries = calls().flatMap((c) => c.Entries ?? []);
+    expect(entries).toHaveLength(2);
+    const withoutCode = { ...original, error: { ...original.error, code: '' } };
+    expect(entries.map((e) => JSON.parse(e.MessageBody ?? ''))).toEqual([original, withoutCode]);
+    for (const e of entries) {
+      expect(sqsAccepts(e.MessageBody ?? '')).toBe(true);
+      expect(sqsAccepts(e.MessageAttributes?.errorCode?.StringValue ?? '')).toBe(true);
+    }
+    // The emoji and the rest of the valid text are kept as they are; refused characters became U+FFFD.
+    expect(entries[0]?.MessageAttributes?.errorCode?.StringValue).toBe(
+      'Codenul \ufffd bel \ufffd nonchars \ufffd\ufffd lone \ufffd and \ufffd emoji 😀 𝐀 👩‍👩‍👧 مرحبا 你好 \u0085',
+    );
+    expect(entries[1]?.MessageAttributes?.errorCode?.StringValue).toBe('Unknown');
+    // Against the rule itself, not only against the helper that implements it.
+    const rule = /^[\t\n\r\x20-\ud7ff\ue000-\ufffd\u{10000}-\u{10ffff}]*$/u;
+    for (const e of entries) expect(rule.test(e.MessageBody ?? '')).toBe(true);
   });
 
   it('maps a throttled SendMessageBatch call to TransientDependencyError', async () => {

@@ -187,12 +187,12 @@ describe('ConverseBatch handler, end to end with mocked AWS', () => {
 
 describe('Plan and Finalize handlers', () => {
   it('Plan sends every bad line to the DLQ of its environment and returns the plan', async () => {
-    s3.put('ingest-bucket', 'c.jsonl', fixture('bad-input-corpus.jsonl'));
+    s3.put('ingest-bucket', 'corpora/c.jsonl', fixture('bad-input-corpus.jsonl'));
     const out = await planHandler(
       {
         runId: 'exec-2',
         startedAt: '2025-01-01T00:00:00Z',
-        input: { bucket: 'ingest-bucket', key: 'c.jsonl' },
+        input: { bucket: 'ingest-bucket', key: 'corpora/c.jsonl' },
       },
       lambdaContext(),
     );
@@ -204,6 +204,22 @@ describe('Plan and Finalize handlers', () => {
     });
     expect(sent.every((b) => b.queueUrl === DLQ)).toBe(true);
     expect(sqsMock).not.toHaveReceivedCommandWith(SendMessageBatchCommand, { QueueUrl: QUEUE });
+  });
+
+  it('Plan reads where its environment says corpora are: the ingest prefix, never the output bucket', async () => {
+    s3.put('output-bucket', 'runs/exec-0/items.jsonl', fixture('bad-input-corpus.jsonl'));
+    s3.put('ingest-bucket', 'elsewhere/c.jsonl', fixture('bad-input-corpus.jsonl'));
+    for (const [runId, input] of [
+      ['exec-4', { bucket: 'output-bucket', key: 'runs/exec-0/items.jsonl' }],
+      ['exec-5', { bucket: 'ingest-bucket', key: 'elsewhere/c.jsonl' }],
+    ] as const) {
+      await expect(
+        planHandler({ runId, startedAt: '2025-01-01T00:00:00Z', input }, lambdaContext()),
+      ).rejects.toMatchObject({
+        name: 'InvalidRunInputError',
+        message: expect.stringContaining('a corpus must be under s3://ingest-bucket/corpora/'),
+      });
+    }
   });
 
   it('Finalize puts its event on the bus of its environment', async () => {

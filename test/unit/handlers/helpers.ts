@@ -40,6 +40,8 @@ export function fixture(name: string): string {
 /** One stored object. */
 export interface StoredObject {
   body: string;
+  /** The exact bytes, for an object that is not valid UTF-8 (body is then only their lossy decoding). */
+  bytes?: Buffer;
   metadata?: Record<string, string>;
 }
 
@@ -102,8 +104,8 @@ export class FakeS3 {
           $metadata: { httpStatusCode: 404 },
         });
       return {
-        Body: streamBody(object.body),
-        ContentLength: Buffer.byteLength(object.body),
+        Body: object.bytes ? sdkStreamMixin(Readable.from([object.bytes])) : streamBody(object.body),
+        ContentLength: object.bytes?.length ?? Buffer.byteLength(object.body),
         Metadata: object.metadata,
       };
     });
@@ -111,7 +113,7 @@ export class FakeS3 {
       const object = this.objects.get(`${input.Bucket}/${input.Key}`);
       if (!object) throw new NotFound({ message: 'NotFound', $metadata: { httpStatusCode: 404 } });
       return {
-        ContentLength: Buffer.byteLength(object.body),
+        ContentLength: object.bytes?.length ?? Buffer.byteLength(object.body),
         ETag: '"etag-1"',
         Metadata: object.metadata ?? {},
       };
@@ -166,6 +168,15 @@ export class FakeS3 {
   /** Stores an object. */
   put(bucket: string, key: string, body: string, metadata?: Record<string, string>): void {
     this.objects.set(`${bucket}/${key}`, { body, ...(metadata ? { metadata } : {}) });
+  }
+
+  /** Stores an object given as bytes (any bytes, UTF-8 or not). */
+  putBytes(bucket: string, key: string, bytes: Buffer, metadata?: Record<string, string>): void {
+    this.objects.set(`${bucket}/${key}`, {
+      body: bytes.toString('utf8'),
+      bytes,
+      ...(metadata ? { metadata } : {}),
+    });
   }
 
   /** Stores a JSON object. */

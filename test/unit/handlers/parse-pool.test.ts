@@ -1,14 +1,24 @@
+import { isUtf8 } from 'node:buffer';
 import { Readable } from 'node:stream';
 import { describe, expect, it } from '@jest/globals';
 import {
+  BLOCK_BYTES,
   countLines,
   cutBlocks,
+  firstInvalidUtf8,
   parseBlock,
   parseCorpus,
   type LineOutcome,
   type ParsedBlock,
+  type SkippedLine,
 } from '../../../lambda/shared/parse-pool';
-import { cleanLine, parseLine, serializedItem, type PromptSettings } from '../../../lambda/shared/records';
+import {
+  cleanLine,
+  MAX_LINE_BYTES,
+  parseLine,
+  serializedItem,
+  type PromptSettings,
+} from '../../../lambda/shared/records';
 import { readLines } from '../../../lambda/shared/s3-jsonl';
 import { batchLineBytes } from '../../../lambda/shared/shard-writer';
 
@@ -75,6 +85,13 @@ async function collect(
 }
 
 const record = (id: string, text: string): string => JSON.stringify({ id, text });
+
+/** A block cutBlocks yielded, which must be bytes (not a skipped line). */
+function asBuffer(block: Buffer | SkippedLine): Buffer {
+  if (!Buffer.isBuffer(block))
+    throw new Error(`expected a block, got a skipped line of ${block.bytes} bytes`);
+  return block;
+}
 
 /** Every kind of line end, blank lines, a BOM, bad lines and multi-byte text, without a final newline. */
 const TRICKY = [
@@ -148,7 +165,7 @@ describe('cutBlocks', () => {
         Buffer.from(text.slice(i * chunkBytes, (i + 1) * chunkBytes)),
       );
       const blocks: Buffer[] = [];
-      for await (const block of cutBlocks(Readable.from(pieces), 256)) blocks.push(block);
+      for await (const block of cutBlocks(Readable.from(pieces), 256)) blocks.push(asBuffer(block));
       expect(Buffer.concat(blocks).toString()).toBe(text);
       expect(blocks.length).toBeGreaterThan(10);
       for (const block of blocks.slice(0, -1)) {
@@ -164,7 +181,7 @@ describe('cutBlocks', () => {
     const long = record('long', 'y'.repeat(5000));
     const blocks: Buffer[] = [];
     const text = `${record('a', 'short')}\n${long}\n${record('b', 'short')}\n`;
-    for await (const block of cutBlocks(Readable.from([Buffer.from(text)]), 64)) blocks.push(block);
+    for await (const block of cutBlocks(Readable.from([Buffer.from(text)]), 64)) blocks.push(asBuffer(block));
     expect(blocks.map((b) => b.toString())).toEqual([
       `${record('a', 'short')}\n${long}\n`,
       `${record('b', 'short')}\n`,
@@ -192,14 +209,15 @@ describe('parseCorpus', () => {
   });
 
   it('parses a block too large for a worker in the main thread, in its place', async () => {
-    const huge = record('huge', 'z'.repeat(5 * 1024 * 1024));
-    const text = `${record('a', 'before')}\n${huge}\n${record('b', 'after')}\n`;
-    const outcomes = flatten(await collect(text, 1, 1024, 64 * 1024)).map((o) => o.outcome);
-    expect(outcomes.map((o) => [o.line, o.ok ? o.recordId : o.problem.code])).toEqual([
-      [1, 'a'],
-      [2, 'RecordTooLarge'],
-      [3, 'b'],
-    ]);
+    // Blocks of at least 4.5 MiB: over WORKER_MAX_BLOCK_BYTES, each made of short lines.
+    const lines = Array.from({ length: 60_000 }, (_, i) =>
+      record(`r${i}`, `question ${i} ${'w'.repeat(80)}`),
+    );
+    const text = `${lines.join('\n')}\n`;
+    const blocks = await collect(text, 1, 4.5 * 1024 * 1024, 64 * 1024);
+    expect(blocks.length).toBe(2);
+    const outcomes = flatten(blocks).map((o) => o.outcome);
+    expect(outcomes.map((o) => [o.line, o.ok && o.recordId])).toEqual(lines.map((_, i) => [i + 1, `r${i}`]));
   });
 
   it('stops its workers when the reader stops early', async () => {
@@ -211,5 +229,208 @@ describe('parseCorpus', () => {
     }
     // The generator's finally ran (workers terminated): jest would report the open handles otherwise.
     expect(seen).toBeGreaterThan(100);
+  });
+});
+
+/** Text cut into pieces of `pieceBytes`, as a stream. */
+function pieces(bytes: Buffer, pieceBytes: number): Readable {
+  const out: Buffer[] = [];
+  for (let i = 0; i < bytes.length; i += pieceBytes) out.push(bytes.subarray(i, i + pieceBytes));
+  return Readable.from(out);
+}
+
+describe('lines longer than the limit', () => {
+  const LIMIT = 1000;
+  const long = record('long', 'L'.repeat(5000));
+  const longBytes = Buffer.byteLength(long);
+
+  it.each([
+    ['LF', '\n'],
+    ['CRLF', '\r\n'],
+    ['lone CR', '\r'],
+  ])(
+    'are skipped while streaming, counted, and reported in their place (%s line ends)',
+    async (_name, eol) => {
+      const text =
+        [record('a', 'before'), long, record('b', 'after'), long].join(eol) + eol + record('c', 'end');
+      for (const pieceBytes of [7, 333, 4096, text.length]) {
+        const stats = { maxPendingBytes: 0 };
+        const yielded: (string | number)[] = [];
+        for await (const block of cutBlocks(pieces(Buffer.from(text), pieceBytes), 64, LIMIT, stats)) {
+          yielded.push(Buffer.isBuffer(block) ? block.toString() : block.bytes);
+        }
+        // A line that came within one chunk stays in its block (parseLine rejects it); memory was the chunk's.
+        if (pieceBytes < LIMIT) {
+          expect(yielded.filter((y) => y === longBytes)).toHaveLength(2);
+          // The lines not yet cut off (under a block) and the long line's first LIMIT bytes and one chunk.
+          expect(stats.maxPendingBytes).toBeLessThanOrEqual(64 + LIMIT + 1 + pieceBytes);
+        }
+        const outcomes: LineOutcome[] = [];
+        for await (const block of parseCorpus(pieces(Buffer.from(text), pieceBytes), {
+          prompt: PROMPT,
+          workers: 0,
+          blockBytes: 64,
+          maxLineBytes: LIMIT,
+        })) {
+          outcomes.push(...block.outcomes);
+        }
+        expect(outcomes.map((o) => [o.line, o.ok ? o.recordId : o.problem.code])).toEqual([
+          [1, 'a'],
+          [2, 'LineTooLong'],
+          [3, 'b'],
+          [4, 'LineTooLong'],
+          [5, 'c'],
+        ]);
+        const problems = outcomes.filter((o) => !o.ok);
+        for (const p of problems) {
+          expect(p.ok ? '' : p.problem.message).toMatch(
+            new RegExp(`^line ${p.line} is ${longBytes} bytes long`),
+          );
+        }
+      }
+    },
+  );
+
+  it('are reported in corpus order by the worker pool too', async () => {
+    const text = Array.from({ length: 400 }, (_, i) => (i % 50 === 7 ? long : record(`r${i}`, 'x'))).join(
+      '\n',
+    );
+    const run = async (workers: number): Promise<(string | number)[][]> => {
+      const out: (string | number)[][] = [];
+      for await (const block of parseCorpus(pieces(Buffer.from(text), 100), {
+        prompt: PROMPT,
+        workers,
+        blockBytes: 512,
+        maxLineBytes: LIMIT,
+      })) {
+        for (const o of block.outcomes) out.push([o.line, o.ok ? o.recordId : o.problem.code]);
+      }
+      return out;
+    };
+    const inline = await run(0);
+    expect(inline.filter(([, what]) => what === 'LineTooLong').map(([line]) => line)).toEqual([
+      8, 58, 108, 158, 208, 258, 308, 358,
+    ]);
+    expect(await run(2)).toEqual(inline);
+  });
+
+  it('leave a file of lone-CR lines longer than the limit cut into bounded blocks, every line parsed', async () => {
+    const text = Array.from({ length: 300 }, (_, i) => record(`r${i}`, 'x'.repeat(1 + (i % 40)))).join('\r');
+    const stats = { maxPendingBytes: 0 };
+    const blocks: Buffer[] = [];
+    for await (const block of cutBlocks(pieces(Buffer.from(text), 50), 64, LIMIT, stats))
+      blocks.push(asBuffer(block));
+    expect(Buffer.concat(blocks).toString()).toBe(text);
+    expect(blocks.length).toBeGreaterThan(5);
+    expect(stats.maxPendingBytes).toBeLessThanOrEqual(64 + LIMIT + 1 + 50);
+    const outcomes: LineOutcome[] = [];
+    for await (const block of parseCorpus(pieces(Buffer.from(text), 50), {
+      prompt: PROMPT,
+      workers: 0,
+      blockBytes: 64,
+      maxLineBytes: LIMIT,
+    })) {
+      outcomes.push(...block.outcomes);
+    }
+    expect(outcomes.map((o) => o.ok && o.recordId)).toEqual(Array.from({ length: 300 }, (_, i) => `r${i}`));
+  });
+
+  it('keep memory bounded: a 64 MiB line streamed in 64 KiB chunks is never held, and the next line is read', async () => {
+    const CHUNK = 64 * 1024;
+    const LINE = 64 * 1024 * 1024;
+    let generated = 0;
+    async function* corpus(): AsyncGenerator<Buffer> {
+      yield Buffer.from(`${record('first', 'a')}\n{"id": "huge", "text": "`);
+      const filler = Buffer.alloc(CHUNK, 0x61);
+      for (; generated < LINE; generated += CHUNK) yield filler;
+      yield Buffer.from(`"}\r\n${record('after', 'b')}\n`);
+    }
+    const stats = { maxPendingBytes: 0 };
+    const outcomes: LineOutcome[] = [];
+    const blocks = cutBlocks(corpus(), undefined, undefined, stats);
+    let largestBlock = 0;
+    let nextLine = 1;
+    for await (const block of blocks) {
+      if (!Buffer.isBuffer(block)) {
+        outcomes.push({
+          ok: false,
+          line: nextLine++,
+          problem: { code: 'LineTooLong', message: String(block.bytes) },
+        });
+        continue;
+      }
+      largestBlock = Math.max(largestBlock, block.length);
+      const parsed = parseBlock(block, nextLine, PROMPT);
+      nextLine += parsed.lines;
+      outcomes.push(...parsed.outcomes);
+    }
+    expect(generated).toBe(LINE);
+    expect(stats.maxPendingBytes).toBeLessThanOrEqual(BLOCK_BYTES + MAX_LINE_BYTES + 1 + CHUNK);
+    expect(largestBlock).toBeLessThan(MAX_LINE_BYTES);
+    const hugeBytes = Buffer.byteLength('{"id": "huge", "text": ""}') + LINE;
+    expect(outcomes.map((o) => [o.line, o.ok ? o.recordId : o.problem.message])).toEqual([
+      [1, 'first'],
+      [2, String(hugeBytes)],
+      [3, 'after'],
+    ]);
+  });
+});
+
+describe('lines that are not valid UTF-8', () => {
+  const bad: [string, number[], string][] = [
+    ['C3 28 (a lead byte without its continuation)', [0xc3, 0x28], '0xc3'],
+    ['FF (never in UTF-8)', [0xff], '0xff'],
+    ['ED A0 80 (a surrogate written as UTF-8, CESU-style)', [0xed, 0xa0, 0x80], '0xed 0xa0 0x80'],
+    ['C0 AF (an overlong slash)', [0xc0, 0xaf], '0xc0 0xaf'],
+    ['E2 82 (cut short by the line end)', [0xe2, 0x82], '0xe2 0x82'],
+    ['F4 90 80 80 (above U+10FFFF)', [0xf4, 0x90, 0x80, 0x80], '0xf4 0x90 0x80 0x80'],
+  ];
+
+  it.each(bad)('are InvalidUtf8 with the byte offset in the line: %s', async (_name, bytes, shown) => {
+    const head = Buffer.from('{"id": "x", "text": "caf\u00e9 ');
+    const line = Buffer.concat([head, Buffer.from(bytes), Buffer.from('"}')]);
+    const corpus = Buffer.concat([
+      Buffer.from(`${record('before', 'ok ✓')}\r\n`),
+      line,
+      Buffer.from(`\r${record('after', '𝐀 ok')}\n`),
+    ]);
+    for (const workers of [0, 1]) {
+      const outcomes: LineOutcome[] = [];
+      for await (const block of parseCorpus(pieces(corpus, 5), { prompt: PROMPT, workers, blockBytes: 16 })) {
+        outcomes.push(...block.outcomes);
+      }
+      expect(outcomes.map((o) => [o.line, o.ok ? o.recordId : o.problem.code])).toEqual([
+        [1, 'before'],
+        [2, 'InvalidUtf8'],
+        [3, 'after'],
+      ]);
+      const problem = outcomes[1]?.ok === false ? outcomes[1].problem : undefined;
+      expect(problem?.message).toBe(
+        `line 2 is not valid UTF-8: at byte offset ${head.length} of the line, ${shown} is no UTF-8 character; save the corpus as UTF-8`,
+      );
+    }
+  });
+
+  it('pass valid multi-byte text untouched (the check costs nothing then)', () => {
+    const text = [record('a', 'مرحبا 你好 👩‍👩‍👧 𝐀'), record('b', '\ufffd is a real character too')].join('\n');
+    const block = parseBlock(Buffer.from(text), 1, PROMPT);
+    expect(block.outcomes.map((o) => o.ok)).toEqual([true, true]);
+    expect(block.items.toString()).toContain('\ufffd is a real character too');
+  });
+
+  it('firstInvalidUtf8 finds the first byte that starts no UTF-8 sequence, agreeing with isUtf8', () => {
+    let seed = 11;
+    const next = (): number => (seed = (seed * 1103515245 + 12345) % 2 ** 31);
+    const alphabet = [
+      0x41, 0x0a, 0xc3, 0xa9, 0xe2, 0x82, 0xac, 0xf0, 0x9f, 0x98, 0x80, 0xed, 0xa0, 0xff, 0xc0, 0xf4, 0x90,
+    ];
+    for (let round = 0; round < 3000; round++) {
+      const bytes = Buffer.from(
+        Array.from({ length: next() % 9 }, () => alphabet[next() % alphabet.length] as number),
+      );
+      const at = firstInvalidUtf8(bytes);
+      expect([bytes.toString('hex'), at === bytes.length]).toEqual([bytes.toString('hex'), isUtf8(bytes)]);
+      expect(isUtf8(bytes.subarray(0, at))).toBe(true);
+    }
   });
 });

@@ -4,14 +4,25 @@ import { afterEach, beforeEach, describe, expect, it, jest } from '@jest/globals
 import { mockClient } from 'aws-sdk-client-mock';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { HeadObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
-import { SendMessageBatchCommand, SQSClient } from '@aws-sdk/client-sqs';
+import { SendMessageBatchCommand, SQSClient, type SendMessageBatchCommandInput } from '@aws-sdk/client-sqs';
 import { BatchGetCommand, DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { planRun, type PlanDeps, type PlanEvent, type PlanSettings } from '../../../lambda/plan';
-import type { FailureLine, PlanOutput, ShardItem, WorkItem } from '../../../lambda/shared/contracts';
+import type {
+  FailureLaneMessage,
+  FailureLine,
+  PlanOutput,
+  ShardItem,
+  WorkItem,
+} from '../../../lambda/shared/contracts';
 import { FailureLaneSender } from '../../../lambda/shared/failure-lane';
 import { Ledger } from '../../../lambda/shared/ledger';
 import type { BatchQuotas } from '../../../lambda/shared/batch-quotas';
-import { contentHashOf, deriveRecordId, MAX_ITEM_BYTES } from '../../../lambda/shared/records';
+import {
+  contentHashOf,
+  deriveRecordId,
+  MAX_ITEM_BYTES,
+  MAX_LINE_BYTES,
+} from '../../../lambda/shared/records';
 import { awsError, FakeLedgerTable, FakeS3, fixture, recordSqs, type SentBatch } from './helpers';
 
 const s3Mock = mockClient(S3Client);
@@ -27,6 +38,8 @@ const SCOPE = 'test/model';
 
 const settings: PlanSettings = {
   outputBucket: OUT,
+  // Any key of the ingest bucket: the prefix has tests of its own.
+  input: { ingestBucket: INGEST, ingestPrefix: '', allowedBuckets: [] },
   modelId: 'anthropic.claude-3-haiku-20240307-v1:0',
   ledgerScope: SCOPE,
   prompt: { template: 'Answer briefly: {{text}}', maxTokens: 256 },
@@ -382,6 +395,101 @@ describe('planRun input and corpus checks', () => {
     },
   );
 
+  it("refuses the output bucket, even a key that exists there (another run's items file)", async () => {
+    s3.put(OUT, 'runs/run-0/items.jsonl', fixture('bad-input-corpus.jsonl'));
+    const err = planRun(event({ bucket: OUT, key: 'runs/run-0/items.jsonl' }), deps());
+    await expect(err).rejects.toMatchObject({ name: 'InvalidRunInputError' });
+    await expect(err).rejects.toThrow(
+      "The run input names s3://output-bucket/runs/run-0/items.jsonl, in the pipeline's output bucket, which holds " +
+        "runs' own files and is never read as a corpus; a corpus must be under s3://ingest-bucket/",
+    );
+    expect(s3Mock).not.toHaveReceivedAnyCommand();
+  });
+
+  it('refuses a bucket it was not given, naming the buckets it may read', async () => {
+    const d = deps();
+    d.settings = {
+      ...settings,
+      input: {
+        ingestBucket: INGEST,
+        ingestPrefix: 'corpora/',
+        allowedBuckets: ['partner-corpora', 'archive'],
+      },
+    };
+    s3.put('elsewhere', 'corpora/x.jsonl', fixture('bad-input-corpus.jsonl'));
+    await expect(planRun(event({ bucket: 'elsewhere', key: 'corpora/x.jsonl' }), d)).rejects.toThrow(
+      'The run input names the bucket elsewhere, which runs may not read; a corpus must be under ' +
+        "s3://ingest-bucket/corpora/, s3://partner-corpora/, s3://archive/ (the environment's ingest.allowedBuckets " +
+        'setting allows other buckets)',
+    );
+    await expect(planRun(event({ bucket: INGEST, key: 'elsewhere/x.jsonl' }), d)).rejects.toMatchObject({
+      name: 'InvalidRunInputError',
+      message: expect.stringContaining(
+        'names s3://ingest-bucket/elsewhere/x.jsonl, outside the ingest prefix corpora/',
+      ),
+    });
+    expect(s3Mock).not.toHaveReceivedAnyCommand();
+  });
+
+  it('reads any key of an allowed bucket and the ingest prefix of the ingest bucket, but never the output bucket', async () => {
+    const d = deps();
+    d.settings = {
+      ...settings,
+      input: { ingestBucket: INGEST, ingestPrefix: 'corpora/', allowedBuckets: ['partner-corpora', OUT] },
+    };
+    s3.put('partner-corpora', 'any/where.jsonl', fixture('bad-input-corpus.jsonl'));
+    const out = await planRun(event({ bucket: 'partner-corpora', key: 'any/where.jsonl' }), d);
+    expect(out.corpus).toMatchObject({ bucket: 'partner-corpora', key: 'any/where.jsonl' });
+    expect(out.counts.records).toBe(17);
+    const inPrefix = await planRun(event({ bucket: INGEST, key: FIXTURE_KEY }, 'run-2'), d);
+    expect(inPrefix.counts.records).toBe(17);
+    // Allowing the output bucket by mistake changes nothing.
+    s3.put(OUT, 'runs/run-1/items.jsonl', fixture('bad-input-corpus.jsonl'));
+    await expect(
+      planRun(event({ bucket: OUT, key: 'runs/run-1/items.jsonl' }, 'run-3'), d),
+    ).rejects.toMatchObject({
+      name: 'InvalidRunInputError',
+    });
+  });
+
+  it('takes the ledger scope from the corpus object metadata, unless the input names one', async () => {
+    s3.put(INGEST, 'meta.jsonl', fixture('bad-input-corpus.jsonl'), { 'ledger-scope': 'tenant-b' });
+    const fromMetadata = await planRun(event({ bucket: INGEST, key: 'meta.jsonl' }), deps());
+    expect(fromMetadata.ledgerScope).toBe('tenant-b');
+    const keys = ddbMock.commandCalls(BatchGetCommand)[0]?.args[0].input.RequestItems?.[TABLE]?.Keys;
+    expect(keys?.[0]).toEqual({ pk: 'tenant-b#ok-1' });
+    const fromInput = await planRun(
+      event({ bucket: INGEST, key: 'meta.jsonl', ledgerScope: 'tenant-a' }, 'run-2'),
+      deps(),
+    );
+    expect(fromInput.ledgerScope).toBe('tenant-a');
+  });
+
+  it.each([
+    [
+      'the metadata',
+      { 'ledger-scope': ' padded' },
+      undefined,
+      /metadata ledger-scope " padded" starts or ends with a space/,
+    ],
+    ['the metadata', { 'ledger-scope': '' }, undefined, /metadata ledger-scope "" is blank/],
+    ['the metadata', { 'ledger-scope': 'x'.repeat(201) }, undefined, /is longer than 200 characters/],
+    ['the input', undefined, 'tab\there', /input's ledgerScope "tab\\there" holds a control character/],
+    ['the input', undefined, 'odd\uffff', /holds a control character, U\+FFFE, U\+FFFF or a lone surrogate/],
+    ['the input', undefined, 'lone\ud800', /holds a control character, U\+FFFE, U\+FFFF or a lone surrogate/],
+  ])(
+    'refuses a ledger scope from %s that is not printable text',
+    async (_where, metadata, ledgerScope, message) => {
+      s3.put(INGEST, 'meta.jsonl', fixture('bad-input-corpus.jsonl'), metadata);
+      const err = planRun(
+        event({ bucket: INGEST, key: 'meta.jsonl', ...(ledgerScope ? { ledgerScope } : {}) }),
+        deps(),
+      );
+      await expect(err).rejects.toMatchObject({ name: 'InvalidRunInputError' });
+      await expect(err).rejects.toThrow(message);
+    },
+  );
+
   it('uses the ledger scope of the input over the deployment default', async () => {
     const out = await planRun(event({ bucket: INGEST, key: FIXTURE_KEY, ledgerScope: 'tenant-a' }), deps());
     expect(out.ledgerScope).toBe('tenant-a');
@@ -413,6 +521,131 @@ describe('planRun input and corpus checks', () => {
     expect(s3.text(OUT, 'runs/run-1/failures/plan.jsonl')).toBeUndefined();
     expect(ddbMock).not.toHaveReceivedAnyCommand();
     expect(sqsMock).not.toHaveReceivedAnyCommand();
+  });
+});
+
+/** What SQS accepts in a body or a String attribute value (API_SendMessage), written out here, not imported. */
+const SQS_TEXT = /^[\t\n\r\x20-\ud7ff\ue000-\ufffd\u{10000}-\u{10ffff}]*$/u;
+
+/**
+ * Makes the mocked SQS answer as SQS does: an entry whose body or errorCode attribute holds a character SQS refuses,
+ * or one `refuse` picks, fails on its own as a sender fault; the rest are sent (and recorded).
+ */
+function strictSqs(refuse: (m: FailureLaneMessage) => boolean = () => false): SentBatch[] {
+  const accepted: SentBatch[] = [];
+  sqsMock.on(SendMessageBatchCommand).callsFake((input: SendMessageBatchCommandInput) => {
+    const entries = input.Entries ?? [];
+    const refused = (e: (typeof entries)[number]): boolean =>
+      !SQS_TEXT.test(e.MessageBody ?? '') ||
+      !SQS_TEXT.test(e.MessageAttributes?.errorCode?.StringValue ?? '') ||
+      refuse(JSON.parse(e.MessageBody ?? '{}') as FailureLaneMessage);
+    accepted.push({
+      queueUrl: input.QueueUrl ?? '',
+      messages: entries
+        .filter((e) => !refused(e))
+        .map((e) => JSON.parse(e.MessageBody ?? '') as FailureLaneMessage),
+    });
+    return {
+      Successful: entries
+        .filter((e) => !refused(e))
+        .map((e) => ({ Id: e.Id, MessageId: 'm', MD5OfMessageBody: 'x' })),
+      Failed: entries.filter(refused).map((e) => ({
+        Id: e.Id,
+        SenderFault: true,
+        Code: 'InvalidMessageContents',
+        Message: 'Invalid characters found.',
+      })),
+    };
+  });
+  return accepted;
+}
+
+describe('planRun and the failure lane', () => {
+  it('dead-letters bad lines holding text SQS refuses (emoji ids, U+FFFF, controls) and goes on', async () => {
+    const request = { messages: [{ role: 'user', content: [{ text: 'hi' }] }] };
+    const lines = [
+      JSON.stringify({ recordId: 'emoji-😀', modelInput: request }),
+      '{"recordId": "nonchar-\uffff", "modelInput": {}}',
+      JSON.stringify({ recordId: 'ok', modelInput: request }),
+      '{"id": "nul-\\u0000-lone-\\ud800", "text": "hi"}',
+    ];
+    s3.put(INGEST, 'corpora/odd.jsonl', `${lines.join('\n')}\n`);
+    const accepted = strictSqs();
+    const out = await planRun(event({ bucket: INGEST, key: 'corpora/odd.jsonl' }), deps());
+    expect(out.counts).toMatchObject({ lines: 4, records: 1, invalid: 3 });
+    const failures = s3.lines<FailureLine>(OUT, 'runs/run-1/failures/plan.jsonl');
+    expect(failures.map((f) => [f.line, f.error.code])).toEqual([
+      [1, 'InvalidRecordId'],
+      [2, 'InvalidRecordId'],
+      [4, 'InvalidRecordId'],
+    ]);
+    // Each one reached the DLQ with the same failure it has in the file.
+    const dead = accepted.flatMap((b) => b.messages);
+    expect(dead.map(({ line, stage, error }) => ({ line, stage, error }))).toEqual(failures);
+    expect(dead[0]?.error.message).toContain('emoji-😀');
+  });
+
+  it('loses only the DLQ copy of a line whose message SQS refuses, and says so in the failures file', async () => {
+    const accepted = strictSqs((m) => m.line === 5);
+    const out = await planRun(event({ bucket: INGEST, key: FIXTURE_KEY }), deps());
+    expect(out.counts).toMatchObject({ lines: 24, records: 17, invalid: 6, duplicates: 1 });
+    expect(accepted.flatMap((b) => b.messages).map((m) => m.line)).toEqual([4, 6, 7, 8, 10]);
+    const failures = s3.lines<FailureLine>(OUT, 'runs/run-1/failures/plan.jsonl');
+    expect(failures.filter((f) => f.line === 5).map((f) => f.error.code)).toEqual([
+      'NotAnObject',
+      'FailureLaneRefused',
+    ]);
+    expect(failures.find((f) => f.error.code === 'FailureLaneRefused')?.error.message).toBe(
+      'line 5: SQS refused its failure-lane message (InvalidMessageContents: Invalid characters found.), so the ' +
+        'failure dead-letter queue does not hold it; its reason is the NotAnObject failure of the same line in this file',
+    );
+  });
+});
+
+describe('planRun over lines no record can be made of', () => {
+  it('rejects invalid UTF-8, 5,000-deep nesting and an over-long line each on its own line, and plans the rest', async () => {
+    const request = (text: string): Record<string, unknown> => ({
+      messages: [{ role: 'user', content: [{ text }] }],
+    });
+    const ok = (id: string, text: string): Buffer =>
+      Buffer.from(`${JSON.stringify({ recordId: id, modelInput: request(text) })}\n`);
+    const corpus = Buffer.concat([
+      ok('r1', 'before 😀'),
+      Buffer.concat([
+        Buffer.from('{"id": "bad-utf8", "text": "caf'),
+        Buffer.from([0xc3, 0x28]),
+        Buffer.from('"}\n'),
+      ]),
+      ok('r3', 'مرحبا 你好'),
+      Buffer.from(
+        `{"recordId": "deep", "modelInput": {"messages": ${'['.repeat(5000)}${']'.repeat(5000)}}}\n`,
+      ),
+      Buffer.from(`{"id": "long", "text": "${'x'.repeat(MAX_LINE_BYTES)}"}\r\n`),
+      Buffer.from('[1, 2]\n42\n"text"\nnull\ntrue\n'),
+      ok('r11', 'after \u{1d400}'),
+    ]);
+    s3.putBytes(INGEST, 'corpora/hostile.jsonl', corpus);
+    const out = await planRun(event({ bucket: INGEST, key: 'corpora/hostile.jsonl' }), deps());
+    expect(out.counts).toMatchObject({ lines: 11, records: 3, invalid: 8, duplicates: 0 });
+    const failures = s3.lines<FailureLine>(OUT, 'runs/run-1/failures/plan.jsonl');
+    expect(failures.map((f) => [f.line, f.error.code])).toEqual([
+      [2, 'InvalidUtf8'],
+      [4, 'NestingTooDeep'],
+      [5, 'LineTooLong'],
+      [6, 'NotAnObject'],
+      [7, 'NotAnObject'],
+      [8, 'NotAnObject'],
+      [9, 'NotAnObject'],
+      [10, 'NotAnObject'],
+    ]);
+    expect(failures[0]?.error.message).toMatch(
+      /^line 2 is not valid UTF-8: at byte offset 31 of the line, 0xc3 is no UTF-8 character/,
+    );
+    expect(s3.lines<WorkItem>(OUT, out.itemsKey).map((i) => [i.line, i.recordId])).toEqual([
+      [1, 'r1'],
+      [3, 'r3'],
+      [11, 'r11'],
+    ]);
   });
 });
 

@@ -6,6 +6,9 @@ import {
   detectFormat,
   DuplicateTracker,
   MAX_ITEM_BYTES,
+  MAX_LINE_BYTES,
+  MAX_NESTING_DEPTH,
+  nestedDeeperThan,
   parseLine,
   templateRequest,
   type LineProblem,
@@ -124,6 +127,9 @@ describe('parseLine: rejected lines name the line and what to do', () => {
     ],
     ['a string', '"just a string"', 'NotAnObject', /line 4 is a string; expected an object/],
     ['null', 'null', 'NotAnObject', /line 4 is null/],
+    ['a number', '42', 'NotAnObject', /line 4 is a number; expected an object/],
+    ['true', 'true', 'NotAnObject', /line 4 is a boolean; expected an object/],
+    ['a deep array', `${'['.repeat(5000)}${']'.repeat(5000)}`, 'NotAnObject', /line 4 is an array/],
     [
       'no modelInput',
       '{"recordId": "no-input"}',
@@ -208,6 +214,62 @@ describe('parseLine: rejected lines name the line and what to do', () => {
     expect(p.message).toMatch(
       new RegExp(`line 9: record huge is \\d+ bytes; .* limits them to ${MAX_ITEM_BYTES} bytes`),
     );
+  });
+});
+
+describe('parseLine: limits on a line', () => {
+  /** A line whose modelInput holds a tool document nested so that the line is `depth` levels deep. */
+  const nestedLine = (depth: number): string => {
+    // The line (1), modelInput (2), messages (3), a message (4), content (5), a block (6), toolResult (7),
+    // its content (8), a part (9), json (10): the document adds the rest.
+    const document = `${'{"a":'.repeat(depth - 10)}1${'}'.repeat(depth - 10)}`;
+    return `{"recordId":"deep","modelInput":{"messages":[{"role":"user","content":[{"toolResult":{"toolUseId":"t","content":[{"json":{"d":${document}}}]}}]}]}}`;
+  };
+
+  it(`accepts a line nested ${MAX_NESTING_DEPTH} levels deep and rejects one more as NestingTooDeep`, () => {
+    expect(nestedDeeperThan(JSON.parse(nestedLine(MAX_NESTING_DEPTH)), MAX_NESTING_DEPTH)).toBe(false);
+    expect(ok(parseLine(nestedLine(MAX_NESTING_DEPTH), 4, prompt)).item.recordId).toBe('deep');
+    expect(problem(parseLine(nestedLine(MAX_NESTING_DEPTH + 1), 4, prompt))).toEqual({
+      code: 'NestingTooDeep',
+      message: `line 4 nests objects and arrays more than ${MAX_NESTING_DEPTH} levels deep (the line's object is level 1); flatten the record`,
+    });
+  });
+
+  it('rejects lines nested 5,000 and 400,000 deep without overflowing the stack, in any field', () => {
+    const arrays = (n: number): string => `${'['.repeat(n)}${']'.repeat(n)}`;
+    const objects = (n: number): string => `${'{"k":'.repeat(n)}1${'}'.repeat(n)}`;
+    for (const line of [
+      `{"recordId":"d","modelInput":{"messages":${arrays(5000)}}}`,
+      `{"recordId":"d","modelInput":{"messages":[]},"extra":${arrays(400_000)}}`,
+      `{"id":"d","text":"t","meta":${objects(5000)}}`,
+      `{"recordId":"d","modelInput":${objects(5000)}}`,
+    ]) {
+      expect(Buffer.byteLength(line)).toBeLessThanOrEqual(MAX_LINE_BYTES);
+      expect(problem(parseLine(line, 9, prompt)).code).toBe('NestingTooDeep');
+    }
+  });
+
+  it('counts levels of objects and arrays alike, and leaves scalars out', () => {
+    expect(nestedDeeperThan({ a: [{ b: [1, 'x', null] }] }, 4)).toBe(false);
+    expect(nestedDeeperThan({ a: [{ b: [[]] }] }, 4)).toBe(true);
+    expect(nestedDeeperThan('scalar', 0)).toBe(false);
+    expect(nestedDeeperThan([], 1)).toBe(false);
+    expect(nestedDeeperThan([[]], 1)).toBe(true);
+  });
+
+  it('rejects a line over MAX_LINE_BYTES as LineTooLong, counting bytes, not characters', () => {
+    // 'é' is 2 bytes: fewer characters than the limit, more bytes.
+    const text = 'é'.repeat(MAX_LINE_BYTES / 2);
+    const line = JSON.stringify({ id: 'long', text });
+    expect(line.length).toBeLessThan(MAX_LINE_BYTES);
+    expect(problem(parseLine(line, 3, prompt))).toEqual({
+      code: 'LineTooLong',
+      message: `line 3 is ${Buffer.byteLength(line)} bytes long; a line may be at most ${MAX_LINE_BYTES} bytes (1 MiB), so it was skipped unread (a record must stay under ${MAX_ITEM_BYTES} bytes anyway): shorten or split it`,
+    });
+    // Just under the limit it is a record like any other, rejected for the record's own size.
+    const under = JSON.stringify({ id: 'long', text: 'x'.repeat(MAX_LINE_BYTES - 40) });
+    expect(Buffer.byteLength(under)).toBeLessThanOrEqual(MAX_LINE_BYTES);
+    expect(problem(parseLine(under, 3, prompt)).code).toBe('RecordTooLarge');
   });
 });
 

@@ -17,6 +17,7 @@ import {
   putJson,
   putJsonl,
   readLines,
+  type ReadLinesOptions,
 } from '../../../lambda/shared/s3-jsonl';
 import { awsError, FakeS3 } from './helpers';
 
@@ -134,5 +135,80 @@ describe('small object helpers', () => {
     const lines: string[] = [];
     for await (const line of readLines(Readable.from(['\ufeffa\r\n', 'b\n\nc']))) lines.push(line);
     expect(lines).toEqual(['\ufeffa', 'b', '', 'c']);
+  });
+});
+
+describe('readLines with a line limit', () => {
+  /** The lines readLines yields for these chunks, with these options. */
+  async function lines(chunks: (string | Buffer)[], options?: ReadLinesOptions): Promise<string[]> {
+    const out: string[] = [];
+    for await (const line of readLines(Readable.from(chunks), options)) out.push(line);
+    return out;
+  }
+
+  it('yields exactly what readLines without a limit yields, whatever the line ends and chunk cuts', async () => {
+    const alphabet = ['\n', '\r', '\r\n', 'a', 'é', '😀', ' ', '{}'];
+    let seed = 3;
+    const next = (): number => (seed = (seed * 1103515245 + 12345) % 2 ** 31);
+    for (let round = 0; round < 400; round++) {
+      const text = Array.from({ length: next() % 14 }, () => alphabet[next() % alphabet.length]).join('');
+      const bytes = Buffer.from(text);
+      // Cut anywhere, inside multi-byte characters and between a CR and its LF too.
+      const cuts = [0, ...Array.from({ length: next() % 4 }, () => next() % (bytes.length + 1))].sort(
+        (x, y) => x - y,
+      );
+      const chunks = cuts
+        .map((c, i) => bytes.subarray(c, cuts[i + 1] ?? bytes.length))
+        .filter((c) => c.length);
+      expect([JSON.stringify(text), await lines(chunks, { maxLineBytes: 1000 })]).toEqual([
+        JSON.stringify(text),
+        await lines([bytes]),
+      ]);
+    }
+  });
+
+  it('yields an empty line in place of a line over the limit and says which and how long', async () => {
+    const told: { line: number; bytes: number }[] = [];
+    const long = 'é'.repeat(30);
+    const got = await lines(
+      ['ok\r', '\n', long.slice(0, 7), long.slice(7), '\r', '\nafter\r', long, '\nend'],
+      {
+        maxLineBytes: 50,
+        onLineTooLong: (l) => told.push(l),
+      },
+    );
+    expect(got).toEqual(['ok', '', 'after', '', 'end']);
+    expect(told).toEqual([
+      { line: 2, bytes: 60 },
+      { line: 4, bytes: 60 },
+    ]);
+  });
+
+  it('holds no more than the limit and a chunk of a 64 MiB line streamed in 64 KiB chunks', async () => {
+    const CHUNK = 64 * 1024;
+    const LINE = 64 * 1024 * 1024;
+    const LIMIT = 1024 * 1024;
+    let generated = 0;
+    async function* corpus(): AsyncGenerator<Buffer> {
+      yield Buffer.from('first\n');
+      const filler = Buffer.alloc(CHUNK, 0x62);
+      for (; generated < LINE; generated += CHUNK) yield filler;
+      yield Buffer.from('\r\nlast');
+    }
+    const stats = { maxBufferedChars: 0 };
+    const told: { line: number; bytes: number }[] = [];
+    const got: string[] = [];
+    for await (const line of readLines(Readable.from(corpus()), {
+      maxLineBytes: LIMIT,
+      onLineTooLong: (l) => told.push(l),
+      stats,
+    })) {
+      got.push(line);
+    }
+    expect(generated).toBe(LINE);
+    expect(got).toEqual(['first', '', 'last']);
+    expect(told).toEqual([{ line: 2, bytes: LINE }]);
+    expect(stats.maxBufferedChars).toBeLessThanOrEqual(LIMIT + CHUNK);
+    expect(stats.maxBufferedChars).toBeGreaterThan(LIMIT);
   });
 });

@@ -1,6 +1,6 @@
 import { CreateTableCommand } from '@aws-sdk/client-dynamodb';
 import type { FailureLaneMessage } from '../../../lambda/shared/contracts';
-import type { FailureLaneSender } from '../../../lambda/shared/failure-lane';
+import type { FailureLaneSender, RefusedMessage } from '../../../lambda/shared/failure-lane';
 import type { Claimant, Ledger, TransitionOutcome } from '../../../lambda/shared/ledger';
 import type { PublishedRecord, ResultsPublisher } from '../../../lambda/shared/results-queue';
 import { RunState } from '../../../lambda/shared/run-state';
@@ -20,8 +20,9 @@ export class RecordingLane implements Pick<FailureLaneSender, 'add' | 'flush'> {
     this.messages.push(structuredClone(message));
   }
 
-  async flush(): Promise<void> {
-    // Nothing is buffered.
+  async flush(): Promise<RefusedMessage[]> {
+    // Nothing is buffered, nothing refused.
+    return [];
   }
 
   /** What went to the failure queue (the lane retries them). */

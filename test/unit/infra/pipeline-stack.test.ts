@@ -13,10 +13,12 @@ import {
   asRecord,
   type CfnTemplate,
   resourcesOfType,
+  environmentSettings,
   synthEnvironment,
   type Synthesized,
   unacknowledgedFindings,
 } from './synth-helpers';
+import { parseEnvironmentConfig } from '../../../lib/config';
 
 // Resource "*" is allowed only for these actions, which the services authorise on no narrower resource.
 const WILDCARD_RESOURCE_EXCEPTIONS: Record<string, string> = {
@@ -534,6 +536,8 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
     const expected: Record<string, string[]> = {
       'lambda/plan.ts': [
         'OUTPUT_BUCKET',
+        'INGEST_BUCKET',
+        'INGEST_PREFIX',
         'CONVERSE_BATCH_SIZE',
         'CONVERSE_MAP_CONCURRENCY',
         'FAILURE_DLQ_URL',
@@ -666,6 +670,10 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
         'vars',
       );
     expect(vars(plan)).toMatchObject({
+      INGEST_BUCKET: {
+        Ref: s.stack.getLogicalId(s.stack.storage.ingestBucket.node.defaultChild as CfnElement),
+      },
+      INGEST_PREFIX: 'corpora/',
       MODEL_ID: s.config.modelId,
       LEDGER_SCOPE: 'dev/anthropic.claude-3-haiku-20240307-v1:0',
       PROMPT_TEMPLATE: '{{text}}',
@@ -833,6 +841,62 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
       s.template.allResources(type, { DeletionPolicy: 'Delete' });
     }
     s.template.resourceCountIs('Custom::S3AutoDeleteObjects', 3);
+  });
+});
+
+describe('PipelineStack with ingest.allowedBuckets', () => {
+  let s: Synthesized;
+  beforeAll(() => {
+    s = synthEnvironment('dev', {
+      dev: {
+        ...environmentSettings('dev'),
+        ingest: { allowedBuckets: ['partner-corpora', 'archive.example'] },
+      },
+    });
+  });
+  afterAll(() => s?.cleanup());
+
+  test('Plan is told the allowed buckets and may read exactly them, besides the ingest prefix', () => {
+    const { plan } = s.stack.functions;
+    const planId = s.stack.getLogicalId(plan.lambdaFunction.node.defaultChild as CfnElement);
+    const variables = asRecord(
+      asRecord(asRecord(s.json.Resources[planId]?.Properties, 'plan').Environment, 'env').Variables,
+      'vars',
+    );
+    expect(variables.ALLOWED_INPUT_BUCKETS).toBe('partner-corpora,archive.example');
+    const permissions = permissionsOf(s, plan.role);
+    const ingest = ref(s, s.stack.storage.ingestBucket.bucketArn);
+    const read = Object.entries(permissions)
+      .filter(([, actions]) => actions.includes('s3:GetObject') || actions.includes('s3:ListBucket'))
+      .map(([resource, actions]) => [resource, actions])
+      .filter(([resource]) => !String(resource).startsWith(ref(s, s.stack.storage.outputBucket.bucketArn)));
+    expect(Object.fromEntries(read)).toEqual({
+      [`${ingest}/corpora/*`]: ['s3:GetObject'],
+      [ingest]: ['s3:ListBucket'],
+      'arn:aws:s3:::partner-corpora/*': ['s3:GetObject'],
+      'arn:aws:s3:::partner-corpora': ['s3:ListBucket'],
+      'arn:aws:s3:::archive.example/*': ['s3:GetObject'],
+      'arn:aws:s3:::archive.example': ['s3:ListBucket'],
+    });
+    // No other function gains access to them.
+    for (const fn of [s.stack.functions.converse, s.stack.functions.finalize, s.stack.functions.collect]) {
+      expect(Object.keys(permissionsOf(s, fn.role)).filter((r) => r.includes('partner-corpora'))).toEqual([]);
+    }
+  });
+
+  test('cdk-nag AwsSolutions reports no unacknowledged finding', () => {
+    expect(unacknowledgedFindings(s.report)).toEqual([]);
+  });
+
+  test('an allowed bucket must be a bucket name, listed once', () => {
+    const dev = environmentSettings('dev');
+    expect(() => parseEnvironmentConfig('dev', { ...dev, ingest: { allowedBuckets: ['s3://x/'] } })).toThrow(
+      /ingest\.allowedBuckets\.0: ingest\.allowedBuckets: each entry must be an S3 bucket name/,
+    );
+    expect(() =>
+      parseEnvironmentConfig('dev', { ...dev, ingest: { allowedBuckets: ['abc', 'abc'] } }),
+    ).toThrow(/ingest\.allowedBuckets: ingest\.allowedBuckets lists a bucket twice/);
+    expect(parseEnvironmentConfig('dev', dev).ingest.allowedBuckets).toEqual([]);
   });
 });
 
