@@ -24,6 +24,7 @@ import {
 } from './shared/contracts';
 import { BatchJobFailedError, collectKeys, collectShard, type CollectShardSummary } from './shared/collect';
 import { processBatch } from './shared/converse-unit';
+import { withInProgressLock } from './shared/idempotency';
 import { readEnv, positiveInt, required } from './shared/env';
 import { InvalidEventError } from './shared/errors';
 import { FailureLaneSender } from './shared/failure-lane';
@@ -638,8 +639,7 @@ const persistenceStore = new DynamoDBPersistenceLayer({
   awsSdkV3Client: ddb,
 });
 
-/** Lambda entry: Finalize, idempotent per run (one manifest, one event). */
-export const handler = makeIdempotent(
+const idempotent = makeIdempotent(
   async (event: unknown, _context: Context): Promise<FinalizeOutput> => {
     const parsed = finalizeEventSchema.safeParse(event);
     if (!parsed.success)
@@ -666,3 +666,11 @@ export const handler = makeIdempotent(
     config: new IdempotencyConfig({ eventKeyJmesPath: 'runId', expiresAfterSeconds: 3600 }),
   },
 );
+
+/**
+ * Lambda entry: Finalize, idempotent per run (a repeated invocation returns the first answer), its in-progress lock held
+ * only as long as a retry waits (lambda/shared/idempotency.ts).
+ */
+export function handler(event: unknown, context: Context): Promise<FinalizeOutput> {
+  return idempotent(event, withInProgressLock(context));
+}

@@ -17,6 +17,7 @@ import {
   type RequestedMode,
   type RunMode,
 } from './shared/contracts';
+import { withInProgressLock } from './shared/idempotency';
 import { readEnv, positiveInt, required } from './shared/env';
 import {
   callDependency,
@@ -581,8 +582,7 @@ const persistenceStore = new DynamoDBPersistenceLayer({
   awsSdkV3Client: ddb,
 });
 
-/** Lambda entry: Plan, idempotent per run (a retried Plan returns the first answer). */
-export const handler = makeIdempotent(
+const idempotent = makeIdempotent(
   async (event: unknown, _context: Context): Promise<PlanOutput> => {
     const parsed = planEventSchema.safeParse(event);
     if (!parsed.success)
@@ -600,3 +600,11 @@ export const handler = makeIdempotent(
     config: new IdempotencyConfig({ eventKeyJmesPath: 'runId', expiresAfterSeconds: 3600 }),
   },
 );
+
+/**
+ * Lambda entry: Plan, idempotent per run (a repeated invocation returns the first answer), its in-progress lock held
+ * only as long as a retry waits (lambda/shared/idempotency.ts).
+ */
+export function handler(event: unknown, context: Context): Promise<PlanOutput> {
+  return idempotent(event, withInProgressLock(context));
+}

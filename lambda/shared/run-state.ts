@@ -180,9 +180,13 @@ export class RunState {
   }
 
   /** The run item: Finalize's part of the manifest (if written), the revision, the lane's model calls. */
-  async getRun(
-    runId: string,
-  ): Promise<{ base: ManifestBase | undefined; revision: number; laneCalls: ModelCalls }> {
+  async getRun(runId: string): Promise<{
+    base: ManifestBase | undefined;
+    revision: number;
+    laneCalls: ModelCalls;
+    /** Finalize put the run's outcome event. */
+    announced: boolean;
+  }> {
     const out = await callDependency('runs table GetItem', () =>
       this.client.send(
         new GetCommand({ TableName: this.tableName, Key: { runId, item: RUN_ITEM }, ConsistentRead: true }),
@@ -192,12 +196,27 @@ export class RunState {
     return {
       base: typeof item.base === 'string' ? (JSON.parse(item.base) as ManifestBase) : undefined,
       revision: Number(item.revision ?? 0),
+      announced: item.announced === true,
       laneCalls: {
         total: Number(item.laneCallsTotal ?? 0),
         throttled: Number(item.laneCallsThrottled ?? 0),
         retried: Number(item.laneCallsRetried ?? 0),
       },
     };
+  }
+
+  /** Notes that the run's outcome event (Completed / Failed) was put, so a repeated Finalize does not put another. */
+  async markAnnounced(runId: string): Promise<void> {
+    await callDependency('runs table UpdateItem', () =>
+      this.client.send(
+        new UpdateCommand({
+          TableName: this.tableName,
+          Key: { runId, item: RUN_ITEM },
+          UpdateExpression: 'SET announced = :true',
+          ExpressionAttributeValues: { ':true': true },
+        }),
+      ),
+    );
   }
 
   private expiresAt(): number {

@@ -83,9 +83,11 @@ describe('corpus local run --mode batch (mode A)', () => {
       invalid: 6,
       duplicates: 1,
       skipped: 0,
+      pending: 0,
+      recovered: 0,
     });
     expect(c.lines).toBe(c.records + c.invalid + c.duplicates);
-    expect(c.records).toBe(c.succeeded + c.failed + c.skipped);
+    expect(c.records).toBe(c.succeeded + c.failed + c.skipped + c.pending);
 
     // Balanced shards: 2,517 records with a 1,000 cap make three jobs of ~839, never a tiny one.
     const jobs = m.jobs ?? [];

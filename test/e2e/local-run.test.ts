@@ -42,9 +42,11 @@ describe('corpus local run (mode converse)', () => {
       invalid: 6,
       duplicates: 1,
       skipped: 0,
+      pending: 0,
+      recovered: 0,
     });
     expect(c.lines).toBe(c.records + c.invalid + c.duplicates);
-    expect(c.records).toBe(c.succeeded + c.failed + c.skipped);
+    expect(c.records).toBe(c.succeeded + c.failed + c.skipped + c.pending);
 
     const results = readJsonl(join(outDir, 'results.jsonl'));
     const failures = readJsonl(join(outDir, 'failures.jsonl'));
