@@ -4,6 +4,7 @@
  */
 import type { ModelStats, SimulatorStats } from './bedrock-simulator';
 import type { FiredCrash } from './cloud/lambda-runner';
+import type { EventSourcePollerStats } from './cloud/sqs-poller';
 
 /** The fired-fault counts of a local run. */
 export interface FaultReport {
@@ -20,12 +21,15 @@ export interface FaultReport {
     /** Injected faults by kind. */
     injectedFaults: ModelStats['injectedFaults'];
   };
+  /** The SQS event sources (the failure-lane consumer): deliveries, and the ones `redeliver` made twice. */
+  sqs: { delivered: number; redelivered: number; failedInvocations: number };
 }
 
 /** Builds the report from the functions' crash counters and the simulator's stats. */
 export function faultReport(
   functions: Iterable<{ faultsFired(): FiredCrash[] }>,
   stats: SimulatorStats,
+  pollers: readonly Pick<EventSourcePollerStats, 'messages' | 'redelivered' | 'failedInvocations'>[] = [],
 ): FaultReport {
   const crashes: FiredCrash[] = [];
   for (const fn of new Set(functions)) crashes.push(...fn.faultsFired());
@@ -33,6 +37,11 @@ export function faultReport(
   return {
     crashes,
     bedrock: { requests, succeeded, throttled: { ...throttled }, injectedFaults: { ...injectedFaults } },
+    sqs: {
+      delivered: pollers.reduce((n, p) => n + p.messages, 0),
+      redelivered: pollers.reduce((n, p) => n + p.redelivered, 0),
+      failedInvocations: pollers.reduce((n, p) => n + p.failedInvocations, 0),
+    },
   };
 }
 
@@ -46,6 +55,9 @@ export function formatFaultReport(report: FaultReport): string[] {
       `  model calls: ${b.requests}, ${b.succeeded} answered, ${t.rpm + t.tpm + t.injected} throttled ` +
         `(quota rpm ${t.rpm}, tpm ${t.tpm}; injected ${t.injected})`,
     );
+  }
+  if (report.sqs.redelivered > 0) {
+    lines.push(`  SQS deliveries: ${report.sqs.delivered}, ${report.sqs.redelivered} delivered twice (redeliver)`);
   }
   if (report.crashes.length > 0) {
     const fired = report.crashes.map((c) => `${c.handler}@${c.step} ${c.fired} of ${c.times}`);

@@ -74,12 +74,25 @@ const LEDGER_SCOPE_METADATA = /^[\x21-\x7e](?:[\x20-\x7e]{0,198}[\x21-\x7e])?$/;
 
 /**
  * Runs a corpus through the pipeline on the local runtime: puts the file into the ingest bucket (the run starts
- * through S3 -> EventBridge -> Step Functions as in AWS), waits for the execution, then copies the manifest, the
- * results and the failures into the output directory.
+ * through S3 -> EventBridge -> Step Functions as in AWS), waits for the execution and for the failure lane to settle
+ * what the run handed it, then copies the manifest, the results and the failures into the output directory.
  */
 export async function runLocalCorpus(options: LocalRunOptions): Promise<LocalRunOutcome> {
-  if (!existsSync(options.corpusFile) || !statSync(options.corpusFile).isFile()) {
-    throw new UsageError(`--corpus ${options.corpusFile}: no such file`);
+  const [outcome] = await runLocalCorpora({ ...options, corpusFiles: [options.corpusFile] });
+  if (!outcome) throw new Error('the local run produced no outcome');
+  return outcome;
+}
+
+/**
+ * Several corpora at once through one local runtime (overlapping runs, as when several files land in the ingest
+ * bucket together): each is put into the ingest bucket at the same time, under its own key, and each run's files go
+ * to `<outDir>/<index>-<file name>/` (one corpus: `outDir` itself). The results queue's messages are split by run.
+ */
+export async function runLocalCorpora(
+  options: Omit<LocalRunOptions, 'corpusFile'> & { corpusFiles: string[] },
+): Promise<LocalRunOutcome[]> {
+  for (const file of options.corpusFiles) {
+    if (!existsSync(file) || !statSync(file).isFile()) throw new UsageError(`--corpus ${file}: no such file`);
   }
   if (options.ledgerScope !== undefined && !LEDGER_SCOPE_METADATA.test(options.ledgerScope)) {
     throw new UsageError(
@@ -90,72 +103,104 @@ export async function runLocalCorpus(options: LocalRunOptions): Promise<LocalRun
   progress('starting the local runtime (emulators, Bedrock simulator, workflow runner)...');
   const runtime = await startLocalRuntime({ ...options.runtime, stateDir: options.stateDir });
   try {
-    const key = `${runtime.ingestPrefix}${basename(options.corpusFile)}`;
-    const started = runtime.nextExecution(
-      (e) => (JSON.parse(e.input) as { key?: unknown }).key === key,
-      START_TIMEOUT_MS,
+    const single = options.corpusFiles.length === 1;
+    const runs = await Promise.all(
+      options.corpusFiles.map(async (corpusFile, index) => {
+        const name = single ? basename(corpusFile) : `${index}-${basename(corpusFile)}`;
+        const key = `${runtime.ingestPrefix}${name}`;
+        const started = runtime.nextExecution(
+          (e) => (JSON.parse(e.input) as { key?: unknown }).key === key,
+          START_TIMEOUT_MS,
+        );
+        progress(
+          `putting ${basename(corpusFile)} into s3://${runtime.ingestBucket}/${key} (mode ${options.mode}${options.ledgerScope !== undefined ? `, ledger scope ${options.ledgerScope}` : ''})`,
+        );
+        await new Upload({
+          client: runtime.s3,
+          params: {
+            Bucket: runtime.ingestBucket,
+            Key: key,
+            Body: createReadStream(corpusFile),
+            ContentType: 'application/x-ndjson',
+            Metadata: {
+              mode: options.mode,
+              ...(options.ledgerScope !== undefined ? { 'ledger-scope': options.ledgerScope } : {}),
+            },
+          },
+        }).done();
+        const execution = await started.catch((err: unknown) => {
+          throw new Error(
+            `no execution started for s3://${runtime.ingestBucket}/${key}: the S3 -> EventBridge -> Step Functions path did not fire (${String(err)})`,
+          );
+        });
+        progress(`run ${execution.name} started`);
+        const done = await runtime.waitForExecution(
+          execution.executionArn,
+          options.timeoutMs ?? 30 * 60_000,
+          progress,
+        );
+        const runId = done.name;
+        const first = await getJson<RunManifest>(runtime.s3, runtime.outputBucket, runKeys.manifest(runId));
+        if (!first) {
+          throw new Error(
+            `run ${runId} ended ${done.status} without a manifest: ${done.error ?? ''} ${done.cause ?? ''}`.trim(),
+          );
+        }
+        return { runId, done, first, name };
+      }),
     );
-    progress(
-      `putting ${basename(options.corpusFile)} into s3://${runtime.ingestBucket}/${key} (mode ${options.mode}${options.ledgerScope !== undefined ? `, ledger scope ${options.ledgerScope}` : ''})`,
-    );
-    await new Upload({
-      client: runtime.s3,
-      params: {
-        Bucket: runtime.ingestBucket,
-        Key: key,
-        Body: createReadStream(options.corpusFile),
-        ContentType: 'application/x-ndjson',
-        Metadata: {
-          mode: options.mode,
-          ...(options.ledgerScope !== undefined ? { 'ledger-scope': options.ledgerScope } : {}),
-        },
-      },
-    }).done();
-    const execution = await started.catch((err: unknown) => {
-      throw new Error(
-        `no execution started for s3://${runtime.ingestBucket}/${key}: the S3 -> EventBridge -> Step Functions path did not fire (${String(err)})`,
-      );
-    });
-    progress(`run ${execution.name} started`);
-    const done = await runtime.waitForExecution(
-      execution.executionArn,
-      options.timeoutMs ?? 30 * 60_000,
-      progress,
-    );
-    const runId = done.name;
-    const first = await getJson<RunManifest>(runtime.s3, runtime.outputBucket, runKeys.manifest(runId));
-    if (!first) {
-      throw new Error(
-        `run ${runId} ended ${done.status} without a manifest: ${done.error ?? ''} ${done.cause ?? ''}`.trim(),
-      );
-    }
-    // Records the run handed to the failure lane are settled by its consumer after the run, each settled record
+    // Records the runs handed to the failure lane are settled by its consumer after the run, each settled record
     // revising the manifest: let it finish, so the files below are the settled state and equal the manifest.
     const lane = await waitForFailureLane(runtime, options.laneTimeoutMs ?? 60_000, progress);
-    const manifest =
-      (await getJson<RunManifest>(runtime.s3, runtime.outputBucket, runKeys.manifest(runId))) ?? first;
-    const outDir = options.outDir ?? join(options.stateDir, 'runs', runId);
-    await mkdir(outDir, { recursive: true });
-    const files = {
-      manifest: join(outDir, 'manifest.json'),
-      results: join(outDir, 'results.jsonl'),
-      failures: join(outDir, 'failures.jsonl'),
-      faults: join(outDir, 'faults.json'),
-    };
-    await writeFile(files.manifest, `${JSON.stringify(manifest, null, 2)}\n`);
-    await concatenate(runtime.s3, runtime.outputBucket, runKeys.resultsPrefix(runId), files.results);
-    await concatenate(runtime.s3, runtime.outputBucket, runKeys.failuresPrefix(runId), files.failures);
     const faults = runtime.faultReport();
-    await writeFile(files.faults, `${JSON.stringify(faults, null, 2)}\n`);
     const resultsQueueUrl = runtime.stack.optionalOutput('ResultsQueueUrl');
-    if (resultsQueueUrl) {
-      const published = join(outDir, 'published.jsonl');
-      await drainQueue(runtime.sqs, resultsQueueUrl, published);
-      return { runId, manifest, execution: done, outDir, files: { ...files, published }, lane, faults };
+    const published = resultsQueueUrl ? await drainQueue(runtime.sqs, resultsQueueUrl) : undefined;
+    const outcomes: LocalRunOutcome[] = [];
+    for (const { runId, done, first, name } of runs) {
+      const manifest =
+        (await getJson<RunManifest>(runtime.s3, runtime.outputBucket, runKeys.manifest(runId))) ?? first;
+      const base = options.outDir ?? join(options.stateDir, 'runs', runId);
+      const outDir = single || !options.outDir ? base : join(base, name);
+      await mkdir(outDir, { recursive: true });
+      const files = {
+        manifest: join(outDir, 'manifest.json'),
+        results: join(outDir, 'results.jsonl'),
+        failures: join(outDir, 'failures.jsonl'),
+        faults: join(outDir, 'faults.json'),
+      };
+      await writeFile(files.manifest, `${JSON.stringify(manifest, null, 2)}\n`);
+      await concatenate(runtime.s3, runtime.outputBucket, runKeys.resultsPrefix(runId), files.results);
+      await concatenate(runtime.s3, runtime.outputBucket, runKeys.failuresPrefix(runId), files.failures);
+      await writeFile(files.faults, `${JSON.stringify(faults, null, 2)}\n`);
+      if (published) {
+        const file = join(outDir, 'published.jsonl');
+        const mine = published.filter((body) => runOf(body) === runId);
+        await writeFile(file, mine.map((l) => `${l}\n`).join(''));
+        outcomes.push({
+          runId,
+          manifest,
+          execution: done,
+          outDir,
+          files: { ...files, published: file },
+          lane,
+          faults,
+        });
+      } else {
+        outcomes.push({ runId, manifest, execution: done, outDir, files, lane, faults });
+      }
     }
-    return { runId, manifest, execution: done, outDir, files, lane, faults };
+    return outcomes;
   } finally {
     await runtime.stop();
+  }
+}
+
+/** The runId of a results-queue message body. */
+function runOf(body: string): string | undefined {
+  try {
+    return (JSON.parse(body) as { runId?: string }).runId;
+  } catch {
+    return undefined;
   }
 }
 
@@ -246,8 +291,8 @@ async function waitForFailureLane(
   return { pending, deadLettered: await queueDepth(runtime.sqs, dlqUrl) };
 }
 
-/** Moves every message of a queue into a JSONL file (the local stand-in for a downstream consumer). */
-async function drainQueue(sqs: SQSClient, url: string, file: string): Promise<void> {
+/** Takes every message off a queue (the local stand-in for a downstream consumer): their bodies. */
+async function drainQueue(sqs: SQSClient, url: string): Promise<string[]> {
   const lines: string[] = [];
   for (let empty = 0; empty < 2;) {
     const out = await sqs.send(
@@ -266,5 +311,5 @@ async function drainQueue(sqs: SQSClient, url: string, file: string): Promise<vo
       }),
     );
   }
-  await writeFile(file, lines.map((l) => `${l}\n`).join(''));
+  return lines;
 }

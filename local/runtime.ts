@@ -308,7 +308,7 @@ export async function startLocalRuntime(options: LocalRuntimeOptions): Promise<L
       outputBucket: output,
       bedrock,
       workflow,
-      faultReport: () => faultReport(functions.values(), bedrock.stats()),
+      faultReport: () => faultReport(functions.values(), bedrock.stats(), pollers.stats()),
       nextExecution(match, timeoutMs) {
         return new Promise((resolvePromise, reject) => {
           const timer = setTimeout(() => {

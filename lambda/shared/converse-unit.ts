@@ -134,9 +134,11 @@ export async function processBatch(event: BatchEvent, deps: ConverseUnitDeps): P
     steps.set(item.recordId, step);
     staged.push(historyLine(item.recordId, who.attempt, step, now()));
   });
-  const modelCalls = diffCalls(deps.modelCalls?.() ?? NO_CALLS, callsAtStart);
+  const attemptCalls = diffCalls(deps.modelCalls?.() ?? NO_CALLS, callsAtStart);
   // Replayed decisions of an earlier attempt that died before telling the ledger are already in the history.
   if (staged.length > 0) {
+    const first = staged[0] as AttemptLine;
+    staged[0] = { ...first, calls: attemptCalls };
     await putJsonl(deps.s3, deps.outputBucket, converseUnitKeys.attempt(runId, batchId, who.attempt), staged);
     history.add(staged);
   }
@@ -193,6 +195,8 @@ export async function processBatch(event: BatchEvent, deps: ConverseUnitDeps): P
     deps,
   );
   faultPoint('converse-batch', 'before-return');
+  // Every attempt's calls: the ones made by attempts that died count too (the history has them once staged).
+  const modelCalls = staged.length > 0 ? history.calls : addCalls(history.calls, attemptCalls);
   return { batchId, records: items.length, ...counts, modelCalls };
 }
 
@@ -294,6 +298,10 @@ function toUnitRecord(item: WorkItem): UnitRecord {
     line: item.line,
     request: { format: item.format, modelInput: item.modelInput },
   };
+}
+
+function addCalls(a: ModelCallStats, b: ModelCallStats): ModelCallStats {
+  return { total: a.total + b.total, throttled: a.throttled + b.throttled, retried: a.retried + b.retried };
 }
 
 function diffCalls(end: ModelCallStats, start: ModelCallStats): ModelCallStats {

@@ -9,7 +9,7 @@ import type { Context } from 'aws-lambda';
  * (Plan rewrites the same files; Finalize finishes units through the ledger and announces each run once): what
  * Powertools adds is the cached answer of a finished invocation.
  */
-export const IN_PROGRESS_LOCK_MS = 30_000;
+export const IN_PROGRESS_LOCK_MS = 10_000;
 
 /**
  * The Lambda context Powertools idempotency sees: the same, but for the remaining time, capped at `lockMs`, from

@@ -3,6 +3,7 @@ import type {
   FailureLaneMessage,
   FailureLine,
   FailureStage,
+  ModelCalls,
   RecordFormat,
   ResultLine,
   Usage,
@@ -51,10 +52,15 @@ export interface AttemptLine {
   error?: Reason;
   modelOutput?: unknown;
   usage?: Usage;
+  /** On an attempt's first line: the model calls the attempt made (history: a crashed attempt's calls count too). */
+  calls?: ModelCalls;
 }
 
 /** The attempts history of one unit: every earlier attempt's decisions. */
 export class AttemptHistory {
+  /** The model calls of the attempts read (and added). */
+  readonly calls: ModelCalls = { total: 0, throttled: 0, retried: 0 };
+
   private constructor(
     private readonly answers: Map<string, Answer>,
     private readonly decisions: Map<string, AttemptLine>,
@@ -72,21 +78,15 @@ export class AttemptHistory {
     const answers = new Map<string, Answer>();
     const decisions = new Map<string, AttemptLine>();
     const keys = await listKeys(s3, bucket, prefix);
+    const history = new AttemptHistory(answers, decisions, keys.length);
     for (const key of keys) {
       const body = await openObject(s3, bucket, key);
       if (!body) continue;
-      for await (const text of readLines(body)) {
-        if (!text) continue;
-        const line = JSON.parse(text) as AttemptLine;
-        // The first answer a unit got for a record is its only answer: later attempts reuse it instead of asking again.
-        if (line.outcome === 'answered') {
-          if (!answers.has(line.recordId) && line.usage) {
-            answers.set(line.recordId, { modelOutput: line.modelOutput, usage: line.usage });
-          }
-        } else decisions.set(line.recordId, line);
-      }
+      const lines: AttemptLine[] = [];
+      for await (const text of readLines(body)) if (text) lines.push(JSON.parse(text) as AttemptLine);
+      history.add(lines);
     }
-    return new AttemptHistory(answers, decisions, keys.length);
+    return history;
   }
 
   /** The answer an earlier attempt staged for a record. */
@@ -99,9 +99,15 @@ export class AttemptHistory {
     return this.decisions.get(recordId);
   }
 
-  /** Adds this attempt's lines (after they are written), so the files are built from one view. */
+  /** Adds an attempt's lines (this attempt's after they are written, so the files are built from one view). */
   add(lines: readonly AttemptLine[]): void {
     for (const line of lines) {
+      if (line.calls) {
+        this.calls.total += line.calls.total;
+        this.calls.throttled += line.calls.throttled;
+        this.calls.retried += line.calls.retried;
+      }
+      // The first answer a unit got for a record is its only answer: later attempts reuse it instead of asking again.
       if (line.outcome === 'answered') {
         if (!this.answers.has(line.recordId) && line.usage) {
           this.answers.set(line.recordId, { modelOutput: line.modelOutput, usage: line.usage });
