@@ -57,7 +57,9 @@ export function formatFaultReport(report: FaultReport): string[] {
     );
   }
   if (report.sqs.redelivered > 0) {
-    lines.push(`  SQS deliveries: ${report.sqs.delivered}, ${report.sqs.redelivered} delivered twice (redeliver)`);
+    lines.push(
+      `  SQS deliveries: ${report.sqs.delivered}, ${report.sqs.redelivered} delivered twice (redeliver)`,
+    );
   }
   if (report.crashes.length > 0) {
     const fired = report.crashes.map((c) => `${c.handler}@${c.step} ${c.fired} of ${c.times}`);
