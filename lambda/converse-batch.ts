@@ -1,7 +1,7 @@
 import type { Context } from 'aws-lambda';
 import * as z from 'zod';
 import { batchEventSchema, type BatchSummary } from './shared/contracts';
-import { converseUnitDeadline, processBatch } from './shared/converse-unit';
+import { converseUnitDeadline, processBatch, safetyMarginFor } from './shared/converse-unit';
 import { readEnv, positiveInt, required } from './shared/env';
 import { InvalidEventError } from './shared/errors';
 import { FailureLaneSender } from './shared/failure-lane';
@@ -72,6 +72,7 @@ export async function handler(event: unknown, context: Context): Promise<BatchSu
       itemConcurrency: env.ITEM_CONCURRENCY,
       leaseMs: env.CLAIM_LEASE_SECONDS * 1000,
       remainingMs: () => deadline - Date.now(),
+      safetyMarginMs: safetyMarginFor(env.EXPRESS_CHILD_BUDGET_SECONDS),
       modelCalls: () => counter.snapshot(),
     });
     metrics.addMetric('RecordsSucceeded', 'Count', summary.succeeded);

@@ -52,7 +52,7 @@ export function formatFaultReport(report: FaultReport): string[] {
   if (b.requests > 0) {
     const t = b.throttled;
     lines.push(
-      `  model calls: ${b.requests}, ${b.succeeded} answered, ${t.rpm + t.tpm + t.injected} throttled ` +
+      `  Bedrock simulator: ${b.requests} calls received, ${b.succeeded} answered, ${t.rpm + t.tpm + t.injected} throttled ` +
         `(quota rpm ${t.rpm}, tpm ${t.tpm}; injected ${t.injected})`,
     );
   }

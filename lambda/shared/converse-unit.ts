@@ -56,6 +56,8 @@ export interface ConverseUnitDeps {
   leaseMs: number;
   /** Milliseconds this attempt may still spend calling the model (the invocation's and the child's deadline). */
   remainingMs: () => number;
+  /** Time kept back from the deadline to stage, commit and write. @default SAFETY_MARGIN_MS */
+  safetyMarginMs?: number;
   /** Why records are given up without a model call (Finalize repairing a dead batch). */
   giveUp?: Reason;
   /** The model calls this attempt made so far. */
@@ -70,8 +72,16 @@ export interface ConverseUnitDeps {
   now?: () => Date;
 }
 
-/** Time kept back from the deadline to stage, commit and write before the invocation or the child ends. */
+/**
+ * Time kept back from the deadline to stage, commit and write before the invocation or the child ends: 30 s, or a
+ * tenth of a shorter budget (see {@link safetyMarginFor}).
+ */
 export const SAFETY_MARGIN_MS = 30_000;
+
+/** The safety margin for a child budget: 30 s of AWS's five minutes, a tenth of a shorter one. */
+export function safetyMarginFor(childBudgetSeconds: number): number {
+  return Math.min(SAFETY_MARGIN_MS, (childBudgetSeconds * 1000) / 10);
+}
 const LEDGER_CONCURRENCY = 16;
 const NO_CALLS: ModelCallStats = { total: 0, throttled: 0, retried: 0 };
 
@@ -253,7 +263,7 @@ async function callOnce(item: WorkItem, deps: ConverseUnitDeps): Promise<Step> {
       fresh: true,
     };
   }
-  const remaining = deps.remainingMs() - SAFETY_MARGIN_MS;
+  const remaining = deps.remainingMs() - (deps.safetyMarginMs ?? SAFETY_MARGIN_MS);
   if (remaining < 1_000) {
     return {
       do: 'queue',
