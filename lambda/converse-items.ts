@@ -4,8 +4,7 @@ import { runKeys, workItemSchema, type WorkItem } from './shared/contracts';
 import { readEnv, required } from './shared/env';
 import { callDependency, InvalidEventError } from './shared/errors';
 import { logger, metrics, traced } from './shared/observability';
-import { cleanLine } from './shared/records';
-import { JsonlObjectWriter, openObject, readLines } from './shared/s3-jsonl';
+import { JsonlObjectWriter, objectLines } from './shared/s3-jsonl';
 
 /** ConverseItems' event: the run whose leftovers to gather. */
 export const converseItemsEventSchema = z.object({ runId: z.string().min(1) });
@@ -47,23 +46,15 @@ export async function gatherConverseItems(
   const writer = new JsonlObjectWriter(deps.s3, deps.outputBucket, itemsKey);
   const seen = new Set<string>();
   let duplicates = 0;
-  for (const key of sources) {
-    const body = await openObject(deps.s3, deps.outputBucket, key);
-    // The tail is absent when every record fitted into a job.
-    if (!body) continue;
-    let lineNo = 0;
-    for await (const raw of readLines(body)) {
-      lineNo++;
-      const text = cleanLine(raw, lineNo === 1);
-      if (text.trim() === '') continue;
-      const item = parseItem(text, key, lineNo);
-      if (seen.has(item.recordId)) {
-        duplicates++;
-        continue;
-      }
-      seen.add(item.recordId);
-      await writer.write(item);
+  // The tail is absent when every record fitted into a job.
+  for await (const { key, lineNo, text } of objectLines(deps.s3, deps.outputBucket, sources)) {
+    const item = parseItem(text, key, lineNo);
+    if (seen.has(item.recordId)) {
+      duplicates++;
+      continue;
     }
+    seen.add(item.recordId);
+    await writer.write(item);
   }
   await writer.close();
   metrics.addMetric('ConverseItems', 'Count', seen.size);

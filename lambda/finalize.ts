@@ -35,8 +35,8 @@ import { mapWithConcurrency } from './shared/pool';
 import { resultsPublisherFromEnv, type ResultsPublisher } from './shared/results-queue';
 import { putRunEvent } from './shared/run-events';
 import { RunState, writeManifest, type ManifestBase } from './shared/run-state';
-import { getJson, openObject, readLines } from './shared/s3-jsonl';
-import { cleanLine } from './shared/records';
+import { getJson, objectLines } from './shared/s3-jsonl';
+import type { UnitCounts } from './shared/unit-of-work';
 
 /** Finalize's event: the workflow state, whatever path led here. */
 export const finalizeEventSchema = z.object({
@@ -97,13 +97,7 @@ interface Reason {
 }
 
 /** Where the run's records ended, summed over its units. */
-interface Tally {
-  succeeded: number;
-  failed: number;
-  skipped: number;
-  queued: number;
-  inputTokens: number;
-  outputTokens: number;
+interface Tally extends UnitCounts {
   batches: number;
   failedBatches: number;
   modelCalls: ModelCalls;
@@ -340,20 +334,12 @@ async function tallyOrphans(
     }
     chunk = [];
   };
-  for (const key of itemKeys) {
-    const body = await openObject(deps.s3, deps.outputBucket, key);
-    if (!body) continue;
-    let lineNo = 0;
-    for await (const raw of readLines(body)) {
-      lineNo++;
-      const text = cleanLine(raw, lineNo === 1);
-      if (text.trim() === '') continue;
-      const item = JSON.parse(text) as WorkItem;
-      if (seen.has(item.recordId)) continue;
-      seen.add(item.recordId);
-      chunk.push(item);
-      if (chunk.length === 100) await flush();
-    }
+  for await (const { text } of objectLines(deps.s3, deps.outputBucket, itemKeys)) {
+    const item = JSON.parse(text) as WorkItem;
+    if (seen.has(item.recordId)) continue;
+    seen.add(item.recordId);
+    chunk.push(item);
+    if (chunk.length === 100) await flush();
   }
   await flush();
   const groups = [...byOwner].map(([owner, items]) => {
@@ -509,15 +495,8 @@ async function tallyBatchRun(
 /** The record ids of JSONL files of WorkItems. */
 async function recordIdsOf(deps: FinalizeDeps, keys: string[]): Promise<Set<string>> {
   const ids = new Set<string>();
-  for (const key of keys) {
-    const body = await openObject(deps.s3, deps.outputBucket, key);
-    if (!body) continue;
-    let lineNo = 0;
-    for await (const raw of readLines(body)) {
-      lineNo++;
-      const text = cleanLine(raw, lineNo === 1);
-      if (text.trim() !== '') ids.add((JSON.parse(text) as WorkItem).recordId);
-    }
+  for await (const { text } of objectLines(deps.s3, deps.outputBucket, keys)) {
+    ids.add((JSON.parse(text) as WorkItem).recordId);
   }
   return ids;
 }
@@ -531,22 +510,15 @@ async function repairShard(
   tally: Tally,
 ): Promise<void> {
   const items: WorkItem[] = [];
-  let position = 0;
-  for (const key of shard.inputKeys) {
-    const body = await openObject(deps.s3, deps.outputBucket, key);
-    if (!body) continue;
-    for await (const raw of readLines(body)) {
-      const text = cleanLine(raw, position === 0);
-      if (text.trim() === '') continue;
-      const value = JSON.parse(text) as { recordId: string; modelInput: Record<string, unknown> };
-      position++;
-      items.push({
-        recordId: value.recordId,
-        format: shard.format,
-        modelInput: value.modelInput,
-        line: position,
-      });
-    }
+  for await (const { text } of objectLines(deps.s3, deps.outputBucket, shard.inputKeys)) {
+    const value = JSON.parse(text) as { recordId: string; modelInput: Record<string, unknown> };
+    // Batch input files do not carry the corpus line number: the record's position in the shard stands in.
+    items.push({
+      recordId: value.recordId,
+      format: shard.format,
+      modelInput: value.modelInput,
+      line: items.length + 1,
+    });
   }
   // Nothing was collected: no shard decision exists to keep, so the records go as a batch of Finalize's.
   for (let i = 0; i < items.length; i += 500) {

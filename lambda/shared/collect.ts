@@ -358,11 +358,20 @@ export function batchJobFailedMessage(jobArn: string, failureMessage: string | u
   );
 }
 
+/** Where a record of the shard stands once settled through the ledger. */
+interface Settled {
+  state: RecordState;
+  /** Published and already sent to the results queue (by an earlier attempt). */
+  delivered: boolean;
+  /** Its failure line, when it failed for good. */
+  failure?: CollectFailureLine;
+}
+
 interface PendingLine {
   position: number;
   result: ResultLine;
   /** Settles the record in the ledger: the record's state when done. */
-  settled: Promise<{ state: RecordState; delivered: boolean; failure?: CollectFailureLine }>;
+  settled: Promise<Settled>;
 }
 
 /** One collect of one shard: holds the record index and the tallies. */
@@ -648,50 +657,47 @@ class ShardCollector {
   }
 
   /** Claims and commits an answered record: succeeded when this shard published it, skipped when another run has it. */
-  private async publishRecord(
-    recordId: string,
-    position: number,
-    resultKey: string,
-  ): Promise<{ state: RecordState; delivered: boolean; failure?: CollectFailureLine }> {
-    const { input, deps } = this;
-    const claim = await deps.ledger.claim(input.ledgerScope, recordId, this.who, {
-      contentHash: this.hashes[position] as string,
-      leaseMs: deps.leaseMs,
+  private publishRecord(recordId: string, position: number, resultKey: string): Promise<Settled> {
+    return this.settleClaimed(recordId, position, async () => {
+      faultPoint('collect', 'after-claim');
+      const committed = await this.deps.ledger.commit(this.input.ledgerScope, recordId, this.who, resultKey);
+      faultPoint('collect', 'after-commit');
+      if (committed.kind === 'done') return { state: RecordState.Succeeded, delivered: false };
+      return this.byEntry(committed.entry);
     });
-    switch (claim.kind) {
-      case 'claimed': {
-        faultPoint('collect', 'after-claim');
-        const committed = await deps.ledger.commit(input.ledgerScope, recordId, this.who, resultKey);
-        faultPoint('collect', 'after-commit');
-        if (committed.kind === 'done') return { state: RecordState.Succeeded, delivered: false };
-        return this.byEntry(committed.entry);
-      }
-      case 'reused':
-        return this.reused(recordId, claim.entry.runId);
-      default:
-        return this.byEntry(claim.entry);
-    }
   }
 
   /** Claims and fails a record for good (its error line, or its job's fatal error). */
-  private async failRecord(
+  private failRecord(
     recordId: string,
     position: number,
     reason: { code: string; message: string },
-  ): Promise<{ state: RecordState; delivered: boolean; failure?: CollectFailureLine }> {
-    const { input, deps } = this;
-    const claim = await deps.ledger.claim(input.ledgerScope, recordId, this.who, {
+  ): Promise<Settled> {
+    return this.settleClaimed(recordId, position, async () => {
+      const failed = await this.deps.ledger.fail(this.input.ledgerScope, recordId, this.who, reason);
+      if (failed.kind === 'lost') return this.byEntry(failed.entry);
+      const failure = this.failureLine(recordId, reason);
+      this.freshFailures.push(failure);
+      return { state: RecordState.Failed, delivered: false, failure };
+    });
+  }
+
+  /**
+   * Claims a record with its request's hash, then `decide`s it when this attempt holds the claim; otherwise the
+   * ledger says where it stands (this shard decided it earlier, another run has it, or its id was reused).
+   */
+  private async settleClaimed(
+    recordId: string,
+    position: number,
+    decide: () => Promise<Settled>,
+  ): Promise<Settled> {
+    const claim = await this.deps.ledger.claim(this.input.ledgerScope, recordId, this.who, {
       contentHash: this.hashes[position] as string,
-      leaseMs: deps.leaseMs,
+      leaseMs: this.deps.leaseMs,
     });
     switch (claim.kind) {
-      case 'claimed': {
-        const failed = await deps.ledger.fail(input.ledgerScope, recordId, this.who, reason);
-        if (failed.kind === 'lost') return this.byEntry(failed.entry);
-        const failure = this.failureLine(recordId, reason);
-        this.freshFailures.push(failure);
-        return { state: RecordState.Failed, delivered: false, failure };
-      }
+      case 'claimed':
+        return decide();
       case 'reused':
         return this.reused(recordId, claim.entry.runId);
       default:
@@ -700,11 +706,7 @@ class ShardCollector {
   }
 
   /** A record this attempt does not hold: what the ledger says this shard (or another owner) did with it. */
-  private byEntry(entry: LedgerEntry | undefined): {
-    state: RecordState;
-    delivered: boolean;
-    failure?: CollectFailureLine;
-  } {
+  private byEntry(entry: LedgerEntry | undefined): Settled {
     if (entry && entry.owner === this.who.owner) {
       if (entry.status === 'published')
         return { state: RecordState.Succeeded, delivered: entry.delivered === true };
@@ -721,10 +723,7 @@ class ShardCollector {
     return { state: RecordState.Skipped, delivered: false };
   }
 
-  private reused(
-    recordId: string,
-    publishedBy: string,
-  ): { state: RecordState; delivered: boolean; failure: CollectFailureLine } {
+  private reused(recordId: string, publishedBy: string): Settled {
     const failure = this.failureLine(recordId, {
       code: 'RecordIdReused',
       message:

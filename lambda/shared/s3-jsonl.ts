@@ -3,6 +3,7 @@ import { StringDecoder } from 'node:string_decoder';
 import { GetObjectCommand, NoSuchKey, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import type { ResultLine } from './contracts';
+import { cleanLine } from './records';
 import { callDependency } from './errors';
 
 /** Lines are handed to the upload stream in blocks of about this many bytes, not one write per line. */
@@ -380,6 +381,37 @@ export async function* readLineBuffers(stream: Readable): AsyncGenerator<Buffer[
   if (parts.length > 0) {
     const last = trimCr(Buffer.concat(parts));
     if (last.length > 0) yield [last];
+  }
+}
+
+/** One non-blank line of a JSONL object. */
+export interface ObjectLine {
+  /** The object's key. */
+  key: string;
+  /** 1-based line number in the object. */
+  lineNo: number;
+  /** The line, without a leading BOM or a trailing CR. */
+  text: string;
+}
+
+/**
+ * The non-blank lines of JSONL objects, one object after the other, each with its key and line number; an object
+ * that does not exist is skipped. For the files the pipeline writes itself (items, tails, re-drives, shard inputs).
+ */
+export async function* objectLines(
+  client: S3Client,
+  bucket: string,
+  keys: readonly string[],
+): AsyncGenerator<ObjectLine> {
+  for (const key of keys) {
+    const body = await openObject(client, bucket, key);
+    if (!body) continue;
+    let lineNo = 0;
+    for await (const raw of readLines(body)) {
+      lineNo++;
+      const text = cleanLine(raw, lineNo === 1);
+      if (text.trim() !== '') yield { key, lineNo, text };
+    }
   }
 }
 

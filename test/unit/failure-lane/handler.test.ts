@@ -3,7 +3,6 @@ import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import { mockClient } from 'aws-sdk-client-mock';
 import { BedrockRuntimeClient, ConverseCommand, ThrottlingException } from '@aws-sdk/client-bedrock-runtime';
-import { CreateTableCommand } from '@aws-sdk/client-dynamodb';
 import { EventBridgeClient, PutEventsCommand } from '@aws-sdk/client-eventbridge';
 import { S3Client } from '@aws-sdk/client-s3';
 import { SendMessageBatchCommand, SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
@@ -12,6 +11,8 @@ import { Ledger } from '../../../lambda/shared/ledger';
 import { resultsDedupeId } from '../../../lambda/shared/results-queue';
 import { FakeS3, lambdaContext } from '../handlers/helpers';
 import {
+  createRunsTable,
+  freshLedger,
   retryable,
   sqsEvent,
   sqsRecord,
@@ -40,29 +41,8 @@ beforeAll(async () => {
   server = await startLedgerServer();
   const ledgerTable = `ledger-entry-${++tables}`;
   const runsTable = `runs-entry-${tables}`;
-  await server.raw.send(
-    new CreateTableCommand({
-      TableName: ledgerTable,
-      AttributeDefinitions: [{ AttributeName: 'pk', AttributeType: 'S' }],
-      KeySchema: [{ AttributeName: 'pk', KeyType: 'HASH' }],
-      BillingMode: 'PAY_PER_REQUEST',
-    }),
-  );
-  await server.raw.send(
-    new CreateTableCommand({
-      TableName: runsTable,
-      AttributeDefinitions: [
-        { AttributeName: 'runId', AttributeType: 'S' },
-        { AttributeName: 'item', AttributeType: 'S' },
-      ],
-      KeySchema: [
-        { AttributeName: 'runId', KeyType: 'HASH' },
-        { AttributeName: 'item', KeyType: 'RANGE' },
-      ],
-      BillingMode: 'PAY_PER_REQUEST',
-    }),
-  );
-  ledger = new Ledger({ client: server.doc, tableName: ledgerTable, ttlDays: 1 });
+  ({ ledger } = await freshLedger(server, ledgerTable));
+  await createRunsTable(server, runsTable);
   const { port } = server.server.address() as AddressInfo;
   const saved = { ...process.env };
   const env = {

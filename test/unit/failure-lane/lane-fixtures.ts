@@ -64,6 +64,24 @@ export async function freshLedger(
   return { table: name, ledger: new Ledger({ client: ledger.doc, tableName: name, ttlDays: 30 }) };
 }
 
+/** Creates a runs table as the stack declares it (`runId` hash, `item` range: lib/ledger.ts RUNS_TABLE_KEYS). */
+export async function createRunsTable(ledger: LedgerServer, name: string): Promise<void> {
+  await ledger.raw.send(
+    new CreateTableCommand({
+      TableName: name,
+      AttributeDefinitions: [
+        { AttributeName: 'runId', AttributeType: 'S' },
+        { AttributeName: 'item', AttributeType: 'S' },
+      ],
+      KeySchema: [
+        { AttributeName: 'runId', KeyType: 'HASH' },
+        { AttributeName: 'item', KeyType: 'RANGE' },
+      ],
+      BillingMode: 'PAY_PER_REQUEST',
+    }),
+  );
+}
+
 /** The ledger item of a record, or undefined. */
 export async function ledgerItem(
   ledger: LedgerServer,

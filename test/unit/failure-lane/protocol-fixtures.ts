@@ -1,10 +1,9 @@
-import { CreateTableCommand } from '@aws-sdk/client-dynamodb';
 import { SendMessageBatchCommand, SendMessageCommand, type SQSClient } from '@aws-sdk/client-sqs';
 import { GetCommand } from '@aws-sdk/lib-dynamodb';
 import type { AwsClientStub } from 'aws-sdk-client-mock';
 import type { FailureLaneMessage } from '../../../lambda/shared/contracts';
 import { RunState } from '../../../lambda/shared/run-state';
-import type { LedgerServer } from './lane-fixtures';
+import { createRunsTable, type LedgerServer } from './lane-fixtures';
 
 /**
  * Fixtures for the tests of the ledger protocol's units (the failure lane, ConverseBatch and Collect): the runs table
@@ -17,20 +16,7 @@ export async function freshRunState(
   server: LedgerServer,
   name: string,
 ): Promise<{ table: string; runs: RunState }> {
-  await server.raw.send(
-    new CreateTableCommand({
-      TableName: name,
-      AttributeDefinitions: [
-        { AttributeName: 'runId', AttributeType: 'S' },
-        { AttributeName: 'item', AttributeType: 'S' },
-      ],
-      KeySchema: [
-        { AttributeName: 'runId', KeyType: 'HASH' },
-        { AttributeName: 'item', KeyType: 'RANGE' },
-      ],
-      BillingMode: 'PAY_PER_REQUEST',
-    }),
-  );
+  await createRunsTable(server, name);
   return { table: name, runs: new RunState(server.doc, name, 30) };
 }
 

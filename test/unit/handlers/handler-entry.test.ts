@@ -11,14 +11,19 @@ import {
 import { EventBridgeClient, PutEventsCommand } from '@aws-sdk/client-eventbridge';
 import { S3Client } from '@aws-sdk/client-s3';
 import { SendMessageBatchCommand, SQSClient } from '@aws-sdk/client-sqs';
-import { CreateTableCommand } from '@aws-sdk/client-dynamodb';
 import { handler as converseHandler } from '../../../lambda/converse-batch';
 import { handler as finalizeHandler } from '../../../lambda/finalize';
 import { handler as planHandler } from '../../../lambda/plan';
 import { batchIdOf } from '../../../lambda/shared/batches';
 import type { BatchEvent, FailureLine, ResultLine } from '../../../lambda/shared/contracts';
 import { Ledger } from '../../../lambda/shared/ledger';
-import { startLedgerServer, stopLedgerServer, type LedgerServer } from '../failure-lane/lane-fixtures';
+import {
+  createRunsTable,
+  freshLedger,
+  startLedgerServer,
+  stopLedgerServer,
+  type LedgerServer,
+} from '../failure-lane/lane-fixtures';
 import { FakeS3, fixture, lambdaContext, recordSqs, type SentBatch } from './helpers';
 
 // The handlers build their clients at import from the environment test/setup/lambda-env.ts gives them; mocking the
@@ -42,18 +47,8 @@ let ledger: Ledger;
 beforeAll(async () => {
   server = await startLedgerServer();
   process.env.AWS_ENDPOINT_URL_DYNAMODB = `http://127.0.0.1:${(server.server.address() as AddressInfo).port}`;
-  const table = (name: string, keys: [string, ...string[]]) =>
-    server.raw.send(
-      new CreateTableCommand({
-        TableName: name,
-        AttributeDefinitions: keys.map((k) => ({ AttributeName: k, AttributeType: 'S' })),
-        KeySchema: keys.map((k, i) => ({ AttributeName: k, KeyType: i === 0 ? 'HASH' : 'RANGE' })),
-        BillingMode: 'PAY_PER_REQUEST',
-      }),
-    );
-  await table(process.env.LEDGER_TABLE ?? '', ['pk']);
-  await table(process.env.RUNS_TABLE ?? '', ['runId', 'item']);
-  ledger = new Ledger({ client: server.doc, tableName: process.env.LEDGER_TABLE ?? '', ttlDays: 1 });
+  ({ ledger } = await freshLedger(server, process.env.LEDGER_TABLE ?? ''));
+  await createRunsTable(server, process.env.RUNS_TABLE ?? '');
 });
 
 afterAll(async () => {

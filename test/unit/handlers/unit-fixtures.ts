@@ -1,10 +1,9 @@
-import { CreateTableCommand } from '@aws-sdk/client-dynamodb';
 import type { FailureLaneMessage } from '../../../lambda/shared/contracts';
 import type { FailureLaneSender, RefusedMessage } from '../../../lambda/shared/failure-lane';
 import type { Claimant, Ledger, TransitionOutcome } from '../../../lambda/shared/ledger';
 import type { PublishedRecord, ResultsPublisher } from '../../../lambda/shared/results-queue';
 import { RunState } from '../../../lambda/shared/run-state';
-import type { LedgerServer } from '../failure-lane/lane-fixtures';
+import { createRunsTable, type LedgerServer } from '../failure-lane/lane-fixtures';
 
 /**
  * Fixtures for the tests of the units of work (Collect, Finalize): a failure lane and a results queue that record
@@ -47,20 +46,7 @@ export class RecordingPublisher implements Pick<ResultsPublisher, 'publish'> {
 
 /** Creates a runs table (`runId` hash, `item` range) on the dynalite server and a RunState on it. */
 export async function freshRunState(server: LedgerServer, name: string): Promise<RunState> {
-  await server.raw.send(
-    new CreateTableCommand({
-      TableName: name,
-      AttributeDefinitions: [
-        { AttributeName: 'runId', AttributeType: 'S' },
-        { AttributeName: 'item', AttributeType: 'S' },
-      ],
-      KeySchema: [
-        { AttributeName: 'runId', KeyType: 'HASH' },
-        { AttributeName: 'item', KeyType: 'RANGE' },
-      ],
-      BillingMode: 'PAY_PER_REQUEST',
-    }),
-  );
+  await createRunsTable(server, name);
   return new RunState(server.doc, name, 30);
 }
 
