@@ -81,7 +81,7 @@ const ledger = new Ledger({
   tableName: env.LEDGER_TABLE,
   ttlDays: env.LEDGER_TTL_DAYS,
 });
-const resultsPublisher = resultsPublisherFromEnv(sqs, ledger);
+const resultsPublisher = resultsPublisherFromEnv(sqs);
 
 /**
  * Lambda entry: collects one shard's batch job output. A repeat is safe and cheap: the collect marker returns the

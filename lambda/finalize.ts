@@ -605,7 +605,7 @@ const ledger = new Ledger({
   ttlDays: env.LEDGER_TTL_DAYS,
 });
 const runs = new RunState(documentClient, env.RUNS_TABLE, env.LEDGER_TTL_DAYS);
-const resultsPublisher = resultsPublisherFromEnv(sqs, ledger);
+const resultsPublisher = resultsPublisherFromEnv(sqs);
 const persistenceStore = new DynamoDBPersistenceLayer({
   tableName: env.IDEMPOTENCY_TABLE,
   awsSdkV3Client: ddb,

@@ -136,11 +136,6 @@ export class Ledger {
     this.now = options.now ?? Date.now;
   }
 
-  /** Which of `recordIds` (at most 100) are published in `scope` (strongly consistent). */
-  async findPublished(scope: string, recordIds: readonly string[]): Promise<Set<string>> {
-    return new Set((await this.lookupPublished(scope, recordIds)).keys());
-  }
-
   /** The published entries among `recordIds` (at most 100) in `scope`, with the run and content hash of each. */
   async lookupPublished(scope: string, recordIds: readonly string[]): Promise<Map<string, PublishedEntry>> {
     const published = new Map<string, PublishedEntry>();

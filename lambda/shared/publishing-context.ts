@@ -50,6 +50,6 @@ export function publishingContext(
     sqs,
     ledger,
     callModel: bedrockCaller(bedrock, settings.MODEL_ID),
-    resultsPublisher: resultsPublisherFromEnv(sqs, ledger),
+    resultsPublisher: resultsPublisherFromEnv(sqs),
   };
 }

@@ -2,7 +2,6 @@ import { createHash } from 'node:crypto';
 import { SendMessageBatchCommand, type SQSClient } from '@aws-sdk/client-sqs';
 import type { Usage } from './contracts';
 import { callDependency, TransientDependencyError } from './errors';
-import type { Ledger } from './ledger';
 import { InFlightLimiter } from './pool';
 import { sqsJsonBody } from './sqs-text';
 
@@ -28,8 +27,6 @@ export const RESULTS_GROUP_BUCKETS = 32;
 
 const SQS_BATCH = 10;
 const MAX_ATTEMPTS = 5;
-/** The ledger's lookup limit per call. */
-const LOOKUP_BATCH = 100;
 
 /** The results queue refused a message as malformed (a bug, not a transient failure): never retried. */
 export class ResultsQueueRejectedError extends Error {
@@ -65,15 +62,6 @@ export interface ResultsPublisherOptions {
   sleep?: (attempt: number) => Promise<void>;
 }
 
-/** How {@link ResultsPublisher.publish} treats records. */
-export interface PublishOptions {
-  /**
-   * Leave out records the ledger already holds as published. For a retried step that republishes records it may
-   * have marked published in an earlier attempt (they were sent then): FIFO deduplication only covers five minutes.
-   */
-  skipPublished?: boolean;
-}
-
 /** Sends published records to the results queue in batches of ten, resending partial batch failures. */
 export class ResultsPublisher {
   private readonly concurrency: number;
@@ -81,13 +69,9 @@ export class ResultsPublisher {
   /** Messages the queue accepted so far (including ones it then dropped as duplicates). */
   sent = 0;
 
-  /**
-   * @param ledger where {@link PublishOptions.skipPublished} looks records up
-   */
   constructor(
     private readonly client: SQSClient,
     private readonly queueUrl: string,
-    private readonly ledger: Pick<Ledger, 'findPublished'>,
     options: ResultsPublisherOptions = {},
   ) {
     this.concurrency = Math.max(1, options.concurrency ?? 8);
@@ -96,42 +80,18 @@ export class ResultsPublisher {
 
   /**
    * Sends one message per record and waits until the queue has accepted each.
-   * @throws TransientDependencyError when entries still fail after the resends (or the ledger lookup fails)
+   * Which records still need a message is the caller's to know: the ledger's `delivered` mark (a record is marked
+   * after its message was accepted, so a retry resends only the unmarked ones).
+   * @throws TransientDependencyError when entries still fail after the resends
    * @throws ResultsQueueRejectedError when the queue rejects an entry as malformed
    */
-  async publish(records: readonly PublishedRecord[], options: PublishOptions = {}): Promise<void> {
+  async publish(records: readonly PublishedRecord[]): Promise<void> {
     const limiter = new InFlightLimiter(this.concurrency);
-    let batch: PublishedRecord[] = [];
-    const send = async (): Promise<void> => {
-      const full = batch;
-      batch = [];
-      await limiter.add(() => this.sendBatch(full));
-    };
-    for (let start = 0; start < records.length; start += LOOKUP_BATCH) {
-      let chunk = records.slice(start, start + LOOKUP_BATCH);
-      if (options.skipPublished) chunk = await this.unpublished(chunk);
-      for (const record of chunk) {
-        batch.push(record);
-        if (batch.length === SQS_BATCH) await send();
-      }
+    for (let start = 0; start < records.length; start += SQS_BATCH) {
+      const batch = records.slice(start, start + SQS_BATCH);
+      await limiter.add(() => this.sendBatch(batch));
     }
-    if (batch.length > 0) await send();
     await limiter.drain();
-  }
-
-  /** The records of `chunk` (at most 100) the ledger does not hold as published. */
-  private async unpublished(chunk: readonly PublishedRecord[]): Promise<PublishedRecord[]> {
-    const byScope = new Map<string, PublishedRecord[]>();
-    for (const r of chunk) byScope.set(r.ledgerScope, [...(byScope.get(r.ledgerScope) ?? []), r]);
-    const kept: PublishedRecord[] = [];
-    for (const [scope, records] of byScope) {
-      const published = await this.ledger.findPublished(
-        scope,
-        records.map((r) => r.recordId),
-      );
-      kept.push(...records.filter((r) => !published.has(r.recordId)));
-    }
-    return kept;
   }
 
   private async sendBatch(records: readonly PublishedRecord[]): Promise<void> {
@@ -177,11 +137,10 @@ export class ResultsPublisher {
  */
 export function resultsPublisherFromEnv(
   client: SQSClient,
-  ledger: Pick<Ledger, 'findPublished'>,
   env: NodeJS.ProcessEnv = process.env,
 ): ResultsPublisher | undefined {
   const url = env.RESULTS_QUEUE_URL;
-  return url ? new ResultsPublisher(client, url, ledger) : undefined;
+  return url ? new ResultsPublisher(client, url) : undefined;
 }
 
 function backoff(attempt: number): Promise<void> {

@@ -147,7 +147,7 @@ function deps(
     callModel,
     dlqUrl: DLQ,
     outputBucket: OUT,
-    resultsPublisher: new ResultsPublisher(sqs, RESULTS, ledger, { sleep: async () => undefined }),
+    resultsPublisher: new ResultsPublisher(sqs, RESULTS, { sleep: async () => undefined }),
     leaseMs: LEASE_MS,
     remainingMs: () => 120_000,
     maxReceiveCount: MAX_RECEIVES,

@@ -75,11 +75,11 @@ interface PublishCall {
 
 /** The real publisher (to the recording FIFO queue), observed: it notes what was durable at each call. */
 function observingPublisher(): { publish: ResultsPublisher['publish']; calls: PublishCall[] } {
-  const real = new ResultsPublisher(new SQSClient({}), RESULTS, ledger, { sleep: async () => undefined });
+  const real = new ResultsPublisher(new SQSClient({}), RESULTS, { sleep: async () => undefined });
   const calls: PublishCall[] = [];
   return {
     calls,
-    publish: async (records, options) => {
+    publish: async (records) => {
       const entries = await Promise.all(records.map((r) => ledger.get(r.ledgerScope, r.recordId)));
       const fileLines = records.map((r) =>
         s3.text(BUCKET, r.resultKey) === undefined
@@ -87,7 +87,7 @@ function observingPublisher(): { publish: ResultsPublisher['publish']; calls: Pu
           : s3.lines<ResultLine>(BUCKET, r.resultKey).map((l) => l.recordId),
       );
       calls.push({ records: [...records], entries, fileLines });
-      await real.publish(records, options);
+      await real.publish(records);
     },
   };
 }

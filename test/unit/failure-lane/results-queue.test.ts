@@ -1,10 +1,9 @@
 import 'aws-sdk-client-mock-jest';
 import { createHash } from 'node:crypto';
-import { beforeEach, describe, expect, it, jest } from '@jest/globals';
+import { beforeEach, describe, expect, it } from '@jest/globals';
 import { mockClient } from 'aws-sdk-client-mock';
 import { SendMessageBatchCommand, SQSClient, type SendMessageBatchCommandInput } from '@aws-sdk/client-sqs';
 import { TransientDependencyError } from '../../../lambda/shared/errors';
-import type { Ledger } from '../../../lambda/shared/ledger';
 import {
   RESULTS_GROUP_BUCKETS,
   resultsDedupeId,
@@ -28,20 +27,8 @@ function record(recordId: string, scope = 'scope-a'): PublishedRecord {
   };
 }
 
-/** A ledger lookup that holds the given record ids as published. */
-function ledgerHolding(...published: string[]): Pick<Ledger, 'findPublished'> & { lookups: string[][] } {
-  const lookups: string[][] = [];
-  return {
-    lookups,
-    findPublished: async (_scope, ids) => {
-      lookups.push([...ids]);
-      return new Set(ids.filter((id) => published.includes(id)));
-    },
-  };
-}
-
-function publisher(ledger = ledgerHolding()): ResultsPublisher {
-  return new ResultsPublisher(new SQSClient({}), QUEUE, ledger, { sleep: async () => undefined });
+function publisher(): ResultsPublisher {
+  return new ResultsPublisher(new SQSClient({}), QUEUE, { sleep: async () => undefined });
 }
 
 function calls(): SendMessageBatchCommandInput[] {
@@ -167,40 +154,13 @@ describe('ResultsPublisher', () => {
     );
     await expect(publisher().publish([record('a')])).rejects.toBeInstanceOf(TransientDependencyError);
   });
-
-  it('skipPublished leaves out records the ledger holds as published, looking up at most 100 at a time', async () => {
-    acceptAll();
-    const ledger = ledgerHolding('r1', 'r150');
-    const records = Array.from({ length: 205 }, (_, i) => record(`r${i}`));
-    await publisher(ledger).publish(records, { skipPublished: true });
-    expect(ledger.lookups.map((l) => l.length)).toEqual([100, 100, 5]);
-    const sent = calls()
-      .flatMap((c) => c.Entries ?? [])
-      .map((e) => (JSON.parse(e.MessageBody ?? '') as PublishedRecord).recordId);
-    expect(sent).toHaveLength(203);
-    expect(sent).not.toContain('r1');
-    expect(sent).not.toContain('r150');
-    expect(calls().every((c) => (c.Entries?.length ?? 0) <= 10)).toBe(true);
-  });
-
-  it('without skipPublished the ledger is not read', async () => {
-    acceptAll();
-    const ledger = ledgerHolding('a');
-    const lookup = jest.spyOn(ledger, 'findPublished');
-    await publisher(ledger).publish([record('a')]);
-    expect(lookup).not.toHaveBeenCalled();
-    expect(calls()).toHaveLength(1);
-  });
 });
 
 describe('resultsPublisherFromEnv', () => {
   it('is off without RESULTS_QUEUE_URL (or with it empty) and on with it', () => {
     const client = new SQSClient({});
-    const ledger = ledgerHolding();
-    expect(resultsPublisherFromEnv(client, ledger, {})).toBeUndefined();
-    expect(resultsPublisherFromEnv(client, ledger, { RESULTS_QUEUE_URL: '' })).toBeUndefined();
-    expect(resultsPublisherFromEnv(client, ledger, { RESULTS_QUEUE_URL: QUEUE })).toBeInstanceOf(
-      ResultsPublisher,
-    );
+    expect(resultsPublisherFromEnv(client, {})).toBeUndefined();
+    expect(resultsPublisherFromEnv(client, { RESULTS_QUEUE_URL: '' })).toBeUndefined();
+    expect(resultsPublisherFromEnv(client, { RESULTS_QUEUE_URL: QUEUE })).toBeInstanceOf(ResultsPublisher);
   });
 });
