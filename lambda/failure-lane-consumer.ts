@@ -168,6 +168,20 @@ export function parseLaneMessage(
   return { ok: true, message: parsed.data, raw: raw as Record<string, unknown> };
 }
 
+/**
+ * Whether the consumer gives a message its verdict on this receive: one receive before the queue's maxReceiveCount,
+ * so that a consumer killed while handling it (a crash, a timeout) still gets the last receive to settle it. Were it
+ * left to the last receive, such a kill would let the redrive policy move the message to the DLQ with no verdict,
+ * and its record would stay pending in the run.
+ */
+export function isLastReceive(
+  record: Pick<SQSRecord, 'attributes'>,
+  maxReceiveCount: number | undefined,
+): boolean {
+  if (maxReceiveCount === undefined) return false;
+  return receiveCount(record) >= Math.max(1, maxReceiveCount - 1);
+}
+
 /** The receive count SQS reports on a record (1 on the first delivery). */
 function receiveCount(record: Pick<SQSRecord, 'attributes'>): number {
   const n = Number(record.attributes?.ApproximateReceiveCount);
@@ -213,7 +227,7 @@ export async function processLaneRecord(
     // redelivery of it (the lane died after failing it) finishes that failure instead of asking the model again.
     reclaimOwn: message.laneReason === undefined ? 'queued' : 'queued-or-failed',
   });
-  const lastReceive = deps.maxReceiveCount !== undefined && receiveCount(record) >= deps.maxReceiveCount;
+  const lastReceive = isLastReceive(record, deps.maxReceiveCount);
   switch (claim.kind) {
     case 'claimed':
       faultPoint('failure-lane-consumer', 'after-claim');

@@ -43,7 +43,7 @@ export interface LocalRunOptions {
   progress?: ((line: string) => void) | undefined;
   /** How long to wait for the run. @default 30 minutes */
   timeoutMs?: number;
-  /** How long to wait after the run for the failure-lane consumer to empty its queue. @default 60 s */
+  /** How long to wait after the run for the failure-lane consumer to empty its queue. @default 5 minutes */
   laneTimeoutMs?: number;
   /** Local runtime settings (Bedrock simulator behaviour and faults, schedule interval). */
   runtime?: Omit<LocalRuntimeOptions, 'stateDir'>;
@@ -69,6 +69,11 @@ export interface FailureLaneState {
 }
 
 const START_TIMEOUT_MS = 60_000;
+/**
+ * How long a local run waits for the failure lane to settle what the run handed it: each message may take its
+ * maxReceiveCount receives, and a crashed consumer's batch waits out its retry delay.
+ */
+const LANE_TIMEOUT_MS = 300_000;
 /** A ledger scope that can travel as S3 metadata (an HTTP header value): printable ASCII, trimmed, 1 to 200. */
 const LEDGER_SCOPE_METADATA = /^[\x21-\x7e](?:[\x20-\x7e]{0,198}[\x21-\x7e])?$/;
 
@@ -151,7 +156,7 @@ export async function runLocalCorpora(
     );
     // Records the runs handed to the failure lane are settled by its consumer after the run, each settled record
     // revising the manifest: let it finish, so the files below are the settled state and equal the manifest.
-    const lane = await waitForFailureLane(runtime, options.laneTimeoutMs ?? 60_000, progress);
+    const lane = await waitForFailureLane(runtime, options.laneTimeoutMs ?? LANE_TIMEOUT_MS, progress);
     const faults = runtime.faultReport();
     const resultsQueueUrl = runtime.stack.optionalOutput('ResultsQueueUrl');
     const published = resultsQueueUrl ? await drainQueue(runtime.sqs, resultsQueueUrl) : undefined;

@@ -5,6 +5,7 @@ import { EventBridgeClient, PutEventsCommand } from '@aws-sdk/client-eventbridge
 import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
 import {
+  isLastReceive,
   laneKeys,
   laneResultKey,
   parseLaneMessage,
@@ -596,11 +597,12 @@ describe('a record the lane does not hold', () => {
       name: 'RetryLaterError',
       code: 'ClaimHeld',
     });
-    const first = await processLaneBatch(sqsEvent(sqsRecord('m-h1', msg, 2)), deps(callModel));
+    const first = await processLaneBatch(sqsEvent(sqsRecord('m-h1', msg, MAX_RECEIVES - 2)), deps(callModel));
     expect(first.batchItemFailures).toEqual([{ itemIdentifier: 'm-h1' }]);
     expect(queues.dlq).toEqual([]);
 
-    const last = await processLaneBatch(sqsEvent(sqsRecord('m-h1', msg, MAX_RECEIVES)), deps(callModel));
+    // The verdict comes one receive early (isLastReceive), keeping the last for a consumer killed meanwhile.
+    const last = await processLaneBatch(sqsEvent(sqsRecord('m-h1', msg, MAX_RECEIVES - 1)), deps(callModel));
     expect(last.batchItemFailures).toEqual([]);
     expect(queues.dlq).toEqual([
       {
@@ -900,6 +902,18 @@ describe('writeManifest', () => {
     // ... and the older writer noticed and wrote the newest state again.
     expect(last).toEqual(newest);
     expect(s3.json<RunManifest>(OUT, runKeys.manifest(RUN))).toEqual(newest);
+  });
+});
+
+describe('isLastReceive', () => {
+  it('gives the verdict one receive before maxReceiveCount, keeping the last for a killed consumer', () => {
+    const at = (n: number) => sqsRecord('m', '{}', n);
+    expect(isLastReceive(at(3), 5)).toBe(false);
+    expect(isLastReceive(at(4), 5)).toBe(true);
+    expect(isLastReceive(at(5), 5)).toBe(true);
+    expect(isLastReceive(at(1), 1)).toBe(true);
+    expect(isLastReceive(at(1), 2)).toBe(true);
+    expect(isLastReceive(at(99), undefined)).toBe(false);
   });
 });
 
