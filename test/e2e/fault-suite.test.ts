@@ -28,6 +28,8 @@ const REJECTED = ['rejected-assistant-first', 'rejected-empty', 'rejected-maxtok
 const FIXTURE_RECORDS = 17;
 /** Bulk records per mode: batch needs more than one job's 1,000 (local quota) for two shards. */
 const BULK = { batch: 1100, converse: 120 } as const;
+/** Bulk records of the `small` corpus. */
+const SMALL = 20;
 
 type Mode = 'batch' | 'converse';
 
@@ -40,7 +42,8 @@ interface Scenario {
   name: string;
   mode: Mode;
   faults: string;
-  corpus?: 'bulk' | 'real-world' | 'overlap';
+  /** `small`: the bad-input fixture and the first SMALL bulk records (converse mode). @default 'bulk' */
+  corpus?: 'bulk' | 'small' | 'real-world' | 'overlap';
   /** The EXPRESS children's cap, shrunk (the run goes through the test driver, as the CLI has no such option). */
   expressTimeoutMs?: number;
   /** What the run must show of its faults beyond the crash counts (throttled calls, redeliveries, jobs). */
@@ -115,6 +118,7 @@ const SCENARIOS: Scenario[] = [
     name: "EXPRESS children capped at 20 s with a slow model: batches stop by their child's deadline",
     mode: 'converse',
     faults: 'slow-model=8000',
+    corpus: 'small',
     expressTimeoutMs: 20_000,
     observe: ({ report, manifest }) => {
       // The model was slow, no child overran its cap (none failed), and what the batches could not ask in time went
@@ -287,6 +291,14 @@ describe('fault suite: every step point, zero lost, zero published twice, the ma
     );
     writeFileSync(corpora[mode], `${bad}\n${bulk.join('\n')}\n`);
   }
+  const small = join(work, 'small.jsonl');
+  writeFileSync(
+    small,
+    readFileSync(corpora.converse, 'utf8')
+      .split('\n')
+      .slice(0, bad.split('\n').length + SMALL)
+      .join('\n') + '\n',
+  );
   const realWorld = join(work, 'real-world.jsonl');
   const realWorldIds = writeRealWorldCorpus(realWorld).recordIds;
 
@@ -294,7 +306,14 @@ describe('fault suite: every step point, zero lost, zero published twice, the ma
     const tag = scenario.name.replace(/[^a-z0-9]+/gi, '-').slice(0, 60);
     const out = join(work, tag);
     const stateDir = join(work, `state-${tag}`);
-    const corpusFile = scenario.corpus === 'real-world' ? realWorld : corpora[scenario.mode];
+    const corpusFile =
+      scenario.corpus === 'real-world'
+        ? realWorld
+        : scenario.corpus === 'small'
+          ? small
+          : corpora[scenario.mode];
+    const bulk =
+      scenario.corpus === 'small' ? bulkIds(scenario.mode).slice(0, SMALL) : bulkIds(scenario.mode);
     const fixtureIds = (ids: string[]): string[] => (scenario.corpus === 'real-world' ? realWorldIds : ids);
 
     if (scenario.corpus === 'overlap') {
@@ -380,11 +399,11 @@ describe('fault suite: every step point, zero lost, zero published twice, the ma
 
     expect(manifest.status).toBe('SUCCEEDED');
     expect(manifest.mode).toBe(scenario.mode);
-    const validIds = fixtureIds([...bulkIds(scenario.mode)]);
+    const validIds = fixtureIds([...bulk]);
     const { lost, twice } = proveSettled(out, manifest, validIds);
     expect(lost).toEqual([]);
     const c = manifest.counts;
-    if (scenario.corpus !== 'real-world') expect(c.records).toBe(FIXTURE_RECORDS + BULK[scenario.mode]);
+    if (scenario.corpus !== 'real-world') expect(c.records).toBe(FIXTURE_RECORDS + bulk.length);
     if (scenario.onlyRejectedFail) {
       const failed = readJsonl(join(out, 'failures.jsonl'))
         .filter((f) => f.stage !== 'plan')
