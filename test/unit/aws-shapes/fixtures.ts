@@ -104,7 +104,12 @@ export function servingFixture(
     requests,
     handle: async (request: { method: string; path: string; body?: unknown }) => {
       requests.push(`${request.method} ${request.path}`);
-      const body = typeof request.body === 'string' ? request.body : '';
+      const body =
+        typeof request.body === 'string'
+          ? request.body
+          : request.body instanceof Uint8Array
+            ? new TextDecoder().decode(request.body)
+            : '';
       const fixture = answer({ method: request.method, path: request.path, body });
       return {
         response: {
