@@ -17,7 +17,7 @@ import { startEventSourcePollers } from './cloud/sqs-poller';
 import { provision, type CfnTemplate, type ProvisionedStack } from './cloud/template';
 import {
   LocalEventBus,
-  s3ObjectCreatedEvent,
+  s3ObjectCreatedEventFor,
   startEventBridgeServer,
   startScheduler,
   type LocalTarget,
@@ -293,7 +293,7 @@ export async function startLocalRuntime(options: LocalRuntimeOptions): Promise<L
     const eventBridgeBuckets = new Set(stack.buckets.filter((b) => b.eventBridgeEnabled).map((b) => b.name));
     emulators.onObjectCreated((object) => {
       if (!eventBridgeBuckets.has(object.bucket)) return;
-      bus.emit(s3ObjectCreatedEvent({ ...object, account: ACCOUNT, region: REGION }));
+      bus.emit(s3ObjectCreatedEventFor(object, { account: ACCOUNT, region: REGION }));
     });
 
     const ingest = stack.output('IngestBucketName');

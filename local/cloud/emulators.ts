@@ -5,6 +5,7 @@
  * Every local client (the CLI, the workflow runner, the Lambda workers) talks to them with the real AWS SDK v3
  * through `AWS_ENDPOINT_URL_<SERVICE>` and the credentials in {@link LOCAL_CREDENTIALS}.
  */
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { promises as fs, existsSync } from 'node:fs';
 import type { Server } from 'node:http';
 import Module, { createRequire } from 'node:module';
@@ -53,7 +54,10 @@ export interface S3ObjectCreated {
   etag: string;
   /** s3rver's sequencer (upper-case hex of the creation time in ms). */
   sequencer: string;
-  /** The S3 notification event name, e.g. `ObjectCreated:Put`, `ObjectCreated:Copy`, `ObjectCreated:Post`. */
+  /**
+   * The S3 notification event name: `ObjectCreated:Put`, `ObjectCreated:Copy`, `ObjectCreated:Post` or
+   * `ObjectCreated:CompleteMultipartUpload`.
+   */
   eventName: string;
 }
 
@@ -278,6 +282,12 @@ export interface StartS3Options {
   onListenerError?: (error: unknown, event: S3ObjectCreated) => void;
 }
 
+/** The part of a Koa request context the multipart marker reads. */
+interface KoaContext {
+  readonly method: string;
+  readonly query: Record<string, unknown>;
+}
+
 /** The part of s3rver's notification record the emulator reads. */
 interface S3rverEventRecord {
   eventName?: string;
@@ -304,10 +314,28 @@ export async function startS3Emulator(options: StartS3Options): Promise<S3Emulat
   // One chain keeps deliveries in s3rver's order even when a lookup (CopyObject's ETag) or a listener is async.
   let delivery: Promise<void> = Promise.resolve();
 
+  // s3rver names the notification of a completed multipart upload `ObjectCreated:Post`, like a browser POST upload;
+  // S3 names it `ObjectCreated:CompleteMultipartUpload` (the S3 event type ObjectCreatedCompleteMultipartUpload,
+  // https://docs.aws.amazon.com/sdkfornet/latest/apidocs/items/TS3EventTypeNET35.html; its EventBridge event says
+  // reason `CompleteMultipartUpload`, https://docs.aws.amazon.com/AmazonS3/latest/userguide/ev-events.html).
+  // The request that emits the notification (synchronously) tells them apart: CompleteMultipartUpload is
+  // `POST /<bucket>/<key>?uploadId=...`. The first middleware marks it; Koa composes the list when the server starts.
+  const completing = new AsyncLocalStorage<boolean>();
+  (
+    server as unknown as { middleware: ((ctx: KoaContext, next: () => Promise<unknown>) => unknown)[] }
+  ).middleware.unshift((ctx, next) =>
+    completing.run(ctx.method === 'POST' && typeof ctx.query.uploadId === 'string', next),
+  );
+
   server.on('event', (notification: { Records?: S3rverEventRecord[] }) => {
+    const completesMultipart = completing.getStore() === true;
     for (const record of notification.Records ?? []) {
       if (!record.eventName?.startsWith('ObjectCreated:')) continue;
-      delivery = delivery.then(() => deliver(record));
+      const named =
+        completesMultipart && record.eventName === 'ObjectCreated:Post'
+          ? { ...record, eventName: 'ObjectCreated:CompleteMultipartUpload' }
+          : record;
+      delivery = delivery.then(() => deliver(named));
     }
   });
 

@@ -636,6 +636,60 @@ function nextSequencer(time: Date): string {
     .padStart(16, '0');
 }
 
+/** The `reason` of an Object Created event for each S3 notification event name (the S3 API that created the object). */
+const CREATED_REASONS: Readonly<Record<string, NonNullable<S3ObjectCreatedInput['reason']>>> = {
+  'ObjectCreated:Put': 'PutObject',
+  'ObjectCreated:Post': 'POST Object',
+  'ObjectCreated:Copy': 'CopyObject',
+  'ObjectCreated:CompleteMultipartUpload': 'CompleteMultipartUpload',
+};
+
+/**
+ * The `reason` an Object Created event gives for an S3 notification event name (`ObjectCreated:Put` ->
+ * `PutObject`, ...; S3 User Guide, "EventBridge event message structure", field `reason`:
+ * https://docs.aws.amazon.com/AmazonS3/latest/userguide/ev-events.html).
+ * @throws EventBridgeValidationError for a name that is not an object creation
+ */
+export function s3CreatedReason(eventName: string): NonNullable<S3ObjectCreatedInput['reason']> {
+  const reason = CREATED_REASONS[eventName];
+  if (reason === undefined)
+    throw new EventBridgeValidationError(`${eventName} is not an S3 object creation.`);
+  return reason;
+}
+
+/** An object creation as the local S3 emulator reports it. */
+export interface S3CreationNotice {
+  readonly bucket: string;
+  readonly key: string;
+  readonly size: number;
+  readonly etag: string;
+  readonly sequencer: string;
+  /** `ObjectCreated:Put`, `ObjectCreated:Post`, `ObjectCreated:Copy` or `ObjectCreated:CompleteMultipartUpload`. */
+  readonly eventName: string;
+}
+
+/**
+ * The Object Created event S3 sends for an object creation the local S3 emulator reported: the local runtime's
+ * bridge from the emulator to the default bus. The emulator keeps no object versions, so the event has no
+ * `version-id`, which the documented example (and so the event of the versioned ingest bucket) has; nothing in the
+ * pipeline reads it (the ingest rule passes bucket, key, ETag and size).
+ */
+export function s3ObjectCreatedEventFor(
+  notice: S3CreationNotice,
+  where: { readonly account: string; readonly region: string },
+): EventBridgeEvent {
+  return s3ObjectCreatedEvent({
+    bucket: notice.bucket,
+    key: notice.key,
+    size: notice.size,
+    etag: notice.etag,
+    ...(notice.sequencer === '' ? {} : { sequencer: notice.sequencer }),
+    reason: s3CreatedReason(notice.eventName),
+    account: where.account,
+    region: where.region,
+  });
+}
+
 /**
  * The "Object Created" event an EventBridge-enabled bucket sends to the default bus (S3 User Guide,
  * "EventBridge event message structure"). Object keys appear as written, not URL-encoded.

@@ -248,7 +248,7 @@ describe('S3 and DynamoDB emulators', () => {
       expect(seen.map(({ key, size, eventName }) => ({ key, size, eventName }))).toEqual([
         { key: 'corpora/my file.jsonl', size: 5, eventName: 'ObjectCreated:Put' },
         { key: 'copy.jsonl', size: 5, eventName: 'ObjectCreated:Copy' },
-        { key: 'big.bin', size: big.length, eventName: 'ObjectCreated:Post' },
+        { key: 'big.bin', size: big.length, eventName: 'ObjectCreated:CompleteMultipartUpload' },
       ]);
       expect(seen[0]).toMatchObject({ bucket: 'events-bucket', etag: put.ETag!.replace(/"/g, '') });
       expect(seen[1]!.etag).toBe(seen[0]!.etag);

@@ -2,7 +2,9 @@
 import {
   LocalEventBus,
   MAX_PUT_EVENTS_SIZE,
+  s3CreatedReason,
   s3ObjectCreatedEvent,
+  s3ObjectCreatedEventFor,
   type DeliverFn,
   type DeliveryFailure,
   type EventBridgeEvent,
@@ -567,6 +569,36 @@ describe('in-process producers, archive and listeners', () => {
     expect(first.detail).toMatchObject({ requester: '111122223333', reason: 'PutObject' });
     expect(first.detail).not.toHaveProperty('object.version-id');
     expect(first.id).not.toBe(second.id);
+  });
+
+  test('each S3 creation event name gives its documented reason; other names are refused', () => {
+    expect(
+      [
+        'ObjectCreated:Put',
+        'ObjectCreated:Post',
+        'ObjectCreated:Copy',
+        'ObjectCreated:CompleteMultipartUpload',
+      ].map(s3CreatedReason),
+    ).toEqual(['PutObject', 'POST Object', 'CopyObject', 'CompleteMultipartUpload']);
+    expect(() => s3CreatedReason('ObjectRemoved:Delete')).toThrow(
+      'ObjectRemoved:Delete is not an S3 object creation.',
+    );
+    const event = s3ObjectCreatedEventFor(
+      {
+        bucket: 'b',
+        key: 'corpora/c.jsonl',
+        size: 7,
+        etag: 'e',
+        sequencer: '18C3A6F2B1D',
+        eventName: 'ObjectCreated:CompleteMultipartUpload',
+      },
+      { account: '111122223333', region: 'us-east-1' },
+    );
+    expect(event.detail).toMatchObject({
+      object: { key: 'corpora/c.jsonl', size: 7, etag: 'e', sequencer: '18C3A6F2B1D' },
+      reason: 'CompleteMultipartUpload',
+      requester: '111122223333',
+    });
   });
 
   test('recent events are kept per bus up to the archive size', () => {

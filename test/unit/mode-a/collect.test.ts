@@ -52,6 +52,13 @@ import {
   stageShard,
   type InputRecord,
 } from './batch-output';
+import {
+  AWS_FIXTURES,
+  fixtureJson,
+  fixtureJsonLines,
+  fixtureText,
+  type AwsFixtureName,
+} from '../aws-shapes/fixtures';
 
 // S3 is an in-memory fake behind aws-sdk-client-mock; the ledger is a real table on dynalite, so claims, commits and
 // failures are the real conditional writes; the failure lane and the results queue record what they are given.
@@ -266,6 +273,88 @@ describe('collectShard: a Completed Converse job', () => {
         contentHash: contentHashOf(inputOf.get(recordId)),
       });
     }
+  });
+});
+
+describe('collectShard: the output files as the Bedrock documentation shows them', () => {
+  /** Stages a shard whose input holds the records of `outputName`'s lines and whose job wrote that file as is. */
+  function stageDocumented(outputName: AwsFixtureName, manifestText?: string): CollectShardInput {
+    const records = fixtureJsonLines(outputName).map((line) => ({
+      recordId: String(line.recordId),
+      modelInput: line.modelInput as Record<string, unknown>,
+    }));
+    const input = stageShard(s3, {
+      runId: RUN,
+      shard: 7,
+      jobId: 'abcdefghwxyz',
+      inputs: [records],
+      outputs: [[]],
+    });
+    s3.put(BUCKET, `${input.outputPrefix}part-0.jsonl.out`, fixtureText(outputName));
+    if (manifestText !== undefined) s3.put(BUCKET, `${input.outputPrefix}manifest.json.out`, manifestText);
+    return input;
+  }
+
+  it("reads the documented success and error lines and manifest.json.out: usage, Bedrock's reason, counts", async () => {
+    const input = stageDocumented(AWS_FIXTURES.batchOutput, fixtureText(AWS_FIXTURES.batchManifest));
+    const summary = await collectShard(input, deps());
+    expect(summary).toMatchObject({
+      records: 2,
+      succeeded: 1,
+      failed: 1,
+      skipped: 0,
+      missing: 0,
+      inputTokens: 8,
+      outputTokens: 3,
+      manifestCheck: { expected: 2, seen: 2, ok: true, ignoredLines: 0 },
+    });
+    // An InvokeModel job's modelOutput is the model's native body (here Amazon Titan Text's), kept whole.
+    expect(allResults().map(({ line }) => line)).toEqual([
+      {
+        recordId: '3223593EFGH',
+        modelOutput: {
+          inputTextTokenCount: 8,
+          results: [{ tokenCount: 3, outputText: 'blue\n', completionReason: 'FINISH' }],
+        },
+        usage: { inputTokens: 8, outputTokens: 3, totalTokens: 11 },
+      },
+    ]);
+    // errorCode 400 is the runtime API's ValidationException: not worth a retry, so it fails with Bedrock's message.
+    const failure: CollectFailureLine = {
+      recordId: '1223213ABCD',
+      stage: 'batch',
+      error: { code: 'ValidationException', message: 'bad request', retryable: false },
+    };
+    expect(s3.lines<CollectFailureLine>(BUCKET, collectKeys.failures(RUN, 7))).toEqual([failure]);
+    expect(lane.dlq).toEqual([{ ...failure, runId: RUN, ledgerScope: SCOPE }]);
+  });
+
+  it("reads a Converse job's success line: the Converse response, its usage and stopReason", async () => {
+    const manifest = JSON.stringify({
+      totalRecordCount: 1,
+      processedRecordCount: 1,
+      successRecordCount: 1,
+      errorRecordCount: 0,
+      inputTokenCount: 125,
+      outputTokenCount: 60,
+    });
+    const summary = await collectShard(stageDocumented(AWS_FIXTURES.batchOutputConverse, manifest), deps());
+    expect(summary).toMatchObject({
+      records: 1,
+      succeeded: 1,
+      failed: 0,
+      inputTokens: 125,
+      outputTokens: 60,
+      manifestCheck: { ok: true },
+    });
+    const converse = fixtureJson(AWS_FIXTURES.converseResponse);
+    expect(allResults().map(({ line }) => line)).toEqual([
+      {
+        recordId: 'CONVERSE001',
+        modelOutput: { output: converse.output, stopReason: 'end_turn' },
+        usage: { inputTokens: 125, outputTokens: 60, totalTokens: 185 },
+      },
+    ]);
   });
 });
 

@@ -14,6 +14,7 @@ import {
   type JobStateDeps,
   type JobStateEvent,
 } from '../../../lambda/job-state';
+import { AWS_FIXTURES, fixtureJson } from '../aws-shapes/fixtures';
 import { invocationJob, useDocumentClientMock, useJobsTable, useServiceMocks } from './jobs-table';
 
 const { bedrockMock, sfnMock, clients } = useServiceMocks();
@@ -164,6 +165,18 @@ describe('JobState entry', () => {
     await expect(handler({ source: 'aws.s3', detail: { batchJobArn: JOB_ARN } })).rejects.toBeInstanceOf(
       InvalidEventError,
     );
+  });
+
+  it('accepts the state-change event exactly as the Bedrock documentation shows it', async () => {
+    ddbMock().on(GetCommand).resolves({});
+    const documented = fixtureJson(AWS_FIXTURES.batchJobStateChange);
+    const arn = (documented.detail as Record<string, unknown>).batchJobArn;
+    await expect(handler(documented)).resolves.toEqual({
+      jobArn: arn,
+      status: 'Completed',
+      ignored: 'unknown job',
+    });
+    expect(ddbMock()).toHaveReceivedCommandWith(GetCommand, { Key: { jobArn: arn } });
   });
 
   it('looks the job up in the configured table and ignores an unknown one', async () => {
