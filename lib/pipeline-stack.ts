@@ -314,6 +314,7 @@ export class PipelineStack extends Stack {
       IngestPrefix: config.ingestPrefix,
       OutputBucketName: this.storage.outputBucket.bucketName,
       StateMachineArn: stateMachine.stateMachineArn,
+      WorkflowLogGroupName: this.workflow.logGroup.logGroupName,
       LedgerTableName: this.ledger.ledgerTable.tableName,
       RunsTableName: this.ledger.runsTable.tableName,
       IdempotencyTableName: this.ledger.idempotencyTable.tableName,
