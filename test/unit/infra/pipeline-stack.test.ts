@@ -18,7 +18,7 @@ import {
   type Synthesized,
   unacknowledgedFindings,
 } from './synth-helpers';
-import { parseEnvironmentConfig } from '../../../lib/config';
+import { NEW_ACCOUNT_MAX_MEMORY_MB, parseEnvironmentConfig } from '../../../lib/config';
 
 // Resource "*" is allowed only for these actions, which the services authorise on no narrower resource.
 const WILDCARD_RESOURCE_EXCEPTIONS: Record<string, string> = {
@@ -123,6 +123,16 @@ function allStates(states: Record<string, AslState>, prefix = ''): [string, AslS
     ];
     return [[here, state] as [string, AslState], ...nested.flatMap((s) => allStates(s, `${here}/`))];
   });
+}
+
+/** The MemorySize of every pipeline function (CDK's own deploy-time handlers left out), by entry file. */
+function functionMemory(s: Synthesized): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [, fn] of resourcesOfType(s.json, 'AWS::Lambda::Function')) {
+    const entry = fn.Metadata?.['corpus:entry'];
+    if (typeof entry === 'string') out[entry] = Number(fn.Properties?.MemorySize);
+  }
+  return out;
 }
 
 function definitionOf(s: Synthesized): { States: Record<string, AslState> } {
@@ -466,6 +476,49 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
     }
   });
 
+  test("every Lambda Task's TimeoutSeconds outlasts its function's timeout (Step Functions never abandons a live invocation)", () => {
+    const [, machine] = resourcesOfType(s.json, 'AWS::StepFunctions::StateMachine')[0] ?? [];
+    const substitutions = asRecord(machine?.Properties?.DefinitionSubstitutions, 'substitutions');
+    const timeoutOf = (functionName: unknown): number => {
+      const placeholder = /^\$\{([A-Za-z]+)\}$/.exec(String(functionName))?.[1] ?? '';
+      const arn = asRecord(substitutions[placeholder], `substitution ${placeholder}`);
+      const [functionId] = asList(arn['Fn::GetAtt']) as string[];
+      const fn = s.json.Resources[functionId ?? ''];
+      expect(fn?.Type).toBe('AWS::Lambda::Function');
+      return Number(fn?.Properties?.Timeout);
+    };
+    const lambdaTasks = allStates(definitionOf(s).States).filter(
+      ([, state]) =>
+        state.Type === 'Task' && String(state.Resource).startsWith('arn:aws:states:::lambda:invoke'),
+    );
+    expect(lambdaTasks).toHaveLength(6);
+    const checked: Record<string, string> = {};
+    for (const [name, task] of lambdaTasks) {
+      const functionTimeout = timeoutOf(asRecord(task.Parameters, `${name} parameters`).FunctionName);
+      expect(functionTimeout).toBeGreaterThan(0);
+      if (String(task.Resource).endsWith('.waitForTaskToken')) {
+        // The wait covers the whole batch job: its timeout comes from Plan (the job's own timeout plus six hours),
+        // never less than a day, far beyond the submitting invocation.
+        expect(task.TimeoutSecondsPath).toBe('$.jobWaitSeconds');
+        expect(24 * 3600).toBeGreaterThan(functionTimeout);
+        checked[name] = `path > ${functionTimeout}`;
+        continue;
+      }
+      const taskTimeout = Number(task.TimeoutSeconds);
+      // At least ten seconds above: the invocation's own start and the Lambda service's answer fit in between.
+      expect({ name, margin: taskTimeout - functionTimeout >= 10 }).toEqual({ name, margin: true });
+      checked[name] = `${taskTimeout} > ${functionTimeout}`;
+    }
+    expect(checked).toEqual({
+      Plan: '960 > 900',
+      'BatchJobs/SubmitJob': 'path > 60',
+      'BatchJobs/CollectShard': '960 > 900',
+      ConverseItems: '960 > 900',
+      'FanOut/ConverseBatch': '130 > 120',
+      Finalize: '960 > 900',
+    });
+  });
+
   test("the definition's placeholders are exactly the substitution keys", () => {
     const placeholders = listDefinitionPlaceholders(fs.readFileSync(DEFAULT_DEFINITION_PATH, 'utf8'));
     expect(placeholders).toEqual([
@@ -490,10 +543,21 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
       TracingConfiguration: { Enabled: true },
       LoggingConfiguration: { Level: 'ALL', IncludeExecutionData: false, Destinations: Match.anyValue() },
     });
+    // Retained, so its name must differ each time the stack is created: it ends with the stack id's UUID.
     s.template.hasResourceProperties('AWS::Logs::LogGroup', {
-      LogGroupName: '/aws/vendedlogs/states/CorpusPipeline-dev',
+      LogGroupName: {
+        'Fn::Join': [
+          '',
+          [
+            '/aws/vendedlogs/states/CorpusPipeline-dev-',
+            { 'Fn::Select': [2, { 'Fn::Split': ['/', { Ref: 'AWS::StackId' }] }] },
+          ],
+        ],
+      },
       RetentionInDays: 30,
     });
+    const logGroupId = s.stack.getLogicalId(s.stack.workflow.logGroup.node.defaultChild as CfnElement);
+    expect(s.json.Outputs?.WorkflowLogGroupName).toEqual({ Value: { Ref: logGroupId } });
   });
 
   test('an upload under the ingest prefix starts the workflow with {bucket, key, etag, size, trigger}', () => {
@@ -556,6 +620,7 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
         'BATCH_QUOTA_MAX_BYTES_PER_FILE',
         'BATCH_QUOTA_MAX_BYTES_PER_JOB',
         'BATCH_QUOTA_MAX_CONCURRENT_JOBS',
+        'BATCH_MAP_CONCURRENCY',
         'BATCH_TOLERATED_FAILURE_PERCENTAGE',
         'BATCH_JOB_TIMEOUT_HOURS',
         'BATCH_RECONCILE_INTERVAL_MINUTES',
@@ -655,6 +720,14 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
     expect(seen.sort()).toEqual(Object.keys(expected).sort());
   });
 
+  test('every function fits what a new account accepts (3,008 MB at most)', () => {
+    const memory = functionMemory(s);
+    expect(Object.keys(memory)).toHaveLength(9);
+    for (const [entry, mb] of Object.entries(memory)) {
+      expect({ entry, fits: mb <= NEW_ACCOUNT_MAX_MEMORY_MB }).toEqual({ entry, fits: true });
+    }
+  });
+
   test('function settings come from config', () => {
     const plan = s.stack.functions.plan.lambdaFunction;
     const converse = s.stack.functions.converse.lambdaFunction;
@@ -678,7 +751,8 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
       LEDGER_SCOPE: 'dev/anthropic.claude-3-haiku-20240307-v1:0',
       PROMPT_TEMPLATE: '{{text}}',
       CONVERSE_BATCH_SIZE: '25',
-      CONVERSE_MAP_CONCURRENCY: '20',
+      CONVERSE_MAP_CONCURRENCY: '4',
+      BATCH_MAP_CONCURRENCY: '4',
       TOLERATED_FAILURE_PERCENTAGE: '5',
     });
     expect(vars(converse)).toMatchObject({
@@ -690,10 +764,10 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
     s.template.hasResourceProperties('AWS::Lambda::Function', {
       Handler: 'index.handler',
       Timeout: 900,
-      // Six vCPUs: the main thread and five parse workers.
-      MemorySize: 10240,
+      // What a new account accepts (3,008 MB): two vCPUs, the main thread and one parse worker.
+      MemorySize: 3008,
       Environment: {
-        Variables: Match.objectLike({ POWERTOOLS_SERVICE_NAME: 'corpus-plan', PLAN_PARSE_WORKERS: '5' }),
+        Variables: Match.objectLike({ POWERTOOLS_SERVICE_NAME: 'corpus-plan', PLAN_PARSE_WORKERS: '1' }),
       },
     });
     s.template.hasResourceProperties('AWS::Lambda::Function', {
@@ -720,6 +794,7 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
         'RunsTableName',
         'ReconcileFunctionName',
         'StateMachineArn',
+        'WorkflowLogGroupName',
       ].sort(),
     );
     expect(s.json.Outputs?.IngestPrefix).toEqual({ Value: 'corpora/' });
@@ -915,6 +990,22 @@ describe('PipelineStack (prod: customer managed key)', () => {
 
   test('cdk-nag AwsSolutions reports no unacknowledged finding', () => {
     expect(unacknowledgedFindings(s.report)).toEqual([]);
+  });
+
+  test('every function fits what a new account accepts; plan.memorySize is the opt-in above it', () => {
+    expect(Math.max(...Object.values(functionMemory(s)))).toBe(NEW_ACCOUNT_MAX_MEMORY_MB);
+    const large = synthEnvironment('prod', {
+      prod: { ...environmentSettings('prod'), plan: { memorySize: 10_240 } },
+    });
+    try {
+      expect(functionMemory(large)['lambda/plan.ts']).toBe(10_240);
+      large.template.hasResourceProperties('AWS::Lambda::Function', {
+        MemorySize: 10_240,
+        Environment: { Variables: Match.objectLike({ PLAN_PARSE_WORKERS: '5' }) },
+      });
+    } finally {
+      large.cleanup();
+    }
   });
 
   test('one rotated key encrypts the data buckets, queues, tables and log groups', () => {
