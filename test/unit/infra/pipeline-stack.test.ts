@@ -98,6 +98,44 @@ function permissionsOf(s: Synthesized, role: IConstruct): Record<string, string[
   return Object.fromEntries(Object.entries(perms).map(([k, v]) => [k, [...v].sort()]));
 }
 
+/** A role's policy statements with their conditions, resources flattened the way cdk-nag names them. */
+function statementsOf(
+  s: Synthesized,
+  role: IConstruct,
+): { actions: string[]; resources: string[]; condition?: unknown }[] {
+  const roleId = s.stack.getLogicalId(role.node.defaultChild as CfnElement);
+  const out: { actions: string[]; resources: string[]; condition?: unknown }[] = [];
+  for (const [, policy] of resourcesOfType(s.json, 'AWS::IAM::Policy')) {
+    const props = policy.Properties ?? {};
+    if (!asList(props.Roles).some((r) => asRecord(r, 'role ref').Ref === roleId)) continue;
+    for (const statement of asList(asRecord(props.PolicyDocument, 'document').Statement) as (Statement & {
+      Condition?: unknown;
+    })[]) {
+      out.push({
+        actions: (asList(statement.Action) as string[]).slice().sort(),
+        resources: asList(statement.Resource).map(flattenForNag),
+        ...(statement.Condition === undefined ? {} : { condition: flattenConditions(statement.Condition) }),
+      });
+    }
+  }
+  return out;
+}
+
+/** A statement's Condition block with every value flattened (`<AWS::AccountId>`), for comparisons. */
+function flattenConditions(condition: unknown): unknown {
+  return Object.fromEntries(
+    Object.entries(asRecord(condition, 'condition')).map(([operator, keys]) => [
+      operator,
+      Object.fromEntries(
+        Object.entries(asRecord(keys, operator)).map(([key, value]) => [
+          key,
+          Array.isArray(value) ? value.map(flattenForNag) : flattenForNag(value),
+        ]),
+      ),
+    ]),
+  );
+}
+
 /** `<LogicalId.Arn>`-style name of a token, as in permissionsOf keys. */
 function ref(s: Synthesized, token: string): string {
   return flattenForNag(s.stack.resolve(token));
@@ -592,6 +630,39 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
     });
   });
 
+  test('EventBridge may assume the ingest target role only for the ingest rule of this account', () => {
+    const { rule, role } = s.stack.ingestTrigger;
+    const ruleId = s.stack.getLogicalId(rule.node.defaultChild as CfnElement);
+    const roleId = s.stack.getLogicalId(role.node.defaultChild as CfnElement);
+    const ruleProps = asRecord(s.json.Resources[ruleId]?.Properties, 'rule');
+    expect(ruleProps.Name).toBe('CorpusPipeline-dev-ingest');
+    expect(asRecord(asList(ruleProps.Targets)[0], 'target').RoleArn).toEqual({
+      'Fn::GetAtt': [roleId, 'Arn'],
+    });
+    const trust = asRecord(s.json.Resources[roleId]?.Properties?.AssumeRolePolicyDocument, 'trust');
+    expect(
+      (asList(trust.Statement) as Record<string, unknown>[]).map((st) => ({
+        ...st,
+        Condition: flattenConditions(st.Condition),
+      })),
+    ).toEqual([
+      {
+        Action: 'sts:AssumeRole',
+        Effect: 'Allow',
+        Principal: { Service: 'events.amazonaws.com' },
+        Condition: {
+          StringEquals: { 'aws:SourceAccount': '<AWS::AccountId>' },
+          ArnEquals: {
+            'aws:SourceArn': 'arn:aws:events:us-east-1:<AWS::AccountId>:rule/CorpusPipeline-dev-ingest',
+          },
+        },
+      },
+    ]);
+    // It may start this workflow and nothing else.
+    const machine = ref(s, s.stack.workflow.stateMachine.stateMachineArn);
+    expect(permissionsOf(s, role)).toEqual({ [machine]: ['states:StartExecution'] });
+  });
+
   test('the pipeline bus is named after the environment', () => {
     s.template.hasResourceProperties('AWS::Events::EventBus', { Name: 'CorpusPipeline-dev' });
   });
@@ -831,6 +902,41 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
         'bedrock:InvokeModel',
       ],
     });
+    // The documented policy lists the input and the output location for s3:ListBucket; both are held to shard prefixes.
+    const list = statementsOf(s, role).find((st) => st.actions.includes('s3:ListBucket'));
+    expect(list?.condition).toEqual({
+      StringLike: {
+        's3:prefix': [
+          'runs/*/shards/*/input/*',
+          'runs/*/shards/*/input/',
+          'runs/*/shards/*/output/*',
+          'runs/*/shards/*/output/',
+        ],
+      },
+    });
+    // No VPC configured: no network permissions.
+    expect(
+      statementsOf(s, role)
+        .flatMap((st) => st.actions)
+        .filter((a) => a.startsWith('ec2:')),
+    ).toEqual([]);
+  });
+
+  test('no principal may PutItem (or DeleteItem) on the ledger: records move on by conditional UpdateItem only', () => {
+    const ledger = ref(s, s.stack.ledger.ledgerTable.tableArn);
+    for (const { source, statement } of identityStatements(s.json)) {
+      if (!asList(statement.Resource).some((r) => flattenForNag(r) === ledger)) continue;
+      const actions = asList(statement.Action) as string[];
+      expect({
+        source,
+        actions: actions.filter(
+          (a) => !['dynamodb:GetItem', 'dynamodb:BatchGetItem', 'dynamodb:UpdateItem'].includes(a),
+        ),
+      }).toEqual({
+        source,
+        actions: [],
+      });
+    }
   });
 
   test('mode A: SubmitJob may create and find jobs, pass only the service role to Bedrock, and record tokens', () => {
@@ -975,6 +1081,89 @@ describe('PipelineStack with ingest.allowedBuckets', () => {
   });
 });
 
+describe('PipelineStack with batch.vpc', () => {
+  let s: Synthesized;
+  beforeAll(() => {
+    s = synthEnvironment('dev', {
+      dev: {
+        ...environmentSettings('dev'),
+        batch: {
+          ...(environmentSettings('dev').batch as object),
+          vpc: { subnetIds: ['subnet-0a1', 'subnet-0b2'], securityGroupIds: ['sg-0c3'] },
+        },
+      },
+    });
+  });
+  afterAll(() => s?.cleanup());
+
+  test("Bedrock's batch role may manage the jobs' network interfaces as the VPC guide documents, in these subnets only", () => {
+    const ec2 = (resource: string) => `arn:aws:ec2:us-east-1:<AWS::AccountId>:${resource}`;
+    const jobs = 'arn:aws:bedrock:us-east-1:<AWS::AccountId>:model-invocation-job/*';
+    const network = statementsOf(s, s.stack.batchJobs.serviceRole).filter((st) =>
+      st.actions.some((a) => a.startsWith('ec2:')),
+    );
+    expect(network).toEqual([
+      {
+        actions: [
+          'ec2:DescribeDhcpOptions',
+          'ec2:DescribeNetworkInterfaces',
+          'ec2:DescribeSecurityGroups',
+          'ec2:DescribeSubnets',
+          'ec2:DescribeVpcs',
+        ],
+        resources: ['*'],
+      },
+      {
+        actions: ['ec2:CreateNetworkInterface'],
+        resources: [
+          ec2('network-interface/*'),
+          ec2('security-group/sg-0c3'),
+          ec2('subnet/subnet-0a1'),
+          ec2('subnet/subnet-0b2'),
+        ],
+        condition: {
+          StringEquals: { 'aws:RequestTag/BedrockManaged': ['true'] },
+          ArnEquals: { 'aws:RequestTag/BedrockModelInvocationJobArn': [jobs] },
+        },
+      },
+      {
+        actions: [
+          'ec2:CreateNetworkInterfacePermission',
+          'ec2:DeleteNetworkInterface',
+          'ec2:DeleteNetworkInterfacePermission',
+        ],
+        resources: ['*'],
+        condition: {
+          StringEquals: { 'ec2:Subnet': [ec2('subnet/subnet-0a1'), ec2('subnet/subnet-0b2')] },
+          ArnEquals: { 'ec2:ResourceTag/BedrockModelInvocationJobArn': [jobs] },
+        },
+      },
+      {
+        actions: ['ec2:CreateTags'],
+        resources: [ec2('network-interface/*')],
+        condition: {
+          StringEquals: { 'ec2:CreateAction': ['CreateNetworkInterface'] },
+          'ForAllValues:StringEquals': { 'aws:TagKeys': ['BedrockManaged', 'BedrockModelInvocationJobArn'] },
+        },
+      },
+    ]);
+    // SubmitJob passes the VPC to CreateModelInvocationJob.
+    s.template.hasResourceProperties('AWS::Lambda::Function', {
+      Environment: {
+        Variables: Match.objectLike({
+          POWERTOOLS_SERVICE_NAME: 'corpus-submit-job',
+          BATCH_VPC_SUBNET_IDS: 'subnet-0a1,subnet-0b2',
+          BATCH_VPC_SECURITY_GROUP_IDS: 'sg-0c3',
+        }),
+      },
+    });
+  });
+
+  test('cdk-nag AwsSolutions reports no unacknowledged finding', () => {
+    expect(unacknowledgedFindings(s.report)).toEqual([]);
+  });
+});
+
 describe('PipelineStack (prod: customer managed key)', () => {
   let s: Synthesized;
   let keyId: string;
@@ -1063,18 +1252,40 @@ describe('PipelineStack (prod: customer managed key)', () => {
     const keyArn = `<${keyId}.Arn>`;
     const { plan, converse, finalize } = s.stack.functions;
     const kmsOf = (role: IConstruct): string[] | undefined => permissionsOf(s, role)[keyArn];
-    expect(kmsOf(plan.role)).toEqual([
-      'kms:Decrypt',
-      'kms:Encrypt',
-      'kms:GenerateDataKey',
-      'kms:GenerateDataKey*',
-      'kms:ReEncrypt*',
-    ]);
+    // S3 (SSE-KMS objects) and SQS (SSE-KMS messages) need GenerateDataKey and Decrypt; DynamoDB only Decrypt.
+    expect(kmsOf(plan.role)).toEqual(['kms:Decrypt', 'kms:GenerateDataKey']);
     expect(kmsOf(converse.role)).toEqual(kmsOf(plan.role));
     expect(kmsOf(finalize.role)).toEqual(kmsOf(plan.role));
     expect(kmsOf(s.stack.workflow.stateMachine.role)).toEqual(['kms:Decrypt', 'kms:GenerateDataKey']);
+    // Functions that only touch tables get Decrypt, only through DynamoDB.
+    for (const fn of [s.stack.functions.jobState, s.stack.functions.reconcile]) {
+      expect(statementsOf(s, fn.role).filter((st) => st.actions.some((a) => a.startsWith('kms:')))).toEqual([
+        {
+          actions: ['kms:Decrypt'],
+          resources: [keyArn],
+          condition: { StringEquals: { 'kms:ViaService': 'dynamodb.us-east-1.<AWS::URLSuffix>' } },
+        },
+      ]);
+    }
+    // Bedrock's batch role uses the key only through S3, as the batch service role page documents it.
+    expect(
+      statementsOf(s, s.stack.batchJobs.serviceRole).filter((st) =>
+        st.actions.some((a) => a.startsWith('kms:')),
+      ),
+    ).toEqual([
+      {
+        actions: ['kms:Decrypt', 'kms:GenerateDataKey'],
+        resources: [keyArn],
+        condition: { StringEquals: { 'kms:ViaService': 's3.us-east-1.<AWS::URLSuffix>' } },
+      },
+    ]);
     for (const { source, statement } of identityStatements(s.json)) {
       const kmsActions = (asList(statement.Action) as string[]).filter((a) => a.startsWith('kms:'));
+      // No wildcard KMS action family on any identity: every principal gets the calls its services make.
+      expect({ source, wildcards: kmsActions.filter((a) => a.includes('*')) }).toEqual({
+        source,
+        wildcards: [],
+      });
       if (kmsActions.length > 0) {
         expect({ source, resource: asList(statement.Resource).map(flattenForNag) }).toEqual({
           source,
