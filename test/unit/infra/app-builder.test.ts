@@ -5,6 +5,7 @@ import * as path from 'node:path';
 import { App, Duration, Stack, Token } from 'aws-cdk-lib';
 import { Match, Template } from 'aws-cdk-lib/assertions';
 import * as s3 from 'aws-cdk-lib/aws-s3';
+import { CDK_REQUIRED_BOOTSTRAP_VERSION } from '../../../cli/doctor-aws';
 import { buildApp, readCdkJsonContext, resolveEnvironment } from '../../../lib/app-builder';
 import { baseModelId, isInferenceProfileId, modelInvokeResources } from '../../../lib/bedrock-model';
 import {
@@ -71,6 +72,23 @@ describe('environment selection and validation', () => {
     expect(fallback.stackName).toBe('CorpusPipeline-open');
     expect(fallback.region).toBe('us-east-1');
     expect(Token.isUnresolved(buildApp({ ...base, envName: 'open' }).stack.account)).toBe(true);
+  });
+
+  test('the bootstrap version the synthesized stack requires is the one corpus doctor checks for', () => {
+    const outdir = fs.mkdtempSync(path.join(os.tmpdir(), 'corpus-infra-bootstrap-'));
+    try {
+      const { app, stack } = buildApp({
+        envName: 'dev',
+        environments: ENVIRONMENTS,
+        skipBundling: true,
+        outdir,
+      });
+      const assembly = app.synth();
+      const artifact = assembly.getStackByName(stack.stackName);
+      expect(artifact.requiresBootstrapStackVersion).toBe(CDK_REQUIRED_BOOTSTRAP_VERSION);
+    } finally {
+      fs.rmSync(outdir, { recursive: true, force: true });
+    }
   });
 
   test('the cdk.json context carries the feature flags the template depends on', () => {
