@@ -34,7 +34,7 @@ export const DEFAULT_MAP_CONCURRENCY = 4;
 
 /**
  * The least `failureLane.consumerConcurrency` may be: an SQS event source's MaximumConcurrency is 2 to 1,000
- * (https://docs.aws.amazon.com/lambda/latest/dg/services-sqs-scaling.html).
+ * (ScalingConfig MaximumConcurrency, https://docs.aws.amazon.com/lambda/latest/dg/API_ScalingConfig.html).
  */
 export const MIN_LANE_CONSUMER_CONCURRENCY = 2;
 
