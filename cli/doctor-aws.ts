@@ -207,7 +207,15 @@ export async function checkBootstrap(
   }
   const status = stack.StackStatus ?? 'UNKNOWN';
   const version = Number(stack.Outputs?.find((o) => o.OutputKey === 'BootstrapVersion')?.OutputValue);
-  if (!/_COMPLETE$/.test(status) || /ROLLBACK_COMPLETE$|^DELETE/.test(status)) {
+  if (/_IN_PROGRESS$/.test(status)) {
+    return result('bootstrap', title, 'warn', `stack ${CDK_TOOLKIT_STACK} is ${status}`, {
+      fix: ['wait for it to finish, then run corpus doctor again'],
+    });
+  }
+  // UPDATE_ROLLBACK_COMPLETE: the last update failed, the version before it is in place and serves.
+  if (
+    !['CREATE_COMPLETE', 'UPDATE_COMPLETE', 'IMPORT_COMPLETE', 'UPDATE_ROLLBACK_COMPLETE'].includes(status)
+  ) {
     return result('bootstrap', title, 'fail', `stack ${CDK_TOOLKIT_STACK} is ${status}`, {
       fix: [
         `see why: aws cloudformation describe-stack-events --stack-name ${CDK_TOOLKIT_STACK} --region ${region}`,

@@ -88,7 +88,11 @@ export interface CatalogFacts {
 /** Looks a model id (foundation model or inference profile) up in a catalog; undefined when it is not there. */
 export type CatalogLookup = (modelId: string) => CatalogFacts | undefined;
 
-/** The read-only Bedrock actions the checks call, for the fix when they are denied. */
+/**
+ * The read-only Bedrock actions the checks call, for the fix when they are denied. Named after the API operations
+ * (https://docs.aws.amazon.com/bedrock/latest/APIReference/API_GetFoundationModelAvailability.html and its siblings);
+ * the Service Authorization Reference was not at hand to confirm the last two action names.
+ */
 export const MODEL_CHECK_ACTIONS = [
   'bedrock:GetFoundationModel',
   'bedrock:GetFoundationModelAvailability',

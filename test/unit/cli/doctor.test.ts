@@ -244,6 +244,11 @@ describe('CDK bootstrap', () => {
     expect((await at(String(CDK_REQUIRED_BOOTSTRAP_VERSION)))?.status).toBe('warn');
     expect((await at('20', 'ROLLBACK_COMPLETE'))?.summary).toBe('stack CDKToolkit is ROLLBACK_COMPLETE');
     expect((await at('20', 'ROLLBACK_COMPLETE'))?.status).toBe('fail');
+    expect((await at('20', 'UPDATE_IN_PROGRESS'))?.status).toBe('warn');
+    // A failed upgrade rolled back to the version before, which serves.
+    expect((await at(String(CDK_BOOTSTRAP_TEMPLATE_VERSION), 'UPDATE_ROLLBACK_COMPLETE'))?.status).toBe(
+      'pass',
+    );
   });
 });
 
