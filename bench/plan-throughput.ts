@@ -1,5 +1,11 @@
 import * as os from 'node:os';
-import { DEFAULT_PLAN_MEMORY_MB, lambdaVcpus, PLAN_RUNTIME_ENV } from '../lib/config';
+import {
+  DEFAULT_PLAN_MEMORY_MB,
+  LAMBDA_MAX_MEMORY_MB,
+  lambdaCpuShare,
+  lambdaVcpus,
+  PLAN_RUNTIME_ENV,
+} from '../lib/config';
 import { runChild, type ChildReport } from './lib/child';
 import { corpusChunks, type CorpusStats } from './lib/corpus';
 import { figure, type Benchmark, type BenchResults } from './lib/results';
@@ -108,7 +114,9 @@ export const planBenchmark: Benchmark = {
       const planMbps = mbps(large.bytes, large.seconds);
       const bareMbpsPerCpu =
         (bareBefore.bytes + bareAfter.bytes) / MB / (bareBefore.cpuSeconds + bareAfter.cpuSeconds);
-      const projection = projectDesignPoint(small, large);
+      const costs = cpuCosts(small, large);
+      const projection = projectDesignPoint(costs, DEFAULT_PLAN_MEMORY_MB);
+      const largest = projectDesignPoint(costs, LAMBDA_MAX_MEMORY_MB);
       const boxCpu = (large.cpuSeconds + emulatorCpuSeconds) / (os.availableParallelism() * large.seconds);
       const sizes = `${Math.round(corpora.small.bytes / MB)} MB vs ${Math.round(corpora.large.bytes / MB)} MB`;
       const c = large.counts;
@@ -150,14 +158,18 @@ export const planBenchmark: Benchmark = {
           LAMBDA_LIMIT_MINUTES,
           'ratio <= 1',
           (r) => r <= 1,
-          `20 GB (10M records) on the deployed Plan (${DEFAULT_PLAN_MEMORY_MB} MB: ${projection.vcpus} vCPUs, the ` +
-            `main thread and ${projection.vcpus - 1} parse workers) at the CPU costs measured here: the larger of the ` +
-            `main thread's time and all CPU time over ${projection.vcpus} vCPUs, vs one invocation's 15 minutes. ` +
-            `Main thread (reading, cutting blocks, duplicates, ledger lookups, writing items, the second pass): ` +
-            `${(1 / projection.mainSecondsPerMb).toFixed(1)} MB per CPU second; parse workers: ` +
-            `${(1 / projection.workerSecondsPerMb).toFixed(1)} MB per CPU second (slopes between the two runs, so ` +
-            `start-up cancels out). Assumes S3 and DynamoDB keep pace (20 GB read and written twice: ~${((4 * DESIGN_BYTES) / MB / (projection.minutes * 60)).toFixed(0)} MB/s in all). ` +
-            `On one vCPU it would take ${projection.oneVcpuMinutes.toFixed(0)} min`,
+          describeProjection(projection, costs, 'the default') +
+            ` In one invocation it plans up to ${projection.maxGbIn15Minutes.toFixed(1)} GB.`,
+        ),
+        'plan.projection-20gb-10240': figure(
+          largest.minutes,
+          'min',
+          LAMBDA_LIMIT_MINUTES,
+          'ratio <= 1',
+          (r) => r <= 1,
+          describeProjection(largest, costs, 'the opt-in') +
+            ` In one invocation it plans up to ${largest.maxGbIn15Minutes.toFixed(1)} GB. On one vCPU the same ` +
+            `would take ${((DESIGN_MB * (costs.mainSecondsPerMb + costs.workerSecondsPerMb)) / 60).toFixed(0)} min`,
         ),
       };
     } finally {
@@ -166,38 +178,72 @@ export const planBenchmark: Benchmark = {
   },
 };
 
-/** The design point's planning time on the deployed Plan, from the CPU costs of two runs of different sizes. */
-interface Projection {
+/** Plan's CPU cost per MB of corpus, from two runs of different sizes (slopes: start-up costs cancel out). */
+interface CpuCosts {
   /** Main-thread CPU seconds per MB of corpus. */
   mainSecondsPerMb: number;
   /** Parse workers' (and V8 helpers') CPU seconds per MB. */
   workerSecondsPerMb: number;
-  /** vCPUs of the deployed Plan. */
-  vcpus: number;
-  /** Projected minutes for the design point on them. */
-  minutes: number;
-  /** The same on one vCPU. */
-  oneVcpuMinutes: number;
 }
 
-function projectDesignPoint(
-  small: PlanChildReport & ChildReport,
-  large: PlanChildReport & ChildReport,
-): Projection {
+/** The design point's planning time on a Plan of one memory size. */
+interface Projection {
+  memoryMb: number;
+  /** Parse workers Plan runs with at that memory (`PLAN_PARSE_WORKERS`: one per vCPU beyond the first). */
+  workers: number;
+  /** vCPU-seconds per second the function gets (memory / 1,769 MB). */
+  cpuShare: number;
+  /** Projected minutes for the design point. */
+  minutes: number;
+  /** What bounds it: the main thread, the workers, or the CPU share. */
+  bound: 'main thread' | 'parse workers' | 'CPU share';
+  /** The largest corpus planned within one invocation (15 minutes), GB. */
+  maxGbIn15Minutes: number;
+}
+
+const DESIGN_MB = DESIGN_BYTES / MB;
+
+function cpuCosts(small: PlanChildReport & ChildReport, large: PlanChildReport & ChildReport): CpuCosts {
   if (small.mainThreadCpuSeconds === undefined || large.mainThreadCpuSeconds === undefined) {
     throw new Error('the plan benchmark needs per-thread CPU times (Linux /proc)');
   }
-  // Slopes between the two runs: the process start and other fixed costs cancel out.
   const mb = (large.bytes - small.bytes) / MB;
   const mainSecondsPerMb = (large.mainThreadCpuSeconds - small.mainThreadCpuSeconds) / mb;
   const totalSecondsPerMb = (large.cpuSeconds - small.cpuSeconds) / mb;
-  const vcpus = lambdaVcpus(DEFAULT_PLAN_MEMORY_MB);
-  const designMb = DESIGN_BYTES / MB;
+  return { mainSecondsPerMb, workerSecondsPerMb: totalSecondsPerMb - mainSecondsPerMb };
+}
+
+/**
+ * Seconds per MB on a Plan of `memoryMb`: the slowest of three bounds. The main thread runs on one vCPU; the parse
+ * work spreads over the workers, each on one vCPU at most; and all threads together get the function's CPU share
+ * (memory / 1,769 MB vCPU-seconds per second: 1.7 at 3,008 MB, where two threads share less than two vCPUs).
+ */
+function projectDesignPoint(costs: CpuCosts, memoryMb: number): Projection {
+  const workers = lambdaVcpus(memoryMb) - 1;
+  const cpuShare = lambdaCpuShare(memoryMb);
+  const bounds: [Projection['bound'], number][] = [
+    ['main thread', costs.mainSecondsPerMb],
+    ['parse workers', workers > 0 ? costs.workerSecondsPerMb / workers : Infinity],
+    ['CPU share', (costs.mainSecondsPerMb + costs.workerSecondsPerMb) / cpuShare],
+  ];
+  const [bound, secondsPerMb] = bounds.reduce((a, b) => (b[1] > a[1] ? b : a));
   return {
-    mainSecondsPerMb,
-    workerSecondsPerMb: totalSecondsPerMb - mainSecondsPerMb,
-    vcpus,
-    minutes: (designMb * Math.max(mainSecondsPerMb, totalSecondsPerMb / vcpus)) / 60,
-    oneVcpuMinutes: (designMb * totalSecondsPerMb) / 60,
+    memoryMb,
+    workers,
+    cpuShare,
+    minutes: (DESIGN_MB * secondsPerMb) / 60,
+    bound,
+    maxGbIn15Minutes: ((LAMBDA_LIMIT_MINUTES * 60) / secondsPerMb) * (MB / 1e9),
   };
+}
+
+function describeProjection(p: Projection, costs: CpuCosts, which: string): string {
+  return (
+    `20 GB (10M records) on a Plan of ${p.memoryMb} MB (${which}: ${p.cpuShare.toFixed(2)} vCPUs of CPU time, the ` +
+    `main thread and ${p.workers} parse worker${p.workers === 1 ? '' : 's'}) at the CPU costs measured here, vs one ` +
+    `invocation's 15 minutes; bound by the ${p.bound}. Main thread (reading, cutting blocks, duplicates, ledger ` +
+    `lookups, writing items, the second pass): ${(1 / costs.mainSecondsPerMb).toFixed(1)} MB per CPU second; ` +
+    `parse workers: ${(1 / costs.workerSecondsPerMb).toFixed(1)} MB per CPU second (slopes between the two runs). ` +
+    `Assumes S3 and DynamoDB keep pace (20 GB read and written twice: ~${((4 * DESIGN_MB) / (p.minutes * 60)).toFixed(0)} MB/s in all).`
+  );
 }

@@ -7,8 +7,8 @@ import { ConfigError, type PipelineConfig } from '../lib/config';
 /**
  * The `corpus` CLI (commands in cli/). This entry is the one place that reads configuration: the environment's
  * settings come from cdk.json context (validated as the CDK app validates them), the AWS SDK finds credentials in
- * the process environment as usual. Exit codes: 0 ok, 1 not found or the run failed, 2 bad usage, 3 AWS or the
- * local runtime could not answer (for `local run`: could not start or run).
+ * the process environment as usual. Exit codes: 0 ok, 1 not found, the run failed or a doctor check failed, 2 bad
+ * usage, 3 AWS or the local runtime could not answer (for `local run`: could not start or run).
  */
 
 /** The repository root: cdk.json, and the handler entries the local template names. */
@@ -49,7 +49,12 @@ async function openBackend(choice: BackendChoice): Promise<Backend> {
   });
 }
 
-runCli(process.argv.slice(2), { openBackend, stdout: process.stdout, stderr: process.stderr }).then(
+runCli(process.argv.slice(2), {
+  openBackend,
+  loadEnvironment: environmentConfig,
+  stdout: process.stdout,
+  stderr: process.stderr,
+}).then(
   (code) => {
     process.exitCode = code;
   },

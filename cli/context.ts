@@ -1,5 +1,8 @@
 import { InvalidArgumentError, type Command } from 'commander';
+import type { PipelineConfig } from '../lib/config';
 import type { Backend, BackendChoice, BackendOpener } from './backend';
+import type { AwsDoctorDeps } from './doctor-aws';
+import type { LocalProbes } from './doctor-local';
 import { CliUsageError, describeError, EXIT, exitCodeOf } from './errors';
 import { RunStore } from './run-store';
 import type { ProgressStream } from './watch';
@@ -18,6 +21,19 @@ export interface CliContext {
   readonly sleep: (ms: number) => Promise<void>;
   /** The exit code of the command that ran (set by {@link runCommand}). */
   exitCode: number;
+  /**
+   * Reads and validates an environment's settings from cdk.json (bin/ supplies it); `corpus doctor` checks against
+   * them, deployed or not.
+   */
+  readonly loadEnvironment?: (envName: string) => Promise<PipelineConfig>;
+  /** What `corpus doctor` checks with: AWS clients, the model check, the machine's probes (tests replace them). */
+  readonly doctor?: DoctorDeps;
+}
+
+/** The dependencies of `corpus doctor` that tests replace. */
+export interface DoctorDeps {
+  readonly aws?: AwsDoctorDeps;
+  readonly local?: Partial<LocalProbes>;
 }
 
 /** The options every backend command takes. */

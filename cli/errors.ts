@@ -1,13 +1,13 @@
 /**
- * The CLI's typed errors and the exit code each maps to: 0 ok, 1 not found or a failed run, 2 bad usage, 3 the
- * backend (AWS or the local emulators) could not answer.
+ * The CLI's typed errors and the exit code each maps to: 0 ok, 1 not found, a failed run or a failed doctor check,
+ * 2 bad usage, 3 the backend (AWS or the local emulators) could not answer.
  */
 
 /** Exit codes of every `corpus` command. */
 export const EXIT = {
   /** The command did what was asked. */
   ok: 0,
-  /** The run (or stack resource) asked for does not exist, or the run failed. */
+  /** The run (or stack resource) asked for does not exist, the run failed, or a `corpus doctor` check failed. */
   notFoundOrFailed: 1,
   /** The command was called wrongly (unknown option, bad value, a command the backend cannot do). */
   usage: 2,

@@ -1,5 +1,7 @@
 import { Command, CommanderError } from 'commander';
+import type { PipelineConfig } from '../lib/config';
 import type { BackendOpener } from './backend';
+import { doctorCommand } from './commands/doctor';
 import { failuresCommand } from './commands/failures';
 import { localCommand, type LocalRunner } from './commands/local-run';
 import { reconcileCommand } from './commands/reconcile';
@@ -8,7 +10,7 @@ import { reportCommand } from './commands/report';
 import { runsCommand } from './commands/runs';
 import { startCommand } from './commands/start';
 import { statusCommand } from './commands/status';
-import { write, type CliContext } from './context';
+import { write, type CliContext, type DoctorDeps } from './context';
 import { describeError, EXIT } from './errors';
 import type { ProgressStream } from './watch';
 
@@ -23,6 +25,10 @@ export interface CliDeps {
   readonly sleep?: (ms: number) => Promise<void>;
   /** @default the local runtime (local/run-local), loaded when `local run` runs */
   readonly localRunner?: () => Promise<LocalRunner>;
+  /** Reads an environment's validated settings (bin/ reads cdk.json); `corpus doctor` needs it. */
+  readonly loadEnvironment?: (envName: string) => Promise<PipelineConfig>;
+  /** @default the real AWS clients and this machine */
+  readonly doctor?: DoctorDeps;
 }
 
 const DESCRIPTION = [
@@ -33,7 +39,10 @@ const DESCRIPTION = [
     '[--state-dir DIR]; it starts the emulators on that directory, so only while no `corpus local run` is using ' +
     'it), and prints JSON with --json. `corpus <command> --help` tells more.',
   '',
-  'Exit codes: 0 ok, 1 not found or the run failed, 2 bad usage, 3 AWS or the local runtime could not answer.',
+  'Before the first deploy, `corpus doctor --env <name>` checks the account is ready (and `--local`, this machine).',
+  '',
+  'Exit codes: 0 ok, 1 not found, the run failed, or a doctor check failed, 2 bad usage, 3 AWS or the local runtime ' +
+    'could not answer.',
 ].join('\n');
 
 /** Builds the `corpus` program: every command, with help text, writing to the context's streams. */
@@ -47,6 +56,7 @@ export function buildProgram(ctx: CliContext, localRunner?: () => Promise<LocalR
   program.addCommand(reportCommand(ctx));
   program.addCommand(redriveCommand(ctx));
   program.addCommand(reconcileCommand(ctx));
+  program.addCommand(doctorCommand(ctx));
   configure(program, ctx);
   return program;
 }
@@ -72,6 +82,8 @@ export async function runCli(argv: readonly string[], deps: CliDeps): Promise<nu
     now: deps.now ?? Date.now,
     sleep: deps.sleep ?? ((ms) => new Promise((resolve) => setTimeout(resolve, ms))),
     exitCode: EXIT.ok,
+    ...(deps.loadEnvironment ? { loadEnvironment: deps.loadEnvironment } : {}),
+    ...(deps.doctor ? { doctor: deps.doctor } : {}),
   };
   const program = buildProgram(ctx, deps.localRunner);
   try {

@@ -44,6 +44,11 @@ export interface PlanBatchSettings {
   toleratedFailurePercentage: number;
   jobTimeoutHours: number;
   reconcileIntervalMinutes: number;
+  /**
+   * Shards in flight at once (`batch.mapConcurrency`); the batch Map runs the smaller of this and the concurrent-jobs
+   * quota. @default the concurrent-jobs quota
+   */
+  mapConcurrency?: number;
 }
 
 /** The batch quotas to cut shards to, and where each came from. */
@@ -297,7 +302,10 @@ export async function planRun(event: PlanEvent, deps: PlanDeps): Promise<PlanOut
           shards: written.shards.length,
           records: written.shards.reduce((n, s) => n + s.records, 0),
           viaConverse: written.viaConverse,
-          maxConcurrency: quotas.maxConcurrentJobs,
+          maxConcurrency: Math.min(
+            quotas.maxConcurrentJobs,
+            settings.batch.mapConcurrency ?? quotas.maxConcurrentJobs,
+          ),
           toleratedFailurePercentage: settings.batch.toleratedFailurePercentage,
           jobWaitSeconds: settings.batch.jobTimeoutHours * 3600 + JOB_WAIT_MARGIN_SECONDS,
           // Three reconciler ticks may be missed before the wait gives up on a heartbeat.
@@ -507,6 +515,7 @@ const env = readEnv(
     BATCH_QUOTA_MAX_BYTES_PER_FILE: positiveInt,
     BATCH_QUOTA_MAX_BYTES_PER_JOB: positiveInt,
     BATCH_QUOTA_MAX_CONCURRENT_JOBS: positiveInt,
+    BATCH_MAP_CONCURRENCY: positiveInt.optional(),
     BATCH_AUTO_THRESHOLD: positiveInt.optional(),
     BATCH_TOLERATED_FAILURE_PERCENTAGE: z.coerce.number().min(0).max(100),
     BATCH_JOB_TIMEOUT_HOURS: positiveInt,
@@ -571,6 +580,7 @@ const baseDeps: Omit<PlanDeps, 'failureLane'> = {
       toleratedFailurePercentage: env.BATCH_TOLERATED_FAILURE_PERCENTAGE,
       jobTimeoutHours: env.BATCH_JOB_TIMEOUT_HOURS,
       reconcileIntervalMinutes: env.BATCH_RECONCILE_INTERVAL_MINUTES,
+      ...(env.BATCH_MAP_CONCURRENCY ? { mapConcurrency: env.BATCH_MAP_CONCURRENCY } : {}),
     },
     ...(env.PLAN_PARSE_WORKERS !== undefined ? { parseWorkers: env.PLAN_PARSE_WORKERS } : {}),
   },

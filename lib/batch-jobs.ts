@@ -10,8 +10,8 @@ import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import { grantModelInvoke, modelInvokeResources } from './bedrock-model';
 import { ruleTargetDeadLetterQueue } from './events';
-import { KMS_WILDCARD_ACTIONS, KMS_WILDCARD_REASON } from './ledger';
-import { acknowledgeWildcardActions, acknowledgeWildcardResources } from './nag';
+import { grantTableKeyUse } from './ledger';
+import { acknowledgeWildcardResources } from './nag';
 
 /** Key patterns of a shard's job input and output in the output bucket (see lambda/shared/sharding.ts). */
 export const SHARD_INPUT_KEY_PATTERN = 'runs/*/shards/*/input/*';
@@ -47,7 +47,22 @@ export interface BatchJobsProps {
    * @default RemovalPolicy.RETAIN
    */
   readonly removalPolicy?: RemovalPolicy;
+  /**
+   * The VPC the jobs run in (`vpcConfig` of CreateModelInvocationJob): the service role may then create, tag and delete
+   * the jobs' network interfaces in exactly these subnets and security groups.
+   * @default no VPC
+   */
+  readonly vpc?: BatchJobsVpc;
 }
+
+/** Subnets and security groups batch jobs run in (they must exist already). */
+export interface BatchJobsVpc {
+  readonly subnetIds: readonly string[];
+  readonly securityGroupIds: readonly string[];
+}
+
+/** The tags Bedrock puts on the network interfaces of a batch job in a VPC. */
+export const BATCH_ENI_TAGS = { managed: 'BedrockManaged', jobArn: 'BedrockModelInvocationJobArn' } as const;
 
 /**
  * Mode A's jobs: the table that maps each Bedrock batch job (by ARN) to the task token its shard waits on, and the
@@ -109,6 +124,10 @@ export class BatchJobs extends Construct {
       }),
     });
     const bucket = props.outputBucket;
+    // The documented service role policy (https://docs.aws.amazon.com/bedrock/latest/userguide/batch-iam-sr.html,
+    // "Permissions to access input and output data in Amazon S3") grants s3:GetObject, s3:PutObject and s3:ListBucket on
+    // the input and the output location; here each is narrowed to the shard prefixes: read inputs, list inputs and
+    // outputs, write outputs.
     this.serviceRole.addToPrincipalPolicy(
       new iam.PolicyStatement({
         actions: ['s3:GetObject'],
@@ -119,7 +138,16 @@ export class BatchJobs extends Construct {
       new iam.PolicyStatement({
         actions: ['s3:ListBucket'],
         resources: [bucket.bucketArn],
-        conditions: { StringLike: { 's3:prefix': [SHARD_INPUT_KEY_PATTERN, 'runs/*/shards/*/input/'] } },
+        conditions: {
+          StringLike: {
+            's3:prefix': [
+              SHARD_INPUT_KEY_PATTERN,
+              'runs/*/shards/*/input/',
+              SHARD_OUTPUT_KEY_PATTERN,
+              'runs/*/shards/*/output/',
+            ],
+          },
+        },
       }),
     );
     this.serviceRole.addToPrincipalPolicy(
@@ -128,14 +156,107 @@ export class BatchJobs extends Construct {
         resources: [bucket.arnForObjects(SHARD_OUTPUT_KEY_PATTERN)],
       }),
     );
-    // SSE-KMS on the output bucket: the job decrypts its input and encrypts its output with the pipeline's key.
-    props.encryptionKey?.grant(this.serviceRole, 'kms:Decrypt', 'kms:GenerateDataKey');
+    // SSE-KMS on the output bucket: the job decrypts its input and encrypts its output with the pipeline's key, and
+    // only through S3 (the role's KMS calls are made by S3 as it reads and writes: "Permissions to use a customer
+    // managed key", https://docs.aws.amazon.com/bedrock/latest/userguide/batch-iam-sr.html).
+    if (props.encryptionKey) {
+      this.serviceRole.addToPrincipalPolicy(
+        new iam.PolicyStatement({
+          actions: ['kms:Decrypt', 'kms:GenerateDataKey'],
+          resources: [props.encryptionKey.keyArn],
+          conditions: { StringEquals: { 'kms:ViaService': `s3.${stack.region}.${stack.urlSuffix}` } },
+        }),
+      );
+    }
+    if (props.vpc) this.grantVpcAccess(props.vpc, jobArnPattern);
     grantModelInvoke(this.serviceRole, this, props.modelId);
     acknowledgeWildcardResources(
       this.serviceRole,
       [bucket.arnForObjects(SHARD_INPUT_KEY_PATTERN), bucket.arnForObjects(SHARD_OUTPUT_KEY_PATTERN)],
       'Run ids and job ids are chosen at run time: the role may read only shard input files and write only ' +
         'under shard output prefixes of the output bucket, nothing else in it.',
+    );
+  }
+
+  /**
+   * The service role's permissions for jobs in a VPC, as "Protect batch inference jobs using a VPC" documents them
+   * (https://docs.aws.amazon.com/bedrock/latest/userguide/batch-vpc.html): describe the network (no resource-level
+   * permissions exist for the Describe actions), create network interfaces only in the configured subnets and security
+   * groups and only tagged as Bedrock's for a batch job of this account and Region, tag them only on creation with
+   * exactly those keys, and manage (permissions, delete) only interfaces in those subnets that carry the job tag.
+   */
+  private grantVpcAccess(vpc: BatchJobsVpc, jobArnPattern: string): void {
+    const stack = Stack.of(this);
+    const ec2Arn = (resource: string, name: string): string =>
+      stack.formatArn({
+        service: 'ec2',
+        resource,
+        resourceName: name,
+        arnFormat: ArnFormat.SLASH_RESOURCE_NAME,
+      });
+    const networkInterfaces = ec2Arn('network-interface', '*');
+    const subnets = vpc.subnetIds.map((id) => ec2Arn('subnet', id));
+    const securityGroups = vpc.securityGroupIds.map((id) => ec2Arn('security-group', id));
+    const role = this.serviceRole;
+    role.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        actions: [
+          'ec2:DescribeNetworkInterfaces',
+          'ec2:DescribeVpcs',
+          'ec2:DescribeDhcpOptions',
+          'ec2:DescribeSubnets',
+          'ec2:DescribeSecurityGroups',
+        ],
+        resources: ['*'],
+      }),
+    );
+    role.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        actions: ['ec2:CreateNetworkInterface'],
+        resources: [networkInterfaces, ...subnets, ...securityGroups],
+        conditions: {
+          StringEquals: { [`aws:RequestTag/${BATCH_ENI_TAGS.managed}`]: ['true'] },
+          ArnEquals: { [`aws:RequestTag/${BATCH_ENI_TAGS.jobArn}`]: [jobArnPattern] },
+        },
+      }),
+    );
+    role.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        actions: [
+          'ec2:CreateNetworkInterfacePermission',
+          'ec2:DeleteNetworkInterface',
+          'ec2:DeleteNetworkInterfacePermission',
+        ],
+        resources: ['*'],
+        conditions: {
+          StringEquals: { 'ec2:Subnet': subnets },
+          ArnEquals: { [`ec2:ResourceTag/${BATCH_ENI_TAGS.jobArn}`]: [jobArnPattern] },
+        },
+      }),
+    );
+    role.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        actions: ['ec2:CreateTags'],
+        resources: [networkInterfaces],
+        conditions: {
+          StringEquals: { 'ec2:CreateAction': ['CreateNetworkInterface'] },
+          'ForAllValues:StringEquals': { 'aws:TagKeys': [BATCH_ENI_TAGS.managed, BATCH_ENI_TAGS.jobArn] },
+        },
+      }),
+    );
+    acknowledgeWildcardResources(
+      role,
+      ['*'],
+      'The EC2 Describe actions support no resource-level permissions; the network-interface permissions on "*" ' +
+        '(CreateNetworkInterfacePermission, DeleteNetworkInterface, DeleteNetworkInterfacePermission) are held to ' +
+        "the configured subnets and to interfaces tagged with a batch job of this account, as Bedrock's VPC guide " +
+        'documents them.',
+    );
+    acknowledgeWildcardResources(
+      role,
+      [networkInterfaces],
+      'Bedrock creates one network interface per job in the VPC, named by EC2 at creation: only with the Bedrock ' +
+        'tags of a batch job of this account and Region, in the configured subnets and security groups.',
     );
   }
 
@@ -232,10 +353,7 @@ export class BatchJobs extends Construct {
         resourceArns: queryIndexes.map((index) => `${table}/index/${index}`),
       });
     }
-    if (this.encryptionKey) {
-      this.encryptionKey.grantEncryptDecrypt(grantee);
-      acknowledgeWildcardActions(grantee, KMS_WILDCARD_ACTIONS, KMS_WILDCARD_REASON);
-    }
+    if (this.encryptionKey) grantTableKeyUse(this.encryptionKey, grantee);
   }
 
   private jobArnPattern(): string {

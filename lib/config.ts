@@ -1,7 +1,42 @@
 import { z } from 'zod';
 
-/** Plan's memory unless an environment sets `plan.memorySize`: the largest Lambda function, six vCPUs. */
-export const DEFAULT_PLAN_MEMORY_MB = 10_240;
+/**
+ * The most memory a function of a new AWS account may have: new accounts are held to 3,008 MB (a larger MemorySize
+ * fails the deploy with "'MemorySize' value failed to satisfy constraint: Member must have value less than or equal
+ * to 3008") until AWS raises the quota. The Lambda quotas page says only that "new AWS accounts have reduced
+ * concurrency and memory quotas" (https://docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html); the
+ * 3,008 MB figure is the constraint's own message, as reported on new accounts (for example
+ * https://github.com/awslabs/genai-bedrock-agent-chatbot/issues/4). No API reads this quota.
+ */
+export const NEW_ACCOUNT_MAX_MEMORY_MB = 3_008;
+
+/** The largest memory a Lambda function may have once the account's quota allows it (six vCPUs). */
+export const LAMBDA_MAX_MEMORY_MB = 10_240;
+
+/**
+ * Plan's memory unless an environment sets `plan.memorySize`: what a new account accepts (two vCPUs, one parse
+ * worker). `plan.memorySize: 10240` buys six vCPUs and five parse workers where the account allows it (bench/README.md
+ * has what each plans in one invocation).
+ */
+export const DEFAULT_PLAN_MEMORY_MB = NEW_ACCOUNT_MAX_MEMORY_MB;
+
+/**
+ * The Lambda concurrency a new account may get. The quotas page says new accounts have "reduced concurrency" without
+ * a number (https://docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html); new accounts have been reported
+ * with a full and unreserved account concurrency of 10
+ * (https://github.com/awslabs/fhir-works-on-aws-deployment/issues/691). The default concurrency settings fit in it
+ * ({@link runLambdaConcurrency}); `corpus doctor --env E` reads the account's real limit (Lambda GetAccountSettings).
+ */
+export const NEW_ACCOUNT_CONCURRENT_EXECUTIONS = 10;
+
+/** The default `converse.mapConcurrency` and `batch.mapConcurrency`: fits {@link NEW_ACCOUNT_CONCURRENT_EXECUTIONS}. */
+export const DEFAULT_MAP_CONCURRENCY = 4;
+
+/**
+ * The least `failureLane.consumerConcurrency` may be: an SQS event source's MaximumConcurrency is 2 to 1,000
+ * (ScalingConfig MaximumConcurrency, https://docs.aws.amazon.com/lambda/latest/dg/API_ScalingConfig.html).
+ */
+export const MIN_LANE_CONSUMER_CONCURRENCY = 2;
 
 /**
  * Process settings of the Plan function, which the plan benchmark runs Plan with (bench/README.md has the figures):
@@ -13,12 +48,45 @@ export const PLAN_RUNTIME_ENV: Readonly<Record<string, string>> = {
   MALLOC_ARENA_MAX: '2',
 };
 
-/** Lambda allocates CPU in proportion to memory: one vCPU's worth at 1,769 MB, up to six at 10,240 MB. */
+/**
+ * Lambda allocates CPU in proportion to memory: one vCPU's worth at 1,769 MB, up to six vCPUs at 10,240 MB
+ * (https://docs.aws.amazon.com/lambda/latest/dg/configuration-memory.html).
+ */
 export const MB_PER_VCPU = 1_769;
 
-/** The vCPUs (rounded, at least one) a Lambda function of `memoryMb` gets. */
+/**
+ * The vCPUs (rounded, at least one) a Lambda function of `memoryMb` gets: Plan runs one parse worker per vCPU beyond
+ * the main thread (`PLAN_PARSE_WORKERS`, lib/functions.ts). 3,008 MB gives 2 (one worker), 10,240 MB gives 6 (five).
+ */
 export function lambdaVcpus(memoryMb: number): number {
   return Math.min(6, Math.max(1, Math.round(memoryMb / MB_PER_VCPU)));
+}
+
+/**
+ * The CPU time a function of `memoryMb` gets per second of wall clock, in vCPUs (memory / 1,769 MB, at most 6):
+ * 3,008 MB gives 1.7, so two threads busy at once share 1.7 vCPU-seconds a second.
+ */
+export function lambdaCpuShare(memoryMb: number): number {
+  return Math.min(6, memoryMb / MB_PER_VCPU);
+}
+
+/**
+ * The Lambda invocations one run of an environment can hold at once, at most: the wider of the two Distributed Maps
+ * (each ConverseBatch child, or each shard's SubmitJob / Collect, is one invocation), the failure lane's consumers, and
+ * two for the rest (Plan or Finalize or ConverseItems, and the job-state handler or the reconciler). Invocations beyond
+ * the account's concurrency are throttled: Step Functions retries them (Lambda.TooManyRequestsException), but
+ * throttled children spend their five minutes waiting.
+ */
+export function runLambdaConcurrency(config: {
+  converse: { mapConcurrency: number };
+  batch: { mapConcurrency: number };
+  failureLane: { consumerConcurrency: number };
+}): number {
+  return (
+    Math.max(config.converse.mapConcurrency, config.batch.mapConcurrency) +
+    config.failureLane.consumerConcurrency +
+    2
+  );
 }
 
 /**
@@ -44,12 +112,18 @@ export const environmentConfigSchema = z
         /** Input + output tokens per minute the account may use. @default 200000 */
         tokensPerMinute: z.number().int().positive().default(200_000),
       })
+      .strict()
       .prefault({}),
     /** Mode B: the Distributed Map that fans Converse calls out. */
     converse: z
       .object({
-        /** Child executions in flight at once (Map MaxConcurrency). @default 10 */
-        mapConcurrency: z.number().int().min(1).max(10_000).default(10),
+        /**
+         * Child executions in flight at once (Map MaxConcurrency): each holds one ConverseBatch invocation, so this
+         * counts against the account's Lambda concurrency ({@link runLambdaConcurrency}). The default fits a new
+         * account (10 concurrent executions); raise it with the account's quota (Service Quotas: AWS Lambda,
+         * Concurrent executions). @default 4
+         */
+        mapConcurrency: z.number().int().min(1).max(10_000).default(DEFAULT_MAP_CONCURRENCY),
         /** Records per child execution (ItemBatcher MaxItemsPerBatch). @default 25 */
         batchSize: z.number().int().min(1).max(1_000).default(25),
         /** Share of failed child executions the run tolerates before it fails. @default 5 */
@@ -59,6 +133,7 @@ export const environmentConfigSchema = z
         /** Attempts per record on throttling and transient errors, before it goes to the failure lane. @default 6 */
         maxAttempts: z.number().int().min(1).max(20).default(6),
       })
+      .strict()
       .prefault({}),
     /** Mode A: Bedrock batch inference jobs. */
     batch: z
@@ -73,6 +148,14 @@ export const environmentConfigSchema = z
          * Off only where no Service Quotas API exists (the offline runtime). @default true
          */
         readServiceQuotas: z.boolean().default(true),
+        /**
+         * Shards (batch jobs) in flight at once (the batch Map's MaxConcurrency), never more than the model's
+         * concurrent-jobs quota: each shard's SubmitJob and, when its job ends, its Collect (up to 15 minutes) is one
+         * Lambda invocation, so this counts against the account's Lambda concurrency like `converse.mapConcurrency`.
+         * The default fits a new account; raise it to the concurrent-jobs quota once the account's concurrency allows.
+         * @default 4
+         */
+        mapConcurrency: z.number().int().min(1).max(1000).default(DEFAULT_MAP_CONCURRENCY),
         /** Configured quotas: the fallback when Service Quotas does not answer. @default the documented defaults */
         quotas: z
           .object({
@@ -86,9 +169,10 @@ export const environmentConfigSchema = z
             maxBytesPerFile: z.number().int().min(1).default(1_000_000_000),
             /** @default 5 GB */
             maxBytesPerJob: z.number().int().min(1).default(5_000_000_000),
-            /** Submitted plus in-progress jobs per model: the batch Map's MaxConcurrency. @default 10 */
+            /** Submitted plus in-progress jobs per model: caps `batch.mapConcurrency`. @default 10 */
             maxConcurrentJobs: z.number().int().min(1).max(1000).default(10),
           })
+          .strict()
           .prefault({})
           .refine((q) => q.minRecordsPerJob <= q.maxRecordsPerJob, {
             message: 'minRecordsPerJob must not exceed maxRecordsPerJob',
@@ -107,8 +191,10 @@ export const environmentConfigSchema = z
             subnetIds: z.array(z.string().regex(/^subnet-[0-9a-f]+$/)).min(1),
             securityGroupIds: z.array(z.string().regex(/^sg-[0-9a-f]+$/)).min(1),
           })
+          .strict()
           .optional(),
       })
+      .strict()
       .prefault({}),
     /**
      * Model prices for the cost report, USD per million tokens, by model id (or inference profile id). On-demand
@@ -117,12 +203,14 @@ export const environmentConfigSchema = z
     pricing: z
       .record(
         z.string().min(1),
-        z.object({
-          inputPerMillion: z.number().nonnegative(),
-          outputPerMillion: z.number().nonnegative(),
-          /** Batch price as a fraction of the on-demand price. @default 0.5 */
-          batchDiscount: z.number().min(0).max(1).default(0.5),
-        }),
+        z
+          .object({
+            inputPerMillion: z.number().nonnegative(),
+            outputPerMillion: z.number().nonnegative(),
+            /** Batch price as a fraction of the on-demand price. @default 0.5 */
+            batchDiscount: z.number().min(0).max(1).default(0.5),
+          })
+          .strict(),
       )
       .default({
         'anthropic.claude-3-haiku-20240307-v1:0': {
@@ -135,12 +223,15 @@ export const environmentConfigSchema = z
     plan: z
       .object({
         /**
-         * Plan's memory in MB. Lambda gives a function one vCPU per 1,769 MB (six at 10,240 MB) and Plan parses the
-         * corpus on all of them, which is what plans the 20 GB design point within one invocation (bench/README.md).
-         * Accounts still held to 3,008 MB must lower it (and plan smaller corpora per run). @default 10240
+         * Plan's memory in MB. Lambda gives a function one vCPU per 1,769 MB and Plan parses the corpus on all of them
+         * (one parse worker per vCPU beyond the main thread: {@link lambdaVcpus}, `PLAN_PARSE_WORKERS`). The default,
+         * 3,008 MB (two vCPUs, one worker), is what a new account accepts; 10,240 MB (six vCPUs, five workers) plans
+         * about twice as much per invocation and is the opt-in once the account's memory quota allows it
+         * (bench/README.md has what each plans in 15 minutes). @default 3008
          */
-        memorySize: z.number().int().min(512).max(10_240).default(DEFAULT_PLAN_MEMORY_MB),
+        memorySize: z.number().int().min(512).max(LAMBDA_MAX_MEMORY_MB).default(DEFAULT_PLAN_MEMORY_MB),
       })
+      .strict()
       .prefault({}),
     /** Dashboard and alarms. */
     monitoring: z
@@ -152,6 +243,7 @@ export const environmentConfigSchema = z
         /** Records failed as a percentage of records processed, over 15 minutes, that raises an alarm. @default 5 */
         errorRatePercent: z.number().min(0).max(100).default(5),
       })
+      .strict()
       .prefault({}),
     /** How plain `{id, text}` lines become model requests. */
     prompt: z
@@ -166,6 +258,7 @@ export const environmentConfigSchema = z
         /** maxTokens for templated requests. @default 512 */
         maxTokens: z.number().int().min(1).max(200_000).default(512),
       })
+      .strict()
       .prefault({}),
     /** Encryption at rest. */
     kms: z
@@ -173,6 +266,7 @@ export const environmentConfigSchema = z
         /** Create a customer managed key (rotated) for buckets, queues, table and logs; else AWS managed keys. @default false */
         customerManagedKey: z.boolean().default(false),
       })
+      .strict()
       .prefault({}),
     /** The idempotency ledger. */
     ledger: z
@@ -189,6 +283,7 @@ export const environmentConfigSchema = z
          */
         staleClaimSeconds: z.number().int().min(1).max(86_400).optional(),
       })
+      .strict()
       .prefault({}),
     /** Where runs may read corpora from. */
     ingest: z
@@ -211,6 +306,7 @@ export const environmentConfigSchema = z
             message: 'ingest.allowedBuckets lists a bucket twice',
           }),
       })
+      .strict()
       .prefault({}),
     /** Object key prefix in the ingest bucket whose uploads start a run. @default 'corpora/' */
     ingestPrefix: z
@@ -223,15 +319,27 @@ export const environmentConfigSchema = z
         maxReceiveCount: z.number().int().min(1).max(1000).default(5),
         /** Messages the consumer takes per invocation. @default 10 */
         consumerBatchSize: z.number().int().min(1).max(100).default(10),
-        /** Consumer invocations in flight at once (event source MaximumConcurrency, 2 to 1000). @default 2 */
-        consumerConcurrency: z.number().int().min(2).max(1000).default(2),
+        /**
+         * Consumer invocations in flight at once (the SQS event source's MaximumConcurrency, 2 to 1,000): few, so the
+         * lane does not compete with live runs for the model's quota or the account's Lambda concurrency. @default 2
+         */
+        consumerConcurrency: z
+          .number()
+          .int()
+          .min(MIN_LANE_CONSUMER_CONCURRENCY)
+          .max(1000)
+          .default(MIN_LANE_CONSUMER_CONCURRENCY),
       })
+      .strict()
       .prefault({}),
     /**
      * A FIFO queue that receives each successfully published record once (`{runId, recordId, ledgerScope,
      * resultKey, usage}`), for a downstream stage that wants records rather than the run-completed event.
      */
-    resultsQueue: z.object({ enabled: z.boolean().default(false) }).prefault({}),
+    resultsQueue: z
+      .object({ enabled: z.boolean().default(false) })
+      .strict()
+      .prefault({}),
     /**
      * X-Ray subsegments for every AWS SDK call of the functions (Powertools Tracer); Lambda active tracing and the
      * workflow's tracing stay on either way. Costs CPU on every promise (bench/README.md). @default false
@@ -272,7 +380,14 @@ export function parseEnvironmentConfig(envName: string, raw: unknown): PipelineC
   }
   const parsed = environmentConfigSchema.safeParse(raw);
   if (!parsed.success) {
-    const problems = parsed.error.issues.map((i) => `  - ${i.path.join('.') || '(root)'}: ${i.message}`);
+    const problems = parsed.error.issues.flatMap((issue) => {
+      const at = issue.path.map(String);
+      // A misspelt key is named by its full path (`converse.mapConcurency`), not only the object it sits in.
+      if (issue.code === 'unrecognized_keys') {
+        return issue.keys.map((key) => `  - ${[...at, key].join('.')}: unknown setting`);
+      }
+      return [`  - ${at.join('.') || '(root)'}: ${issue.message}`];
+    });
     throw new ConfigError(`Invalid settings for environment "${envName}":\n${problems.join('\n')}`);
   }
   const batchJobNamePrefix = `corpus-${envName}`

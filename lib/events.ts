@@ -1,7 +1,7 @@
-import { Duration, RemovalPolicy } from 'aws-cdk-lib';
+import { ArnFormat, Duration, RemovalPolicy, Stack } from 'aws-cdk-lib';
 import * as events from 'aws-cdk-lib/aws-events';
 import * as targets from 'aws-cdk-lib/aws-events-targets';
-import type * as iam from 'aws-cdk-lib/aws-iam';
+import * as iam from 'aws-cdk-lib/aws-iam';
 import type * as kms from 'aws-cdk-lib/aws-kms';
 import type * as s3 from 'aws-cdk-lib/aws-s3';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
@@ -75,6 +75,11 @@ export function ruleTargetDeadLetterQueue(
 
 /** Properties of {@link IngestTrigger}. */
 export interface IngestTriggerProps {
+  /**
+   * The rule's name (at most 64 of `A-Za-z0-9._-`): explicit, so the role EventBridge assumes can trust exactly this
+   * rule (`aws:SourceArn`) without a reference cycle between the rule and its target's role.
+   */
+  readonly ruleName: string;
   /** The bucket whose uploads start runs; it must send its events to EventBridge (`eventBridgeEnabled`). */
   readonly bucket: s3.IBucket;
   /** Only objects under this key prefix start a run. */
@@ -119,6 +124,8 @@ export const INGEST_TARGET_INPUT = {
 export class IngestTrigger extends Construct {
   /** The rule on the default bus. */
   public readonly rule: events.Rule;
+  /** The role EventBridge assumes to start the workflow: only for this rule of this account. */
+  public readonly role: iam.Role;
   /** Events EventBridge could not deliver to the workflow after its retries. */
   public readonly deadLetterQueue: sqs.Queue;
 
@@ -129,7 +136,28 @@ export class IngestTrigger extends Construct {
       reason: 'This queue is itself the dead-letter queue of the ingest rule target.',
     });
 
+    const stack = Stack.of(this);
+    // Confused-deputy protection for the target's role: EventBridge may assume it only for this rule of this account
+    // (aws:SourceArn is the ARN of the rule that sends the event, aws:SourceAccount its account:
+    // https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-use-conditions.html).
+    const ruleArn = stack.formatArn({
+      service: 'events',
+      resource: 'rule',
+      resourceName: props.ruleName,
+      arnFormat: ArnFormat.SLASH_RESOURCE_NAME,
+    });
+    this.role = new iam.Role(this, 'TargetRole', {
+      description: `Assumed by EventBridge to start the corpus workflow from the ${props.ruleName} rule`,
+      assumedBy: new iam.ServicePrincipal('events.amazonaws.com', {
+        conditions: {
+          StringEquals: { 'aws:SourceAccount': stack.account },
+          ArnEquals: { 'aws:SourceArn': ruleArn },
+        },
+      }),
+    });
+
     this.rule = new events.Rule(this, 'Rule', {
+      ruleName: props.ruleName,
       description: `Starts a corpus run for each object created under ${props.keyPrefix}`,
       eventPattern: {
         source: ['aws.s3'],
@@ -142,6 +170,7 @@ export class IngestTrigger extends Construct {
     });
     this.rule.addTarget(
       new targets.SfnStateMachine(props.stateMachine, {
+        role: this.role,
         input: events.RuleTargetInput.fromObject(INGEST_TARGET_INPUT),
         deadLetterQueue: this.deadLetterQueue,
         retryAttempts: props.retryAttempts ?? 10,

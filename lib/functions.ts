@@ -175,6 +175,7 @@ export class PipelineFunctions extends Construct {
         BATCH_QUOTA_MAX_BYTES_PER_FILE: String(quotas.maxBytesPerFile),
         BATCH_QUOTA_MAX_BYTES_PER_JOB: String(quotas.maxBytesPerJob),
         BATCH_QUOTA_MAX_CONCURRENT_JOBS: String(quotas.maxConcurrentJobs),
+        BATCH_MAP_CONCURRENCY: String(config.batch.mapConcurrency),
         ...(config.batch.autoThreshold !== undefined
           ? { BATCH_AUTO_THRESHOLD: String(config.batch.autoThreshold) }
           : {}),

@@ -1,9 +1,8 @@
-import { RemovalPolicy } from 'aws-cdk-lib';
+import { RemovalPolicy, Stack } from 'aws-cdk-lib';
 import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
-import type * as iam from 'aws-cdk-lib/aws-iam';
+import * as iam from 'aws-cdk-lib/aws-iam';
 import type * as kms from 'aws-cdk-lib/aws-kms';
 import { Construct } from 'constructs';
-import { acknowledgeWildcardActions } from './nag';
 
 /** Properties of {@link PipelineLedger}. */
 export interface PipelineLedgerProps {
@@ -31,12 +30,25 @@ export const IDEMPOTENCY_TTL_ATTRIBUTE = 'expiration';
 /** The keys of the runs table: one partition per run, items `run` and `lane#<recordId>` (lambda/shared/run-state.ts). */
 export const RUNS_TABLE_KEYS = { partitionKey: 'runId', sortKey: 'item', ttl: 'expiresAt' } as const;
 
-/** KMS actions CDK grants for reading and writing a table encrypted with a customer managed key. */
-export const KMS_WILDCARD_ACTIONS = ['kms:ReEncrypt*', 'kms:GenerateDataKey*'];
-/** Why those wildcard actions are acceptable. */
-export const KMS_WILDCARD_REASON =
-  'kms:ReEncrypt*/kms:GenerateDataKey* are the action families DynamoDB needs for items encrypted with the ' +
-  "pipeline's customer managed key; the statement is scoped to that one key ARN.";
+/**
+ * Lets `grantee` read and write items of tables encrypted with `key`: kms:Decrypt, only through DynamoDB in this
+ * Region. DynamoDB encrypts items with a table key that it keeps encrypted under the KMS key and decrypts through AWS
+ * KMS on the caller's behalf when a connection first uses the table (then every five minutes of use); reads and writes
+ * make no other KMS call ("Table keys" and "Table key caching",
+ * https://docs.aws.amazon.com/kms/latest/developerguide/services-dynamodb.html; a PutItem without kms:Decrypt fails,
+ * https://github.com/aws/aws-cdk/issues/10010). The other actions that page lists (Encrypt, ReEncrypt*,
+ * GenerateDataKey*, DescribeKey, CreateGrant) are for the principal that chooses the key for a table, which is
+ * CloudFormation at deploy time with the deploying role's permissions, not the functions.
+ */
+export function grantTableKeyUse(key: kms.IKey, grantee: iam.IGrantable): iam.Grant {
+  const stack = Stack.of(key);
+  return iam.Grant.addToPrincipal({
+    grantee,
+    actions: ['kms:Decrypt'],
+    resourceArns: [key.keyArn],
+    conditions: { StringEquals: { 'kms:ViaService': `dynamodb.${stack.region}.${stack.urlSuffix}` } },
+  });
+}
 
 /**
  * The record ledger (one item per record and scope, moved on only by conditional writes so every record is published
@@ -84,7 +96,7 @@ export class PipelineLedger extends Construct {
   /** Lets `grantee` look records up in the ledger (GetItem, BatchGetItem): the planner's skip check. */
   public grantLedgerLookup(grantee: iam.IGrantable): iam.Grant {
     const grant = this.ledgerTable.grant(grantee, 'dynamodb:GetItem', 'dynamodb:BatchGetItem');
-    this.encryptionKey?.grantDecrypt(grantee);
+    this.grantKeyUse(grantee);
     return grant;
   }
 
@@ -96,7 +108,7 @@ export class PipelineLedger extends Construct {
       'dynamodb:BatchGetItem',
       'dynamodb:UpdateItem',
     );
-    this.grantKeyReadWrite(grantee);
+    this.grantKeyUse(grantee);
     return grant;
   }
 
@@ -109,14 +121,14 @@ export class PipelineLedger extends Construct {
       'dynamodb:UpdateItem',
       'dynamodb:Query',
     );
-    this.grantKeyReadWrite(grantee);
+    this.grantKeyUse(grantee);
     return grant;
   }
 
   /** Lets `grantee` (operators' tooling) read runs' state. */
   public grantRunStateRead(grantee: iam.IGrantable): iam.Grant {
     const grant = this.runsTable.grant(grantee, 'dynamodb:GetItem', 'dynamodb:Query');
-    this.encryptionKey?.grantDecrypt(grantee);
+    this.grantKeyUse(grantee);
     return grant;
   }
 
@@ -129,14 +141,11 @@ export class PipelineLedger extends Construct {
       'dynamodb:UpdateItem',
       'dynamodb:DeleteItem',
     );
-    this.grantKeyReadWrite(grantee);
+    this.grantKeyUse(grantee);
     return grant;
   }
 
-  private grantKeyReadWrite(grantee: iam.IGrantable): void {
-    if (this.encryptionKey) {
-      this.encryptionKey.grantEncryptDecrypt(grantee);
-      acknowledgeWildcardActions(grantee, KMS_WILDCARD_ACTIONS, KMS_WILDCARD_REASON);
-    }
+  private grantKeyUse(grantee: iam.IGrantable): void {
+    if (this.encryptionKey) grantTableKeyUse(this.encryptionKey, grantee);
   }
 }

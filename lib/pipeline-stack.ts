@@ -110,6 +110,7 @@ export class PipelineStack extends Stack {
       outputBucket: this.storage.outputBucket,
       jobNamePrefix: config.batchJobNamePrefix,
       ...(key ? { encryptionKey: key } : {}),
+      ...(config.batch.vpc ? { vpc: config.batch.vpc } : {}),
       removalPolicy,
     });
 
@@ -263,6 +264,7 @@ export class PipelineStack extends Stack {
     this.storage.grantOutputRead(stateMachine, `${MAP_RUNS_PREFIX}*`, { listBucket: false });
 
     this.ingestTrigger = new IngestTrigger(this, 'IngestTrigger', {
+      ruleName: `${name}-ingest`.replace(/[^A-Za-z0-9._-]/g, '-').slice(0, 64),
       bucket: this.storage.ingestBucket,
       keyPrefix: config.ingestPrefix,
       stateMachine,
@@ -314,6 +316,7 @@ export class PipelineStack extends Stack {
       IngestPrefix: config.ingestPrefix,
       OutputBucketName: this.storage.outputBucket.bucketName,
       StateMachineArn: stateMachine.stateMachineArn,
+      WorkflowLogGroupName: this.workflow.logGroup.logGroupName,
       LedgerTableName: this.ledger.ledgerTable.tableName,
       RunsTableName: this.ledger.runsTable.tableName,
       IdempotencyTableName: this.ledger.idempotencyTable.tableName,

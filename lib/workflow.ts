@@ -1,6 +1,6 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { ArnFormat, RemovalPolicy, Stack } from 'aws-cdk-lib';
+import { ArnFormat, Fn, RemovalPolicy, Stack } from 'aws-cdk-lib';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import type * as kms from 'aws-cdk-lib/aws-kms';
 import * as logs from 'aws-cdk-lib/aws-logs';
@@ -22,6 +22,14 @@ export function listDefinitionPlaceholders(definition: string): string[] {
     names.add(match[1] as string);
   }
   return [...names].sort();
+}
+
+/**
+ * The UUID at the end of the stack's id (`arn:aws:cloudformation:<region>:<account>:stack/<name>/<uuid>`), which
+ * CloudFormation assigns anew each time the stack is created.
+ */
+export function stackUuid(stack: Stack): string {
+  return Fn.select(2, Fn.split('/', stack.stackId));
 }
 
 /** The absolute path of the repository's workflow definition. */
@@ -115,8 +123,10 @@ export class PipelineWorkflow extends Construct {
     }
 
     this.logGroup = new logs.LogGroup(this, 'LogGroup', {
-      // The vendedlogs prefix keeps Step Functions' log-delivery resource policy from growing per log group.
-      logGroupName: `/aws/vendedlogs/states/${props.stateMachineName}`,
+      // The vendedlogs prefix keeps Step Functions' log-delivery resource policy from growing per log group. The
+      // name ends with the stack id's UUID, new on every create: a retained group outlives a deleted stack, and a
+      // fixed name would make creating the same stack again fail on the group that is still there.
+      logGroupName: `/aws/vendedlogs/states/${props.stateMachineName}-${stackUuid(stack)}`,
       retention: props.logRetention ?? logs.RetentionDays.ONE_MONTH,
       removalPolicy: props.removalPolicy ?? RemovalPolicy.RETAIN,
       ...(props.logEncryptionKey ? { encryptionKey: props.logEncryptionKey } : {}),

@@ -144,6 +144,8 @@ export const HANDLER_ENV: Record<string, string> = {
   ITEM_CONCURRENCY: '8',
   MAX_ATTEMPTS: '8',
   LEDGER_TTL_DAYS: '1',
+  // The claim lease the stack gives ConverseBatch and Collect (their timeout + 60 s, lib/functions.ts).
+  CLAIM_LEASE_SECONDS: '180',
   BATCH_READ_SERVICE_QUOTAS: 'false',
   BATCH_QUOTA_MIN_RECORDS_PER_JOB: '100',
   BATCH_QUOTA_MAX_RECORDS_PER_JOB: '50000',

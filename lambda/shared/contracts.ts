@@ -151,7 +151,7 @@ export interface BatchPlan {
   records: number;
   /** Records that go through Converse in the same run (too few for a job of the minimum size). */
   viaConverse: number;
-  /** Batch Map MaxConcurrency: the concurrent-jobs quota. */
+  /** Batch Map MaxConcurrency: `batch.mapConcurrency`, at most the concurrent-jobs quota. */
   maxConcurrency: number;
   toleratedFailurePercentage: number;
   /** How long the workflow waits for one job (the job's own timeout plus a margin): the wait's TimeoutSeconds. */

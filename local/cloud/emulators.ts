@@ -246,6 +246,23 @@ async function lockStateDir(stateDir: string): Promise<() => Promise<void>> {
   };
 }
 
+/**
+ * The pid of another live process holding `<stateDir>/emulators.lock` (a `corpus local run` or a `--local` command
+ * using that state directory), or undefined when none does.
+ */
+export async function stateDirHolder(stateDir: string): Promise<number | undefined> {
+  let text: string;
+  try {
+    text = await fs.readFile(path.join(path.resolve(stateDir), 'emulators.lock'), 'utf8');
+  } catch {
+    return undefined;
+  }
+  const holder = Number(text.trim());
+  return Number.isInteger(holder) && holder > 0 && holder !== process.pid && isProcessAlive(holder)
+    ? holder
+    : undefined;
+}
+
 function isProcessAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
@@ -547,7 +564,7 @@ export async function startDynamoDbEmulator(options: StartDynamoDbOptions): Prom
  * Whether classic-level (LevelDB, a native addon behind dynalite's persistence) loads. npm ran no install scripts
  * here, so it only works when a prebuild for this platform ships in the package; node-gyp-build throws otherwise.
  */
-function probeNativeLevel(): { ok: true } | { ok: false; reason: string } {
+export function probeNativeLevel(): { ok: true } | { ok: false; reason: string } {
   try {
     // eslint-disable-next-line @typescript-eslint/no-require-imports -- probing whether a native addon loads
     require('classic-level');
@@ -736,7 +753,7 @@ interface SqsSnapshot {
  * Finds fauxqs' dist directory. Its package.json exports only an `import` condition, so neither
  * `require.resolve('fauxqs')` nor `require.resolve('fauxqs/package.json')` works from CommonJS.
  */
-function fauxqsDistDir(): string {
+export function fauxqsDistDir(): string {
   for (const nodeModules of require.resolve.paths('fauxqs') ?? []) {
     const dist = path.join(nodeModules, 'fauxqs', 'dist');
     if (existsSync(path.join(dist, 'app.js'))) return dist;

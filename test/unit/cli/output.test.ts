@@ -64,10 +64,14 @@ describe('the program', () => {
       'report',
       'redrive',
       'reconcile',
+      'doctor',
     ]) {
       expect(res.stdout).toMatch(new RegExp(`^  ${command} `, 'm'));
     }
-    expect(res.stdout).toMatch(/Exit codes: 0 ok, 1 not found or the run failed, 2 bad usage, 3/);
+    expect(res.stdout).toMatch(
+      /Exit codes: 0 ok, 1 not found, the run failed, or a doctor check failed, 2 bad\s+usage, 3/,
+    );
+    expect(res.stdout).toMatch(/corpus doctor --env <name>/);
     expect(res.stdout).toMatch(/only while no `corpus local run` is\s+using it/);
   });
 

@@ -757,6 +757,18 @@ describe('planRun in batch mode (mode A sharding)', () => {
     expect(below).toMatchObject({ requestedMode: 'auto', mode: 'converse' });
   });
 
+  it('runs at most batch.mapConcurrency shards at once, never more than the concurrent-jobs quota', async () => {
+    s3.put(INGEST, 'big.jsonl', corpus(2550));
+    const capped = deps();
+    capped.settings = { ...settings, batch: { ...settings.batch, mapConcurrency: 1 } };
+    const one = await planRun(event({ bucket: INGEST, key: 'big.jsonl', mode: 'batch' }), capped);
+    expect(one.batch?.maxConcurrency).toBe(1);
+    const above = deps();
+    above.settings = { ...settings, batch: { ...settings.batch, mapConcurrency: 8 } };
+    const quota = await planRun(event({ bucket: INGEST, key: 'big.jsonl', mode: 'batch' }, 'run-2'), above);
+    expect(quota.batch?.maxConcurrency).toBe(QUOTAS.maxConcurrentJobs);
+  });
+
   it('auto honours a configured threshold above the minimum', async () => {
     s3.put(INGEST, 'a.jsonl', corpus(300));
     const d = deps();

@@ -5,13 +5,18 @@ import * as path from 'node:path';
 import { App, Duration, Stack, Token } from 'aws-cdk-lib';
 import { Match, Template } from 'aws-cdk-lib/assertions';
 import * as s3 from 'aws-cdk-lib/aws-s3';
+import { CDK_REQUIRED_BOOTSTRAP_VERSION } from '../../../cli/doctor-aws';
 import { buildApp, readCdkJsonContext, resolveEnvironment } from '../../../lib/app-builder';
 import { baseModelId, isInferenceProfileId, modelInvokeResources } from '../../../lib/bedrock-model';
 import {
   ConfigError,
   DEFAULT_PLAN_MEMORY_MB,
+  lambdaCpuShare,
   lambdaVcpus,
+  NEW_ACCOUNT_CONCURRENT_EXECUTIONS,
+  NEW_ACCOUNT_MAX_MEMORY_MB,
   parseEnvironmentConfig,
+  runLambdaConcurrency,
 } from '../../../lib/config';
 import { FailureLane } from '../../../lib/failure-lane';
 import { toRetentionDays, UnsupportedRetentionError } from '../../../lib/log-retention';
@@ -67,6 +72,23 @@ describe('environment selection and validation', () => {
     expect(fallback.stackName).toBe('CorpusPipeline-open');
     expect(fallback.region).toBe('us-east-1');
     expect(Token.isUnresolved(buildApp({ ...base, envName: 'open' }).stack.account)).toBe(true);
+  });
+
+  test('the bootstrap version the synthesized stack requires is the one corpus doctor checks for', () => {
+    const outdir = fs.mkdtempSync(path.join(os.tmpdir(), 'corpus-infra-bootstrap-'));
+    try {
+      const { app, stack } = buildApp({
+        envName: 'dev',
+        environments: ENVIRONMENTS,
+        skipBundling: true,
+        outdir,
+      });
+      const assembly = app.synth();
+      const artifact = assembly.getStackByName(stack.stackName);
+      expect(artifact.requiresBootstrapStackVersion).toBe(CDK_REQUIRED_BOOTSTRAP_VERSION);
+    } finally {
+      fs.rmSync(outdir, { recursive: true, force: true });
+    }
   });
 
   test('the cdk.json context carries the feature flags the template depends on', () => {
@@ -158,13 +180,82 @@ describe('helpers', () => {
     expect([512, 1024, 1769, 3008, 3538, 7076, 10240].map(lambdaVcpus)).toEqual([1, 1, 1, 2, 2, 4, 6]);
   });
 
-  test('plan.memorySize defaults to six vCPUs and stays within what Lambda allows', () => {
+  test('Lambda CPU time follows memory without rounding: 1.7 vCPUs at 3,008 MB, six at most', () => {
+    expect(lambdaCpuShare(3008)).toBeCloseTo(1.7, 2);
+    expect(lambdaCpuShare(1769)).toBe(1);
+    expect(lambdaCpuShare(10_240)).toBeCloseTo(5.79, 2);
+    expect(lambdaCpuShare(20_000)).toBe(6);
+  });
+
+  test('plan.memorySize defaults to what a new account accepts; 10,240 MB is the opt-in', () => {
     const dev = { region: 'us-east-1', modelId: 'anthropic.claude-3-haiku-20240307-v1:0' };
-    expect(parseEnvironmentConfig('dev', dev).plan.memorySize).toBe(DEFAULT_PLAN_MEMORY_MB);
-    expect(parseEnvironmentConfig('dev', { ...dev, plan: { memorySize: 3008 } }).plan.memorySize).toBe(3008);
+    expect(DEFAULT_PLAN_MEMORY_MB).toBe(3008);
+    expect(parseEnvironmentConfig('dev', dev).plan.memorySize).toBe(NEW_ACCOUNT_MAX_MEMORY_MB);
+    expect(lambdaVcpus(DEFAULT_PLAN_MEMORY_MB)).toBe(2);
+    expect(parseEnvironmentConfig('dev', { ...dev, plan: { memorySize: 10_240 } }).plan.memorySize).toBe(
+      10_240,
+    );
     expect(() => parseEnvironmentConfig('dev', { ...dev, plan: { memorySize: 20_000 } })).toThrow(
       /plan\.memorySize/,
     );
+  });
+
+  test("the default concurrency settings fit a new account's Lambda concurrency, with room for the rest", () => {
+    const config = parseEnvironmentConfig('dev', { region: 'us-east-1', modelId: 'm' });
+    expect(config.converse.mapConcurrency).toBe(4);
+    expect(config.batch.mapConcurrency).toBe(4);
+    expect(config.failureLane.consumerConcurrency).toBe(2);
+    expect(runLambdaConcurrency(config)).toBe(8);
+    expect(runLambdaConcurrency(config)).toBeLessThanOrEqual(NEW_ACCOUNT_CONCURRENT_EXECUTIONS);
+    const raised = parseEnvironmentConfig('dev', {
+      region: 'us-east-1',
+      modelId: 'm',
+      converse: { mapConcurrency: 40 },
+      batch: { mapConcurrency: 10 },
+      failureLane: { consumerConcurrency: 5 },
+    });
+    expect(runLambdaConcurrency(raised)).toBe(47);
+  });
+
+  test('a misspelt setting is refused at every level, named by its full path', () => {
+    const dev = { region: 'us-east-1', modelId: 'm' };
+    const refused = (raw: Record<string, unknown>): string => {
+      try {
+        parseEnvironmentConfig('dev', { ...dev, ...raw });
+      } catch (error) {
+        expect(error).toBeInstanceOf(ConfigError);
+        return (error as Error).message;
+      }
+      throw new Error(`accepted ${JSON.stringify(raw)}`);
+    };
+    expect(refused({ converse: { mapConcurency: 4 } })).toContain('converse.mapConcurency: unknown setting');
+    expect(refused({ regoin: 'us-east-1' })).toContain('regoin: unknown setting');
+    expect(refused({ batch: { quotas: { maxConcurentJobs: 2 } } })).toContain(
+      'batch.quotas.maxConcurentJobs: unknown setting',
+    );
+    expect(
+      refused({ batch: { vpc: { subnetIds: ['subnet-1'], securityGroupIds: ['sg-1'], vpcId: 'x' } } }),
+    ).toContain('batch.vpc.vpcId: unknown setting');
+    expect(
+      refused({ pricing: { m: { inputPerMillion: 1, outputPerMillion: 2, batchDiscunt: 0.5 } } }),
+    ).toContain('pricing.m.batchDiscunt: unknown setting');
+    for (const block of [
+      'onDemand',
+      'plan',
+      'monitoring',
+      'prompt',
+      'kms',
+      'ledger',
+      'ingest',
+      'failureLane',
+      'resultsQueue',
+    ]) {
+      expect(refused({ [block]: { nope: 1 } })).toContain(`${block}.nope: unknown setting`);
+    }
+    // Two at once: each is named.
+    const both = refused({ converse: { a: 1, b: 2 } });
+    expect(both).toContain('converse.a: unknown setting');
+    expect(both).toContain('converse.b: unknown setting');
   });
 
   test('placeholders are listed once each, sorted', () => {

@@ -487,6 +487,7 @@ describe('console starts and the runbook, as documented', () => {
       expect({ snippet, hasArguments: positional >= required }).toEqual({ snippet, hasArguments: true });
     }
     expect([...named].sort()).toEqual([
+      'doctor',
       'failures',
       'reconcile',
       'redrive',

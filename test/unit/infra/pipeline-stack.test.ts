@@ -18,7 +18,7 @@ import {
   type Synthesized,
   unacknowledgedFindings,
 } from './synth-helpers';
-import { parseEnvironmentConfig } from '../../../lib/config';
+import { NEW_ACCOUNT_MAX_MEMORY_MB, parseEnvironmentConfig } from '../../../lib/config';
 
 // Resource "*" is allowed only for these actions, which the services authorise on no narrower resource.
 const WILDCARD_RESOURCE_EXCEPTIONS: Record<string, string> = {
@@ -98,6 +98,44 @@ function permissionsOf(s: Synthesized, role: IConstruct): Record<string, string[
   return Object.fromEntries(Object.entries(perms).map(([k, v]) => [k, [...v].sort()]));
 }
 
+/** A role's policy statements with their conditions, resources flattened the way cdk-nag names them. */
+function statementsOf(
+  s: Synthesized,
+  role: IConstruct,
+): { actions: string[]; resources: string[]; condition?: unknown }[] {
+  const roleId = s.stack.getLogicalId(role.node.defaultChild as CfnElement);
+  const out: { actions: string[]; resources: string[]; condition?: unknown }[] = [];
+  for (const [, policy] of resourcesOfType(s.json, 'AWS::IAM::Policy')) {
+    const props = policy.Properties ?? {};
+    if (!asList(props.Roles).some((r) => asRecord(r, 'role ref').Ref === roleId)) continue;
+    for (const statement of asList(asRecord(props.PolicyDocument, 'document').Statement) as (Statement & {
+      Condition?: unknown;
+    })[]) {
+      out.push({
+        actions: (asList(statement.Action) as string[]).slice().sort(),
+        resources: asList(statement.Resource).map(flattenForNag),
+        ...(statement.Condition === undefined ? {} : { condition: flattenConditions(statement.Condition) }),
+      });
+    }
+  }
+  return out;
+}
+
+/** A statement's Condition block with every value flattened (`<AWS::AccountId>`), for comparisons. */
+function flattenConditions(condition: unknown): unknown {
+  return Object.fromEntries(
+    Object.entries(asRecord(condition, 'condition')).map(([operator, keys]) => [
+      operator,
+      Object.fromEntries(
+        Object.entries(asRecord(keys, operator)).map(([key, value]) => [
+          key,
+          Array.isArray(value) ? value.map(flattenForNag) : flattenForNag(value),
+        ]),
+      ),
+    ]),
+  );
+}
+
 /** `<LogicalId.Arn>`-style name of a token, as in permissionsOf keys. */
 function ref(s: Synthesized, token: string): string {
   return flattenForNag(s.stack.resolve(token));
@@ -123,6 +161,16 @@ function allStates(states: Record<string, AslState>, prefix = ''): [string, AslS
     ];
     return [[here, state] as [string, AslState], ...nested.flatMap((s) => allStates(s, `${here}/`))];
   });
+}
+
+/** The MemorySize of every pipeline function (CDK's own deploy-time handlers left out), by entry file. */
+function functionMemory(s: Synthesized): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [, fn] of resourcesOfType(s.json, 'AWS::Lambda::Function')) {
+    const entry = fn.Metadata?.['corpus:entry'];
+    if (typeof entry === 'string') out[entry] = Number(fn.Properties?.MemorySize);
+  }
+  return out;
 }
 
 function definitionOf(s: Synthesized): { States: Record<string, AslState> } {
@@ -466,6 +514,49 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
     }
   });
 
+  test("every Lambda Task's TimeoutSeconds outlasts its function's timeout (Step Functions never abandons a live invocation)", () => {
+    const [, machine] = resourcesOfType(s.json, 'AWS::StepFunctions::StateMachine')[0] ?? [];
+    const substitutions = asRecord(machine?.Properties?.DefinitionSubstitutions, 'substitutions');
+    const timeoutOf = (functionName: unknown): number => {
+      const placeholder = /^\$\{([A-Za-z]+)\}$/.exec(String(functionName))?.[1] ?? '';
+      const arn = asRecord(substitutions[placeholder], `substitution ${placeholder}`);
+      const [functionId] = asList(arn['Fn::GetAtt']) as string[];
+      const fn = s.json.Resources[functionId ?? ''];
+      expect(fn?.Type).toBe('AWS::Lambda::Function');
+      return Number(fn?.Properties?.Timeout);
+    };
+    const lambdaTasks = allStates(definitionOf(s).States).filter(
+      ([, state]) =>
+        state.Type === 'Task' && String(state.Resource).startsWith('arn:aws:states:::lambda:invoke'),
+    );
+    expect(lambdaTasks).toHaveLength(6);
+    const checked: Record<string, string> = {};
+    for (const [name, task] of lambdaTasks) {
+      const functionTimeout = timeoutOf(asRecord(task.Parameters, `${name} parameters`).FunctionName);
+      expect(functionTimeout).toBeGreaterThan(0);
+      if (String(task.Resource).endsWith('.waitForTaskToken')) {
+        // The wait covers the whole batch job: its timeout comes from Plan (the job's own timeout plus six hours),
+        // never less than a day, far beyond the submitting invocation.
+        expect(task.TimeoutSecondsPath).toBe('$.jobWaitSeconds');
+        expect(24 * 3600).toBeGreaterThan(functionTimeout);
+        checked[name] = `path > ${functionTimeout}`;
+        continue;
+      }
+      const taskTimeout = Number(task.TimeoutSeconds);
+      // At least ten seconds above: the invocation's own start and the Lambda service's answer fit in between.
+      expect({ name, margin: taskTimeout - functionTimeout >= 10 }).toEqual({ name, margin: true });
+      checked[name] = `${taskTimeout} > ${functionTimeout}`;
+    }
+    expect(checked).toEqual({
+      Plan: '960 > 900',
+      'BatchJobs/SubmitJob': 'path > 60',
+      'BatchJobs/CollectShard': '960 > 900',
+      ConverseItems: '960 > 900',
+      'FanOut/ConverseBatch': '130 > 120',
+      Finalize: '960 > 900',
+    });
+  });
+
   test("the definition's placeholders are exactly the substitution keys", () => {
     const placeholders = listDefinitionPlaceholders(fs.readFileSync(DEFAULT_DEFINITION_PATH, 'utf8'));
     expect(placeholders).toEqual([
@@ -490,10 +581,21 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
       TracingConfiguration: { Enabled: true },
       LoggingConfiguration: { Level: 'ALL', IncludeExecutionData: false, Destinations: Match.anyValue() },
     });
+    // Retained, so its name must differ each time the stack is created: it ends with the stack id's UUID.
     s.template.hasResourceProperties('AWS::Logs::LogGroup', {
-      LogGroupName: '/aws/vendedlogs/states/CorpusPipeline-dev',
+      LogGroupName: {
+        'Fn::Join': [
+          '',
+          [
+            '/aws/vendedlogs/states/CorpusPipeline-dev-',
+            { 'Fn::Select': [2, { 'Fn::Split': ['/', { Ref: 'AWS::StackId' }] }] },
+          ],
+        ],
+      },
       RetentionInDays: 30,
     });
+    const logGroupId = s.stack.getLogicalId(s.stack.workflow.logGroup.node.defaultChild as CfnElement);
+    expect(s.json.Outputs?.WorkflowLogGroupName).toEqual({ Value: { Ref: logGroupId } });
   });
 
   test('an upload under the ingest prefix starts the workflow with {bucket, key, etag, size, trigger}', () => {
@@ -528,6 +630,39 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
     });
   });
 
+  test('EventBridge may assume the ingest target role only for the ingest rule of this account', () => {
+    const { rule, role } = s.stack.ingestTrigger;
+    const ruleId = s.stack.getLogicalId(rule.node.defaultChild as CfnElement);
+    const roleId = s.stack.getLogicalId(role.node.defaultChild as CfnElement);
+    const ruleProps = asRecord(s.json.Resources[ruleId]?.Properties, 'rule');
+    expect(ruleProps.Name).toBe('CorpusPipeline-dev-ingest');
+    expect(asRecord(asList(ruleProps.Targets)[0], 'target').RoleArn).toEqual({
+      'Fn::GetAtt': [roleId, 'Arn'],
+    });
+    const trust = asRecord(s.json.Resources[roleId]?.Properties?.AssumeRolePolicyDocument, 'trust');
+    expect(
+      (asList(trust.Statement) as Record<string, unknown>[]).map((st) => ({
+        ...st,
+        Condition: flattenConditions(st.Condition),
+      })),
+    ).toEqual([
+      {
+        Action: 'sts:AssumeRole',
+        Effect: 'Allow',
+        Principal: { Service: 'events.amazonaws.com' },
+        Condition: {
+          StringEquals: { 'aws:SourceAccount': '<AWS::AccountId>' },
+          ArnEquals: {
+            'aws:SourceArn': 'arn:aws:events:us-east-1:<AWS::AccountId>:rule/CorpusPipeline-dev-ingest',
+          },
+        },
+      },
+    ]);
+    // It may start this workflow and nothing else.
+    const machine = ref(s, s.stack.workflow.stateMachine.stateMachineArn);
+    expect(permissionsOf(s, role)).toEqual({ [machine]: ['states:StartExecution'] });
+  });
+
   test('the pipeline bus is named after the environment', () => {
     s.template.hasResourceProperties('AWS::Events::EventBus', { Name: 'CorpusPipeline-dev' });
   });
@@ -556,6 +691,7 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
         'BATCH_QUOTA_MAX_BYTES_PER_FILE',
         'BATCH_QUOTA_MAX_BYTES_PER_JOB',
         'BATCH_QUOTA_MAX_CONCURRENT_JOBS',
+        'BATCH_MAP_CONCURRENCY',
         'BATCH_TOLERATED_FAILURE_PERCENTAGE',
         'BATCH_JOB_TIMEOUT_HOURS',
         'BATCH_RECONCILE_INTERVAL_MINUTES',
@@ -655,6 +791,14 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
     expect(seen.sort()).toEqual(Object.keys(expected).sort());
   });
 
+  test('every function fits what a new account accepts (3,008 MB at most)', () => {
+    const memory = functionMemory(s);
+    expect(Object.keys(memory)).toHaveLength(9);
+    for (const [entry, mb] of Object.entries(memory)) {
+      expect({ entry, fits: mb <= NEW_ACCOUNT_MAX_MEMORY_MB }).toEqual({ entry, fits: true });
+    }
+  });
+
   test('function settings come from config', () => {
     const plan = s.stack.functions.plan.lambdaFunction;
     const converse = s.stack.functions.converse.lambdaFunction;
@@ -678,7 +822,8 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
       LEDGER_SCOPE: 'dev/anthropic.claude-3-haiku-20240307-v1:0',
       PROMPT_TEMPLATE: '{{text}}',
       CONVERSE_BATCH_SIZE: '25',
-      CONVERSE_MAP_CONCURRENCY: '20',
+      CONVERSE_MAP_CONCURRENCY: '4',
+      BATCH_MAP_CONCURRENCY: '4',
       TOLERATED_FAILURE_PERCENTAGE: '5',
     });
     expect(vars(converse)).toMatchObject({
@@ -690,10 +835,10 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
     s.template.hasResourceProperties('AWS::Lambda::Function', {
       Handler: 'index.handler',
       Timeout: 900,
-      // Six vCPUs: the main thread and five parse workers.
-      MemorySize: 10240,
+      // What a new account accepts (3,008 MB): two vCPUs, the main thread and one parse worker.
+      MemorySize: 3008,
       Environment: {
-        Variables: Match.objectLike({ POWERTOOLS_SERVICE_NAME: 'corpus-plan', PLAN_PARSE_WORKERS: '5' }),
+        Variables: Match.objectLike({ POWERTOOLS_SERVICE_NAME: 'corpus-plan', PLAN_PARSE_WORKERS: '1' }),
       },
     });
     s.template.hasResourceProperties('AWS::Lambda::Function', {
@@ -720,6 +865,7 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
         'RunsTableName',
         'ReconcileFunctionName',
         'StateMachineArn',
+        'WorkflowLogGroupName',
       ].sort(),
     );
     expect(s.json.Outputs?.IngestPrefix).toEqual({ Value: 'corpora/' });
@@ -756,6 +902,41 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
         'bedrock:InvokeModel',
       ],
     });
+    // The documented policy lists the input and the output location for s3:ListBucket; both are held to shard prefixes.
+    const list = statementsOf(s, role).find((st) => st.actions.includes('s3:ListBucket'));
+    expect(list?.condition).toEqual({
+      StringLike: {
+        's3:prefix': [
+          'runs/*/shards/*/input/*',
+          'runs/*/shards/*/input/',
+          'runs/*/shards/*/output/*',
+          'runs/*/shards/*/output/',
+        ],
+      },
+    });
+    // No VPC configured: no network permissions.
+    expect(
+      statementsOf(s, role)
+        .flatMap((st) => st.actions)
+        .filter((a) => a.startsWith('ec2:')),
+    ).toEqual([]);
+  });
+
+  test('no principal may PutItem (or DeleteItem) on the ledger: records move on by conditional UpdateItem only', () => {
+    const ledger = ref(s, s.stack.ledger.ledgerTable.tableArn);
+    for (const { source, statement } of identityStatements(s.json)) {
+      if (!asList(statement.Resource).some((r) => flattenForNag(r) === ledger)) continue;
+      const actions = asList(statement.Action) as string[];
+      expect({
+        source,
+        actions: actions.filter(
+          (a) => !['dynamodb:GetItem', 'dynamodb:BatchGetItem', 'dynamodb:UpdateItem'].includes(a),
+        ),
+      }).toEqual({
+        source,
+        actions: [],
+      });
+    }
   });
 
   test('mode A: SubmitJob may create and find jobs, pass only the service role to Bedrock, and record tokens', () => {
@@ -900,6 +1081,89 @@ describe('PipelineStack with ingest.allowedBuckets', () => {
   });
 });
 
+describe('PipelineStack with batch.vpc', () => {
+  let s: Synthesized;
+  beforeAll(() => {
+    s = synthEnvironment('dev', {
+      dev: {
+        ...environmentSettings('dev'),
+        batch: {
+          ...(environmentSettings('dev').batch as object),
+          vpc: { subnetIds: ['subnet-0a1', 'subnet-0b2'], securityGroupIds: ['sg-0c3'] },
+        },
+      },
+    });
+  });
+  afterAll(() => s?.cleanup());
+
+  test("Bedrock's batch role may manage the jobs' network interfaces as the VPC guide documents, in these subnets only", () => {
+    const ec2 = (resource: string) => `arn:aws:ec2:us-east-1:<AWS::AccountId>:${resource}`;
+    const jobs = 'arn:aws:bedrock:us-east-1:<AWS::AccountId>:model-invocation-job/*';
+    const network = statementsOf(s, s.stack.batchJobs.serviceRole).filter((st) =>
+      st.actions.some((a) => a.startsWith('ec2:')),
+    );
+    expect(network).toEqual([
+      {
+        actions: [
+          'ec2:DescribeDhcpOptions',
+          'ec2:DescribeNetworkInterfaces',
+          'ec2:DescribeSecurityGroups',
+          'ec2:DescribeSubnets',
+          'ec2:DescribeVpcs',
+        ],
+        resources: ['*'],
+      },
+      {
+        actions: ['ec2:CreateNetworkInterface'],
+        resources: [
+          ec2('network-interface/*'),
+          ec2('security-group/sg-0c3'),
+          ec2('subnet/subnet-0a1'),
+          ec2('subnet/subnet-0b2'),
+        ],
+        condition: {
+          StringEquals: { 'aws:RequestTag/BedrockManaged': ['true'] },
+          ArnEquals: { 'aws:RequestTag/BedrockModelInvocationJobArn': [jobs] },
+        },
+      },
+      {
+        actions: [
+          'ec2:CreateNetworkInterfacePermission',
+          'ec2:DeleteNetworkInterface',
+          'ec2:DeleteNetworkInterfacePermission',
+        ],
+        resources: ['*'],
+        condition: {
+          StringEquals: { 'ec2:Subnet': [ec2('subnet/subnet-0a1'), ec2('subnet/subnet-0b2')] },
+          ArnEquals: { 'ec2:ResourceTag/BedrockModelInvocationJobArn': [jobs] },
+        },
+      },
+      {
+        actions: ['ec2:CreateTags'],
+        resources: [ec2('network-interface/*')],
+        condition: {
+          StringEquals: { 'ec2:CreateAction': ['CreateNetworkInterface'] },
+          'ForAllValues:StringEquals': { 'aws:TagKeys': ['BedrockManaged', 'BedrockModelInvocationJobArn'] },
+        },
+      },
+    ]);
+    // SubmitJob passes the VPC to CreateModelInvocationJob.
+    s.template.hasResourceProperties('AWS::Lambda::Function', {
+      Environment: {
+        Variables: Match.objectLike({
+          POWERTOOLS_SERVICE_NAME: 'corpus-submit-job',
+          BATCH_VPC_SUBNET_IDS: 'subnet-0a1,subnet-0b2',
+          BATCH_VPC_SECURITY_GROUP_IDS: 'sg-0c3',
+        }),
+      },
+    });
+  });
+
+  test('cdk-nag AwsSolutions reports no unacknowledged finding', () => {
+    expect(unacknowledgedFindings(s.report)).toEqual([]);
+  });
+});
+
 describe('PipelineStack (prod: customer managed key)', () => {
   let s: Synthesized;
   let keyId: string;
@@ -915,6 +1179,22 @@ describe('PipelineStack (prod: customer managed key)', () => {
 
   test('cdk-nag AwsSolutions reports no unacknowledged finding', () => {
     expect(unacknowledgedFindings(s.report)).toEqual([]);
+  });
+
+  test('every function fits what a new account accepts; plan.memorySize is the opt-in above it', () => {
+    expect(Math.max(...Object.values(functionMemory(s)))).toBe(NEW_ACCOUNT_MAX_MEMORY_MB);
+    const large = synthEnvironment('prod', {
+      prod: { ...environmentSettings('prod'), plan: { memorySize: 10_240 } },
+    });
+    try {
+      expect(functionMemory(large)['lambda/plan.ts']).toBe(10_240);
+      large.template.hasResourceProperties('AWS::Lambda::Function', {
+        MemorySize: 10_240,
+        Environment: { Variables: Match.objectLike({ PLAN_PARSE_WORKERS: '5' }) },
+      });
+    } finally {
+      large.cleanup();
+    }
   });
 
   test('one rotated key encrypts the data buckets, queues, tables and log groups', () => {
@@ -972,18 +1252,40 @@ describe('PipelineStack (prod: customer managed key)', () => {
     const keyArn = `<${keyId}.Arn>`;
     const { plan, converse, finalize } = s.stack.functions;
     const kmsOf = (role: IConstruct): string[] | undefined => permissionsOf(s, role)[keyArn];
-    expect(kmsOf(plan.role)).toEqual([
-      'kms:Decrypt',
-      'kms:Encrypt',
-      'kms:GenerateDataKey',
-      'kms:GenerateDataKey*',
-      'kms:ReEncrypt*',
-    ]);
+    // S3 (SSE-KMS objects) and SQS (SSE-KMS messages) need GenerateDataKey and Decrypt; DynamoDB only Decrypt.
+    expect(kmsOf(plan.role)).toEqual(['kms:Decrypt', 'kms:GenerateDataKey']);
     expect(kmsOf(converse.role)).toEqual(kmsOf(plan.role));
     expect(kmsOf(finalize.role)).toEqual(kmsOf(plan.role));
     expect(kmsOf(s.stack.workflow.stateMachine.role)).toEqual(['kms:Decrypt', 'kms:GenerateDataKey']);
+    // Functions that only touch tables get Decrypt, only through DynamoDB.
+    for (const fn of [s.stack.functions.jobState, s.stack.functions.reconcile]) {
+      expect(statementsOf(s, fn.role).filter((st) => st.actions.some((a) => a.startsWith('kms:')))).toEqual([
+        {
+          actions: ['kms:Decrypt'],
+          resources: [keyArn],
+          condition: { StringEquals: { 'kms:ViaService': 'dynamodb.us-east-1.<AWS::URLSuffix>' } },
+        },
+      ]);
+    }
+    // Bedrock's batch role uses the key only through S3, as the batch service role page documents it.
+    expect(
+      statementsOf(s, s.stack.batchJobs.serviceRole).filter((st) =>
+        st.actions.some((a) => a.startsWith('kms:')),
+      ),
+    ).toEqual([
+      {
+        actions: ['kms:Decrypt', 'kms:GenerateDataKey'],
+        resources: [keyArn],
+        condition: { StringEquals: { 'kms:ViaService': 's3.us-east-1.<AWS::URLSuffix>' } },
+      },
+    ]);
     for (const { source, statement } of identityStatements(s.json)) {
       const kmsActions = (asList(statement.Action) as string[]).filter((a) => a.startsWith('kms:'));
+      // No wildcard KMS action family on any identity: every principal gets the calls its services make.
+      expect({ source, wildcards: kmsActions.filter((a) => a.includes('*')) }).toEqual({
+        source,
+        wildcards: [],
+      });
       if (kmsActions.length > 0) {
         expect({ source, resource: asList(statement.Resource).map(flattenForNag) }).toEqual({
           source,
