@@ -21,6 +21,7 @@ function synthesizedRule(): { pattern: JsonObject; transformer: JsonObject } {
   new IngestTrigger(stack, 'Trigger', {
     bucket: s3.Bucket.fromBucketName(stack, 'Bucket', BUCKET),
     keyPrefix: PREFIX,
+    ruleName: 'CorpusPipeline-test-ingest',
     stateMachine: sfn.StateMachine.fromStateMachineArn(
       stack,
       'Machine',
