@@ -109,7 +109,7 @@ describe('helpers', () => {
     expect(isInferenceProfileId('us.anthropic.claude-3-5-haiku-20241022-v1:0')).toBe(true);
     expect(isInferenceProfileId('global.anthropic.claude-sonnet-4-20250514-v1:0')).toBe(true);
     expect(isInferenceProfileId('apac.amazon.nova-lite-v1:0')).toBe(true);
-    expect(isInferenceProfileId('anthropic.claude-3-haiku-20240307-v1:0')).toBe(false);
+    expect(isInferenceProfileId('anthropic.claude-haiku-4-5-20251001-v1:0')).toBe(false);
     expect(isInferenceProfileId('amazon.nova-lite-v1:0')).toBe(false);
     expect(baseModelId('eu.meta.llama3-2-3b-instruct-v1:0')).toBe('meta.llama3-2-3b-instruct-v1:0');
     expect(baseModelId('meta.llama3-2-3b-instruct-v1:0')).toBe('meta.llama3-2-3b-instruct-v1:0');
@@ -159,7 +159,7 @@ describe('helpers', () => {
   });
 
   test('plan.memorySize defaults to six vCPUs and stays within what Lambda allows', () => {
-    const dev = { region: 'us-east-1', modelId: 'anthropic.claude-3-haiku-20240307-v1:0' };
+    const dev = { region: 'us-east-1', modelId: 'anthropic.claude-haiku-4-5-20251001-v1:0' };
     expect(parseEnvironmentConfig('dev', dev).plan.memorySize).toBe(DEFAULT_PLAN_MEMORY_MB);
     expect(parseEnvironmentConfig('dev', { ...dev, plan: { memorySize: 3008 } }).plan.memorySize).toBe(3008);
     expect(() => parseEnvironmentConfig('dev', { ...dev, plan: { memorySize: 20_000 } })).toThrow(
@@ -211,7 +211,9 @@ describe('constructs on their own', () => {
         },
       });
     }
-    expect(parseEnvironmentConfig('dev', { region: 'us-east-1', modelId: 'm' }).sdkTracing).toBe(false);
+    expect(
+      parseEnvironmentConfig('dev', { region: 'us-east-1', modelId: 'us.amazon.nova-lite-v1:0' }).sdkTracing,
+    ).toBe(false);
   });
 
   test('PipelineWorkflow refuses a definition whose placeholders it cannot fill', () => {
