@@ -7,6 +7,7 @@ import {
   type BatchJobTerminalStatus,
   type FailureLine,
   type FailureStage,
+  type RecordFormat,
   type ResultLine,
   type Usage,
   type WorkItem,
@@ -241,10 +242,15 @@ export function isRetryableBatchError(code: string): boolean {
  * it (model-catalog.ts nativeUsage: Anthropic `usage.input_tokens`, Nova `usage.inputTokens`, Llama token counts,
  * gpt-oss `usage.prompt_tokens`; Mistral's body has none, so 0). Collect does not know the model: the body's shape
  * says which family it is.
+ * @param format the shard's record format: a native Nova answer looks like a Converse one, and is kept whole as mode
+ *   B keeps it; without it, a body with `output` and `stopReason` is taken for a Converse answer
  */
-export function normaliseModelOutput(modelOutput: unknown): { modelOutput: unknown; usage: Usage } {
+export function normaliseModelOutput(
+  modelOutput: unknown,
+  format?: RecordFormat,
+): { modelOutput: unknown; usage: Usage } {
   if (!isObject(modelOutput)) return { modelOutput, usage: usageOf(0, 0) };
-  if ('output' in modelOutput && 'stopReason' in modelOutput) {
+  if (format !== 'native' && 'output' in modelOutput && 'stopReason' in modelOutput) {
     const usage = isObject(modelOutput.usage) ? modelOutput.usage : {};
     const inputTokens = count(usage.inputTokens);
     const outputTokens = count(usage.outputTokens);
@@ -626,7 +632,7 @@ class ShardCollector {
         }
         settled = this.failRecord(line.recordId, line.position, { code, message });
       } else {
-        result = { recordId: line.recordId, ...normaliseModelOutput(line.modelOutput) };
+        result = { recordId: line.recordId, ...normaliseModelOutput(line.modelOutput, this.input.format) };
         settled = this.publishRecord(line.recordId, line.position, resultKey);
       }
       this.state[line.position] = RecordState.Settling;
