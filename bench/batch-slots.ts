@@ -22,7 +22,7 @@ import { noopSqs } from './lib/noop-sqs';
 import { figure, type Benchmark, type BenchResults } from './lib/results';
 import { startBenchServices, uploadChunks } from './lib/services';
 
-const MODEL_ID = 'anthropic.claude-3-haiku-20240307-v1:0';
+const MODEL_ID = 'us.amazon.nova-lite-v1:0';
 const INGEST = 'bench-ingest';
 const OUTPUT = 'bench-output';
 const LEDGER_TABLE = 'bench-ledger';
@@ -121,6 +121,7 @@ export const slotsBenchmark: Benchmark = {
             outputBucket: OUTPUT,
             input: { ingestBucket: INGEST, ingestPrefix: '', allowedBuckets: [] },
             modelId: MODEL_ID,
+            family: 'amazon-nova',
             ledgerScope: 'bench-slots',
             prompt: { template: '{{text}}', maxTokens: 256 },
             batchSize: 20,

@@ -18,7 +18,7 @@ import { figure, type Benchmark, type BenchResults } from './lib/results';
 import { LOCAL_CREDENTIALS } from '../local/cloud/emulators';
 import { startBenchServices, type BenchServices } from './lib/services';
 
-const MODEL_ID = 'anthropic.claude-3-haiku-20240307-v1:0';
+const MODEL_ID = 'us.amazon.nova-lite-v1:0';
 const BUCKET = 'bench-output';
 const LEDGER_TABLE = 'bench-ledger';
 /** The deployment defaults of lib/config.ts: the quotas and the Converse Map's shape. */

@@ -47,7 +47,9 @@ childMain(async () => {
       settings: {
         outputBucket,
         input: { ingestBucket: bucket, ingestPrefix: '', allowedBuckets: [] },
-        modelId: 'anthropic.claude-3-haiku-20240307-v1:0',
+        modelId: 'us.amazon.nova-lite-v1:0',
+        // As the handler passes it: once, from the model catalog.
+        family: 'amazon-nova',
         ledgerScope: 'bench',
         prompt: { template: 'Summarise in two sentences: {{text}}', maxTokens: 256 },
         batchSize: 20,

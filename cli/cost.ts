@@ -1,15 +1,16 @@
-import type { EnvironmentConfig } from '../lib/config';
+import { defaultPricing } from '../lib/model-config';
+import type { ModelPrice, PriceTable } from '../lib/config';
+import { parseModelId } from '../lambda/shared/model-catalog';
 
 /**
- * The cost estimate of a run from the environment's price table (`pricing` in cdk.json, USD per million tokens):
- * Converse tokens at the on-demand price, batch tokens at the on-demand price times `batchDiscount`, and the saving
- * mode A made against running every token on demand.
+ * The cost estimate of a run from the environment's price table (`pricing` in cdk.json, USD per million tokens; by
+ * default the model catalog's list prices): Converse tokens at the on-demand price, batch tokens at the batch price
+ * (`batchInputPerMillion` / `batchOutputPerMillion`, else the on-demand price times `batchDiscount`), and the saving
+ * mode A made against running every token on demand. A run of a model the table does not price (an earlier model of
+ * the environment) is priced from the catalog.
  */
 
-/** The price table of an environment. */
-export type PriceTable = EnvironmentConfig['pricing'];
-/** One model's prices. */
-export type ModelPrice = PriceTable[string];
+export type { ModelPrice, PriceTable };
 
 /** Input and output tokens. */
 export interface TokenPair {
@@ -37,7 +38,7 @@ export interface CostReport {
   readonly prices: ModelPrice | null;
   /** The Converse tokens at the on-demand price. */
   readonly onDemand: number | null;
-  /** The batch tokens at the batch price (on-demand x batchDiscount). */
+  /** The batch tokens at the batch price. */
   readonly batch: number | null;
   /** onDemand + batch. */
   readonly total: number | null;
@@ -51,21 +52,21 @@ export interface CostReport {
   readonly note?: string;
 }
 
-/** Cross-Region inference profile prefixes: `us.anthropic.claude-...` is priced as `anthropic.claude-...`. */
-const PROFILE_PREFIX = /^(us|us-gov|eu|apac|jp|au|ca|global)\./;
-
 /**
  * The price table entry for a model id, inference profile id or ARN: exact first, then without the ARN path and
- * without a cross-Region profile prefix.
+ * without a cross-Region profile prefix; then the model catalog's list price.
  */
 export function findPrice(
   pricing: PriceTable,
   modelId: string,
 ): { key: string; price: ModelPrice } | undefined {
   const bare = modelId.slice(modelId.lastIndexOf('/') + 1);
-  for (const key of [modelId, bare, bare.replace(PROFILE_PREFIX, '')]) {
-    const price = pricing[key];
-    if (price) return { key, price };
+  const foundation = parseModelId(modelId).foundationModelId;
+  for (const table of [pricing, defaultPricing(foundation)]) {
+    for (const key of [modelId, bare, foundation]) {
+      const price = table[key];
+      if (price) return { key, price };
+    }
   }
   return undefined;
 }
@@ -94,6 +95,12 @@ function onDemandPrice(tokens: TokenPair, price: ModelPrice): number {
   return (tokens.input * price.inputPerMillion + tokens.output * price.outputPerMillion) / 1e6;
 }
 
+function batchPrice(tokens: TokenPair, price: ModelPrice): number {
+  const input = price.batchInputPerMillion ?? price.inputPerMillion * price.batchDiscount;
+  const output = price.batchOutputPerMillion ?? price.outputPerMillion * price.batchDiscount;
+  return (tokens.input * input + tokens.output * output) / 1e6;
+}
+
 /** The cost estimate of a run's tokens. */
 export function estimateCost(tokens: TokenReport, modelId: string | null, pricing: PriceTable): CostReport {
   const found = modelId ? findPrice(pricing, modelId) : undefined;
@@ -111,13 +118,13 @@ export function estimateCost(tokens: TokenReport, modelId: string | null, pricin
       saving: null,
       savingPercent: null,
       note: modelId
-        ? `no price for ${modelId} in the environment's pricing table (cdk.json: environments.<env>.pricing)`
+        ? `no price for ${modelId} in the environment's pricing table (cdk.json: environments.<env>.pricing) or the model catalog`
         : 'the run has no model (it ended before Plan)',
     };
   }
   const { price } = found;
   const onDemand = onDemandPrice(tokens.onDemand, price);
-  const batch = onDemandPrice(tokens.batch, price) * price.batchDiscount;
+  const batch = batchPrice(tokens.batch, price);
   const allOnDemand = onDemandPrice(tokens, price);
   const total = onDemand + batch;
   const saving = allOnDemand - total;

@@ -22,6 +22,7 @@ import { describeError } from './errors';
 import * as fmt from './format';
 import {
   bedrockModelCheck,
+  catalogLookupFor,
   MODEL_CHECK_ACTIONS,
   type CatalogLookup,
   type ModelCheck,
@@ -50,7 +51,7 @@ export interface AwsDoctorDeps {
   readonly clients?: Partial<DoctorAwsClients>;
   /** The model check. @default {@link bedrockModelCheck} with `catalog` */
   readonly modelCheck?: ModelCheck;
-  /** Catalog facts Bedrock's API does not answer (batch support). @default none */
+  /** Catalog facts Bedrock's API does not answer (batch support). @default the model catalog in the environment's Region */
   readonly catalog?: CatalogLookup;
   /** Epoch milliseconds. @default Date.now */
   readonly now?: () => number;
@@ -101,7 +102,8 @@ export async function runAwsDoctor(config: PipelineConfig, deps: AwsDoctorDeps =
       skipped('stack', 'Stack'),
     ];
   }
-  const modelCheck = deps.modelCheck ?? bedrockModelCheck(clients.bedrock, deps.catalog);
+  const modelCheck =
+    deps.modelCheck ?? bedrockModelCheck(clients.bedrock, deps.catalog ?? catalogLookupFor(region));
   const facts = await modelCheck.check(config.modelId).catch((error: unknown) => error);
   return [
     identity.result,
@@ -407,8 +409,12 @@ export async function checkBatch(
       },
     );
   }
+  // The names Plan reads them by (lib/functions.ts passes the same settings as MODEL_BATCH_QUOTA_NAME(S)).
+  const { batchQuotaModelName, batchQuotaNames } = config.model;
   const reading = await readBatchQuotas(client, modelId, config.batch.quotas, new BatchQuotaCache(), {
     warn: () => undefined,
+    ...(batchQuotaModelName ? { modelName: batchQuotaModelName } : {}),
+    ...(batchQuotaNames ? { quotaNames: batchQuotaNames } : {}),
   });
   const found = BATCH_QUOTA_KEYS.filter((k) => reading.sources[k] !== 'fallback');
   const concurrency = Math.min(config.batch.mapConcurrency, reading.quotas.maxConcurrentJobs);

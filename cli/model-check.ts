@@ -6,7 +6,7 @@ import {
   type BedrockClient,
   type GetFoundationModelAvailabilityCommandOutput,
 } from '@aws-sdk/client-bedrock';
-import { foundationModelId } from '../lambda/shared/batch-quotas';
+import { catalogModel, foundationModelId, parseModelId } from '../lambda/shared/model-catalog';
 import { describeError } from './errors';
 
 /**
@@ -87,6 +87,24 @@ export interface CatalogFacts {
 
 /** Looks a model id (foundation model or inference profile) up in a catalog; undefined when it is not there. */
 export type CatalogLookup = (modelId: string) => CatalogFacts | undefined;
+
+/**
+ * The model catalog's answer to "does this model take batch jobs here": a job may name the foundation model in the
+ * Regions the batch page lists for it, and an inference profile in the Regions listed for profiles
+ * (https://docs.aws.amazon.com/bedrock/latest/userguide/batch-inference-supported.html, as lambda/shared/model-catalog.ts
+ * records it). Undefined for a model the catalog does not know; no answer where the catalog's entry is unverified.
+ */
+export function catalogLookupFor(region: string): CatalogLookup {
+  return (modelId) => {
+    const model = catalogModel(modelId);
+    if (!model) return undefined;
+    const { supported, foundationModelRegions, profileRegions } = model.batch;
+    if (supported === 'unverified') return {};
+    if (!supported) return { batchInference: false };
+    const regions = parseModelId(modelId).profile ? profileRegions : foundationModelRegions;
+    return { batchInference: regions === undefined || regions.includes(region) };
+  };
+}
 
 /**
  * The read-only Bedrock actions the checks call, for the fix when they are denied. Named after the API operations

@@ -37,6 +37,7 @@ export function toCollectInput(event: CollectEvent): CollectShardInput {
     jobStatus: job.status,
     ...(job.message !== undefined ? { failureMessage: job.message } : {}),
     inputKeys: shard.inputKeys,
+    format: shard.format,
     outputPrefix: job.outputPrefix,
     submittedAt: job.submittedAt,
     ...(job.endedAt !== undefined ? { endedAt: job.endedAt } : {}),

@@ -2,7 +2,7 @@ import type { Context } from 'aws-lambda';
 import * as z from 'zod';
 import { batchEventSchema, type BatchSummary } from './shared/contracts';
 import { converseUnitDeadline, processBatch, safetyMarginFor } from './shared/converse-unit';
-import { readEnv, positiveInt, required } from './shared/env';
+import { modelFormat, readEnv, positiveInt, required } from './shared/env';
 import { InvalidEventError } from './shared/errors';
 import { FailureLaneSender } from './shared/failure-lane';
 import { ModelCallCounter } from './shared/model-caller';
@@ -21,6 +21,7 @@ const env = readEnv(
     FAILURE_QUEUE_URL: required,
     FAILURE_DLQ_URL: required,
     MODEL_ID: required,
+    MODEL_FORMAT: modelFormat,
     ITEM_CONCURRENCY: positiveInt,
     MAX_ATTEMPTS: positiveInt,
     LEDGER_TTL_DAYS: positiveInt,

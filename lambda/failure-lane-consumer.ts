@@ -15,7 +15,7 @@ import {
   type ResultLine,
   type Usage,
 } from './shared/contracts';
-import { readEnv, positiveInt, required } from './shared/env';
+import { modelFormat, readEnv, positiveInt, required } from './shared/env';
 import { callDependency, errorMessage } from './shared/errors';
 import { faultPoint } from './shared/fault-points';
 import { unitOwner, type Claimant, type Ledger } from './shared/ledger';
@@ -596,6 +596,7 @@ export const failureLaneConsumerEnvSchema = z.object({
   EVENT_BUS_NAME: required,
   FAILURE_DLQ_URL: required,
   MODEL_ID: required,
+  MODEL_FORMAT: modelFormat,
   MAX_ATTEMPTS: positiveInt,
   LEDGER_TTL_DAYS: positiveInt,
   CLAIM_LEASE_SECONDS: positiveInt,

@@ -18,7 +18,7 @@ import {
   type RunMode,
 } from './shared/contracts';
 import { withInProgressLock } from './shared/idempotency';
-import { readEnv, positiveInt, required } from './shared/env';
+import { modelFormat, readEnv, positiveInt, required } from './shared/env';
 import {
   callDependency,
   CorpusNotFoundError,
@@ -33,7 +33,15 @@ import { defaultParseWorkers, parseCorpus, type RecordOutcome } from './shared/p
 import { DuplicateTracker, type PromptSettings } from './shared/records';
 import { JsonlObjectWriter, openObject, putJson } from './shared/s3-jsonl';
 import { ServiceQuotasClient } from '@aws-sdk/client-service-quotas';
-import { BATCH_QUOTA_KEYS, readBatchQuotas, type BatchQuotas } from './shared/batch-quotas';
+import { BedrockClient } from '@aws-sdk/client-bedrock';
+import {
+  BATCH_QUOTA_KEYS,
+  readBatchQuotas,
+  type BatchQuotaKey,
+  type BatchQuotas,
+} from './shared/batch-quotas';
+import { ModelAvailabilityCache } from './shared/model-availability';
+import { modelFamily, type ModelFamily } from './shared/model-catalog';
 import { writeShards, type FormatTotals } from './shared/shard-writer';
 import { autoMode } from './shared/sharding';
 
@@ -73,6 +81,11 @@ export interface PlanSettings {
   /** The buckets (and the ingest prefix) a run's input may name; never the output bucket. */
   input: InputScope;
   modelId: string;
+  /**
+   * The model's family (model-catalog.ts), which tells its native bodies from Converse requests. Passed to the parse
+   * once, never looked up per record.
+   */
+  family?: ModelFamily;
   ledgerScope: string;
   prompt: PromptSettings;
   batchSize: number;
@@ -93,6 +106,11 @@ export interface PlanDeps {
   settings: PlanSettings;
   /** The model's batch quotas (Service Quotas with the configured fallback, or the configured values). */
   batchQuotas: () => Promise<QuotaAnswer>;
+  /**
+   * Checks that the model can serve the run, before the corpus is read (model-availability.ts).
+   * @throws ModelNotAvailableError when it cannot
+   */
+  checkModel?: () => Promise<void>;
 }
 
 /** The margin the workflow waits beyond a job's own timeout (jobs may queue before their clock starts). */
@@ -129,6 +147,8 @@ export async function planRun(event: PlanEvent, deps: PlanDeps): Promise<PlanOut
   const input = parsed.data;
   const { runId } = event;
   checkInputScope(input.bucket, input.key, settings);
+  // Before anything is read: a model that cannot answer fails the run once, not each record.
+  if (deps.checkModel) await deps.checkModel();
   const head = await headCorpus(deps.s3, input.bucket, input.key);
   const requestedMode = resolveRequestedMode(input.mode, head.metadataMode);
   const batchPossible = requestedMode !== 'converse';
@@ -229,7 +249,12 @@ export async function planRun(event: PlanEvent, deps: PlanDeps): Promise<PlanOut
   // A function of its own so the duplicate tracker (about 24 bytes a record) is garbage by the second pass.
   const readCorpus = async (): Promise<void> => {
     const tracker = new DuplicateTracker();
-    for await (const block of parseCorpus(body, { prompt: settings.prompt, workers })) {
+    const parseOptions = {
+      prompt: settings.prompt,
+      workers,
+      ...(settings.family ? { family: settings.family } : {}),
+    };
+    for await (const block of parseCorpus(body, parseOptions)) {
       for (const outcome of block.outcomes) {
         counts.lines++;
         if (!outcome.ok) {
@@ -500,6 +525,26 @@ const env = readEnv(
     IDEMPOTENCY_TABLE: required,
     FAILURE_DLQ_URL: required,
     MODEL_ID: required,
+    MODEL_FORMAT: modelFormat,
+    /** The model's display name in its batch quota names, for a model the catalog gives none. */
+    MODEL_BATCH_QUOTA_NAME: z.string().min(1).optional(),
+    /** Whole batch quota names per limit (JSON `{"maxRecordsPerJob": "<name>", ...}`). */
+    MODEL_BATCH_QUOTA_NAMES: z
+      .string()
+      .optional()
+      .transform((text, ctx) => {
+        if (text === undefined || text === '') return undefined;
+        try {
+          return z
+            .record(z.enum(BATCH_QUOTA_KEYS as [BatchQuotaKey, ...BatchQuotaKey[]]), z.string().min(1))
+            .parse(JSON.parse(text)) as Partial<Record<BatchQuotaKey, string>>;
+        } catch (err) {
+          ctx.addIssue({ code: 'custom', message: `not a JSON object of quota names: ${String(err)}` });
+          return z.NEVER;
+        }
+      }),
+    /** The Region the function runs in (set by Lambda). */
+    AWS_REGION: required,
     LEDGER_SCOPE: required,
     PROMPT_TEMPLATE: required,
     PROMPT_SYSTEM: z.string().optional(),
@@ -543,10 +588,22 @@ async function batchQuotas(): Promise<QuotaAnswer> {
       sources: Object.fromEntries(BATCH_QUOTA_KEYS.map((k) => [k, 'configured'])),
     };
   }
-  const reading = await readBatchQuotas(serviceQuotas, env.MODEL_ID, configuredQuotas);
+  const reading = await readBatchQuotas(serviceQuotas, env.MODEL_ID, configuredQuotas, undefined, {
+    ...(env.MODEL_BATCH_QUOTA_NAME ? { modelName: env.MODEL_BATCH_QUOTA_NAME } : {}),
+    ...(env.MODEL_BATCH_QUOTA_NAMES ? { quotaNames: env.MODEL_BATCH_QUOTA_NAMES } : {}),
+  });
   return { quotas: reading.quotas, sources: reading.sources };
 }
 
+const bedrock = traced(new BedrockClient({}));
+const availability = new ModelAvailabilityCache();
+
+/** Asks Bedrock once per execution environment whether the model can serve runs (cached while it can). */
+async function checkModel(): Promise<void> {
+  await availability.check(bedrock, env.MODEL_ID, env.AWS_REGION);
+}
+
+const family = modelFamily(env.MODEL_ID, env.MODEL_FORMAT);
 const s3 = traced(new S3Client({}));
 const ddb = traced(new DynamoDBClient({}));
 const sqs = traced(new SQSClient({}));
@@ -566,6 +623,7 @@ const baseDeps: Omit<PlanDeps, 'failureLane'> = {
         .filter(Boolean),
     },
     modelId: env.MODEL_ID,
+    ...(family ? { family } : {}),
     ledgerScope: env.LEDGER_SCOPE,
     prompt: {
       template: env.PROMPT_TEMPLATE,
@@ -585,6 +643,7 @@ const baseDeps: Omit<PlanDeps, 'failureLane'> = {
     ...(env.PLAN_PARSE_WORKERS !== undefined ? { parseWorkers: env.PLAN_PARSE_WORKERS } : {}),
   },
   batchQuotas,
+  checkModel,
 };
 
 const persistenceStore = new DynamoDBPersistenceLayer({

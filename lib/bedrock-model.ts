@@ -1,23 +1,23 @@
 import { ArnFormat, Stack } from 'aws-cdk-lib';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import type { IConstruct } from 'constructs';
+import { parseModelId, PROFILE_PREFIXES } from '../lambda/shared/model-catalog';
 import { acknowledgeWildcardResources } from './nag';
 
 /**
- * Geography prefixes of Bedrock cross-Region inference profile ids (`us.anthropic.claude-...`). A foundation model
- * id starts with its provider (`anthropic.`, `amazon.`, `meta.`), never with one of these.
+ * Geography prefixes of Bedrock cross-Region inference profile ids (`us.anthropic.claude-...`), from the model
+ * catalog. A foundation model id starts with its provider (`anthropic.`, `amazon.`, `meta.`), never with one of these.
  */
-export const INFERENCE_PROFILE_PREFIXES = ['us', 'us-gov', 'eu', 'apac', 'jp', 'au', 'ca', 'global'] as const;
+export const INFERENCE_PROFILE_PREFIXES = PROFILE_PREFIXES;
 
 /** Whether `modelId` is a cross-Region inference profile id rather than a foundation model id. */
 export function isInferenceProfileId(modelId: string): boolean {
-  const first = modelId.split('.')[0] ?? '';
-  return modelId.includes('.') && (INFERENCE_PROFILE_PREFIXES as readonly string[]).includes(first);
+  return parseModelId(modelId).profile !== undefined;
 }
 
 /** The foundation model an inference profile id routes to (`us.anthropic.x` -> `anthropic.x`); itself otherwise. */
 export function baseModelId(modelId: string): string {
-  return isInferenceProfileId(modelId) ? modelId.slice(modelId.indexOf('.') + 1) : modelId;
+  return parseModelId(modelId).foundationModelId;
 }
 
 /** What {@link modelInvokeResources} returns. */
@@ -72,4 +72,59 @@ export function grantModelInvoke(grantee: iam.IGrantable, scope: IConstruct, mod
       'wildcard is on the Region only, for this one model.',
   );
   return grant;
+}
+
+/**
+ * Lets `grantee` ask Bedrock whether the model can serve a run (lambda/shared/model-availability.ts), and nothing
+ * more: bedrock:GetFoundationModel on the foundation model in this Region, bedrock:GetInferenceProfile on the
+ * system-defined inference profile (for a profile id), and bedrock:GetFoundationModelAvailability, which supports no
+ * resource-level permissions (Service Authorization Reference,
+ * https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonbedrock.html: its Resource types
+ * column is empty), so it is granted on `*` with the reason acknowledged.
+ */
+export function grantModelAvailabilityRead(
+  grantee: iam.IGrantable,
+  scope: IConstruct,
+  modelId: string,
+): void {
+  const stack = Stack.of(scope);
+  const ref = parseModelId(modelId);
+  iam.Grant.addToPrincipal({
+    grantee,
+    actions: ['bedrock:GetFoundationModel'],
+    resourceArns: [
+      stack.formatArn({
+        service: 'bedrock',
+        account: '',
+        resource: 'foundation-model',
+        resourceName: ref.foundationModelId,
+        arnFormat: ArnFormat.SLASH_RESOURCE_NAME,
+      }),
+    ],
+  });
+  if (ref.profile) {
+    iam.Grant.addToPrincipal({
+      grantee,
+      actions: ['bedrock:GetInferenceProfile'],
+      resourceArns: [
+        stack.formatArn({
+          service: 'bedrock',
+          resource: 'inference-profile',
+          resourceName: `${ref.profile}.${ref.foundationModelId}`,
+          arnFormat: ArnFormat.SLASH_RESOURCE_NAME,
+        }),
+      ],
+    });
+  }
+  iam.Grant.addToPrincipal({
+    grantee,
+    actions: ['bedrock:GetFoundationModelAvailability'],
+    resourceArns: ['*'],
+  });
+  acknowledgeWildcardResources(
+    grantee,
+    ['*'],
+    'bedrock:GetFoundationModelAvailability supports no resource-level permissions; Plan asks it once per execution ' +
+      'environment whether model access is enabled for the configured model, to fail a run at once instead of record by record.',
+  );
 }

@@ -1,4 +1,6 @@
 import { z } from 'zod';
+import { MODEL_FAMILIES } from '../lambda/shared/model-catalog';
+import { defaultPricing, modelConfigProblems } from './model-config';
 
 /**
  * The most memory a function of a new AWS account may have: new accounts are held to 3,008 MB (a larger MemorySize
@@ -102,8 +104,35 @@ export const environmentConfigSchema = z
       .optional(),
     /** AWS Region to deploy into. */
     region: z.string().regex(/^[a-z]{2}(-[a-z]+)+-\d$/, 'region must look like us-east-1'),
-    /** Bedrock model id or inference profile id the pipeline invokes. */
+    /**
+     * Bedrock model id or system-defined inference profile id the pipeline invokes, checked against the model catalog
+     * (lambda/shared/model-catalog.ts, lib/model-config.ts): a retired model is refused with its date and a
+     * replacement; a model the catalog does not know needs `model.format`, its batch quota names or values, and its
+     * `pricing`.
+     */
     modelId: z.string().min(1),
+    /** What the pipeline must be told about a model the catalog does not know. @default the catalog's */
+    model: z
+      .object({
+        /** The native InvokeModel body format family of the model (records.ts tells native bodies by it). */
+        format: z.enum(MODEL_FAMILIES).optional(),
+        /** The model's display name in its Service Quotas batch quota names ("... for <name>"). */
+        batchQuotaModelName: z.string().min(1).optional(),
+        /** Whole Service Quotas names of the batch quotas, per limit, where they do not follow the usual pattern. */
+        batchQuotaNames: z
+          .object({
+            minRecordsPerJob: z.string().min(1).optional(),
+            maxRecordsPerJob: z.string().min(1).optional(),
+            maxRecordsPerFile: z.string().min(1).optional(),
+            maxBytesPerFile: z.string().min(1).optional(),
+            maxBytesPerJob: z.string().min(1).optional(),
+            maxConcurrentJobs: z.string().min(1).optional(),
+          })
+          .strict()
+          .optional(),
+      })
+      .strict()
+      .prefault({}),
     /** On-demand (Converse) quotas for the model in this account and Region. */
     onDemand: z
       .object({
@@ -198,7 +227,8 @@ export const environmentConfigSchema = z
       .prefault({}),
     /**
      * Model prices for the cost report, USD per million tokens, by model id (or inference profile id). On-demand
-     * prices; batch inference is billed at `batchDiscount` of them. @default Claude 3 Haiku's list prices
+     * prices, and batch prices (`batchInputPerMillion` / `batchOutputPerMillion`, else `batchDiscount` of on demand).
+     * @default the model catalog's list prices of `modelId`
      */
     pricing: z
       .record(
@@ -207,18 +237,16 @@ export const environmentConfigSchema = z
           .object({
             inputPerMillion: z.number().nonnegative(),
             outputPerMillion: z.number().nonnegative(),
-            /** Batch price as a fraction of the on-demand price. @default 0.5 */
+            /** Batch price per million input tokens. @default inputPerMillion x batchDiscount */
+            batchInputPerMillion: z.number().nonnegative().optional(),
+            /** Batch price per million output tokens. @default outputPerMillion x batchDiscount */
+            batchOutputPerMillion: z.number().nonnegative().optional(),
+            /** Batch price as a fraction of the on-demand price, where no batch price is given. @default 0.5 */
             batchDiscount: z.number().min(0).max(1).default(0.5),
           })
           .strict(),
       )
-      .default({
-        'anthropic.claude-3-haiku-20240307-v1:0': {
-          inputPerMillion: 0.25,
-          outputPerMillion: 1.25,
-          batchDiscount: 0.5,
-        },
-      }),
+      .optional(),
     /** The Plan function. */
     plan: z
       .object({
@@ -355,8 +383,15 @@ export const environmentConfigSchema = z
 /** One environment's validated settings. */
 export type EnvironmentConfig = z.infer<typeof environmentConfigSchema>;
 
+/** An environment's price table: model id -> prices (USD per million tokens). */
+export type PriceTable = NonNullable<EnvironmentConfig['pricing']>;
+/** One model's prices. */
+export type ModelPrice = PriceTable[string];
+
 /** The validated settings plus the environment's name. */
-export interface PipelineConfig extends EnvironmentConfig {
+export interface PipelineConfig extends Omit<EnvironmentConfig, 'pricing'> {
+  /** The price table: the environment's, else the catalog's prices of the model. */
+  readonly pricing: PriceTable;
   /** The environment name (`dev`, `prod`, `local`, ...). */
   readonly envName: string;
   /** The ledger scope, resolved. */
@@ -379,15 +414,18 @@ export function parseEnvironmentConfig(envName: string, raw: unknown): PipelineC
     throw new ConfigError(`No environment "${envName}" in cdk.json context.environments`);
   }
   const parsed = environmentConfigSchema.safeParse(raw);
-  if (!parsed.success) {
-    const problems = parsed.error.issues.flatMap((issue) => {
-      const at = issue.path.map(String);
-      // A misspelt key is named by its full path (`converse.mapConcurency`), not only the object it sits in.
-      if (issue.code === 'unrecognized_keys') {
-        return issue.keys.map((key) => `  - ${[...at, key].join('.')}: unknown setting`);
-      }
-      return [`  - ${at.join('.') || '(root)'}: ${issue.message}`];
-    });
+  const issues = parsed.success
+    ? modelConfigProblems(parsed.data, raw)
+    : parsed.error.issues.flatMap((issue) => {
+        const at = issue.path.map(String);
+        // A misspelt key is named by its full path (`converse.mapConcurency`), not only the object it sits in.
+        if (issue.code === 'unrecognized_keys') {
+          return issue.keys.map((key) => ({ path: [...at, key].join('.'), message: 'unknown setting' }));
+        }
+        return [{ path: at.join('.'), message: issue.message }];
+      });
+  if (!parsed.success || issues.length > 0) {
+    const problems = issues.map((i) => `  - ${i.path || '(root)'}: ${i.message}`);
     throw new ConfigError(`Invalid settings for environment "${envName}":\n${problems.join('\n')}`);
   }
   const batchJobNamePrefix = `corpus-${envName}`
@@ -396,6 +434,7 @@ export function parseEnvironmentConfig(envName: string, raw: unknown): PipelineC
     .replace(/-+$/, '');
   return {
     ...parsed.data,
+    pricing: parsed.data.pricing ?? defaultPricing(parsed.data.modelId),
     envName,
     ledgerScope: parsed.data.ledger.scope ?? `${envName}/${parsed.data.modelId}`,
     batchJobNamePrefix,

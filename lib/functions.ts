@@ -128,6 +128,10 @@ export class PipelineFunctions extends Construct {
     const results: Record<string, string> = props.resultsQueue
       ? { RESULTS_QUEUE_URL: props.resultsQueue.queueUrl }
       : {};
+    // The model's native format for a model the catalog does not know (model-catalog.ts knows the rest by MODEL_ID).
+    const modelFormat: Record<string, string> = config.model.format
+      ? { MODEL_FORMAT: config.model.format }
+      : {};
     const common = {
       logRetention: toRetentionDays(config.logRetentionDays),
       removalPolicy: props.removalPolicy ?? RemovalPolicy.RETAIN,
@@ -160,6 +164,13 @@ export class PipelineFunctions extends Construct {
         IDEMPOTENCY_TABLE: props.idempotencyTable.tableName,
         FAILURE_DLQ_URL: props.failureDeadLetterQueue.queueUrl,
         MODEL_ID: config.modelId,
+        ...modelFormat,
+        ...(config.model.batchQuotaModelName
+          ? { MODEL_BATCH_QUOTA_NAME: config.model.batchQuotaModelName }
+          : {}),
+        ...(config.model.batchQuotaNames
+          ? { MODEL_BATCH_QUOTA_NAMES: JSON.stringify(config.model.batchQuotaNames) }
+          : {}),
         LEDGER_SCOPE: config.ledgerScope,
         PROMPT_TEMPLATE: config.prompt.template,
         ...(config.prompt.system !== undefined ? { PROMPT_SYSTEM: config.prompt.system } : {}),
@@ -201,6 +212,7 @@ export class PipelineFunctions extends Construct {
         FAILURE_QUEUE_URL: props.failureQueue.queueUrl,
         FAILURE_DLQ_URL: props.failureDeadLetterQueue.queueUrl,
         MODEL_ID: config.modelId,
+        ...modelFormat,
         ITEM_CONCURRENCY: String(config.converse.itemConcurrency),
         MAX_ATTEMPTS: String(config.converse.maxAttempts),
         LEDGER_TTL_DAYS: String(config.ledger.ttlDays),
@@ -321,6 +333,7 @@ export class PipelineFunctions extends Construct {
         ...claimLease(config, FAILURE_LANE_CONSUMER_TIMEOUT),
         FAILURE_DLQ_URL: props.failureDeadLetterQueue.queueUrl,
         MODEL_ID: config.modelId,
+        ...modelFormat,
         // The queue is the retry loop: short retries inside one call.
         MAX_ATTEMPTS: '2',
         LEDGER_TTL_DAYS: String(config.ledger.ttlDays),

@@ -2,7 +2,7 @@ import { SqsEventSource } from 'aws-cdk-lib/aws-lambda-event-sources';
 import { CfnOutput, Duration, RemovalPolicy, Stack, type StackProps, Tags } from 'aws-cdk-lib';
 import { Construct } from 'constructs';
 import * as iam from 'aws-cdk-lib/aws-iam';
-import { grantModelInvoke } from './bedrock-model';
+import { grantModelAvailabilityRead, grantModelInvoke } from './bedrock-model';
 import { BatchJobs, BatchJobTracking } from './batch-jobs';
 import type { PipelineConfig } from './config';
 import { PipelineEncryption } from './encryption';
@@ -157,6 +157,9 @@ export class PipelineStack extends Stack {
           'of the model to cut shards within them.',
       );
     }
+
+    // Plan asks Bedrock once whether the model can serve the run (retired, unknown in the Region, access not enabled).
+    grantModelAvailabilityRead(plan, this, config.modelId);
 
     grantModelInvoke(converse, this, config.modelId);
     // A batch reads its attempts history, and rewrites (or removes) its results and failures files whole.

@@ -112,12 +112,13 @@ export function* corpusChunks(targetBytes: number, seed: number, stats: CorpusSt
     } else if (kind < 0.97) {
       line = JSON.stringify({ id: `doc-${n}`, text: slice(textLength(random)) });
     } else {
+      // A native body of the default model's family (Amazon Nova).
       line = JSON.stringify({
         recordId: `native-${n}`,
         modelInput: {
-          anthropic_version: 'bedrock-2023-05-31',
-          max_tokens: 512,
-          messages: [{ role: 'user', content: slice(textLength(random)) }],
+          schemaVersion: 'messages-v1',
+          messages: [{ role: 'user', content: [{ text: slice(textLength(random)) }] }],
+          inferenceConfig: { max_new_tokens: 512 },
         },
       });
     }

@@ -132,7 +132,7 @@ export const HANDLER_ENV: Record<string, string> = {
   IDEMPOTENCY_TABLE: 'bench-idempotency',
   FAILURE_QUEUE_URL: 'http://127.0.0.1:1/000000000000/failures',
   FAILURE_DLQ_URL: 'http://127.0.0.1:1/000000000000/failures-dlq',
-  MODEL_ID: 'anthropic.claude-3-haiku-20240307-v1:0',
+  MODEL_ID: 'us.amazon.nova-lite-v1:0',
   LEDGER_SCOPE: 'bench',
   PROMPT_TEMPLATE: 'Summarise in two sentences: {{text}}',
   PROMPT_MAX_TOKENS: '256',

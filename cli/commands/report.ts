@@ -75,7 +75,7 @@ export function reportCommand(ctx: CliContext): Command {
       .summary('counts, tokens, duration and cost estimate of a finished run')
       .description(
         "A finished run's counts, tokens, duration and cost estimate: Converse tokens at the on-demand price, batch " +
-          "tokens at the batch price (on-demand x batchDiscount), from the environment's pricing table in cdk.json, " +
+          "tokens at the batch price, from the environment's pricing table in cdk.json (by default the model catalog's list prices), " +
           'and the saving mode A made against all on-demand. --json has `tokens` and a `cost` object. ' +
           'Exit code 1 when the run failed or has not finished.',
       )
@@ -142,9 +142,13 @@ export function formatReport(r: RunReport): string {
     lines.push(`  cost      unknown: ${cost.note ?? 'no price'}`);
   } else {
     const p = cost.prices!;
+    const batchPrices =
+      p.batchInputPerMillion !== undefined || p.batchOutputPerMillion !== undefined
+        ? `batch $${p.batchInputPerMillion ?? p.inputPerMillion * p.batchDiscount} in, $${p.batchOutputPerMillion ?? p.outputPerMillion * p.batchDiscount} out`
+        : `batch x${p.batchDiscount}`;
     lines.push(
       `  cost      ${fmt.usd(cost.total)}: on demand ${fmt.usd(cost.onDemand)} + batch ${fmt.usd(cost.batch)}` +
-        ` (prices per million tokens: $${p.inputPerMillion} in, $${p.outputPerMillion} out, batch x${p.batchDiscount})`,
+        ` (prices per million tokens: $${p.inputPerMillion} in, $${p.outputPerMillion} out, ${batchPrices})`,
     );
     lines.push(
       `  all on demand it would have cost ${fmt.usd(cost.allOnDemand)}: ` +

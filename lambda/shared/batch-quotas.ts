@@ -5,13 +5,16 @@ import {
   type ServiceQuotasClient,
 } from '@aws-sdk/client-service-quotas';
 import { errorMessage, errorName } from './errors';
+import { catalogModel } from './model-catalog';
 import { logger } from './observability';
 import { assertBatchQuotas, batchQuotaProblems } from './sharding';
 
 /**
  * Reads the per-model Bedrock batch inference quotas from Service Quotas (service code `bedrock`), by quota name:
  * Bedrock publishes one quota per model and limit, named after the model's display name, for example
- * "Records per batch inference job for Claude 3 Haiku" or "Batch inference job size (in GB) for Nova Pro V1".
+ * "Records per batch inference job for Nova Lite V1" or "Batch inference job size (in GB) for Llama 3.3 70B Instruct"
+ * (https://docs.aws.amazon.com/general/latest/gr/bedrock.html#limits_bedrock). The display name of each model comes
+ * from the model catalog (model-catalog.ts); an environment may name it, or each quota, for a model outside it.
  * Applied values (ListServiceQuotas) win over AWS defaults (ListAWSDefaultServiceQuotas); a limit found in neither,
  * or a failed call (AccessDenied, throttled), falls back to the configured value with the reason logged.
  */
@@ -96,54 +99,12 @@ export function batchQuotaNames(key: BatchQuotaKey, modelName: string): string[]
   return NAME_TEMPLATES[key].map((template) => template(modelName));
 }
 
-/**
- * Foundation model ids (without inference profile prefix or version suffix) and the display names their batch quotas
- * use, first match wins: more specific patterns come first.
- */
-const MODEL_NAMES: readonly { pattern: RegExp; names: readonly string[] }[] = [
-  { pattern: /^anthropic\.claude-3-haiku-/, names: ['Claude 3 Haiku'] },
-  { pattern: /^anthropic\.claude-3-5-haiku-/, names: ['Claude 3.5 Haiku'] },
-  { pattern: /^anthropic\.claude-3-5-sonnet-20241022-v2/, names: ['Claude 3.5 Sonnet v2'] },
-  { pattern: /^anthropic\.claude-3-5-sonnet-/, names: ['Claude 3.5 Sonnet'] },
-  { pattern: /^anthropic\.claude-3-7-sonnet-/, names: ['Claude 3.7 Sonnet'] },
-  { pattern: /^anthropic\.claude-3-sonnet-/, names: ['Claude 3 Sonnet'] },
-  { pattern: /^anthropic\.claude-3-opus-/, names: ['Claude 3 Opus'] },
-  { pattern: /^anthropic\.claude-sonnet-4-\d{8}-/, names: ['Claude Sonnet 4'] },
-  { pattern: /^amazon\.nova-micro-v1/, names: ['Nova Micro V1', 'Nova Micro'] },
-  { pattern: /^amazon\.nova-lite-v1/, names: ['Nova Lite V1', 'Nova Lite'] },
-  { pattern: /^amazon\.nova-pro-v1/, names: ['Nova Pro V1', 'Nova Pro'] },
-  { pattern: /^meta\.llama3-1-8b-instruct/, names: ['Llama 3.1 8B Instruct'] },
-  { pattern: /^meta\.llama3-1-70b-instruct/, names: ['Llama 3.1 70B Instruct'] },
-  { pattern: /^meta\.llama3-1-405b-instruct/, names: ['Llama 3.1 405B Instruct'] },
-  { pattern: /^meta\.llama3-3-70b-instruct/, names: ['Llama 3.3 70B Instruct'] },
-  { pattern: /^mistral\.mistral-large-2407/, names: ['Mistral Large 2 (24.07)'] },
-  { pattern: /^mistral\.mistral-small-2402/, names: ['Mistral Small'] },
-  { pattern: /^amazon\.titan-embed-text-v2/, names: ['Titan Text Embeddings V2'] },
-];
+export { foundationModelId } from './model-catalog';
 
-/** Geography prefixes of system-defined (cross-Region) inference profile ids. */
-const PROFILE_PREFIXES = new Set(['us', 'us-gov', 'eu', 'apac', 'jp', 'au', 'ca', 'global']);
-
-/**
- * The foundation model id behind a model id, inference profile id (`us.`, `eu.`, `apac.`, `global.` ...) or the ARN
- * of either.
- */
-export function foundationModelId(modelId: string): string {
-  const arn =
-    /^arn:aws[a-z-]*:bedrock:[a-z0-9-]*:\d{0,12}:(?:foundation-model|inference-profile)\/(.+)$/.exec(modelId);
-  const bare = arn?.[1] ?? modelId;
-  const dot = bare.indexOf('.');
-  if (dot > 0 && PROFILE_PREFIXES.has(bare.slice(0, dot)) && bare.indexOf('.', dot + 1) > 0) {
-    return bare.slice(dot + 1);
-  }
-  return bare;
-}
-
-/** The display names a model's batch quotas may use (empty for a model outside the table). */
+/** The display names a model's batch quotas may use (empty for a model the catalog gives none). */
 export function batchQuotaModelNames(modelId: string): string[] {
-  const id = foundationModelId(modelId);
-  const entry = MODEL_NAMES.find((m) => m.pattern.test(id));
-  return entry ? [...entry.names] : [];
+  const name = catalogModel(modelId)?.batch.quotaModelName;
+  return name ? [name] : [];
 }
 
 /** A limit found in Service Quotas. */
@@ -219,8 +180,16 @@ export interface BatchQuotaReading {
 
 /** Options of {@link readBatchQuotas}. */
 export interface ReadBatchQuotasOptions {
-  /** The display name in quota names, for a model outside the built-in table (for example "Claude Sonnet 4.5"). */
+  /**
+   * The display name in quota names, for a model the catalog gives none (the environment's
+   * `model.batchQuotaModelName`, for example "Claude Sonnet 4.5").
+   */
   modelName?: string;
+  /**
+   * Whole quota names per limit (the environment's `model.batchQuotaNames`), for quotas that do not follow the usual
+   * pattern: a limit named here is looked up by this name only.
+   */
+  quotaNames?: Partial<Record<BatchQuotaKey, string>>;
   /** Where fallback reasons are reported (default: the Powertools logger, at warn). */
   warn?: (message: string, details: Record<string, unknown>) => void;
 }
@@ -255,30 +224,36 @@ function indexByName(quotas: readonly ServiceQuota[]): Map<string, ServiceQuota>
   return byName;
 }
 
+type QuotaNames = Partial<Record<BatchQuotaKey, string>>;
+
+/** The quota names a limit is looked up by: the explicit one, else the patterns for each display name. */
+function candidateNames(key: BatchQuotaKey, names: readonly string[], exact: QuotaNames): string[] {
+  const named = exact[key];
+  return named ? [named] : names.flatMap((modelName) => batchQuotaNames(key, modelName));
+}
+
 /** Finds a limit among a source's quotas; returns a reason instead when it is there but unusable. */
 function pick(
   byName: Map<string, ServiceQuota>,
   key: BatchQuotaKey,
-  names: readonly string[],
+  candidates: readonly string[],
   source: 'applied' | 'default',
 ): FoundQuota | string | undefined {
-  for (const modelName of names) {
-    for (const quotaName of batchQuotaNames(key, modelName)) {
-      const quota = byName.get(normalise(quotaName));
-      if (!quota) continue;
-      const raw = quota.Value;
-      const value =
-        typeof raw === 'number' && Number.isFinite(raw)
-          ? Math.floor(GB_KEYS.has(key) ? raw * BYTES_PER_QUOTA_GB : raw)
-          : NaN;
-      if (!(value >= 1)) return `quota "${quota.QuotaName}" has no usable value (${String(raw)})`;
-      return {
-        value,
-        source,
-        quotaName: quota.QuotaName ?? quotaName,
-        ...(quota.QuotaCode ? { quotaCode: quota.QuotaCode } : {}),
-      };
-    }
+  for (const quotaName of candidates) {
+    const quota = byName.get(normalise(quotaName));
+    if (!quota) continue;
+    const raw = quota.Value;
+    const value =
+      typeof raw === 'number' && Number.isFinite(raw)
+        ? Math.floor(GB_KEYS.has(key) ? raw * BYTES_PER_QUOTA_GB : raw)
+        : NaN;
+    if (!(value >= 1)) return `quota "${quota.QuotaName}" has no usable value (${String(raw)})`;
+    return {
+      value,
+      source,
+      quotaName: quota.QuotaName ?? quotaName,
+      ...(quota.QuotaCode ? { quotaCode: quota.QuotaCode } : {}),
+    };
   }
   return undefined;
 }
@@ -287,6 +262,7 @@ async function lookUp(
   client: ServiceQuotasClient,
   modelId: string,
   names: readonly string[],
+  exact: QuotaNames,
 ): Promise<{ lookup: QuotaLookup; answered: boolean }> {
   const found: Partial<Record<BatchQuotaKey, FoundQuota>> = {};
   const notes: string[] = [];
@@ -305,7 +281,7 @@ async function lookUp(
     const byName = indexByName(quotas);
     for (const key of BATCH_QUOTA_KEYS) {
       if (found[key]) continue;
-      const hit = pick(byName, key, names, source);
+      const hit = pick(byName, key, candidateNames(key, names, exact), source);
       if (typeof hit === 'string') notes.push(hit);
       else if (hit) found[key] = hit;
     }
@@ -313,7 +289,7 @@ async function lookUp(
   for (const key of BATCH_QUOTA_KEYS) {
     if (!found[key] && answered) {
       notes.push(
-        `no quota "${batchQuotaNames(key, names[0] ?? modelId)[0]}" for ${modelId}: ${key} uses the configured value`,
+        `no quota "${candidateNames(key, names, exact)[0] ?? key}" for ${modelId}: ${key} uses the configured value`,
       );
     }
   }
@@ -371,23 +347,24 @@ export async function readBatchQuotas(
 ): Promise<BatchQuotaReading> {
   assertBatchQuotas(fallback);
   const warn = options.warn ?? ((message, details) => logger.warn(message, details));
-  const cacheKey = `${modelId}\u0000${options.modelName ?? ''}`;
+  const exact = options.quotaNames ?? {};
+  const cacheKey = `${modelId}\u0000${options.modelName ?? ''}\u0000${JSON.stringify(exact)}`;
   const cached = cache.get(cacheKey);
   if (cached) return merge(cached, fallback, true);
 
   const names = options.modelName ? [options.modelName] : batchQuotaModelNames(modelId);
   let lookup: QuotaLookup;
-  if (names.length === 0) {
+  if (names.length === 0 && Object.keys(exact).length === 0) {
     lookup = {
       modelName: null,
       found: {},
       notes: [
-        `no quota display name is known for model ${modelId}: all batch limits use the configured values (set the model name to read its quotas)`,
+        `no quota display name is known for model ${modelId}: all batch limits use the configured values (set model.batchQuotaModelName or model.batchQuotaNames to read its quotas)`,
       ],
     };
     cache.set(cacheKey, lookup);
   } else {
-    const result = await lookUp(client, modelId, names);
+    const result = await lookUp(client, modelId, names, exact);
     lookup = result.lookup;
     if (result.answered) cache.set(cacheKey, lookup);
   }

@@ -7,6 +7,7 @@ import {
   type BatchJobTerminalStatus,
   type FailureLine,
   type FailureStage,
+  type RecordFormat,
   type ResultLine,
   type Usage,
   type WorkItem,
@@ -15,6 +16,7 @@ import { callDependency, errorMessage } from './errors';
 import type { FailureLaneSender } from './failure-lane';
 import { faultPoint } from './fault-points';
 import { unitOwner, type Claimant, type Ledger, type LedgerEntry } from './ledger';
+import { nativeUsage } from './model-catalog';
 import { logger, metrics } from './observability';
 import { InFlightLimiter } from './pool';
 import { cleanLine, contentHashOf, detectFormat } from './records';
@@ -55,6 +57,11 @@ export const collectShardInputSchema = z.object({
   failureMessage: z.string().optional(),
   /** The shard's input files (the batch job's input) in the output bucket, in shard order. */
   inputKeys: z.array(z.string().min(1)).min(1),
+  /**
+   * The shard's record format (Plan gives every record of a shard the same), which re-driven records keep. Without it
+   * the format is detected again without the model's family (only `anthropic_version` marks a native messages body).
+   */
+  format: z.enum(['converse', 'native']).optional(),
   /** Where the job wrote its output in the output bucket: `<prefix>/<jobId>/`. */
   outputPrefix: z.string().min(1),
   /** When the job was submitted (ISO-8601), kept in the marker for the run manifest. */
@@ -231,12 +238,19 @@ export function isRetryableBatchError(code: string): boolean {
 
 /**
  * Normalises a success line's `modelOutput` to what mode B writes: for a Converse response `{output, stopReason}`,
- * for a native body the body itself; usage from Converse's `usage` or the native body's (Anthropic `input_tokens` /
- * `output_tokens`, Llama and Titan token counts).
+ * for a native body the body itself; usage from Converse's `usage` or, for a native body, the way its family reports
+ * it (model-catalog.ts nativeUsage: Anthropic `usage.input_tokens`, Nova `usage.inputTokens`, Llama token counts,
+ * gpt-oss `usage.prompt_tokens`; Mistral's body has none, so 0). Collect does not know the model: the body's shape
+ * says which family it is.
+ * @param format the shard's record format: a native Nova answer looks like a Converse one, and is kept whole as mode
+ *   B keeps it; without it, a body with `output` and `stopReason` is taken for a Converse answer
  */
-export function normaliseModelOutput(modelOutput: unknown): { modelOutput: unknown; usage: Usage } {
+export function normaliseModelOutput(
+  modelOutput: unknown,
+  format?: RecordFormat,
+): { modelOutput: unknown; usage: Usage } {
   if (!isObject(modelOutput)) return { modelOutput, usage: usageOf(0, 0) };
-  if ('output' in modelOutput && 'stopReason' in modelOutput) {
+  if (format !== 'native' && 'output' in modelOutput && 'stopReason' in modelOutput) {
     const usage = isObject(modelOutput.usage) ? modelOutput.usage : {};
     const inputTokens = count(usage.inputTokens);
     const outputTokens = count(usage.outputTokens);
@@ -245,26 +259,11 @@ export function normaliseModelOutput(modelOutput: unknown): { modelOutput: unkno
       usage: usageOf(inputTokens, outputTokens, usage.totalTokens),
     };
   }
-  return { modelOutput, usage: nativeUsage(modelOutput) };
-}
-
-function nativeUsage(body: Record<string, unknown>): Usage {
-  if (isObject(body.usage)) {
-    const u = body.usage;
-    // Anthropic writes snake_case; Nova's native body uses Converse's camelCase.
-    if ('input_tokens' in u || 'output_tokens' in u)
-      return usageOf(count(u.input_tokens), count(u.output_tokens));
-    return usageOf(count(u.inputTokens), count(u.outputTokens), u.totalTokens);
-  }
-  if ('prompt_token_count' in body || 'generation_token_count' in body) {
-    return usageOf(count(body.prompt_token_count), count(body.generation_token_count));
-  }
-  if ('inputTextTokenCount' in body) {
-    const results = Array.isArray(body.results) ? body.results : [];
-    const out = results.reduce<number>((sum, r) => sum + (isObject(r) ? count(r.tokenCount) : 0), 0);
-    return usageOf(count(body.inputTextTokenCount), out);
-  }
-  return usageOf(0, 0);
+  const usage = nativeUsage(modelOutput);
+  return {
+    modelOutput,
+    usage: usage ? usageOf(usage.inputTokens, usage.outputTokens, usage.totalTokens) : usageOf(0, 0),
+  };
 }
 
 function usageOf(inputTokens: number, outputTokens: number, total?: unknown): Usage {
@@ -633,7 +632,7 @@ class ShardCollector {
         }
         settled = this.failRecord(line.recordId, line.position, { code, message });
       } else {
-        result = { recordId: line.recordId, ...normaliseModelOutput(line.modelOutput) };
+        result = { recordId: line.recordId, ...normaliseModelOutput(line.modelOutput, this.input.format) };
         settled = this.publishRecord(line.recordId, line.position, resultKey);
       }
       this.state[line.position] = RecordState.Settling;
@@ -796,7 +795,12 @@ class ShardCollector {
         if (position === undefined || this.state[position] !== RecordState.Redrive) continue;
         // Written once even when the input repeats the id.
         this.state[position] = RecordState.Pending;
-        const item: WorkItem = { recordId, format: detectFormat(modelInput), modelInput, line: position + 1 };
+        const item: WorkItem = {
+          recordId,
+          format: input.format ?? detectFormat(modelInput),
+          modelInput,
+          line: position + 1,
+        };
         await redrive.write(item);
       }
     }

@@ -21,6 +21,16 @@ export class CorpusNotFoundError extends Error {
   override readonly name = 'CorpusNotFoundError';
 }
 
+/**
+ * The configured model cannot serve this run: it reached end of life, is not offered to the account in this Region,
+ * needs an inference profile, or model access is not enabled. Plan raises it before reading the corpus, so a run
+ * fails once with what to do instead of record by record; the workflow does not retry it (its Retry lists only
+ * transient errors) and Finalize records it as the run's error.
+ */
+export class ModelNotAvailableError extends Error {
+  override readonly name = 'ModelNotAvailableError';
+}
+
 /** The requested processing mode is not available in this deployment. */
 export class UnsupportedModeError extends Error {
   override readonly name = 'UnsupportedModeError';

@@ -7,6 +7,7 @@ import {
 import { ConfiguredRetryStrategy } from '@smithy/util-retry';
 import type { Usage, WorkItem } from './contracts';
 import { errorMessage, errorName } from './errors';
+import { CONVERSE_REQUEST_FIELDS, FAMILY_FORMATS, nativeUsage, type ModelFamily } from './model-catalog';
 
 /**
  * Calling the model for one record, shared by ConverseBatch and the failure-lane consumer: the request (Converse or
@@ -35,20 +36,6 @@ const RETRYABLE_MODEL_ERRORS = new Set([
   'AbortError',
   'NotAttempted',
   'TransientDependencyError',
-]);
-
-/** Modelled Converse request fields; anything else in a record's modelInput is rejected with its name. */
-const CONVERSE_FIELDS = new Set([
-  'messages',
-  'system',
-  'inferenceConfig',
-  'toolConfig',
-  'guardrailConfig',
-  'additionalModelRequestFields',
-  'promptVariables',
-  'additionalModelResponseFieldPaths',
-  'requestMetadata',
-  'performanceConfig',
 ]);
 
 /** True when a model error code (the error's name) is worth retrying later. */
@@ -92,22 +79,54 @@ export function describeModelError(code: string, message: string, attempts: numb
   }
 }
 
-/** Builds the Converse request for a record, refusing fields Converse does not have (the SDK would drop them). */
-export function toConverseInput(modelId: string, modelInput: Record<string, unknown>): ConverseCommandInput {
-  const unknown = Object.keys(modelInput).filter((k) => !CONVERSE_FIELDS.has(k));
+/**
+ * Builds the Converse request for a record, refusing fields Converse does not have (the SDK would drop them).
+ * @param family the model's family, named in the message (a native body of another family lands here)
+ */
+export function toConverseInput(
+  modelId: string,
+  modelInput: Record<string, unknown>,
+  family?: ModelFamily,
+): ConverseCommandInput {
+  const unknown = Object.keys(modelInput).filter((k) => !CONVERSE_REQUEST_FIELDS.has(k));
   if (unknown.length > 0) {
-    const err = new Error(`modelInput has fields Converse does not accept: ${unknown.join(', ')}`);
+    const native = family
+      ? `; ${modelId} takes a Converse request or a native ${FAMILY_FORMATS[family].label} body (${FAMILY_FORMATS[family].source})`
+      : '';
+    const err = new Error(`modelInput has fields Converse does not accept: ${unknown.join(', ')}${native}`);
     err.name = 'ValidationException';
     throw err;
   }
   return { ...(modelInput as Omit<ConverseCommandInput, 'modelId'>), modelId };
 }
 
-/** The model caller for a Bedrock Runtime client. */
-export function bedrockCaller(client: BedrockRuntimeClient, modelId: string): ModelCaller {
+/** The response headers Bedrock reports an InvokeModel call's tokens in (the body of some families has none). */
+const TOKEN_HEADERS = {
+  input: 'x-amzn-bedrock-input-token-count',
+  output: 'x-amzn-bedrock-output-token-count',
+} as const;
+
+function headerCount(headers: Record<string, string | undefined>, name: string): number | undefined {
+  const value = headers[name];
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  return Number.isFinite(n) && n >= 0 ? n : undefined;
+}
+
+/**
+ * The model caller for a Bedrock Runtime client. Native answers' usage is read the way the model's family reports it
+ * (model-catalog.ts), else from the `X-Amzn-Bedrock-Input-Token-Count` / `-Output-Token-Count` response headers
+ * (https://docs.aws.amazon.com/bedrock/latest/userguide/monitoring.html), which Mistral's native answers rely on.
+ * @param family the model's family; undefined reads whichever known usage shape the body has
+ */
+export function bedrockCaller(
+  client: BedrockRuntimeClient,
+  modelId: string,
+  family?: ModelFamily,
+): ModelCaller {
   return async (item, signal) => {
     if (item.format === 'converse') {
-      const out = await client.send(new ConverseCommand(toConverseInput(modelId, item.modelInput)), {
+      const out = await client.send(new ConverseCommand(toConverseInput(modelId, item.modelInput, family)), {
         abortSignal: signal,
       });
       const inputTokens = out.usage?.inputTokens ?? 0;
@@ -121,23 +140,29 @@ export function bedrockCaller(client: BedrockRuntimeClient, modelId: string): Mo
         },
       };
     }
-    const out = await client.send(
-      new InvokeModelCommand({
-        modelId,
-        body: JSON.stringify(item.modelInput),
-        contentType: 'application/json',
-        accept: 'application/json',
-      }),
-      { abortSignal: signal },
+    const command = new InvokeModelCommand({
+      modelId,
+      body: JSON.stringify(item.modelInput),
+      contentType: 'application/json',
+      accept: 'application/json',
+    });
+    let headers: Record<string, string | undefined> = {};
+    command.middlewareStack.add(
+      (next) => async (args) => {
+        const result = await next(args);
+        headers = (result.response as { headers?: Record<string, string> } | undefined)?.headers ?? {};
+        return result;
+      },
+      { step: 'deserialize', name: 'corpusTokenCountHeaders' },
     );
-    const body = JSON.parse(new TextDecoder().decode(out.body)) as {
-      usage?: { input_tokens?: number; output_tokens?: number };
-    };
-    const inputTokens = body.usage?.input_tokens ?? 0;
-    const outputTokens = body.usage?.output_tokens ?? 0;
+    const out = await client.send(command, { abortSignal: signal });
+    const body: unknown = JSON.parse(new TextDecoder().decode(out.body));
+    const fromBody = nativeUsage(body, family);
+    const inputTokens = fromBody?.inputTokens ?? headerCount(headers, TOKEN_HEADERS.input) ?? 0;
+    const outputTokens = fromBody?.outputTokens ?? headerCount(headers, TOKEN_HEADERS.output) ?? 0;
     return {
       modelOutput: body,
-      usage: { inputTokens, outputTokens, totalTokens: inputTokens + outputTokens },
+      usage: { inputTokens, outputTokens, totalTokens: fromBody?.totalTokens ?? inputTokens + outputTokens },
     };
   };
 }

@@ -2,6 +2,7 @@ import { isUtf8 } from 'node:buffer';
 import { availableParallelism } from 'node:os';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
 import type { RecordFormat } from './contracts';
+import type { ModelFamily } from './model-catalog';
 import {
   cleanLine,
   lineTooLong,
@@ -93,6 +94,7 @@ export function parseBlock(
   firstLine: number,
   prompt: PromptSettings,
   maxLineBytes = MAX_LINE_BYTES,
+  family?: ModelFamily,
 ): ParsedBlock & { lines: number } {
   const text = block.toString('utf8');
   // toString turns invalid UTF-8 into U+FFFD silently; only a block that is not valid UTF-8 pays for finding the lines.
@@ -110,7 +112,7 @@ export function parseBlock(
     }
     const line = cleanLine(raw, lineNo === 1);
     if (line.trim() === '') return;
-    const parsed = parseLine(line, lineNo, prompt, maxLineBytes);
+    const parsed = parseLine(line, lineNo, prompt, maxLineBytes, family);
     if (!parsed.ok) {
       outcomes.push({ ok: false, line: lineNo, problem: parsed.problem });
       return;
@@ -394,6 +396,8 @@ export interface ParseCorpusOptions {
   blockBytes?: number;
   /** Lines longer than this are skipped unread (LineTooLong). @default MAX_LINE_BYTES */
   maxLineBytes?: number;
+  /** The configured model's family: tells its native bodies from Converse requests (records.ts detectFormat). */
+  family?: ModelFamily;
 }
 
 /**
@@ -414,13 +418,13 @@ export async function* parseCorpus(
         yield skippedLine(nextLine++, block, maxLineBytes);
         continue;
       }
-      const parsed = parseBlock(block, nextLine, options.prompt, maxLineBytes);
+      const parsed = parseBlock(block, nextLine, options.prompt, maxLineBytes, options.family);
       nextLine += parsed.lines;
       yield parsed;
     }
     return;
   }
-  const pool = new ParsePool(options.workers, options.prompt, maxLineBytes);
+  const pool = new ParsePool(options.workers, options.prompt, maxLineBytes, options.family);
   const window: Promise<ParsedBlock>[] = [];
   try {
     let nextLine = 1;
@@ -435,7 +439,7 @@ export async function* parseCorpus(
       nextLine += countLines(block);
       const parsed =
         block.length > WORKER_MAX_BLOCK_BYTES
-          ? Promise.resolve(parseBlock(block, firstLine, options.prompt, maxLineBytes))
+          ? Promise.resolve(parseBlock(block, firstLine, options.prompt, maxLineBytes, options.family))
           : pool.parse(block, firstLine);
       parsed.catch(() => undefined); // awaited in order below
       window.push(parsed);
@@ -477,9 +481,9 @@ class ParsePool {
   private nextId = 0;
   private closing = false;
 
-  constructor(count: number, prompt: PromptSettings, maxLineBytes: number) {
+  constructor(count: number, prompt: PromptSettings, maxLineBytes: number, family: ModelFamily | undefined) {
     for (let i = 0; i < count; i++) {
-      const worker = startWorker({ role: WORKER_ROLE, prompt, maxLineBytes });
+      const worker = startWorker({ role: WORKER_ROLE, prompt, maxLineBytes, family });
       worker.on('message', (reply: ParseReply) => this.settle(reply));
       worker.on('error', (err) => this.failAll(new ParseWorkerError(`parse worker failed: ${err.message}`)));
       worker.on('exit', (code) => {
@@ -523,7 +527,7 @@ class ParsePool {
   }
 }
 
-function startWorker(data: { role: string; prompt: PromptSettings; maxLineBytes: number }): Worker {
+function startWorker(data: WorkerSettings): Worker {
   if (__filename.endsWith('.ts')) {
     // From the TypeScript source: load this module through tsx (a dependency of the local runtime, never bundled).
     const source = `require('tsx/cjs'); require(${JSON.stringify(__filename)});`;
@@ -532,14 +536,22 @@ function startWorker(data: { role: string; prompt: PromptSettings; maxLineBytes:
   return new Worker(__filename, { workerData: data, resourceLimits: WORKER_LIMITS });
 }
 
+/** What a parse worker is started with. */
+interface WorkerSettings {
+  role: string;
+  prompt: PromptSettings;
+  maxLineBytes: number;
+  family: ModelFamily | undefined;
+}
+
 // In a parse worker: answer blocks until terminated.
 if (!isMainThread && parentPort && (workerData as { role?: string } | null)?.role === WORKER_ROLE) {
   const port = parentPort;
-  const { prompt, maxLineBytes } = workerData as { prompt: PromptSettings; maxLineBytes: number };
+  const { prompt, maxLineBytes, family } = workerData as WorkerSettings;
   port.on('message', (request: ParseRequest) => {
     try {
       const block = Buffer.from(request.block.buffer, request.block.byteOffset, request.block.byteLength);
-      const { outcomes, items } = parseBlock(block, request.firstLine, prompt, maxLineBytes);
+      const { outcomes, items } = parseBlock(block, request.firstLine, prompt, maxLineBytes, family);
       const reply: ParseReply = { id: request.id, outcomes, items };
       port.postMessage(reply, [items.buffer as ArrayBuffer]);
     } catch (err) {

@@ -3,6 +3,7 @@ import { S3Client } from '@aws-sdk/client-s3';
 import { SQSClient } from '@aws-sdk/client-sqs';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { Ledger } from './ledger';
+import { modelFamily, type ModelFamily } from './model-catalog';
 import { bedrockCaller, bedrockRuntimeClient, type ModelCallCounter, type ModelCaller } from './model-caller';
 import { traced } from './observability';
 import { resultsPublisherFromEnv, type ResultsPublisher } from './results-queue';
@@ -11,6 +12,8 @@ import { resultsPublisherFromEnv, type ResultsPublisher } from './results-queue'
 export interface PublishingSettings {
   MAX_ATTEMPTS: number;
   MODEL_ID: string;
+  /** The model's family when the catalog does not know MODEL_ID. */
+  MODEL_FORMAT?: ModelFamily | undefined;
   LEDGER_TABLE: string;
   LEDGER_TTL_DAYS: number;
 }
@@ -49,7 +52,11 @@ export function publishingContext(
     ddb,
     sqs,
     ledger,
-    callModel: bedrockCaller(bedrock, settings.MODEL_ID),
+    callModel: bedrockCaller(
+      bedrock,
+      settings.MODEL_ID,
+      modelFamily(settings.MODEL_ID, settings.MODEL_FORMAT),
+    ),
     resultsPublisher: resultsPublisherFromEnv(sqs),
   };
 }

@@ -1,12 +1,13 @@
 import { createHash } from 'node:crypto';
 import type { RecordFormat, WorkItem } from './contracts';
+import { FAMILY_FORMATS, type ModelFamily } from './model-catalog';
 
 /**
  * Turning corpus lines into records: pure functions, no I/O, shared by Plan and the tests.
  *
  * Accepted lines:
  * - `{"recordId": "r1", "modelInput": {...}}`: modelInput is a Converse request body (`messages`, `system`,
- *   `inferenceConfig`, ...) or the model's native InvokeModel body;
+ *   `inferenceConfig`, ...) or the native InvokeModel body of the configured model's family (model-catalog.ts);
  * - `{"modelInput": {...}}`: the recordId is derived from the content (deterministic);
  * - `{"id": "r1", "text": "..."}`: a plain line turned into a Converse request by the run's prompt template.
  */
@@ -98,12 +99,18 @@ export function deriveRecordId(modelInput: Record<string, unknown>): string {
 }
 
 /**
- * Converse bodies carry `messages` whose content is an array of blocks; native bodies are anything else
- * (Anthropic's native Messages body also has `messages`, but always `anthropic_version`).
+ * Whether a modelInput is a Converse request or the native InvokeModel body of the model's family (model-catalog.ts).
+ * A body without a `messages` array is native for every family (Meta Llama's `{prompt}`, a Mistral text completion).
+ * One with `messages` is native when the family's format says so: Anthropic's carries `anthropic_version`; Amazon
+ * Nova's is Converse-shaped and native only when it uses names Converse does not have (`schemaVersion`,
+ * `inferenceConfig.max_new_tokens`); OpenAI gpt-oss and Mistral chat bodies have string `content`. Anything else is
+ * a Converse request (for Nova the two mean the same).
+ * @param family the configured model's family; without it only `anthropic_version` marks a native messages body
  */
-export function detectFormat(modelInput: Record<string, unknown>): RecordFormat {
-  if ('anthropic_version' in modelInput) return 'native';
-  return Array.isArray(modelInput.messages) ? 'converse' : 'native';
+export function detectFormat(modelInput: Record<string, unknown>, family?: ModelFamily): RecordFormat {
+  if (!Array.isArray(modelInput.messages)) return 'native';
+  if (family === undefined) return 'anthropic_version' in modelInput ? 'native' : 'converse';
+  return FAMILY_FORMATS[family].isNativeMessagesBody(modelInput) ? 'native' : 'converse';
 }
 
 function describeJsonType(value: unknown): string {
@@ -198,12 +205,14 @@ export function templateRequest(text: string, prompt: PromptSettings): Record<st
  * record is rejected with its reason.
  * @param raw the line text
  * @param lineNo its 1-based line number
+ * @param family the configured model's family, which tells its native bodies from Converse ones
  */
 export function parseLine(
   raw: string,
   lineNo: number,
   prompt: PromptSettings,
   maxLineBytes = MAX_LINE_BYTES,
+  family?: ModelFamily,
 ): ParsedLine {
   // A UTF-16 code unit takes at most 3 bytes in UTF-8: most lines are known to be short without counting.
   if (raw.length * 3 > maxLineBytes) {
@@ -294,7 +303,7 @@ export function parseLine(
     };
   }
 
-  const format = detectFormat(modelInput);
+  const format = detectFormat(modelInput, family);
   // The canonical text serves twice: hashed (contentHashOf) and as the modelInput of the item's JSON, which then
   // needs no second serialization of the request (the key order inside modelInput means nothing to any reader).
   const canonicalInput = canonicalJson(modelInput);

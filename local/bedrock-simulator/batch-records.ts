@@ -3,8 +3,8 @@ import { createHash } from 'node:crypto';
 import type { BatchInvocationType } from './batch-status';
 import {
   generate,
-  toAnthropicResponse,
   toConverseResponse,
+  toNativeResponse,
   validateNativeRequest,
   type OutputLengthOptions,
 } from './engine';
@@ -138,7 +138,7 @@ export function processBatchRecord(text: string, ctx: BatchRecordContext): Batch
     const modelOutput =
       ctx.invocationType === 'Converse'
         ? toConverseResponse(generation, 0)
-        : toAnthropicResponse(generation, ctx.model);
+        : toNativeResponse(generation, ctx.model, request);
     return {
       line: { recordId, modelInput, modelOutput },
       ok: true,

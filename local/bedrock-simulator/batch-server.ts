@@ -34,7 +34,14 @@ export interface ControlResponse {
 }
 
 const OPERATIONS_SERVED =
-  'CreateModelInvocationJob (POST /model-invocation-job), GetModelInvocationJob (GET /model-invocation-job/{jobIdentifier}), ListModelInvocationJobs (GET /model-invocation-jobs) and StopModelInvocationJob (POST /model-invocation-job/{jobIdentifier}/stop)';
+  'CreateModelInvocationJob (POST /model-invocation-job), GetModelInvocationJob (GET /model-invocation-job/{jobIdentifier}), ListModelInvocationJobs (GET /model-invocation-jobs), StopModelInvocationJob (POST /model-invocation-job/{jobIdentifier}/stop), GetFoundationModel (GET /foundation-models/{modelIdentifier}), GetInferenceProfile (GET /inference-profiles/{inferenceProfileIdentifier}) and GetFoundationModelAvailability (GET /foundation-model-availability/{modelId})';
+
+/** The model questions, by path segment (the SDK's restJson1 routes in @aws-sdk/client-bedrock). */
+const MODEL_ROUTES: Readonly<Record<string, (service: BatchJobService, id: string) => unknown>> = {
+  'foundation-models': (service, id) => service.foundationModel(id),
+  'inference-profiles': (service, id) => service.inferenceProfile(id),
+  'foundation-model-availability': (service, id) => service.foundationModelAvailability(id),
+};
 
 function ok(value: unknown): ControlResponse {
   return { status: 200, body: JSON.stringify(value) };
@@ -96,6 +103,11 @@ export function answerControlRequest(
     }
     if (segments.length === 1 && segments[0] === 'model-invocation-jobs' && method === 'GET') {
       return ok(service.list(parsed.searchParams));
+    }
+    const route = MODEL_ROUTES[segments[0] ?? ''];
+    // An ARN label arrives percent-encoded as one segment; decoded, it may hold slashes.
+    if (route && method === 'GET' && segments.length >= 2) {
+      return ok(route(service, decodeLabel(segments.slice(1).join('/'))));
     }
     return errorResponse(
       new BatchServiceError(

@@ -42,6 +42,13 @@ import {
 } from './batch-validation';
 import { mulberry32, type OutputLengthOptions } from './engine';
 import { FaultInjector } from './faults';
+import {
+  getFoundationModel,
+  getFoundationModelAvailability,
+  getInferenceProfile,
+  type ModelAccessAnswer,
+  type ModelControlContext,
+} from './model-control';
 import { ModelTable, type ModelSpec, type ResolvedModel } from './models';
 
 /** Phases whose length is simulated (the others last as long as their work). */
@@ -76,6 +83,11 @@ export interface BatchServiceOptions {
   readonly uniqueJobNames?: 'all' | 'active' | 'none';
   /** End a job PartiallyCompleted (not Completed) when some records got error lines. @default false */
   readonly partialWhenRecordErrors?: boolean;
+  /**
+   * What GetFoundationModelAvailability answers per foundation model id, over "everything available" (to simulate
+   * model access not enabled).
+   */
+  readonly modelAccess?: Readonly<Record<string, Partial<ModelAccessAnswer>>>;
 }
 
 /** What the control plane shares with the rest of the simulator. */
@@ -351,6 +363,40 @@ export class BatchJobService {
    * @param identifier job id or job ARN (URL-decoded)
    * @throws BatchServiceError ValidationException, ResourceNotFoundException
    */
+  /** The model questions' context: the shared model table, Region, account and access answers. */
+  private get modelControl(): ModelControlContext {
+    return {
+      models: this.models,
+      region: this.region,
+      accountId: this.accountId,
+      ...(this.options.modelAccess ? { access: this.options.modelAccess } : {}),
+    };
+  }
+
+  /**
+   * GetFoundationModel.
+   * @throws BatchServiceError ValidationException (unknown id), ResourceNotFoundException (end of life)
+   */
+  foundationModel(identifier: string): Record<string, unknown> {
+    return getFoundationModel(this.modelControl, identifier);
+  }
+
+  /**
+   * GetInferenceProfile (system-defined profiles of the table's models).
+   * @throws BatchServiceError ResourceNotFoundException
+   */
+  inferenceProfile(identifier: string): Record<string, unknown> {
+    return getInferenceProfile(this.modelControl, identifier);
+  }
+
+  /**
+   * GetFoundationModelAvailability.
+   * @throws BatchServiceError ValidationException (unknown id), ResourceNotFoundException (end of life)
+   */
+  foundationModelAvailability(identifier: string): Record<string, unknown> {
+    return getFoundationModelAvailability(this.modelControl, identifier);
+  }
+
   get(identifier: string): BatchJobDescription {
     return this.describe(this.find(identifier));
   }

@@ -5,7 +5,12 @@ import {
   type BatchInvocationType,
   type BatchJobStatus,
 } from './batch-status';
-import { INVALID_MODEL_IDENTIFIER_MESSAGE, type ModelTable, type ResolvedModel } from './models';
+import {
+  inferenceRefusal,
+  INVALID_MODEL_IDENTIFIER_MESSAGE,
+  type ModelTable,
+  type ResolvedModel,
+} from './models';
 
 /** Smithy patterns of the CreateModelInvocationJob members (Bedrock API reference). */
 export const BATCH_PATTERNS = {
@@ -268,6 +273,15 @@ export function validateCreateJobRequest(body: unknown, models: ModelTable): Cre
 
   const model = models.tryResolve(modelId as string);
   if (!model) throw new BatchServiceError('ValidationException', INVALID_MODEL_IDENTIFIER_MESSAGE);
+  // As at run time: a retired model is not found, a profile-only model needs its profile. (The stored documentation
+  // quotes the runtime's end-of-life answer only; the control plane is taken to answer alike.)
+  const refusal = inferenceRefusal(model);
+  if (refusal) {
+    throw new BatchServiceError(
+      refusal.errorName === 'ResourceNotFoundException' ? 'ResourceNotFoundException' : 'ValidationException',
+      refusal.message,
+    );
+  }
 
   return {
     jobName: jobName as string,

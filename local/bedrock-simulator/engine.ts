@@ -1,7 +1,13 @@
 import { createHash } from 'node:crypto';
 
-import { SimulatorError, validationError } from './errors';
+import { SimulatorError } from './errors';
 import type { ModelSpec } from './models';
+import {
+  validateLlamaRequest,
+  validateMistralRequest,
+  validateNovaRequest,
+  validateOpenAiRequest,
+} from './native-formats';
 import {
   anthropicModelName,
   estimateTokens,
@@ -204,23 +210,98 @@ export function simulateAnthropicMessages(
 }
 
 /**
- * Validates a native InvokeModel body for a model and returns the validated request. Only the Anthropic
- * Messages format is simulated; other families' native formats are refused with a clear message.
+ * Validates a native InvokeModel body in the format of the model's family (model-catalog.ts) and returns the
+ * validated request: Anthropic Messages, Amazon Nova, Meta Llama, Mistral AI, OpenAI Chat Completions.
  * @throws SimulatorError ValidationException
  */
 export function validateNativeRequest(body: Record<string, unknown>, model: ModelSpec): SimulationRequest {
-  if (model.nativeFormat !== 'anthropic-messages') {
-    throw validationError(
-      `The Bedrock simulator supports InvokeModel only in the Anthropic Messages format (anthropic.* models); ${model.modelId} uses the ${model.nativeFormat} native format, which it does not simulate. Call Converse for this model instead.`,
-    );
+  switch (model.nativeFormat) {
+    case 'anthropic-messages':
+      return validateAnthropicMessagesRequest(body, model);
+    case 'amazon-nova':
+      return validateNovaRequest(body, model);
+    case 'meta-llama':
+      return validateLlamaRequest(body, model);
+    case 'mistral-chat':
+      return validateMistralRequest(body, model);
+    case 'openai-chat':
+      return validateOpenAiRequest(body, model);
   }
-  return validateAnthropicMessagesRequest(body, model);
+}
+
+/** A stop reason in the words of the chat-completion families. */
+function finishReason(generation: Generation): 'stop' | 'length' {
+  return generation.stopReason === 'max_tokens' ? 'length' : 'stop';
+}
+
+/**
+ * Puts a generation into the native response shape of the model's family, as its reference shows it
+ * (FAMILY_FORMATS[family].response in model-catalog.ts; fixtures in test/fixtures/aws/models/<family>/).
+ * @param request the validated request (Mistral answers a text completion in its own shape)
+ * @param nowMs the clock for OpenAI's `created` (seconds)
+ */
+export function toNativeResponse(
+  generation: Generation,
+  model: ModelSpec,
+  request?: Pick<SimulationRequest, 'variant'>,
+  nowMs: number = Date.now(),
+): Record<string, unknown> {
+  const { inputTokens, outputTokens, text } = generation;
+  switch (model.nativeFormat) {
+    case 'anthropic-messages':
+      return { ...toAnthropicResponse(generation, model) };
+    case 'amazon-nova':
+      return {
+        output: { message: { role: 'assistant', content: [{ text }] } },
+        stopReason: generation.stopReason,
+        usage: { inputTokens, outputTokens, totalTokens: inputTokens + outputTokens },
+      };
+    case 'meta-llama':
+      return {
+        generation: text,
+        prompt_token_count: inputTokens,
+        generation_token_count: outputTokens,
+        stop_reason: finishReason(generation),
+      };
+    case 'mistral-chat':
+      // No usage in the body: Bedrock reports Mistral's tokens in the response headers.
+      return request?.variant === 'text-completion'
+        ? { outputs: [{ text, stop_reason: finishReason(generation) }] }
+        : {
+            choices: [
+              {
+                index: 0,
+                message: { role: 'assistant', content: text },
+                stop_reason: finishReason(generation),
+              },
+            ],
+          };
+    case 'openai-chat':
+      return {
+        id: `chatcmpl-${generation.requestHash}`,
+        object: 'chat.completion',
+        created: Math.floor(nowMs / 1000),
+        model: model.modelId,
+        choices: [
+          {
+            index: 0,
+            message: { role: 'assistant', content: text },
+            finish_reason: finishReason(generation),
+          },
+        ],
+        usage: {
+          prompt_tokens: inputTokens,
+          completion_tokens: outputTokens,
+          total_tokens: inputTokens + outputTokens,
+        },
+      };
+  }
 }
 
 /** A native InvokeModel result: the response body plus the usage the service reports in headers. */
 export interface NativeInvocation {
-  /** Parsed native response body. */
-  readonly body: AnthropicMessagesResponse;
+  /** Parsed native response body, in the model family's shape. */
+  readonly body: Record<string, unknown>;
   /** The generation behind it. */
   readonly generation: Generation;
 }
@@ -228,7 +309,7 @@ export interface NativeInvocation {
 /**
  * Validate and run one native InvokeModel body (raw JSON text) in one call, e.g. for a batch
  * inference record's `modelInput`.
- * @throws SimulatorError ValidationException for malformed JSON, other formats, or invalid requests
+ * @throws SimulatorError ValidationException for malformed JSON or invalid requests
  */
 export function invokeModelNative(
   model: ModelSpec,
@@ -237,7 +318,7 @@ export function invokeModelNative(
 ): NativeInvocation {
   const request = validateNativeRequest(parseJsonBody(rawBody), model);
   const generation = generate(request, options.outputLength);
-  return { body: toAnthropicResponse(generation, model), generation };
+  return { body: toNativeResponse(generation, model, request), generation };
 }
 
 /** True for errors the model logic raises on purpose (as opposed to bugs). */

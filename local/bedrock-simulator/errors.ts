@@ -1,6 +1,7 @@
 /** Error names the simulator answers with, as they appear in `x-amzn-errortype` and the SDK's `err.name`. */
 export type SimulatorErrorName =
   | 'ValidationException'
+  | 'ResourceNotFoundException'
   | 'ThrottlingException'
   | 'ServiceUnavailableException'
   | 'InternalServerException'
@@ -10,6 +11,7 @@ export type SimulatorErrorName =
 /** HTTP status the real service pairs with each error name. */
 export const ERROR_STATUS: Readonly<Record<SimulatorErrorName, number>> = {
   ValidationException: 400,
+  ResourceNotFoundException: 404,
   ThrottlingException: 429,
   ServiceUnavailableException: 503,
   InternalServerException: 500,

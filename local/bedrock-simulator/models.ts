@@ -1,76 +1,90 @@
-import { validationError } from './errors';
+import {
+  END_OF_LIFE_MESSAGE,
+  lifecycleIn,
+  MODEL_CATALOG,
+  PROFILE_PREFIXES,
+  type CatalogModel,
+  type ModelFamily,
+} from '../../lambda/shared/model-catalog';
+import { SimulatorError, validationError } from './errors';
 
-/** The native InvokeModel body format a model family speaks. Only `anthropic-messages` is simulated. */
-export type NativeFormat = 'anthropic-messages' | 'amazon-nova' | 'meta-llama';
+/** The native InvokeModel body format a model family speaks (model-catalog.ts); every family is simulated. */
+export type NativeFormat = ModelFamily;
+
+/** A model's lifecycle state in the simulated Region. */
+export type ModelLifecycleStatus = 'ACTIVE' | 'LEGACY' | 'EOL';
 
 /** One foundation model the simulator knows, with the limits the real service enforces for it. */
 export interface ModelSpec {
-  /** Foundation model id, e.g. `anthropic.claude-3-haiku-20240307-v1:0`. */
+  /** Foundation model id, e.g. `amazon.nova-lite-v1:0`. */
   readonly modelId: string;
   /** Most output tokens one request may ask for (`inferenceConfig.maxTokens` / `max_tokens`). */
   readonly maxOutputTokens: number;
-  /** maxTokens used when a Converse request does not set one. */
+  /** maxTokens used when a request does not set one. */
   readonly defaultMaxTokens: number;
   /** Most input tokens (system + messages) one request may carry. */
   readonly contextWindow: number;
   /** Native body format for InvokeModel (and batch inference records). */
   readonly nativeFormat: NativeFormat;
+  /** Display name (GetFoundationModel's modelName). @default the model id */
+  readonly name?: string;
+  /** Provider (GetFoundationModel's providerName). */
+  readonly provider?: string;
+  /** Lifecycle in the simulated Region: an EOL model is refused as Bedrock refuses it. @default 'ACTIVE' */
+  readonly lifecycle?: ModelLifecycleStatus;
+  /** Geography prefixes of its system-defined inference profiles. @default any known prefix */
+  readonly profiles?: readonly string[];
+  /** Whether the model id itself is invocable on demand (false: only through a profile). @default true */
+  readonly inRegion?: boolean;
 }
 
 /** Message of the ValidationException the real service returns for an unknown model id. */
 export const INVALID_MODEL_IDENTIFIER_MESSAGE = 'The provided model identifier is invalid.';
 
 /**
- * The built-in model table. Limits follow the Bedrock model cards (on-demand, without beta headers);
- * the simulator only needs them to be plausible and stable.
+ * The ValidationException for a profile-only model called by its foundation model id (the wording Bedrock is widely
+ * reported to use; the stored documentation does not quote it).
  */
-export const DEFAULT_MODELS: readonly ModelSpec[] = [
-  anthropic('anthropic.claude-3-haiku-20240307-v1:0', 4096),
-  anthropic('anthropic.claude-3-sonnet-20240229-v1:0', 4096),
-  anthropic('anthropic.claude-3-5-haiku-20241022-v1:0', 8192),
-  anthropic('anthropic.claude-3-5-sonnet-20240620-v1:0', 4096),
-  anthropic('anthropic.claude-3-5-sonnet-20241022-v2:0', 8192),
-  anthropic('anthropic.claude-3-7-sonnet-20250219-v1:0', 64000),
-  anthropic('anthropic.claude-sonnet-4-20250514-v1:0', 64000),
-  nova('amazon.nova-micro-v1:0', 128_000),
-  nova('amazon.nova-lite-v1:0', 300_000),
-  nova('amazon.nova-pro-v1:0', 300_000),
-  llama('meta.llama3-1-8b-instruct-v1:0'),
-  llama('meta.llama3-1-70b-instruct-v1:0'),
-];
+export function onDemandNotSupportedMessage(modelId: string): string {
+  return `Invocation of model ID ${modelId} with on-demand throughput isn't supported. Retry your request with the ID or ARN of an inference profile that contains this model.`;
+}
 
-function anthropic(modelId: string, maxOutputTokens: number): ModelSpec {
+/** maxTokens a request without one gets: the model's limit, capped as Converse's dynamic default is. */
+function defaultMaxTokensOf(model: CatalogModel): number {
+  switch (model.family) {
+    case 'meta-llama':
+      return 512; // max_gen_len default (model-parameters-meta.html)
+    case 'amazon-nova':
+      return Math.min(model.maxOutputTokens, 5_000);
+    default:
+      return Math.min(model.maxOutputTokens, 4_096);
+  }
+}
+
+/** The simulator's spec of a catalog model, with its lifecycle in `region`. */
+export function specFromCatalog(model: CatalogModel, region = 'us-east-1'): ModelSpec {
   return {
-    modelId,
-    maxOutputTokens,
-    defaultMaxTokens: Math.min(maxOutputTokens, 4096),
-    contextWindow: 200_000,
-    nativeFormat: 'anthropic-messages',
+    modelId: model.modelId,
+    maxOutputTokens: model.maxOutputTokens,
+    defaultMaxTokens: defaultMaxTokensOf(model),
+    contextWindow: model.contextWindow,
+    nativeFormat: model.family,
+    name: model.name,
+    provider: model.provider,
+    lifecycle: lifecycleIn(model, region).status,
+    profiles: model.profiles,
+    inRegion: model.inRegion,
   };
 }
 
-function nova(modelId: string, contextWindow: number): ModelSpec {
-  return {
-    modelId,
-    maxOutputTokens: 10_000,
-    defaultMaxTokens: 5000,
-    contextWindow,
-    nativeFormat: 'amazon-nova',
-  };
-}
-
-function llama(modelId: string): ModelSpec {
-  return {
-    modelId,
-    maxOutputTokens: 2048,
-    defaultMaxTokens: 512,
-    contextWindow: 128_000,
-    nativeFormat: 'meta-llama',
-  };
-}
+/**
+ * The built-in model table: every model of the catalog (lambda/shared/model-catalog.ts), its limits from the model
+ * cards, its lifecycle in us-east-1 (the retired Claude 3 Haiku is known, and refused).
+ */
+export const DEFAULT_MODELS: readonly ModelSpec[] = MODEL_CATALOG.map((m) => specFromCatalog(m));
 
 /** Geography prefixes of system-defined (cross-Region) inference profile ids. */
-export const INFERENCE_PROFILE_PREFIXES: readonly string[] = ['us', 'eu', 'apac', 'global'];
+export const INFERENCE_PROFILE_PREFIXES: readonly string[] = PROFILE_PREFIXES;
 
 /** How a model identifier in a request was written. */
 export type ModelIdentifierKind = 'foundation-model' | 'inference-profile';
@@ -126,9 +140,13 @@ export class ModelTable {
     const direct = profileArn ? undefined : this.byId.get(bare);
     if (direct) return { requestedId: identifier, kind: 'foundation-model', spec: direct };
     const dot = bare.indexOf('.');
-    if (dot > 0 && INFERENCE_PROFILE_PREFIXES.includes(bare.slice(0, dot))) {
+    const prefix = bare.slice(0, dot);
+    if (dot > 0 && INFERENCE_PROFILE_PREFIXES.includes(prefix)) {
       const spec = this.byId.get(bare.slice(dot + 1));
-      if (spec) return { requestedId: identifier, kind: 'inference-profile', spec };
+      // Only the profiles Bedrock defines for the model exist.
+      if (spec && (spec.profiles === undefined || spec.profiles.includes(prefix))) {
+        return { requestedId: identifier, kind: 'inference-profile', spec };
+      }
     }
     return undefined;
   }
@@ -142,4 +160,28 @@ export class ModelTable {
     if (!resolved) throw validationError(INVALID_MODEL_IDENTIFIER_MESSAGE);
     return resolved;
   }
+
+  /**
+   * Resolves the model of an inference call and refuses what Bedrock refuses: an unknown id (ValidationException
+   * "The provided model identifier is invalid."), a model past its end of life (ResourceNotFoundException "This model
+   * version has reached the end of its life.", as its model card quotes), and a profile-only model called by its
+   * foundation model id (ValidationException).
+   * @throws SimulatorError
+   */
+  resolveForInference(identifier: string): ResolvedModel {
+    const resolved = this.resolve(identifier);
+    const refusal = inferenceRefusal(resolved);
+    if (refusal) throw refusal;
+    return resolved;
+  }
+}
+
+/** Why Bedrock refuses inference on a resolved model, if it does (see {@link ModelTable.resolveForInference}). */
+export function inferenceRefusal(resolved: ResolvedModel): SimulatorError | undefined {
+  if (resolved.spec.lifecycle === 'EOL')
+    return new SimulatorError('ResourceNotFoundException', END_OF_LIFE_MESSAGE);
+  if (resolved.kind === 'foundation-model' && resolved.spec.inRegion === false) {
+    return validationError(onDemandNotSupportedMessage(resolved.spec.modelId));
+  }
+  return undefined;
 }

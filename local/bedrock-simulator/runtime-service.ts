@@ -2,8 +2,8 @@ import { randomUUID } from 'node:crypto';
 
 import {
   generate,
-  toAnthropicResponse,
   toConverseResponse,
+  toNativeResponse,
   validateNativeRequest,
   type OutputLengthOptions,
 } from './engine';
@@ -14,7 +14,13 @@ import {
   validationError,
 } from './errors';
 import { FaultInjector, type FaultOptions } from './faults';
-import { INVALID_MODEL_IDENTIFIER_MESSAGE, ModelTable, type ModelSpec, type ResolvedModel } from './models';
+import {
+  inferenceRefusal,
+  INVALID_MODEL_IDENTIFIER_MESSAGE,
+  ModelTable,
+  type ModelSpec,
+  type ResolvedModel,
+} from './models';
 import { QuotaTracker, type QuotaOptions } from './quota';
 import { StatsCollector } from './stats';
 import { parseJsonBody, validateConverseRequest, type SimulationRequest } from './validation';
@@ -96,6 +102,11 @@ export class BedrockRuntimeService {
       return this.answerError(validationError(INVALID_MODEL_IDENTIFIER_MESSAGE), this.faults.slowMs);
     }
     const modelId = resolved.spec.modelId;
+    const refusal = inferenceRefusal(resolved);
+    if (refusal) {
+      this.stats.record(modelId, { kind: 'validation' });
+      return this.answerError(refusal, this.faults.slowMs);
+    }
     let request: SimulationRequest;
     try {
       request = this.validate(operation, resolved, body);
@@ -142,7 +153,7 @@ export class BedrockRuntimeService {
         'x-amzn-bedrock-output-token-count': String(generation.outputTokens),
         'x-amzn-bedrock-invocation-latency': String(latencyMs),
       },
-      body: JSON.stringify(toAnthropicResponse(generation, resolved.spec)),
+      body: JSON.stringify(toNativeResponse(generation, resolved.spec, request, this.now())),
     };
   }
 

@@ -41,6 +41,8 @@ export interface SimulationRequest {
   readonly stopSequences: readonly string[];
   /** Estimated input tokens (system + messages, about chars / 4, at least 1). */
   readonly inputTokens: number;
+  /** A family's other body shape, when it has one (Mistral's text completion, answered with `outputs`). */
+  readonly variant?: 'text-completion';
 }
 
 /** Converse content block members the real API knows (smithy union members of ContentBlock). */

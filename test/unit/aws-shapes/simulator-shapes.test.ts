@@ -45,7 +45,10 @@ jest.setTimeout(60_000);
 const REGION = 'us-east-1';
 const ACCOUNT = '123456789012';
 const BUCKET = 'shape-data';
-const MODEL = 'anthropic.claude-3-haiku-20240307-v1:0';
+/** The default model: Amazon Nova Lite through the US inference profile. */
+const MODEL = 'us.amazon.nova-lite-v1:0';
+/** Jobs name the foundation model, as the documented event does (the batch page lists Nova Lite in us-east-1). */
+const BATCH_MODEL = 'amazon.nova-lite-v1:0';
 const MARKER = 'POISON';
 
 /** Compares with a fixture, naming both in the message. */
@@ -170,7 +173,7 @@ describe('the batch control plane and its jobs', () => {
       jobName: `shape-${invocationType.toLowerCase()}`,
       clientRequestToken: `shape-${invocationType.toLowerCase()}-1`,
       roleArn: `arn:aws:iam::${ACCOUNT}:role/batch-inference`,
-      modelId: MODEL,
+      modelId: BATCH_MODEL,
       inputDataConfig: {
         s3InputDataConfig: { s3Uri: `s3://${BUCKET}/${prefix}/input/`, s3InputFormat: 'JSONL' },
       },
@@ -222,10 +225,11 @@ describe('the batch control plane and its jobs', () => {
     });
     const native = (id: string, question: string): JsonObject => ({
       recordId: id,
+      // Amazon Nova's native body (test/fixtures/aws/models/amazon-nova/request.json).
       modelInput: {
-        anthropic_version: 'bedrock-2023-05-31',
-        max_tokens: 1024,
-        messages: [{ role: 'user', content: [{ type: 'text', text: question }] }],
+        schemaVersion: 'messages-v1',
+        messages: [{ role: 'user', content: [{ text: question }] }],
+        inferenceConfig: { max_new_tokens: 1024 },
       },
     });
     runs.set(
@@ -284,7 +288,9 @@ describe('the batch control plane and its jobs', () => {
         expect(detail.batchJobArn).toBe(created.jobArn);
         expect(detail.accountId).toBe(event.account);
         // A foundation-model ARN, as in the documented example; the creation time in the example's format.
-        expect(String(detail.batchModelId)).toBe(`arn:aws:bedrock:${REGION}::foundation-model/${MODEL}`);
+        expect(String(detail.batchModelId)).toBe(
+          `arn:aws:bedrock:${REGION}::foundation-model/${BATCH_MODEL}`,
+        );
         expect(String(detail.creationTime)).toMatch(CREATION_TIME);
       }
       const completed = events.at(-1);
@@ -370,7 +376,7 @@ describe('the batch control plane and its jobs', () => {
     const [documentedSuccess, documentedError] = fixtureJsonLines(AWS_FIXTURES.batchOutput);
     const opaque = {
       modelInput: 'the record as submitted: the job echoes its request',
-      modelOutput: "the model's native InvokeModel body: Titan's in the documented line, Anthropic's here",
+      modelOutput: "the model's native InvokeModel body: Titan's in the documented line, Amazon Nova's here",
     };
     expectSameShape(
       lines.find((l) => l.recordId === 'NATIVE00001'),

@@ -29,7 +29,7 @@ import {
   type LocalS3,
 } from './batch-helpers';
 
-const HAIKU = 'anthropic.claude-3-haiku-20240307-v1:0';
+const HAIKU = 'anthropic.claude-haiku-4-5-20251001-v1:0';
 const HOUR = 3_600_000;
 
 let local: LocalS3;

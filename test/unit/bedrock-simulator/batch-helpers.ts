@@ -141,7 +141,7 @@ export function jobInput(
   return {
     jobName: `job-${freshPrefix('n')}`,
     roleArn: ROLE_ARN,
-    modelId: 'anthropic.claude-3-haiku-20240307-v1:0',
+    modelId: 'anthropic.claude-haiku-4-5-20251001-v1:0',
     inputDataConfig: { s3InputDataConfig: { s3Uri: `s3://${BUCKET}/${inputKey}` } },
     outputDataConfig: { s3OutputDataConfig: { s3Uri: `s3://${BUCKET}/${outputPrefix}/` } },
     ...extra,

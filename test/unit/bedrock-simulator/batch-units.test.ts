@@ -77,15 +77,34 @@ describe('processBatchRecord', () => {
     expect(processBatchRecord(JSON.stringify({ recordId: 'r2' }), context()).line.recordId).toBe('r2');
   });
 
-  it('refuses native bodies for models whose native format is not simulated', () => {
+  it("answers each model with its family's native response, and refuses another family's body", () => {
     const nova = new ModelTable().resolve('amazon.nova-micro-v1:0').spec;
-    const result = processBatchRecord(
-      JSON.stringify({ recordId: 'n', modelInput: body }),
+    const novaBody = {
+      schemaVersion: 'messages-v1',
+      messages: [{ role: 'user', content: [{ text: 'hi' }] }],
+      inferenceConfig: { max_new_tokens: 500 },
+    };
+    const answered = processBatchRecord(
+      JSON.stringify({ recordId: 'n1', modelInput: novaBody }),
       context({ model: nova }),
     );
-    expect(result.ok).toBe(false);
-    expect((result.line as { error: { errorMessage: string } }).error.errorMessage).toContain(
-      'Call Converse for this model instead',
+    expect(answered.ok).toBe(true);
+    expect((answered.line as { modelOutput: unknown }).modelOutput).toEqual({
+      output: { message: { role: 'assistant', content: [{ text: expect.stringContaining('hi') }] } },
+      stopReason: 'end_turn',
+      usage: {
+        inputTokens: answered.inputTokens,
+        outputTokens: answered.outputTokens,
+        totalTokens: answered.inputTokens + answered.outputTokens,
+      },
+    });
+    const refused = processBatchRecord(
+      JSON.stringify({ recordId: 'n2', modelInput: body }),
+      context({ model: nova }),
+    );
+    expect(refused.ok).toBe(false);
+    expect((refused.line as { error: { errorMessage: string } }).error.errorMessage).toMatch(
+      /^Malformed input request: 2 schema violations found \(#: extraneous key \[anthropic_version\] is not permitted; #: extraneous key \[max_tokens\] is not permitted\)/,
     );
   });
 

@@ -81,10 +81,12 @@ describe('Converse', () => {
   });
 
   it.each([
-    'us.anthropic.claude-3-haiku-20240307-v1:0',
-    'global.anthropic.claude-3-7-sonnet-20250219-v1:0',
+    'us.anthropic.claude-haiku-4-5-20251001-v1:0',
+    'global.anthropic.claude-sonnet-4-5-20250929-v1:0',
     'arn:aws:bedrock:us-east-1::foundation-model/amazon.nova-micro-v1:0',
-    'arn:aws:bedrock:us-east-1:123456789012:inference-profile/eu.meta.llama3-1-8b-instruct-v1:0',
+    'arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.meta.llama3-3-70b-instruct-v1:0',
+    'openai.gpt-oss-20b-1:0',
+    'mistral.mistral-large-2407-v1:0',
   ])('accepts the model identifier %s', async (modelId) => {
     const response = await client.send(new ConverseCommand(ask('hello', { modelId })));
     expect(response.stopReason).toBe('end_turn');
@@ -182,8 +184,8 @@ describe('Converse validation', () => {
     ],
     [
       "maxTokens above the model's maximum",
-      { inferenceConfig: { maxTokens: 4097 } },
-      'The maximum tokens you requested exceeds the model limit of 4096. Try again with a maximum tokens value that is lower than 4096.',
+      { modelId: 'us.amazon.nova-lite-v1:0', inferenceConfig: { maxTokens: 5001 } },
+      'The maximum tokens you requested exceeds the model limit of 5000. Try again with a maximum tokens value that is lower than 5000.',
     ],
     [
       'temperature above 1',
@@ -202,8 +204,11 @@ describe('Converse validation', () => {
     ],
     [
       "input over the model's context window",
-      { modelId: 'meta.llama3-1-8b-instruct-v1:0', messages: [user([{ text: 'word '.repeat(103_000) }])] },
-      /^The model returned the following errors: Input is too long for requested model\. The input is about 128750 tokens; meta\.llama3-1-8b-instruct-v1:0 accepts at most 128000\.$/,
+      {
+        modelId: 'us.meta.llama3-3-70b-instruct-v1:0',
+        messages: [user([{ text: 'word '.repeat(103_000) }])],
+      },
+      /^The model returned the following errors: Input is too long for requested model\. The input is about 128750 tokens; meta\.llama3-3-70b-instruct-v1:0 accepts at most 128000\.$/,
     ],
   ])('rejects %s', async (_case, input, message) => {
     const before = sim.stats().totals.validationErrors;

@@ -3,7 +3,7 @@ import http2 from 'node:http2';
 import { BedrockRuntimeClient, type BedrockRuntimeClientConfig } from '@aws-sdk/client-bedrock-runtime';
 
 /** Model used by most tests. */
-export const HAIKU = 'anthropic.claude-3-haiku-20240307-v1:0';
+export const HAIKU = 'anthropic.claude-haiku-4-5-20251001-v1:0';
 
 /**
  * A real BedrockRuntimeClient pointed at the simulator, with fake credentials and no retries.

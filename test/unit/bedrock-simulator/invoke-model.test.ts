@@ -50,7 +50,7 @@ describe('InvokeModel, Anthropic Messages format', () => {
       id: expect.stringMatching(/^msg_bdrk_[0-9a-f]{12}$/),
       type: 'message',
       role: 'assistant',
-      model: 'claude-3-haiku-20240307',
+      model: 'claude-haiku-4-5-20251001',
       content: [{ type: 'text', text: expect.stringContaining('Summarise record 7') }],
       stop_reason: 'end_turn',
       stop_sequence: null,
@@ -131,16 +131,16 @@ describe('InvokeModel, Anthropic Messages format', () => {
     ],
     [
       "max_tokens above the model's maximum",
-      anthropicBody({ max_tokens: 8193 }),
-      'anthropic.claude-3-5-haiku-20241022-v1:0',
-      'max_tokens: 8193 > 8192, which is the maximum allowed number of output tokens for claude-3-5-haiku-20241022',
+      anthropicBody({ max_tokens: 64001 }),
+      HAIKU,
+      'max_tokens: 64001 > 64000, which is the maximum allowed number of output tokens for claude-haiku-4-5-20251001',
     ],
     ['temperature above 1', anthropicBody({ temperature: 1.1 }), HAIKU, 'temperature: range: 0..1'],
     [
-      'a model whose native format is not simulated',
+      "another family's native body (Titan's, to Nova)",
       { inputText: 'hello' },
       'amazon.nova-micro-v1:0',
-      /^The Bedrock simulator supports InvokeModel only in the Anthropic Messages format .* Call Converse for this model instead\.$/,
+      'Malformed input request: #: extraneous key [inputText] is not permitted, please reformat your input and try again.',
     ],
   ])('rejects %s', async (_case, body, modelId, message) => {
     const err = await expectServiceError(invoke(body, modelId));

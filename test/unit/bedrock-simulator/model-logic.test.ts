@@ -8,9 +8,10 @@ import {
   simulateConverse,
   validateConverseRequest,
 } from '../../../local/bedrock-simulator';
+import { MODEL_CATALOG } from '../../../lambda/shared/model-catalog';
 
 const table = new ModelTable();
-const haiku = table.resolve('anthropic.claude-3-haiku-20240307-v1:0').spec;
+const haiku = table.resolve('anthropic.claude-haiku-4-5-20251001-v1:0').spec;
 
 function converse(text: string, extra: Record<string, unknown> = {}) {
   return validateConverseRequest({ messages: [{ role: 'user', content: [{ text }] }], ...extra }, haiku);
@@ -18,14 +19,14 @@ function converse(text: string, extra: Record<string, unknown> = {}) {
 
 describe('ModelTable', () => {
   it.each([
-    ['anthropic.claude-3-5-haiku-20241022-v1:0', 'foundation-model'],
-    ['us.anthropic.claude-3-7-sonnet-20250219-v1:0', 'inference-profile'],
+    ['amazon.nova-lite-v1:0', 'foundation-model'],
+    ['us.anthropic.claude-sonnet-4-5-20250929-v1:0', 'inference-profile'],
     ['eu.amazon.nova-lite-v1:0', 'inference-profile'],
     ['apac.amazon.nova-pro-v1:0', 'inference-profile'],
-    ['global.anthropic.claude-3-5-sonnet-20240620-v1:0', 'inference-profile'],
-    ['arn:aws:bedrock:us-east-1::foundation-model/meta.llama3-1-8b-instruct-v1:0', 'foundation-model'],
+    ['global.anthropic.claude-sonnet-4-5-20250929-v1:0', 'inference-profile'],
+    ['arn:aws:bedrock:us-east-1::foundation-model/meta.llama3-3-70b-instruct-v1:0', 'foundation-model'],
     [
-      'arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-3-haiku-20240307-v1:0',
+      'arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-haiku-4-5-20251001-v1:0',
       'inference-profile',
     ],
   ])('resolves %s', (id, kind) => {
@@ -36,14 +37,44 @@ describe('ModelTable', () => {
 
   it.each([
     'anthropic.claude-9',
-    'xx.anthropic.claude-3-haiku-20240307-v1:0',
+    'xx.anthropic.claude-haiku-4-5-20251001-v1:0',
+    // The card of Nova Lite lists no global profile: Bedrock defines none.
+    'global.amazon.nova-lite-v1:0',
     'arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/abc123',
     '',
   ])('rejects %j with the service message', (id) => {
     expect(table.tryResolve(id)).toBeUndefined();
     expect(() => table.resolve(id)).toThrow('The provided model identifier is invalid.');
   });
+
+  it('knows every catalog model, and refuses inference as Bedrock does', () => {
+    expect(table.list().map((m) => m.modelId)).toEqual(MODEL_CATALOG.map((m) => m.modelId));
+    const retired = expectSimulatorError(() =>
+      table.resolveForInference('anthropic.claude-3-haiku-20240307-v1:0'),
+    );
+    expect([retired.errorName, retired.statusCode, retired.message]).toEqual([
+      'ResourceNotFoundException',
+      404,
+      'This model version has reached the end of its life.',
+    ]);
+    const profileOnly = expectSimulatorError(() =>
+      table.resolveForInference('meta.llama3-3-70b-instruct-v1:0'),
+    );
+    expect(profileOnly.errorName).toBe('ValidationException');
+    expect(profileOnly.message).toMatch(/with on-demand throughput isn't supported/);
+    expect(table.resolveForInference('us.meta.llama3-3-70b-instruct-v1:0').kind).toBe('inference-profile');
+  });
 });
+
+function expectSimulatorError(call: () => unknown): SimulatorError {
+  try {
+    call();
+  } catch (err) {
+    if (err instanceof SimulatorError) return err;
+    throw err;
+  }
+  throw new Error('expected a SimulatorError');
+}
 
 describe('deterministic model', () => {
   it('gives the same answer for the same request and different answers for different ones', () => {
@@ -97,7 +128,8 @@ describe('deterministic model', () => {
     const viaConverse = simulateConverse(
       converse('Summarise the first record', { inferenceConfig: { maxTokens: 50 } }),
     );
-    expect(response.content[0]?.text).toBe(viaConverse.output.message.content[0]?.text);
+    const content = response.content as { text: string }[];
+    expect(content[0]?.text).toBe(viaConverse.output.message.content[0]?.text);
     expect(() => invokeModelNative(haiku, '{"prompt": "x"}')).toThrow(SimulatorError);
   });
 });

@@ -582,25 +582,32 @@ describe('corpus report', () => {
       batch: { input: 2_000_000, output: 800_000 },
       onDemand: { input: 1_000_000, output: 200_000 },
     });
-    // Haiku: $0.25 in, $1.25 out per million; batch at half price.
+    // Nova Lite (the catalog's list prices, cdk.json sets none): $0.06 in, $0.24 out per million; batch $0.03, $0.12.
     expect(report.cost).toEqual({
       currency: 'USD',
-      modelId: 'anthropic.claude-3-haiku-20240307-v1:0',
+      modelId: 'us.amazon.nova-lite-v1:0',
       priced: true,
-      pricingKey: 'anthropic.claude-3-haiku-20240307-v1:0',
-      prices: { inputPerMillion: 0.25, outputPerMillion: 1.25, batchDiscount: 0.5 },
-      onDemand: 0.5,
-      batch: 0.75,
-      total: 1.25,
-      allOnDemand: 2,
-      saving: 0.75,
-      savingPercent: 37.5,
+      pricingKey: 'us.amazon.nova-lite-v1:0',
+      prices: {
+        inputPerMillion: 0.06,
+        outputPerMillion: 0.24,
+        batchInputPerMillion: 0.03,
+        batchOutputPerMillion: 0.12,
+        batchDiscount: 0.5,
+      },
+      onDemand: 0.108,
+      batch: 0.156,
+      total: 0.264,
+      allOnDemand: 0.42,
+      saving: 0.156,
+      savingPercent: 37.14,
     });
     expect(report.jobs).toEqual({ total: 2, byStatus: { Completed: 1, PartiallyCompleted: 1 } });
 
     const text = await cli(['report', 'run-a', '--env', 'dev']);
-    expect(text.stdout).toMatch(/cost\s+\$1\.25: on demand \$0\.5000 \+ batch \$0\.7500/);
-    expect(text.stdout).toMatch(/mode A saved \$0\.7500 \(37\.5%\)/);
+    expect(text.stdout).toMatch(/cost\s+\$0\.2640: on demand \$0\.1080 \+ batch \$0\.1560/);
+    expect(text.stdout).toMatch(/\$0\.06 in, \$0\.24 out, batch \$0\.03 in, \$0\.12 out/);
+    expect(text.stdout).toMatch(/mode A saved \$0\.1560 \(37\.14%\)/);
   });
 
   it('exit 1 for a run without a manifest yet', async () => {

@@ -15,16 +15,16 @@ import type {
 } from '../../../lambda/shared/contracts';
 import { parseEnvironmentConfig, type PipelineConfig } from '../../../lib/config';
 
-/** The test environment (`dev`, us-east-1, Claude 3 Haiku at its list prices). */
+/** The test environment (`dev`, us-east-1, Nova Lite through the US profile at the catalog's list prices). */
 export function testConfig(overrides: Record<string, unknown> = {}): PipelineConfig {
   return parseEnvironmentConfig('dev', {
     region: 'us-east-1',
-    modelId: 'anthropic.claude-3-haiku-20240307-v1:0',
+    modelId: MODEL_ID,
     ...overrides,
   });
 }
 
-export const MODEL_ID = 'anthropic.claude-3-haiku-20240307-v1:0';
+export const MODEL_ID = 'us.amazon.nova-lite-v1:0';
 export const OUTPUT_BUCKET = 'corpus-output';
 export const STATE_MACHINE_ARN = 'arn:aws:states:us-east-1:123456789012:stateMachine:CorpusPipeline-dev';
 export const T0 = Date.parse('2030-01-01T00:00:00.000Z');

@@ -63,7 +63,7 @@ describe('corpus --local', () => {
     expect(r.report!.code).toBe(0);
     expect(json('report')).toMatchObject({
       tokens: { batch: { input: 2_000_000, output: 1_000_000 }, onDemand: { input: 0, output: 0 } },
-      cost: { priced: true, total: 0.875, allOnDemand: 1.75, saving: 0.875, savingPercent: 50 },
+      cost: { priced: true, total: 0.18, allOnDemand: 0.36, saving: 0.18, savingPercent: 50 },
     });
   });
 

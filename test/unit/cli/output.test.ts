@@ -273,11 +273,12 @@ describe('report', () => {
     const view = runViewOf('run-b', undefined, undefined, m)!;
     const report = buildReport(view, m, [], testConfig().pricing);
     expect(report.tokens.batch).toEqual({ input: 0, output: 0 });
+    // Nova Lite: 2M in x $0.06 + 0.4M out x $0.24.
     expect(report.cost).toMatchObject({
-      onDemand: 1,
+      onDemand: 0.216,
       batch: 0,
-      total: 1,
-      allOnDemand: 1,
+      total: 0.216,
+      allOnDemand: 0.216,
       saving: 0,
       savingPercent: 0,
     });
@@ -293,13 +294,22 @@ describe('report', () => {
     expect(formatReport(unpriced)).toMatch(/cost\s+unknown: no price for meta\.llama3-70b-instruct-v1:0/);
   });
 
-  it('finds the price of a cross-Region inference profile and of an ARN', () => {
+  it("finds the price of the model, an ARN of it, and a model the table lacks in the catalog's", () => {
     const pricing = testConfig().pricing;
-    expect(findPrice(pricing, `us.${MODEL_ID}`)?.key).toBe(MODEL_ID);
-    expect(findPrice(pricing, `arn:aws:bedrock:us-east-1:1:inference-profile/eu.${MODEL_ID}`)?.key).toBe(
+    expect(findPrice(pricing, MODEL_ID)?.key).toBe(MODEL_ID);
+    expect(findPrice(pricing, `arn:aws:bedrock:us-east-1:1:inference-profile/${MODEL_ID}`)?.key).toBe(
       MODEL_ID,
     );
-    expect(findPrice(pricing, 'amazon.nova-pro-v1:0')).toBeUndefined();
+    // Another geography, and an earlier model of the environment: the catalog's list prices.
+    expect(findPrice(pricing, 'eu.amazon.nova-lite-v1:0')).toMatchObject({
+      key: 'amazon.nova-lite-v1:0',
+      price: { inputPerMillion: 0.06 },
+    });
+    expect(findPrice(pricing, 'amazon.nova-pro-v1:0')).toMatchObject({
+      key: 'amazon.nova-pro-v1:0',
+      price: { inputPerMillion: 0.8, batchInputPerMillion: 0.4 },
+    });
+    expect(findPrice(pricing, 'cohere.command-r-v1:0')).toBeUndefined();
   });
 
   it('never counts more batch tokens than the manifest has', () => {

@@ -19,7 +19,7 @@ import { environmentSettings, synthEnvironment } from '../infra/synth-helpers';
 jest.setTimeout(120_000);
 
 const WHERE = { region: 'us-east-1', accountId: '000000000000' };
-const MODEL = 'anthropic.claude-3-haiku-20240307-v1:0';
+const MODEL = 'anthropic.claude-haiku-4-5-20251001-v1:0';
 const BODY = JSON.stringify({ messages: [{ role: 'user', content: [{ text: 'Classify this ticket' }] }] });
 
 /** Answers `calls` Converse calls one after the other; returns the statuses. */

@@ -317,7 +317,7 @@ function stagePlan(
     output: { bucket: OUT, prefix: `runs/${RUN}/` },
     itemsKey: runKeys.items(RUN),
     ledgerScope: SCOPE,
-    modelId: 'anthropic.claude-3-haiku-20240307-v1:0',
+    modelId: 'anthropic.claude-haiku-4-5-20251001-v1:0',
     counts: {
       lines: records + invalid + duplicates,
       records,
@@ -453,7 +453,7 @@ describe('finalizeRun: a Converse run whose children all succeeded', () => {
       finishedAt: FINISHED.toISOString(),
       durationMs: 600_000,
       corpus: { bucket: 'ingest-bucket', key: 'corpora/c.jsonl' },
-      modelId: 'anthropic.claude-3-haiku-20240307-v1:0',
+      modelId: 'anthropic.claude-haiku-4-5-20251001-v1:0',
       ledgerScope: SCOPE,
       output: {
         bucket: OUT,

@@ -8,8 +8,14 @@ import {
   InvokeModelCommand,
   type InvokeModelCommandOutput,
 } from '@aws-sdk/client-bedrock-runtime';
+import {
+  BedrockClient,
+  GetFoundationModelAvailabilityCommand,
+  GetFoundationModelCommand,
+  GetInferenceProfileCommand,
+} from '@aws-sdk/client-bedrock';
 import { EventBridgeClient, PutEventsCommand } from '@aws-sdk/client-eventbridge';
-import { S3Client } from '@aws-sdk/client-s3';
+import { GetObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { SendMessageBatchCommand, SQSClient } from '@aws-sdk/client-sqs';
 import { handler as converseHandler } from '../../../lambda/converse-batch';
 import { handler as finalizeHandler } from '../../../lambda/finalize';
@@ -33,6 +39,7 @@ const s3Mock = mockClient(S3Client);
 const sqsMock = mockClient(SQSClient);
 const bedrockMock = mockClient(BedrockRuntimeClient);
 const ebMock = mockClient(EventBridgeClient);
+const controlMock = mockClient(BedrockClient);
 
 const OUT = process.env.OUTPUT_BUCKET ?? '';
 const MODEL = process.env.MODEL_ID ?? '';
@@ -57,7 +64,7 @@ afterAll(async () => {
 });
 
 beforeEach(() => {
-  for (const m of [s3Mock, sqsMock, bedrockMock, ebMock]) m.reset();
+  for (const m of [s3Mock, sqsMock, bedrockMock, ebMock, controlMock]) m.reset();
   s3 = new FakeS3(s3Mock).install();
   sent = recordSqs(sqsMock);
 });
@@ -79,10 +86,11 @@ describe('ConverseBatch handler, end to end with mocked AWS', () => {
         recordId: 'n1',
         line: 2,
         format: 'native',
+        // An Amazon Nova native body, MODEL_ID's family: its answer's tokens count too.
         modelInput: {
-          anthropic_version: 'bedrock-2023-05-31',
-          max_tokens: 20,
-          messages: [{ role: 'user', content: 'Hi' }],
+          schemaVersion: 'messages-v1',
+          messages: [{ role: 'user', content: [{ text: 'Hi' }] }],
+          inferenceConfig: { max_new_tokens: 20 },
         },
       },
       {
@@ -102,8 +110,9 @@ describe('ConverseBatch handler, end to end with mocked AWS', () => {
       metrics: { latencyMs: 5 },
     });
     const nativeBody = {
-      content: [{ type: 'text', text: 'Hey' }],
-      usage: { input_tokens: 6, output_tokens: 2 },
+      output: { message: { role: 'assistant', content: [{ text: 'Hey' }] } },
+      stopReason: 'end_turn',
+      usage: { inputTokens: 6, outputTokens: 2, totalTokens: 8 },
     };
     bedrockMock.on(InvokeModelCommand).resolves({
       body: new TextEncoder().encode(JSON.stringify(nativeBody)),
@@ -154,8 +163,9 @@ describe('ConverseBatch handler, end to end with mocked AWS', () => {
         stage: 'converse',
         error: {
           code: 'ValidationException',
-          message:
-            'the model API rejected the request: modelInput has fields Converse does not accept: max_tokens',
+          message: expect.stringMatching(
+            /^the model API rejected the request: modelInput has fields Converse does not accept: max_tokens; us\.amazon\.nova-lite-v1:0 takes a Converse request or a native Amazon Nova body/,
+          ),
           retryable: false,
         },
       },
@@ -180,8 +190,59 @@ describe('ConverseBatch handler, end to end with mocked AWS', () => {
   });
 });
 
+/** The control plane's answers for MODEL_ID (us.amazon.nova-lite-v1:0): a profile of an active model, access on. */
+function modelAvailable(access: 'AVAILABLE' | 'NOT_AVAILABLE' = 'AVAILABLE'): void {
+  controlMock.on(GetInferenceProfileCommand).resolves({
+    inferenceProfileId: MODEL,
+    inferenceProfileArn: `arn:aws:bedrock:us-east-1:123456789012:inference-profile/${MODEL}`,
+    inferenceProfileName: 'US Nova Lite',
+    models: [{ modelArn: 'arn:aws:bedrock:us-east-1::foundation-model/amazon.nova-lite-v1:0' }],
+    status: 'ACTIVE',
+    type: 'SYSTEM_DEFINED',
+  });
+  controlMock.on(GetFoundationModelCommand).resolves({
+    modelDetails: {
+      modelArn: 'arn:aws:bedrock:us-east-1::foundation-model/amazon.nova-lite-v1:0',
+      modelId: 'amazon.nova-lite-v1:0',
+      inferenceTypesSupported: ['ON_DEMAND'],
+      modelLifecycle: { status: 'ACTIVE' },
+    },
+  });
+  controlMock.on(GetFoundationModelAvailabilityCommand).resolves({
+    modelId: 'amazon.nova-lite-v1:0',
+    agreementAvailability: { status: 'AVAILABLE' },
+    authorizationStatus: 'AUTHORIZED',
+    entitlementAvailability: access,
+    regionAvailability: 'AVAILABLE',
+  });
+}
+
 describe('Plan and Finalize handlers', () => {
+  it('Plan fails fast, before reading the corpus, when model access is not enabled', async () => {
+    modelAvailable('NOT_AVAILABLE');
+    s3.put('ingest-bucket', 'corpora/c.jsonl', fixture('bad-input-corpus.jsonl'));
+    await expect(
+      planHandler(
+        {
+          runId: 'exec-6',
+          startedAt: '2025-01-01T00:00:00Z',
+          input: { bucket: 'ingest-bucket', key: 'corpora/c.jsonl' },
+        },
+        lambdaContext(),
+      ),
+    ).rejects.toMatchObject({
+      name: 'ModelNotAvailableError',
+      message: expect.stringContaining('model access is not enabled for the account'),
+    });
+    expect(controlMock).toHaveReceivedCommandWith(GetInferenceProfileCommand, {
+      inferenceProfileIdentifier: MODEL,
+    });
+    expect(s3Mock.commandCalls(GetObjectCommand)).toHaveLength(0);
+    expect(sent).toHaveLength(0);
+  });
+
   it('Plan sends every bad line to the DLQ of its environment and returns the plan', async () => {
+    modelAvailable();
     s3.put('ingest-bucket', 'corpora/c.jsonl', fixture('bad-input-corpus.jsonl'));
     const out = await planHandler(
       {

@@ -40,7 +40,7 @@ const settings: PlanSettings = {
   outputBucket: OUT,
   // Any key of the ingest bucket: the prefix has tests of its own.
   input: { ingestBucket: INGEST, ingestPrefix: '', allowedBuckets: [] },
-  modelId: 'anthropic.claude-3-haiku-20240307-v1:0',
+  modelId: 'anthropic.claude-haiku-4-5-20251001-v1:0',
   ledgerScope: SCOPE,
   prompt: { template: 'Answer briefly: {{text}}', maxTokens: 256 },
   batchSize: 10,

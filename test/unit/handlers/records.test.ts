@@ -15,6 +15,7 @@ import {
   type ParsedLine,
   type PromptSettings,
 } from '../../../lambda/shared/records';
+import type { ModelFamily } from '../../../lambda/shared/model-catalog';
 import { fixture } from './helpers';
 
 const prompt: PromptSettings = { template: 'Answer briefly: {{text}}', maxTokens: 256 };
@@ -339,6 +340,48 @@ describe('helpers', () => {
     expect(detectFormat({ messages: [] })).toBe('converse');
     expect(detectFormat({ messages: 'x' })).toBe('native');
     expect(detectFormat({ anthropic_version: 'v', messages: [] })).toBe('native');
+  });
+
+  describe("detectFormat with the model's family", () => {
+    const converse = {
+      messages: [{ role: 'user', content: [{ text: 'Hi' }] }],
+      inferenceConfig: { maxTokens: 10, topP: 0.9 },
+    };
+    const nova = {
+      schemaVersion: 'messages-v1',
+      messages: [{ role: 'user', content: [{ text: 'Hi' }] }],
+      inferenceConfig: { max_new_tokens: 10 },
+    };
+    const gptOss = { messages: [{ role: 'user', content: 'Hi' }], max_completion_tokens: 10 };
+    const claude = { anthropic_version: 'bedrock-2023-05-31', max_tokens: 10, messages: [] };
+
+    it.each<[ModelFamily, Record<string, unknown>, 'converse' | 'native']>([
+      ['amazon-nova', converse, 'converse'],
+      ['amazon-nova', nova, 'native'],
+      ['amazon-nova', { messages: converse.messages, inferenceConfig: { maxTokens: 5, topK: 20 } }, 'native'],
+      ['openai-chat', gptOss, 'native'],
+      ['openai-chat', { messages: [{ role: 'user', content: 'Hi' }] }, 'native'],
+      ['openai-chat', converse, 'converse'],
+      ['mistral-chat', { messages: [{ role: 'user', content: 'Hi' }], max_tokens: 5 }, 'native'],
+      ['mistral-chat', converse, 'converse'],
+      ['anthropic-messages', claude, 'native'],
+      ['anthropic-messages', converse, 'converse'],
+      // Another family's native body fails either way: Nova's InvokeModel refuses Claude's names, and a Claude
+      // deployment sends Nova's body to Converse, which names the fields it does not take.
+      ['amazon-nova', claude, 'native'],
+      ['anthropic-messages', nova, 'converse'],
+      ['meta-llama', converse, 'converse'],
+      ['meta-llama', { prompt: 'Hi', max_gen_len: 5 }, 'native'],
+    ])('%s: %j is %s', (family, body, format) => {
+      expect(detectFormat(body, family)).toBe(format);
+      const line = JSON.stringify({ recordId: 'r', modelInput: body });
+      expect(ok(parseLine(line, 1, prompt, MAX_LINE_BYTES, family)).item.format).toBe(format);
+    });
+
+    it('without the family, a Nova or gpt-oss native body was taken for Converse (the bug this fixes)', () => {
+      expect(detectFormat(nova)).toBe('converse');
+      expect(detectFormat(gptOss)).toBe('converse');
+    });
   });
 
   it('DuplicateTracker tells new, identical and conflicting records apart', () => {

@@ -131,7 +131,7 @@ describe('helpers', () => {
     expect(isInferenceProfileId('us.anthropic.claude-3-5-haiku-20241022-v1:0')).toBe(true);
     expect(isInferenceProfileId('global.anthropic.claude-sonnet-4-20250514-v1:0')).toBe(true);
     expect(isInferenceProfileId('apac.amazon.nova-lite-v1:0')).toBe(true);
-    expect(isInferenceProfileId('anthropic.claude-3-haiku-20240307-v1:0')).toBe(false);
+    expect(isInferenceProfileId('anthropic.claude-haiku-4-5-20251001-v1:0')).toBe(false);
     expect(isInferenceProfileId('amazon.nova-lite-v1:0')).toBe(false);
     expect(baseModelId('eu.meta.llama3-2-3b-instruct-v1:0')).toBe('meta.llama3-2-3b-instruct-v1:0');
     expect(baseModelId('meta.llama3-2-3b-instruct-v1:0')).toBe('meta.llama3-2-3b-instruct-v1:0');
@@ -188,7 +188,7 @@ describe('helpers', () => {
   });
 
   test('plan.memorySize defaults to what a new account accepts; 10,240 MB is the opt-in', () => {
-    const dev = { region: 'us-east-1', modelId: 'anthropic.claude-3-haiku-20240307-v1:0' };
+    const dev = { region: 'us-east-1', modelId: 'anthropic.claude-haiku-4-5-20251001-v1:0' };
     expect(DEFAULT_PLAN_MEMORY_MB).toBe(3008);
     expect(parseEnvironmentConfig('dev', dev).plan.memorySize).toBe(NEW_ACCOUNT_MAX_MEMORY_MB);
     expect(lambdaVcpus(DEFAULT_PLAN_MEMORY_MB)).toBe(2);
@@ -201,7 +201,10 @@ describe('helpers', () => {
   });
 
   test("the default concurrency settings fit a new account's Lambda concurrency, with room for the rest", () => {
-    const config = parseEnvironmentConfig('dev', { region: 'us-east-1', modelId: 'm' });
+    const config = parseEnvironmentConfig('dev', {
+      region: 'us-east-1',
+      modelId: 'us.amazon.nova-lite-v1:0',
+    });
     expect(config.converse.mapConcurrency).toBe(4);
     expect(config.batch.mapConcurrency).toBe(4);
     expect(config.failureLane.consumerConcurrency).toBe(2);
@@ -209,7 +212,7 @@ describe('helpers', () => {
     expect(runLambdaConcurrency(config)).toBeLessThanOrEqual(NEW_ACCOUNT_CONCURRENT_EXECUTIONS);
     const raised = parseEnvironmentConfig('dev', {
       region: 'us-east-1',
-      modelId: 'm',
+      modelId: 'us.amazon.nova-lite-v1:0',
       converse: { mapConcurrency: 40 },
       batch: { mapConcurrency: 10 },
       failureLane: { consumerConcurrency: 5 },
@@ -218,7 +221,7 @@ describe('helpers', () => {
   });
 
   test('a misspelt setting is refused at every level, named by its full path', () => {
-    const dev = { region: 'us-east-1', modelId: 'm' };
+    const dev = { region: 'us-east-1', modelId: 'us.amazon.nova-lite-v1:0' };
     const refused = (raw: Record<string, unknown>): string => {
       try {
         parseEnvironmentConfig('dev', { ...dev, ...raw });
@@ -302,7 +305,9 @@ describe('constructs on their own', () => {
         },
       });
     }
-    expect(parseEnvironmentConfig('dev', { region: 'us-east-1', modelId: 'm' }).sdkTracing).toBe(false);
+    expect(
+      parseEnvironmentConfig('dev', { region: 'us-east-1', modelId: 'us.amazon.nova-lite-v1:0' }).sdkTracing,
+    ).toBe(false);
   });
 
   test('PipelineWorkflow refuses a definition whose placeholders it cannot fill', () => {

@@ -47,7 +47,7 @@ describe('cdk-nag (AwsSolutions) through CDK Validations', () => {
   });
 
   test('an inference profile model grants the profile and the model in every Region, and stays clean', () => {
-    const modelId = 'us.anthropic.claude-3-5-haiku-20241022-v1:0';
+    const modelId = 'us.anthropic.claude-haiku-4-5-20251001-v1:0';
     const s = synthEnvironment('dev', { dev: { ...environmentSettings('dev'), modelId } });
     try {
       expect(unacknowledgedFindings(s.report)).toEqual([]);
@@ -61,9 +61,9 @@ describe('cdk-nag (AwsSolutions) through CDK Validations', () => {
         .sort();
       expect(bedrockResources).toEqual(
         [
-          'arn:aws:bedrock:*::foundation-model/anthropic.claude-3-5-haiku-20241022-v1:0',
-          'arn:aws:bedrock:us-east-1:<AWS::AccountId>:inference-profile/us.anthropic.claude-3-5-haiku-20241022-v1:0',
-          'arn:aws:bedrock:us-east-1::foundation-model/anthropic.claude-3-5-haiku-20241022-v1:0',
+          'arn:aws:bedrock:*::foundation-model/anthropic.claude-haiku-4-5-20251001-v1:0',
+          'arn:aws:bedrock:us-east-1:<AWS::AccountId>:inference-profile/us.anthropic.claude-haiku-4-5-20251001-v1:0',
+          'arn:aws:bedrock:us-east-1::foundation-model/anthropic.claude-haiku-4-5-20251001-v1:0',
         ].sort(),
       );
     } finally {

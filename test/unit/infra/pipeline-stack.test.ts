@@ -37,6 +37,7 @@ const WILDCARD_RESOURCE_EXCEPTIONS: Record<string, string> = {
   'servicequotas:ListServiceQuotas': 'Service Quotas list actions: no resource-level permissions',
   'servicequotas:ListAWSDefaultServiceQuotas': 'Service Quotas list actions: no resource-level permissions',
   'bedrock:ListModelInvocationJobs': 'Bedrock list of batch jobs: no resource-level permissions',
+  'bedrock:GetFoundationModelAvailability': 'Bedrock model access check: no resource-level permissions',
 };
 
 const XRAY = ['xray:PutTelemetryRecords', 'xray:PutTraceSegments'];
@@ -215,13 +216,23 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
     }
   });
 
-  test('Plan may read corpora, read/write runs/, look the ledger up, use idempotency, dead-letter', () => {
+  test('Plan may read corpora, read/write runs/, look the ledger up, use idempotency, dead-letter, ask about the model', () => {
     const { plan } = s.stack.functions;
     const out = s.stack.storage.outputBucket.bucketArn;
     const ingest = s.stack.storage.ingestBucket.bucketArn;
     expect(permissionsOf(s, plan.role)).toEqual({
       [ref(s, plan.logGroup.logGroupArn)]: ['logs:CreateLogStream', 'logs:PutLogEvents'],
-      '*': ['servicequotas:ListAWSDefaultServiceQuotas', 'servicequotas:ListServiceQuotas', ...XRAY],
+      '*': [
+        'bedrock:GetFoundationModelAvailability',
+        'servicequotas:ListAWSDefaultServiceQuotas',
+        'servicequotas:ListServiceQuotas',
+        ...XRAY,
+      ],
+      // Plan asks once whether the model can serve a run: its profile, and the model behind it, here.
+      'arn:aws:bedrock:us-east-1::foundation-model/amazon.nova-lite-v1:0': ['bedrock:GetFoundationModel'],
+      'arn:aws:bedrock:us-east-1:<AWS::AccountId>:inference-profile/us.amazon.nova-lite-v1:0': [
+        'bedrock:GetInferenceProfile',
+      ],
       [`${ref(s, ingest)}/corpora/*`]: ['s3:GetObject'],
       [ref(s, ingest)]: ['s3:ListBucket'],
       [`${ref(s, out)}/runs/*`]: ['s3:GetObject', ...S3_WRITE].sort(),
@@ -238,9 +249,12 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
     expect(permissionsOf(s, converse.role)).toEqual({
       [ref(s, converse.logGroup.logGroupArn)]: ['logs:CreateLogStream', 'logs:PutLogEvents'],
       '*': XRAY,
-      'arn:aws:bedrock:us-east-1::foundation-model/anthropic.claude-3-haiku-20240307-v1:0': [
+      // The default model is Nova Lite through the US profile: the profile, and the model in the Regions it routes to.
+      'arn:aws:bedrock:us-east-1::foundation-model/amazon.nova-lite-v1:0': ['bedrock:InvokeModel'],
+      'arn:aws:bedrock:us-east-1:<AWS::AccountId>:inference-profile/us.amazon.nova-lite-v1:0': [
         'bedrock:InvokeModel',
       ],
+      'arn:aws:bedrock:*::foundation-model/amazon.nova-lite-v1:0': ['bedrock:InvokeModel'],
       [`${ref(s, out)}/runs/*`]: ['s3:GetObject', ...S3_WRITE].sort(),
       [`${ref(s, out)}/runs/*/results/*`]: ['s3:DeleteObject'],
       [`${ref(s, out)}/runs/*/failures/*`]: ['s3:DeleteObject'],
@@ -819,7 +833,7 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
       },
       INGEST_PREFIX: 'corpora/',
       MODEL_ID: s.config.modelId,
-      LEDGER_SCOPE: 'dev/anthropic.claude-3-haiku-20240307-v1:0',
+      LEDGER_SCOPE: 'dev/us.amazon.nova-lite-v1:0',
       PROMPT_TEMPLATE: '{{text}}',
       CONVERSE_BATCH_SIZE: '25',
       CONVERSE_MAP_CONCURRENCY: '4',
@@ -898,9 +912,12 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
       [`${out}/runs/*/shards/*/input/*`]: ['s3:GetObject'],
       [out]: ['s3:ListBucket'],
       [`${out}/runs/*/shards/*/output/*`]: ['s3:PutObject'],
-      'arn:aws:bedrock:us-east-1::foundation-model/anthropic.claude-3-haiku-20240307-v1:0': [
+      // The default model is Nova Lite through the US profile: the profile, and the model in the Regions it routes to.
+      'arn:aws:bedrock:us-east-1::foundation-model/amazon.nova-lite-v1:0': ['bedrock:InvokeModel'],
+      'arn:aws:bedrock:us-east-1:<AWS::AccountId>:inference-profile/us.amazon.nova-lite-v1:0': [
         'bedrock:InvokeModel',
       ],
+      'arn:aws:bedrock:*::foundation-model/amazon.nova-lite-v1:0': ['bedrock:InvokeModel'],
     });
     // The documented policy lists the input and the output location for s3:ListBucket; both are held to shard prefixes.
     const list = statementsOf(s, role).find((st) => st.actions.includes('s3:ListBucket'));

@@ -68,7 +68,7 @@ function completedJob(
     $metadata: {},
     jobArn: ARN,
     jobName: 'corpus-run-1-s3-0123456789ab',
-    modelId: 'anthropic.claude-3-haiku-20240307-v1:0',
+    modelId: 'anthropic.claude-haiku-4-5-20251001-v1:0',
     roleArn: 'arn:aws:iam::123456789012:role/corpus-batch',
     status: 'PartiallyCompleted',
     message: '2 records failed',

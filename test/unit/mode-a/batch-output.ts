@@ -61,7 +61,7 @@ export function nativeSuccess(record: InputRecord, inputTokens = 12, outputToken
       id: `msg_${record.recordId}`,
       type: 'message',
       role: 'assistant',
-      model: 'claude-3-haiku-20240307',
+      model: 'claude-haiku-4-5-20251001',
       content: [{ type: 'text', text: `answer ${record.recordId}` }],
       stop_reason: 'end_turn',
       stop_sequence: null,

@@ -100,28 +100,22 @@ beforeEach(() => {
 
 describe('model ids and quota display names', () => {
   it.each([
-    ['anthropic.claude-3-haiku-20240307-v1:0', 'Claude 3 Haiku'],
-    ['us.anthropic.claude-3-haiku-20240307-v1:0', 'Claude 3 Haiku'],
-    ['eu.anthropic.claude-3-5-haiku-20241022-v1:0', 'Claude 3.5 Haiku'],
-    ['anthropic.claude-3-5-sonnet-20240620-v1:0', 'Claude 3.5 Sonnet'],
-    ['us.anthropic.claude-3-5-sonnet-20241022-v2:0', 'Claude 3.5 Sonnet v2'],
-    ['global.anthropic.claude-3-7-sonnet-20250219-v1:0', 'Claude 3.7 Sonnet'],
-    ['amazon.nova-micro-v1:0', 'Nova Micro V1'],
-    ['apac.amazon.nova-lite-v1:0', 'Nova Lite V1'],
-    ['us.amazon.nova-pro-v1:0', 'Nova Pro V1'],
-    ['meta.llama3-1-8b-instruct-v1:0', 'Llama 3.1 8B Instruct'],
-    ['us.meta.llama3-1-70b-instruct-v1:0', 'Llama 3.1 70B Instruct'],
-    ['arn:aws:bedrock:us-east-1::foundation-model/anthropic.claude-3-haiku-20240307-v1:0', 'Claude 3 Haiku'],
-    [
-      'arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-3-5-haiku-20241022-v1:0',
-      'Claude 3.5 Haiku',
-    ],
-  ])('%s -> %s', (modelId, name) => {
+    ['amazon.nova-lite-v1:0', 'Nova Lite V1'],
+    ['us.amazon.nova-lite-v1:0', 'Nova Lite V1'],
+    ['eu.amazon.nova-micro-v1:0', 'Nova Micro V1'],
+    ['apac.amazon.nova-pro-v1:0', 'Nova Pro V1'],
+    ['us.meta.llama3-3-70b-instruct-v1:0', 'Llama 3.3 70B Instruct'],
+    ['mistral.mistral-large-2407-v1:0', 'Mistral Large 2 (24.07)'],
+    ['openai.gpt-oss-120b-1:0', 'OpenAI GPT OSS 120b'],
+    ['arn:aws:bedrock:us-east-1::foundation-model/openai.gpt-oss-20b-1:0', 'OpenAI GPT OSS 20b'],
+    ['arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.amazon.nova-pro-v1:0', 'Nova Pro V1'],
+  ])('%s -> %s (the model catalog)', (modelId, name) => {
     expect(batchQuotaModelNames(modelId)[0]).toBe(name);
   });
 
-  it('knows nothing of other models, and strips only real profile prefixes', () => {
+  it('knows nothing of models the catalog gives no name, and strips only real profile prefixes', () => {
     expect(batchQuotaModelNames('cohere.command-r-v1:0')).toEqual([]);
+    expect(batchQuotaModelNames('global.anthropic.claude-haiku-4-5-20251001-v1:0')).toEqual([]);
     expect(foundationModelId('us.amazon.nova-pro-v1:0')).toBe('amazon.nova-pro-v1:0');
     expect(foundationModelId('amazon.nova-pro-v1:0')).toBe('amazon.nova-pro-v1:0');
     expect(foundationModelId('zz.amazon.nova-pro-v1:0')).toBe('zz.amazon.nova-pro-v1:0');
@@ -132,13 +126,13 @@ describe('readBatchQuotas', () => {
   it('reads the applied quotas of the model by name across pages, GB in bytes', async () => {
     const all = [
       ...noise,
-      ...batchQuotasFor('Claude 3 Haiku', { maxConcurrentJobs: 12, maxBytesPerFile: 1, maxBytesPerJob: 5 }),
-      ...batchQuotasFor('Claude 3.5 Haiku', { maxConcurrentJobs: 99 }),
+      ...batchQuotasFor('Nova Lite V1', { maxConcurrentJobs: 12, maxBytesPerFile: 1, maxBytesPerJob: 5 }),
+      ...batchQuotasFor('Nova Micro V1', { maxConcurrentJobs: 99 }),
     ];
     sq.on(ListServiceQuotasCommand).callsFake(paged(all, 4));
     const reading = await readBatchQuotas(
       client,
-      'us.anthropic.claude-3-haiku-20240307-v1:0',
+      'us.amazon.nova-lite-v1:0',
       FALLBACK,
       new BatchQuotaCache(),
       silent,
@@ -151,7 +145,7 @@ describe('readBatchQuotas', () => {
       maxBytesPerJob: 5 * BYTES_PER_QUOTA_GB,
       maxConcurrentJobs: 12,
     });
-    expect(reading.modelName).toBe('Claude 3 Haiku');
+    expect(reading.modelName).toBe('Nova Lite V1');
     expect(Object.values(reading.sources)).toEqual(Array(6).fill('applied'));
     expect(reading.quotaCodes.maxConcurrentJobs).toBe('L-CONC');
     expect(reading.notes).toEqual([]);
@@ -166,29 +160,43 @@ describe('readBatchQuotas', () => {
     expect(silent.warn).not.toHaveBeenCalled();
   });
 
-  it('never takes the quota of "Claude 3.5 Sonnet v2" for "Claude 3.5 Sonnet" (whole-name match)', async () => {
+  it('never takes the quota of "OpenAI GPT OSS 120b" for "OpenAI GPT OSS 20b" (whole-name match)', async () => {
     sq.on(ListServiceQuotasCommand).resolves({
       Quotas: [
-        ...batchQuotasFor('Claude 3.5 Sonnet v2', { maxConcurrentJobs: 7 }),
-        ...batchQuotasFor('Claude 3.5 Sonnet', { maxConcurrentJobs: 3 }),
+        ...batchQuotasFor('OpenAI GPT OSS 120b', { maxConcurrentJobs: 7 }),
+        ...batchQuotasFor('OpenAI GPT OSS 20b', { maxConcurrentJobs: 3 }),
       ],
     });
-    const v1 = await readBatchQuotas(
+    const small = await readBatchQuotas(
       client,
-      'anthropic.claude-3-5-sonnet-20240620-v1:0',
+      'openai.gpt-oss-20b-1:0',
       FALLBACK,
       new BatchQuotaCache(),
       silent,
     );
-    const v2 = await readBatchQuotas(
+    const large = await readBatchQuotas(
       client,
-      'anthropic.claude-3-5-sonnet-20241022-v2:0',
+      'openai.gpt-oss-120b-1:0',
       FALLBACK,
       new BatchQuotaCache(),
       silent,
     );
-    expect(v1.quotas.maxConcurrentJobs).toBe(3);
-    expect(v2.quotas.maxConcurrentJobs).toBe(7);
+    expect(small.quotas.maxConcurrentJobs).toBe(3);
+    expect(large.quotas.maxConcurrentJobs).toBe(7);
+  });
+
+  it('reads whole quota names given per limit (model.batchQuotaNames), for a model outside the catalog', async () => {
+    sq.on(ListServiceQuotasCommand).resolves({
+      Quotas: [quota('Concurrent batch jobs for Acme Writer', 4, 'L-ACME'), ...batchQuotasFor('Acme Writer')],
+    });
+    const reading = await readBatchQuotas(client, 'acme.writer-v1:0', FALLBACK, new BatchQuotaCache(), {
+      ...silent,
+      modelName: 'Acme Writer',
+      quotaNames: { maxConcurrentJobs: 'Concurrent batch jobs for Acme Writer' },
+    });
+    expect(reading.quotas.maxConcurrentJobs).toBe(4);
+    expect(reading.quotaCodes.maxConcurrentJobs).toBe('L-ACME');
+    expect(reading.sources.maxRecordsPerJob).toBe('applied');
   });
 
   it('accepts the "... for <model> (in GB)" spelling and case differences', async () => {
@@ -213,13 +221,13 @@ describe('readBatchQuotas', () => {
   });
 
   it('takes what ListServiceQuotas lacks from the AWS defaults, then the fallback, saying why', async () => {
-    const applied = batchQuotasFor('Claude 3 Haiku', { maxConcurrentJobs: 15 }).slice(5); // concurrency only
-    const defaults = batchQuotasFor('Claude 3 Haiku', { minRecordsPerJob: 1_000 }).slice(0, 4); // no job size
+    const applied = batchQuotasFor('Nova Lite V1', { maxConcurrentJobs: 15 }).slice(5); // concurrency only
+    const defaults = batchQuotasFor('Nova Lite V1', { minRecordsPerJob: 1_000 }).slice(0, 4); // no job size
     sq.on(ListServiceQuotasCommand).resolves({ Quotas: applied });
     sq.on(ListAWSDefaultServiceQuotasCommand).resolves({ Quotas: defaults });
     const reading = await readBatchQuotas(
       client,
-      'anthropic.claude-3-haiku-20240307-v1:0',
+      'amazon.nova-lite-v1:0',
       { ...FALLBACK, maxRecordsPerJob: 60_000 },
       new BatchQuotaCache(),
       silent,
@@ -236,11 +244,11 @@ describe('readBatchQuotas', () => {
     expect(reading.quotas.maxConcurrentJobs).toBe(15);
     expect(reading.quotas.maxBytesPerJob).toBe(FALLBACK.maxBytesPerJob);
     expect(reading.notes).toEqual([
-      'no quota "Batch inference job size (in GB) for Claude 3 Haiku" for anthropic.claude-3-haiku-20240307-v1:0: maxBytesPerJob uses the configured value',
+      'no quota "Batch inference job size (in GB) for Nova Lite V1" for amazon.nova-lite-v1:0: maxBytesPerJob uses the configured value',
     ]);
     expect(silent.warn).toHaveBeenCalledWith(
       'batch quotas: some limits use the configured values',
-      expect.objectContaining({ modelName: 'Claude 3 Haiku', notes: reading.notes }),
+      expect.objectContaining({ modelName: 'Nova Lite V1', notes: reading.notes }),
     );
   });
 
@@ -268,7 +276,7 @@ describe('readBatchQuotas', () => {
     sq.on(ListServiceQuotasCommand).rejects(throttled());
     sq.on(ListAWSDefaultServiceQuotasCommand).rejects(throttled());
     const cache = new BatchQuotaCache();
-    const modelId = 'anthropic.claude-3-haiku-20240307-v1:0';
+    const modelId = 'amazon.nova-lite-v1:0';
     const reading = await readBatchQuotas(client, modelId, FALLBACK, cache, silent);
     expect(reading.quotas).toEqual(FALLBACK);
     expect(Object.values(reading.sources)).toEqual(Array(6).fill('fallback'));
@@ -312,17 +320,14 @@ describe('readBatchQuotas', () => {
   it('ignores a quota without a usable value, and a set that contradicts itself', async () => {
     sq.on(ListServiceQuotasCommand).resolves({
       Quotas: [
-        ...batchQuotasFor('Claude 3 Haiku').filter((q) => !q.QuotaName?.startsWith('Sum of')),
-        quota(
-          'Sum of in-progress and submitted batch inference jobs using a base model for Claude 3 Haiku',
-          0,
-        ),
+        ...batchQuotasFor('Nova Lite V1').filter((q) => !q.QuotaName?.startsWith('Sum of')),
+        quota('Sum of in-progress and submitted batch inference jobs using a base model for Nova Lite V1', 0),
       ],
     });
     sq.on(ListAWSDefaultServiceQuotasCommand).resolves({ Quotas: [] });
     const reading = await readBatchQuotas(
       client,
-      'anthropic.claude-3-haiku-20240307-v1:0',
+      'amazon.nova-lite-v1:0',
       FALLBACK,
       new BatchQuotaCache(),
       silent,
@@ -332,11 +337,11 @@ describe('readBatchQuotas', () => {
 
     sq.reset();
     sq.on(ListServiceQuotasCommand).resolves({
-      Quotas: batchQuotasFor('Claude 3 Haiku', { minRecordsPerJob: 80_000 }),
+      Quotas: batchQuotasFor('Nova Lite V1', { minRecordsPerJob: 80_000 }),
     });
     const contradictory = await readBatchQuotas(
       client,
-      'anthropic.claude-3-haiku-20240307-v1:0',
+      'amazon.nova-lite-v1:0',
       FALLBACK,
       new BatchQuotaCache(),
       silent,
@@ -348,9 +353,9 @@ describe('readBatchQuotas', () => {
   it('caches a lookup per model for the TTL, and merges it with the fallback of each call', async () => {
     let now = 1_000_000;
     const cache = new BatchQuotaCache({ ttlMs: 60_000, now: () => now });
-    sq.on(ListServiceQuotasCommand).resolves({ Quotas: batchQuotasFor('Claude 3 Haiku').slice(0, 5) });
+    sq.on(ListServiceQuotasCommand).resolves({ Quotas: batchQuotasFor('Nova Lite V1').slice(0, 5) });
     sq.on(ListAWSDefaultServiceQuotasCommand).resolves({ Quotas: [] });
-    const modelId = 'anthropic.claude-3-haiku-20240307-v1:0';
+    const modelId = 'amazon.nova-lite-v1:0';
     const first = await readBatchQuotas(client, modelId, FALLBACK, cache, silent);
     expect(first.fromCache).toBe(false);
 

@@ -110,6 +110,8 @@ describe('Collect event mapping', () => {
       jobStatus: 'Stopped',
       failureMessage: 'stopped by a person',
       inputKeys: staged.inputKeys,
+      // Re-driven records keep the shard's format (Plan's, which knew the model's family).
+      format: 'converse',
       outputPrefix: staged.outputPrefix,
       submittedAt: '2025-01-02T03:00:00.000Z',
       endedAt: '2025-01-02T04:00:00.000Z',

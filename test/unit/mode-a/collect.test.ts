@@ -1,3 +1,5 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import 'aws-sdk-client-mock-jest';
 import { Readable } from 'node:stream';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, jest } from '@jest/globals';
@@ -405,6 +407,34 @@ describe('collectShard: model output formats', () => {
     expect(
       normaliseModelOutput({ inputTextTokenCount: 8, results: [{ tokenCount: 3 }, { tokenCount: 2 }] }).usage,
     ).toEqual({ inputTokens: 8, outputTokens: 5, totalTokens: 13 });
+    // Every catalog family's documented answer (test/fixtures/aws/models): gpt-oss's usage, Mistral's none.
+    const documented = (family: string): unknown =>
+      JSON.parse(readFileSync(join(__dirname, `../../fixtures/aws/models/${family}/response.json`), 'utf8'));
+    expect(normaliseModelOutput(documented('openai-chat')).usage).toEqual({
+      inputTokens: 20,
+      outputTokens: 10,
+      totalTokens: 30,
+    });
+    expect(normaliseModelOutput(documented('meta-llama')).usage).toEqual({
+      inputTokens: 17,
+      outputTokens: 10,
+      totalTokens: 27,
+    });
+    expect(normaliseModelOutput(documented('anthropic-messages')).usage.inputTokens).toBe(14);
+    expect(normaliseModelOutput(documented('amazon-nova')).usage).toEqual({
+      inputTokens: 12,
+      outputTokens: 10,
+      totalTokens: 22,
+    });
+    expect(normaliseModelOutput(documented('mistral-chat')).usage.totalTokens).toBe(0);
+    // A Nova native answer looks like a Converse one: from a native shard it is kept whole, as mode B keeps it.
+    expect(normaliseModelOutput(documented('amazon-nova'), 'native')).toEqual({
+      modelOutput: documented('amazon-nova'),
+      usage: { inputTokens: 12, outputTokens: 10, totalTokens: 22 },
+    });
+    expect(normaliseModelOutput(documented('amazon-nova'), 'converse').modelOutput).not.toHaveProperty(
+      'usage',
+    );
     expect(normaliseModelOutput({ completion: 'x' }).usage).toEqual({
       inputTokens: 0,
       outputTokens: 0,

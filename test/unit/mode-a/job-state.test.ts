@@ -42,7 +42,7 @@ function stateChange(status: string, jobArn = JOB_ARN): JobStateEvent {
       accountId: '123456789012',
       batchJobName: NAME,
       batchJobArn: jobArn,
-      batchModelId: 'anthropic.claude-3-haiku-20240307-v1:0',
+      batchModelId: 'anthropic.claude-haiku-4-5-20251001-v1:0',
       status,
       failureMessage: '',
       creationTime: '2030-01-01T00:00:00.000Z',

@@ -184,7 +184,7 @@ export function invocationJob(
     $metadata: {},
     jobArn,
     jobName,
-    modelId: 'anthropic.claude-3-haiku-20240307-v1:0',
+    modelId: 'anthropic.claude-haiku-4-5-20251001-v1:0',
     roleArn: 'arn:aws:iam::123456789012:role/corpus-batch',
     status: status as GetModelInvocationJobCommandOutput['status'],
     submitTime,

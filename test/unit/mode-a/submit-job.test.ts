@@ -41,7 +41,7 @@ const T0 = Date.parse('2030-01-01T00:00:00.000Z');
 
 const SETTINGS: SubmitSettings = {
   outputBucket: 'output-bucket',
-  modelId: 'anthropic.claude-3-haiku-20240307-v1:0',
+  modelId: 'anthropic.claude-haiku-4-5-20251001-v1:0',
   roleArn: 'arn:aws:iam::123456789012:role/corpus-batch',
   jobTimeoutHours: 48,
   jobNamePrefix: 'corpus-dev',
