@@ -26,7 +26,8 @@ const env = readEnv(
     MAX_ATTEMPTS: positiveInt,
     LEDGER_TTL_DAYS: positiveInt,
     CLAIM_LEASE_SECONDS: positiveInt,
-    REQUESTS_PER_MINUTE: positiveInt,
+    /** Absent where the model has no requests-per-minute quota (most models: tokens only). */
+    REQUESTS_PER_MINUTE: positiveInt.optional(),
     TOKENS_PER_MINUTE: positiveInt,
     CONVERSE_MAP_CONCURRENCY: positiveInt,
     /** How long an EXPRESS child may run (AWS: five minutes); the local runtime may shrink it for its tests. */

@@ -136,9 +136,17 @@ export const environmentConfigSchema = z
     /** On-demand (Converse) quotas for the model in this account and Region. */
     onDemand: z
       .object({
-        /** Requests per minute the account may send to the model. @default 200 */
-        requestsPerMinute: z.number().int().positive().default(200),
-        /** Input + output tokens per minute the account may use. @default 200000 */
+        /**
+         * Requests per minute the account may send to the model, where it has such a quota: the bedrock-runtime
+         * endpoint governs inference by per-model token quotas
+         * (https://docs.aws.amazon.com/bedrock/latest/userguide/quotas-runtime.html), so most models have none and
+         * ConverseBatch paces by tokens alone. @default none
+         */
+        requestsPerMinute: z.number().int().positive().optional(),
+        /**
+         * Input + output tokens per minute the account may use ("On-demand InvokeModel tokens per minute for <model>",
+         * or "Cross-Region InvokeModel tokens per minute" for an inference profile, in Service Quotas). @default 200000
+         */
         tokensPerMinute: z.number().int().positive().default(200_000),
       })
       .strict()

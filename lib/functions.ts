@@ -216,7 +216,9 @@ export class PipelineFunctions extends Construct {
         ITEM_CONCURRENCY: String(config.converse.itemConcurrency),
         MAX_ATTEMPTS: String(config.converse.maxAttempts),
         LEDGER_TTL_DAYS: String(config.ledger.ttlDays),
-        REQUESTS_PER_MINUTE: String(config.onDemand.requestsPerMinute),
+        ...(config.onDemand.requestsPerMinute === undefined
+          ? {}
+          : { REQUESTS_PER_MINUTE: String(config.onDemand.requestsPerMinute) }),
         TOKENS_PER_MINUTE: String(config.onDemand.tokensPerMinute),
         CONVERSE_MAP_CONCURRENCY: String(config.converse.mapConcurrency),
         ...results,

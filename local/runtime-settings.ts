@@ -52,7 +52,7 @@ export function configuredBatchLimits(functions: readonly ConfiguredFunction[]):
 
 /** The on-demand quotas the stack configured (read from the function that carries them), as simulator quotas. */
 export function configuredRuntimeQuotas(functions: readonly ConfiguredFunction[]): Partial<QuotaLimits> {
-  return configured(functions, RUNTIME_QUOTA_ENV, RUNTIME_QUOTA_ENV.requestsPerMinute);
+  return configured(functions, RUNTIME_QUOTA_ENV, RUNTIME_QUOTA_ENV.tokensPerMinute);
 }
 
 /**

@@ -1,8 +1,11 @@
 import type { ModelCaller, ModelRequest } from './model-caller';
 
 /**
- * Client-side pacing of model calls against the model's on-demand quotas (requests and tokens per minute), so a
- * Converse fan-out runs just under the quota instead of hitting it and backing off.
+ * Client-side pacing of model calls against the model's on-demand quotas, so a Converse fan-out runs just under the
+ * quota instead of hitting it and backing off. The bedrock-runtime endpoint governs inference by per-model token
+ * quotas (tokens per minute, input + output; https://docs.aws.amazon.com/bedrock/latest/userguide/quotas-runtime.html),
+ * so tokens per minute is the quota every pacer paces by; a requests-per-minute quota, where an account still has one
+ * for its model, is paced by as well when it is configured.
  *
  * Each Distributed Map child (one Lambda container at a time) gets an equal share of the quotas,
  * `1 / CONVERSE_MAP_CONCURRENCY`, and paces its calls with two token buckets (requests, tokens) that refill at
@@ -29,8 +32,11 @@ export class PacingAbortedError extends Error {
 
 /** What a {@link QuotaPacer} needs. */
 export interface QuotaPacerOptions {
-  /** The model's requests-per-minute quota (the whole account's, all children together). */
-  requestsPerMinute: number;
+  /**
+   * The model's requests-per-minute quota (the whole account's, all children together), where it has one; undefined:
+   * requests are not limited, only tokens.
+   */
+  requestsPerMinute?: number | undefined;
   /** The model's tokens-per-minute quota (input + output). */
   tokensPerMinute: number;
   /** This pacer's share of the quotas, 0 < share <= 1 (1 / the Map's MaxConcurrency). @default 1 */
@@ -101,8 +107,8 @@ class Ewma {
 export class QuotaPacer {
   private readonly now: () => number;
   private readonly sleep: (ms: number, signal?: AbortSignal) => Promise<void>;
-  /** Refill rates per ms. */
-  private readonly requestRate: number;
+  /** Refill rates per ms; no request rate when the model has no requests-per-minute quota. */
+  private readonly requestRate: number | undefined;
   private readonly tokenRate: number;
   private requests = 0;
   private tokens = 0;
@@ -116,26 +122,33 @@ export class QuotaPacer {
   constructor(options: QuotaPacerOptions) {
     const share = options.share ?? 1;
     const target = options.target ?? DEFAULT_TARGET;
-    for (const [name, value] of Object.entries({
-      requestsPerMinute: options.requestsPerMinute,
-      tokensPerMinute: options.tokensPerMinute,
-    })) {
+    const quotas: Record<string, number> = { tokensPerMinute: options.tokensPerMinute };
+    if (options.requestsPerMinute !== undefined) quotas.requestsPerMinute = options.requestsPerMinute;
+    for (const [name, value] of Object.entries(quotas)) {
       if (!(value > 0)) throw new RangeError(`${name} must be positive, got ${value}`);
     }
     if (!(share > 0 && share <= 1)) throw new RangeError(`share must be in (0, 1], got ${share}`);
     if (!(target > 0 && target <= 1)) throw new RangeError(`target must be in (0, 1], got ${target}`);
     this.now = options.now ?? Date.now;
     this.sleep = options.sleep ?? defaultSleep;
-    this.requestRate = (options.requestsPerMinute * share * target) / 60_000;
+    this.requestRate =
+      options.requestsPerMinute === undefined
+        ? undefined
+        : (options.requestsPerMinute * share * target) / 60_000;
     this.tokenRate = (options.tokensPerMinute * share * target) / 60_000;
     this.last = this.now();
   }
 
   /**
    * The pacer of one Map child: an equal share of the quotas among `mapConcurrency` children.
+   * @param requestsPerMinute the model's requests-per-minute quota, undefined where it has none
    * @param mapConcurrency the Map's MaxConcurrency (CONVERSE_MAP_CONCURRENCY)
    */
-  static forMapChild(requestsPerMinute: number, tokensPerMinute: number, mapConcurrency: number): QuotaPacer {
+  static forMapChild(
+    requestsPerMinute: number | undefined,
+    tokensPerMinute: number,
+    mapConcurrency: number,
+  ): QuotaPacer {
     return new QuotaPacer({ requestsPerMinute, tokensPerMinute, share: 1 / Math.max(1, mapConcurrency) });
   }
 
@@ -159,12 +172,12 @@ export class QuotaPacer {
       // Debited first, then waited for: a call passes once the buckets, this call included, are out of debt. So a
       // child's calls never run ahead of its rate, not even its first ones (children start together).
       this.refill();
-      this.requests -= 1;
+      if (this.requestRate !== undefined) this.requests -= 1;
       this.tokens -= permit.tokens;
       try {
         await this.waitForRoom(signal);
       } catch (err) {
-        this.requests += 1;
+        if (this.requestRate !== undefined) this.requests += 1;
         this.tokens += permit.tokens;
         throw err;
       }
@@ -198,10 +211,12 @@ export class QuotaPacer {
     // Refilling stops at IDLE_CREDIT_MS worth of credit: enough to bridge the gap between two batches of a child,
     // too little for the children's bursts together to pass the quota's rolling window. Credit from a refund (a call
     // that used less than estimated) is kept: those tokens were debited and never used.
-    const requestCap = IDLE_CREDIT_MS * this.requestRate;
+    if (this.requestRate !== undefined) {
+      const requestCap = IDLE_CREDIT_MS * this.requestRate;
+      if (this.requests < requestCap)
+        this.requests = Math.min(requestCap, this.requests + elapsed * this.requestRate);
+    }
     const tokenCap = IDLE_CREDIT_MS * this.tokenRate;
-    if (this.requests < requestCap)
-      this.requests = Math.min(requestCap, this.requests + elapsed * this.requestRate);
     if (this.tokens < tokenCap) this.tokens = Math.min(tokenCap, this.tokens + elapsed * this.tokenRate);
   }
 
@@ -209,7 +224,8 @@ export class QuotaPacer {
     for (;;) {
       if (signal?.aborted) throw new PacingAbortedError('the call was aborted while waiting for quota');
       this.refill();
-      const wait = Math.max(-this.requests / this.requestRate, -this.tokens / this.tokenRate);
+      const requestWait = this.requestRate === undefined ? 0 : -this.requests / this.requestRate;
+      const wait = Math.max(requestWait, -this.tokens / this.tokenRate);
       if (wait <= 0) return;
       await this.sleep(Math.ceil(wait), signal);
     }

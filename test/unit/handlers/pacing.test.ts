@@ -45,6 +45,21 @@ describe('QuotaPacer', () => {
     expect(clock.now()).toBeLessThanOrEqual(20_500);
   });
 
+  it('paces by tokens alone where the model has no requests-per-minute quota', async () => {
+    const clock = fakeClock();
+    // 60,000 TPM x 0.95 = 950 tokens per second; no request quota at all.
+    const pacer = new QuotaPacer({ tokensPerMinute: 60_000, ...clock });
+    for (let i = 0; i < 1_900; i++) {
+      const permit = await pacer.acquire({ inputTokens: 5, maxTokens: 5 });
+      pacer.settle(permit, { inputTokens: 5, outputTokens: 5 });
+    }
+    // 1,900 calls of 10 tokens = 19,000 tokens at 950 per second: about 20 s, 95 calls a second, a rate a
+    // requests-per-minute quota of the old defaults (200) would have held to ten minutes.
+    expect(clock.now()).toBeGreaterThanOrEqual(19_000);
+    expect(clock.now()).toBeLessThanOrEqual(20_500);
+    expect(() => QuotaPacer.forMapChild(undefined, 60_000, 4)).not.toThrow();
+  });
+
   it('refunds the tokens of a call that failed', async () => {
     const clock = fakeClock();
     const pacer = new QuotaPacer({ requestsPerMinute: 1e6, tokensPerMinute: 60_000, ...clock });

@@ -724,7 +724,6 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
         'LEDGER_TTL_DAYS',
         'MAX_ATTEMPTS',
         'MODEL_ID',
-        'REQUESTS_PER_MINUTE',
         'TOKENS_PER_MINUTE',
       ],
       'lambda/finalize.ts': [
@@ -843,9 +842,10 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
     expect(vars(converse)).toMatchObject({
       ITEM_CONCURRENCY: '4',
       LEDGER_TTL_DAYS: '90',
-      REQUESTS_PER_MINUTE: '1000',
       TOKENS_PER_MINUTE: '2000000',
     });
+    // dev sets no requests-per-minute quota (Bedrock's runtime quotas are token quotas): ConverseBatch paces by tokens.
+    expect(vars(converse)).not.toHaveProperty('REQUESTS_PER_MINUTE');
     s.template.hasResourceProperties('AWS::Lambda::Function', {
       Handler: 'index.handler',
       Timeout: 900,
