@@ -1,4 +1,4 @@
-import { describe, expect, it } from '@jest/globals';
+import { beforeAll, describe, expect, it } from '@jest/globals';
 import { App, Stack } from 'aws-cdk-lib';
 import { Template } from 'aws-cdk-lib/assertions';
 import * as s3 from 'aws-cdk-lib/aws-s3';
@@ -38,9 +38,13 @@ function synthesizedRule(): { pattern: JsonObject; transformer: JsonObject } {
   return { pattern: rule.Properties.EventPattern, transformer };
 }
 
+let synthesized: { pattern: JsonObject; transformer: JsonObject } | undefined;
+
 /** Runs an event through a local bus holding the synthesized rule; returns what the target received. */
 async function deliverToWorkflow(event: JsonObject): Promise<string[]> {
-  const { pattern, transformer } = synthesizedRule();
+  // Synthesized once for the suite (a synth takes seconds on a loaded machine).
+  synthesized ??= synthesizedRule();
+  const { pattern, transformer } = synthesized;
   const delivered: string[] = [];
   const bus = new LocalEventBus({
     account: '111122223333',
@@ -73,6 +77,10 @@ function documentedUpload(key = `${PREFIX}example-key`): JsonObject {
 }
 
 describe('the S3 ingest rule on the documented Object Created event', () => {
+  beforeAll(() => {
+    synthesized = synthesizedRule();
+  }, 60_000);
+
   it('turns the documented event into the run input the workflow accepts', async () => {
     const delivered = await deliverToWorkflow(documentedUpload());
     expect(delivered).toHaveLength(1);
