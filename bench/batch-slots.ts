@@ -16,8 +16,8 @@ import {
   isTerminalStatus,
   startBedrockSimulator,
   type BatchJobStateChangeEvent,
-} from '../local/bedrock-simulator';
-import { LOCAL_CREDENTIALS } from '../local/cloud/emulators';
+} from '@corpus-pipeline/local-aws/bedrock-simulator';
+import { LOCAL_CREDENTIALS } from '@corpus-pipeline/local-aws/cloud/emulators';
 import { noopSqs } from './lib/noop-sqs';
 import { figure, type Benchmark, type BenchResults } from './lib/results';
 import { startBenchServices, uploadChunks } from './lib/services';

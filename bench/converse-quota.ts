@@ -11,11 +11,11 @@ import {
   type ModelCaller,
 } from '../lambda/shared/model-caller';
 import { pacedCaller, QuotaPacer } from '../lambda/shared/pacing';
-import { startBedrockSimulator, type TimelinePoint } from '../local/bedrock-simulator';
+import { startBedrockSimulator, type TimelinePoint } from '@corpus-pipeline/local-aws/bedrock-simulator';
 import { prng } from './lib/corpus';
 import { noopSqs } from './lib/noop-sqs';
 import { figure, type Benchmark, type BenchResults } from './lib/results';
-import { LOCAL_CREDENTIALS } from '../local/cloud/emulators';
+import { LOCAL_CREDENTIALS } from '@corpus-pipeline/local-aws/cloud/emulators';
 import { startBenchServices, type BenchServices } from './lib/services';
 
 const MODEL_ID = 'us.amazon.nova-lite-v1:0';

@@ -78,7 +78,7 @@ export function checkNode(version: string): CheckResult {
   if (major < FUNCTIONS_NODE_MAJOR) {
     return result('node', title, 'pass', `Node.js ${version}`, {
       details: [
-        `aws-local-stepfunctions 3 and cookie 2 (under fauxqs) declare Node.js >= ${FUNCTIONS_NODE_MAJOR}, hence npm's EBADENGINE warnings: the workflow runner installs the one function it lacks on Node.js 20 (Promise.withResolvers, local/workflow/promise-polyfill.ts) and cookie is loaded only by fastify's inject(), which the runtime never calls`,
+        `aws-local-stepfunctions 3 and cookie 2 (under fauxqs) declare Node.js >= ${FUNCTIONS_NODE_MAJOR}, hence npm's EBADENGINE warnings: the workflow runner installs the one function it lacks on Node.js 20 (Promise.withResolvers, packages/local-aws/workflow/promise-polyfill.ts) and cookie is loaded only by fastify's inject(), which the runtime never calls`,
         `the deployed functions run Node.js ${FUNCTIONS_NODE_MAJOR} (nodejs${FUNCTIONS_NODE_MAJOR}.x): ${FUNCTIONS_NODE_MAJOR} runs them locally as they run in Lambda`,
       ],
     });
@@ -206,9 +206,9 @@ function checkPackages(probes: LocalProbes): CheckResult {
 
 /** The probes on this machine. The emulators module is loaded only when a probe needs it. */
 function defaultProbes(): LocalProbes {
-  const emulators = (): typeof import('../local/cloud/emulators') =>
+  const emulators = (): typeof import('@corpus-pipeline/local-aws/cloud/emulators') =>
     // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded lazily: it loads the emulator packages
-    require('../local/cloud/emulators') as typeof import('../local/cloud/emulators');
+    require('@corpus-pipeline/local-aws/cloud/emulators') as typeof import('@corpus-pipeline/local-aws/cloud/emulators');
   return {
     nodeVersion: process.versions.node,
     listen: listenOnLoopback,

@@ -14,13 +14,13 @@ import {
   LOCAL_SQS_ACCOUNT_ID,
   startEmulators,
   type Emulators,
-} from '../local/cloud/emulators';
+} from '@corpus-pipeline/local-aws/cloud/emulators';
 import {
   describeStack,
   loadTemplate,
   TemplateResolutionError,
   type ProvisionedStack,
-} from '../local/cloud/template';
+} from '@corpus-pipeline/local-aws/cloud/template';
 import type {
   Backend,
   ExecutionInfo,

@@ -23,7 +23,7 @@ export interface CliDeps {
   readonly now?: () => number;
   /** @default setTimeout */
   readonly sleep?: (ms: number) => Promise<void>;
-  /** @default the local runtime (local/run-local), loaded when `local run` runs */
+  /** @default the local runtime (cli/local/run-local), loaded when `local run` runs */
   readonly localRunner?: () => Promise<LocalRunner>;
   /** Reads an environment's validated settings (bin/ reads cdk.json); `corpus doctor` needs it. */
   readonly loadEnvironment?: (envName: string) => Promise<PipelineConfig>;

@@ -1,6 +1,10 @@
 import type { S3Client } from '@aws-sdk/client-s3';
 import { PutObjectCommand } from '@aws-sdk/client-s3';
-import { DEFAULT_MODELS, FaultInjector, processBatchRecord } from '../../local/bedrock-simulator';
+import {
+  DEFAULT_MODELS,
+  FaultInjector,
+  processBatchRecord,
+} from '@corpus-pipeline/local-aws/bedrock-simulator';
 import { prng } from './corpus';
 import { uploadChunks } from './services';
 

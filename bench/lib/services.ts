@@ -13,7 +13,7 @@ import {
   startS3Emulator,
   type DynamoDbEmulator,
   type S3Emulator,
-} from '../../local/cloud/emulators';
+} from '@corpus-pipeline/local-aws/cloud/emulators';
 
 /** The environment every benchmark process gets: quiet Powertools, local credentials, region. */
 export const QUIET_ENV: Record<string, string> = {

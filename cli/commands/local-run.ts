@@ -1,9 +1,9 @@
 import { resolve } from 'node:path';
 import { MultiBar, Presets, type SingleBar } from 'cli-progress';
 import { Command, Option } from 'commander';
-import type { LocalRunOptions, LocalRunOutcome } from '../../local/run-local';
-import { describeFaults, parseFaults, type FaultPlan } from '../../local/faults';
-import { parseMapProgressLine } from '../../local/progress';
+import type { LocalRunOptions, LocalRunOutcome } from '../local/run-local';
+import { describeFaults, parseFaults, type FaultPlan } from '../local/faults';
+import { parseMapProgressLine } from '../local/progress';
 import { write, type CliContext } from '../context';
 import { CliUsageError, EXIT } from '../errors';
 import * as fmt from '../format';
@@ -19,7 +19,7 @@ export interface LocalRunner {
 /** Loads the local runtime only when `local run` runs (it pulls in the emulators, the simulator and the CDK). */
 function loadLocalRunner(): Promise<LocalRunner> {
   // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded lazily (see above)
-  return Promise.resolve(require('../../local/run-local') as typeof import('../../local/run-local'));
+  return Promise.resolve(require('../local/run-local') as typeof import('../local/run-local'));
 }
 
 /** Options of `corpus local run`. */

@@ -2,7 +2,7 @@
  * The model catalog: every Bedrock model this pipeline knows, in one place, with what the rest of the code needs to
  * know about it. Record detection (records.ts), usage of native answers (model-caller.ts, collect.ts), the batch
  * quota lookup (batch-quotas.ts), the default prices of `corpus report` (cli/cost.ts), the configuration check
- * (lib/config.ts) and the Bedrock simulator (local/bedrock-simulator) all read it; none of them keeps a table of its
+ * (lib/config.ts) and the Bedrock simulator (packages/local-aws/bedrock-simulator) all read it; none of them keeps a table of its
  * own.
  *
  * Per model: the family of its native InvokeModel body, its system-defined inference profiles, whether it runs on

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { RunManifest } from '../../lambda/shared/contracts';
 import { FAULT_POINTS } from '../../lambda/shared/fault-points';
-import type { FaultReport } from '../../local/fault-report';
+import type { FaultReport } from '../../cli/local/fault-report';
 import { BAD_CORPUS, readJsonl, ROOT, runLocal } from './cli';
 import { writeRealWorldCorpus } from './real-world-corpus';
 

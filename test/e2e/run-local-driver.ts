@@ -3,8 +3,8 @@
 // at once through one runtime) with the given options, `faults` as the CLI's --faults spec, and `expressTimeoutMs`
 // (the EXPRESS children's cap). Prints the manifest, or one `{outDir, manifest}` per run.
 import { runtimeOptionsFor } from '../../cli/commands/local-run';
-import { parseFaults } from '../../local/faults';
-import { runLocalCorpora, runLocalCorpus, type LocalRunOptions } from '../../local/run-local';
+import { parseFaults } from '../../cli/local/faults';
+import { runLocalCorpora, runLocalCorpus, type LocalRunOptions } from '../../cli/local/run-local';
 
 type DriverOptions = LocalRunOptions & { corpusFiles?: string[]; faults?: string; expressTimeoutMs?: number };
 

@@ -23,9 +23,17 @@ import {
   TOO_MANY_TOKENS_MESSAGE,
   type BatchJobStateChangeEvent,
   type RuntimeResponse,
-} from '../../../local/bedrock-simulator';
-import { LOCAL_CREDENTIALS, startS3Emulator, type S3Emulator } from '../../../local/cloud/emulators';
-import { LocalEventBus, s3ObjectCreatedEventFor, type EventBridgeEvent } from '../../../local/eventbridge';
+} from '@corpus-pipeline/local-aws/bedrock-simulator';
+import {
+  LOCAL_CREDENTIALS,
+  startS3Emulator,
+  type S3Emulator,
+} from '@corpus-pipeline/local-aws/cloud/emulators';
+import {
+  LocalEventBus,
+  s3ObjectCreatedEventFor,
+  type EventBridgeEvent,
+} from '@corpus-pipeline/local-aws/eventbridge';
 import {
   AWS_FIXTURES,
   fixtureJson,
@@ -155,7 +163,7 @@ describe('the batch control plane and its jobs', () => {
       {
         s3Client: s3,
         faults: new FaultInjector({ rejectWhenTextIncludes: MARKER }),
-        // As the local runtime bridges the simulator to the default bus (local/runtime.ts).
+        // As the local runtime bridges the simulator to the default bus (cli/local/runtime.ts).
         onEvent: (event: BatchJobStateChangeEvent) => {
           bus.emit({ ...event, resources: [...event.resources], detail: { ...event.detail } });
         },
@@ -479,7 +487,7 @@ describe('the local S3 Object Created event', () => {
       eventPattern: { source: ['aws.s3'], 'detail-type': ['Object Created'] },
       targets: [{ id: 'workflow', arn: `arn:aws:states:${REGION}:${ACCOUNT}:stateMachine:corpus` }],
     });
-    // As the local runtime bridges the S3 emulator to the default bus (local/runtime.ts).
+    // As the local runtime bridges the S3 emulator to the default bus (cli/local/runtime.ts).
     const unsubscribe = emulator.onObjectCreated((notice) => {
       bus.emit(s3ObjectCreatedEventFor(notice, { account: ACCOUNT, region: REGION }));
     });
@@ -496,7 +504,7 @@ describe('the local S3 Object Created event', () => {
   const rules: ShapeRules = {
     fixed: ['version', 'source', 'detail-type', 'detail.version'],
     optional: {
-      // test/unit/eventbridge/ingest-input.test.ts checks that the ingest rule reads no such field.
+      // test/unit/local-aws/eventbridge/ingest-input.test.ts checks that the ingest rule reads no such field.
       'detail.object.version-id':
         'the local S3 (s3rver) keeps no object versions; the documented example is from a versioned bucket, as the ingest bucket is, but nothing in the pipeline reads it',
     },

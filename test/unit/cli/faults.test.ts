@@ -9,7 +9,7 @@ import {
   type FaultPointHook,
 } from '../../../lambda/shared/fault-points';
 import { FUNCTION_ENTRIES } from '../../../lib/functions';
-import { FaultSpecError, crashPoints, describeFaults, parseFaults } from '../../../local/faults';
+import { FaultSpecError, crashPoints, describeFaults, parseFaults } from '../../../cli/local/faults';
 
 /** The FaultSpecError message a spec is refused with. */
 function refusal(spec: string): string {

@@ -12,12 +12,12 @@ import { runCli } from '../../../cli/program';
 import { checkRunId, failureLineOf, RunStore } from '../../../cli/run-store';
 import { computeProgress, runViewOf } from '../../../cli/run-view';
 import { createProgressDisplay, RateTracker } from '../../../cli/watch';
-import type { LocalRunOptions, LocalRunOutcome } from '../../../local/run-local';
-import { startBedrockSimulator } from '../../../local/bedrock-simulator';
+import type { LocalRunOptions, LocalRunOutcome } from '../../../cli/local/run-local';
+import { startBedrockSimulator } from '@corpus-pipeline/local-aws/bedrock-simulator';
 import { FAULT_POINTS } from '../../../lambda/shared/fault-points';
-import { simulatorOptionsFor } from '../../../local/runtime-settings';
+import { simulatorOptionsFor } from '../../../cli/local/runtime-settings';
 import { BedrockRuntimeClient, ConverseCommand } from '@aws-sdk/client-bedrock-runtime';
-import { parseMapProgressLine } from '../../../local/progress';
+import { parseMapProgressLine } from '../../../cli/local/progress';
 import { mockClient } from 'aws-sdk-client-mock';
 import { S3Client } from '@aws-sdk/client-s3';
 import {

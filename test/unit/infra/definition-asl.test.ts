@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { describeStack, type CfnTemplate } from '../../../local/cloud/template';
+import { describeStack, type CfnTemplate } from '@corpus-pipeline/local-aws/cloud/template';
 import { synthEnvironment, type Synthesized } from './synth-helpers';
 
 // The workflow definition as deployed, checked by a validator this repository did not write: asl-validator (JSON

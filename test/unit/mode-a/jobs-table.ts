@@ -10,7 +10,7 @@ import { CreateTableCommand, DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { SFNClient } from '@aws-sdk/client-sfn';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { jobsTableDefinition, JobStore, type JobStoreOptions } from '../../../lambda/shared/batch-jobs';
-import { listenLocal } from '../../../local/listen';
+import { listenLocal } from '@corpus-pipeline/local-aws/listen';
 
 type Dynalite = (options: {
   createTableMs?: number;
