@@ -18,6 +18,7 @@ import {
   type BatchJobStateChangeEvent,
 } from '@corpus-pipeline/local-aws/bedrock-simulator';
 import { LOCAL_CREDENTIALS } from '@corpus-pipeline/local-aws/cloud/emulators';
+import { CATALOG_MODELS } from '../cli/local/simulator-models';
 import { noopSqs } from './lib/noop-sqs';
 import { figure, type Benchmark, type BenchResults } from './lib/results';
 import { startBenchServices, uploadChunks } from './lib/services';
@@ -64,6 +65,7 @@ export const slotsBenchmark: Benchmark = {
     const endedEarly = new Set<string>();
     const events: BatchJobStateChangeEvent[] = [];
     const sim = await startBedrockSimulator({
+      models: CATALOG_MODELS,
       s3Client: services.s3,
       batch: {
         limits: { default: { ...quotas } },

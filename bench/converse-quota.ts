@@ -16,6 +16,7 @@ import { prng } from './lib/corpus';
 import { noopSqs } from './lib/noop-sqs';
 import { figure, type Benchmark, type BenchResults } from './lib/results';
 import { LOCAL_CREDENTIALS } from '@corpus-pipeline/local-aws/cloud/emulators';
+import { CATALOG_MODELS } from '../cli/local/simulator-models';
 import { startBenchServices, type BenchServices } from './lib/services';
 
 const MODEL_ID = 'us.amazon.nova-lite-v1:0';
@@ -174,6 +175,7 @@ export const converseBenchmark: Benchmark = {
 
 async function startSimulator(time: ScaledTime): Promise<Awaited<ReturnType<typeof startBedrockSimulator>>> {
   return startBedrockSimulator({
+    models: CATALOG_MODELS,
     quotas: { default: { requestsPerMinute: RPM, tokensPerMinute: TPM } },
     latencyMs: LATENCY_MS / time.scale,
     perOutputTokenMs: PER_OUTPUT_TOKEN_MS / time.scale,

@@ -1,10 +1,7 @@
 import type { S3Client } from '@aws-sdk/client-s3';
 import { PutObjectCommand } from '@aws-sdk/client-s3';
-import {
-  DEFAULT_MODELS,
-  FaultInjector,
-  processBatchRecord,
-} from '@corpus-pipeline/local-aws/bedrock-simulator';
+import { FaultInjector, processBatchRecord } from '@corpus-pipeline/local-aws/bedrock-simulator';
+import { CATALOG_MODELS } from '../../cli/local/simulator-models';
 import { prng } from './corpus';
 import { uploadChunks } from './services';
 
@@ -42,7 +39,7 @@ export async function writeBatchShard(
   textChars: number,
 ): Promise<GeneratedShard> {
   const random = prng(records);
-  const model = DEFAULT_MODELS[0];
+  const model = CATALOG_MODELS[0];
   if (!model) throw new Error('the simulator has no model');
   const faults = new FaultInjector({ rejectWhenTextIncludes: REJECT_MARKER });
   const jobId = 'benchjob0001';

@@ -3,7 +3,7 @@ import { MultiBar, Presets, type SingleBar } from 'cli-progress';
 import { Command, Option } from 'commander';
 import type { LocalRunOptions, LocalRunOutcome } from '../local/run-local';
 import { describeFaults, parseFaults, type FaultPlan } from '../local/faults';
-import { parseMapProgressLine } from '../local/progress';
+import { formatMapProgress, type MapRunProgress } from '../local/progress';
 import { write, type CliContext } from '../context';
 import { CliUsageError, EXIT } from '../errors';
 import * as fmt from '../format';
@@ -111,6 +111,7 @@ export function localCommand(
           stateDir: resolve(opts.stateDir),
           ...(opts.out ? { outDir: resolve(opts.out) } : {}),
           progress: display ? (line: string) => display.line(line) : undefined,
+          mapProgress: display ? (progress: MapRunProgress) => display.map(progress) : undefined,
         });
         display?.stop();
         write(
@@ -137,7 +138,7 @@ export function localCommand(
 
 /**
  * The local run's progress on stderr: on a terminal, one bar per Distributed Map (records done of total, rate, ETA,
- * error rate) with the other lines printed above; elsewhere the runtime's lines as they come.
+ * error rate) with the other lines printed above; elsewhere the runtime's lines and each Map's progress as a line.
  */
 export class LocalRunDisplay {
   private multi: MultiBar | undefined;
@@ -150,10 +151,14 @@ export class LocalRunDisplay {
 
   /** Takes one progress line of the runtime. */
   line(text: string): void {
-    const progress = this.stream.isTTY ? parseMapProgressLine(text) : undefined;
-    if (!progress) {
-      if (this.multi) this.multi.log(`${text}\n`);
-      else this.stream.write(`${text}\n`);
+    if (this.multi) this.multi.log(`${text}\n`);
+    else this.stream.write(`${text}\n`);
+  }
+
+  /** Takes one Map's progress: a bar on a terminal, a line elsewhere. */
+  map(progress: MapRunProgress): void {
+    if (!this.stream.isTTY) {
+      this.line(formatMapProgress(progress));
       return;
     }
     this.multi ??= new MultiBar(
@@ -169,17 +174,17 @@ export class LocalRunDisplay {
       },
       Presets.shades_classic,
     );
-    let entry = this.bars.get(progress.stateName);
+    let entry = this.bars.get(progress.state);
     const total = Math.max(1, progress.total);
     if (!entry) {
       entry = { bar: this.multi.create(total, 0), rate: new RateTracker(30_000) };
-      this.bars.set(progress.stateName, entry);
+      this.bars.set(progress.state, entry);
     }
     const perSecond = entry.rate.add(this.now(), progress.done);
     const remaining = progress.total - progress.done;
     entry.bar.setTotal(total);
     entry.bar.update(Math.min(progress.done, total), {
-      label: progress.stateName.padEnd(10),
+      label: progress.state.padEnd(10),
       unit: progress.unit,
       rate: fmt.rate(perSecond),
       etaText: remaining <= 0 ? '0s' : perSecond ? fmt.duration((remaining / perSecond) * 1000) : '-',

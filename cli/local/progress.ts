@@ -1,37 +1,21 @@
 /**
- * The local runtime's progress lines, read back as data. `startLocalRuntime().waitForExecution` reports each
- * Distributed Map's progress as a line (`  FanOut: 120 of 400 records done (3 failed)`); the CLI draws them as bars.
+ * The local run's progress, as the CLI shows it: the local cloud reports each Distributed Map's progress as an event
+ * (`{state, unit, done, total, failed}`); the pipeline says what a Map's items are, and how a progress line reads.
  */
+import type { MapRunProgress } from '@corpus-pipeline/local-aws/local-cloud';
 
-/** One Map's progress in a local run. */
-export interface LocalMapProgress {
-  /** The Map state: `BatchJobs` (items are shards, one batch job each) or `FanOut` (items are records). */
-  readonly stateName: string;
-  readonly unit: 'shards' | 'records';
-  readonly done: number;
-  readonly total: number;
-  readonly failed: number;
+export type { MapRunProgress };
+
+/** The pipeline's batch Map: its items are shards, one batch job each (every other Map's items are records). */
+const BATCH_MAP_STATE = 'BatchJobs';
+
+/** What the items of a Map state are. */
+export function mapItemUnit(stateName: string): 'shards' | 'records' {
+  return stateName === BATCH_MAP_STATE ? 'shards' : 'records';
 }
 
-const MAP_PROGRESS = /^\s*(\S+): (\d+) of (\d+) (shards \(batch jobs\)|records) done \((\d+) failed\)$/;
-
-/** The Map progress a runtime progress line reports, or undefined for any other line. */
-export function parseMapProgressLine(line: string): LocalMapProgress | undefined {
-  const match = MAP_PROGRESS.exec(line);
-  if (!match) return undefined;
-  const [, stateName, done, total, what, failed] = match as unknown as [
-    string,
-    string,
-    string,
-    string,
-    string,
-    string,
-  ];
-  return {
-    stateName,
-    unit: what === 'records' ? 'records' : 'shards',
-    done: Number(done),
-    total: Number(total),
-    failed: Number(failed),
-  };
+/** A Map's progress as a line: `  FanOut: 120 of 400 records done (3 failed)`. */
+export function formatMapProgress(progress: MapRunProgress): string {
+  const what = progress.unit === 'shards' ? 'shards (batch jobs)' : progress.unit;
+  return `  ${progress.state}: ${progress.done} of ${progress.total} ${what} done (${progress.failed} failed)`;
 }

@@ -14,6 +14,7 @@ import type { RequestedMode, RunManifest } from '../../lambda/shared/contracts';
 import { runKeys } from '../../lambda/shared/contracts';
 import { getJson, openObject } from '../../lambda/shared/s3-jsonl';
 import { formatFaultReport, type FaultReport } from './fault-report';
+import { formatMapProgress, type MapRunProgress } from './progress';
 import {
   startLocalRuntime,
   type ExecutionSummary,
@@ -39,8 +40,10 @@ export interface LocalRunOptions {
   stateDir: string;
   /** @default <stateDir>/runs/<runId> */
   outDir?: string;
-  /** Receives progress lines while the run goes on. */
+  /** Receives progress lines while the run goes on (and the Maps' progress as lines, without `mapProgress`). */
   progress?: ((line: string) => void) | undefined;
+  /** Receives each Distributed Map's progress while the run goes on. */
+  mapProgress?: ((progress: MapRunProgress) => void) | undefined;
   /** How long to wait for the run. @default 30 minutes */
   timeoutMs?: number;
   /** How long to wait after the run for the failure-lane consumer to empty its queue. @default 5 minutes */
@@ -105,6 +108,7 @@ export async function runLocalCorpora(
     );
   }
   const progress = options.progress ?? (() => undefined);
+  const mapProgress = options.mapProgress ?? ((p: MapRunProgress) => progress(formatMapProgress(p)));
   progress('starting the local runtime (emulators, Bedrock simulator, workflow runner)...');
   const runtime = await startLocalRuntime({ ...options.runtime, stateDir: options.stateDir });
   try {
@@ -142,7 +146,7 @@ export async function runLocalCorpora(
         const done = await runtime.waitForExecution(
           execution.executionArn,
           options.timeoutMs ?? 30 * 60_000,
-          progress,
+          mapProgress,
         );
         const runId = done.name;
         const first = await getJson<RunManifest>(runtime.s3, runtime.outputBucket, runKeys.manifest(runId));

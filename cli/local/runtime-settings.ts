@@ -6,8 +6,15 @@
 import type {
   BatchLimits,
   BedrockSimulatorOptions,
+  ModelSpec,
   QuotaLimits,
 } from '@corpus-pipeline/local-aws/bedrock-simulator';
+import { CATALOG_MODELS } from './simulator-models';
+
+/** The simulator's settings a local run may give: its options, the model table defaulting to the catalog's. */
+export type SimulatorSettings = Omit<BedrockSimulatorOptions, 'models'> & {
+  readonly models?: readonly ModelSpec[];
+};
 
 /** A function of the synthesized stack, as far as configuration goes: its resolved environment. */
 export interface ConfiguredFunction {
@@ -60,17 +67,18 @@ export function configuredRuntimeQuotas(functions: readonly ConfiguredFunction[]
 }
 
 /**
- * The simulator's options for a stack: the configured on-demand quotas (RPM/TPM) and batch quotas become its
- * default quotas and limits, so the local pipeline meets the limits it paces itself for; what `options` sets wins,
- * value by value.
+ * The simulator's options for a stack: the pipeline's model catalog (unless `options` names the models), and the
+ * configured on-demand quotas (RPM/TPM) and batch quotas become its default quotas and limits, so the local pipeline
+ * meets the limits it paces itself for; what `options` sets wins, value by value.
  */
 export function simulatorOptionsFor(
   functions: readonly ConfiguredFunction[],
-  options: BedrockSimulatorOptions = {},
+  options: SimulatorSettings = {},
   where: { region: string; accountId: string },
 ): BedrockSimulatorOptions {
   return {
     ...options,
+    models: options.models ?? CATALOG_MODELS,
     quotas: {
       ...options.quotas,
       default: { ...configuredRuntimeQuotas(functions), ...options.quotas?.default },

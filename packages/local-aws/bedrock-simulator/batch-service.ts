@@ -93,7 +93,7 @@ export interface BatchServiceOptions {
 /** What the control plane shares with the rest of the simulator. */
 export interface BatchServiceDeps {
   /** The model table (the runtime's, so both sides know the same models). */
-  readonly models?: ModelTable;
+  readonly models: ModelTable;
   /** The runtime's fault injector, for the reject marker. */
   readonly faults?: FaultInjector;
   /** Where inputs are read and outputs written. @default an S3Client configured from the environment */
@@ -248,8 +248,8 @@ export class BatchJobService {
    * @param deps what it shares with the runtime side
    */
   constructor(
-    private readonly options: BatchServiceOptions = {},
-    private readonly deps: BatchServiceDeps = {},
+    private readonly options: BatchServiceOptions,
+    private readonly deps: BatchServiceDeps,
   ) {
     checkBatchLimitOptions(options.limits ?? {});
     for (const key of ['recordMs', 'hourMs', 'shuffleWindow', 'defaultTimeoutHours'] as const) {
@@ -264,7 +264,7 @@ export class BatchJobService {
     for (const [name, ms] of Object.entries(this.phases)) {
       if (!(ms >= 0)) throw new RangeError(`batch phaseMs.${name} must be >= 0, got ${ms}`);
     }
-    this.models = deps.models ?? new ModelTable();
+    this.models = deps.models;
     this.runtimeFaults = deps.faults ?? new FaultInjector();
     this.clock = options.clock ?? systemClock();
     this.region = options.region ?? 'us-east-1';

@@ -210,7 +210,7 @@ export function simulateAnthropicMessages(
 }
 
 /**
- * Validates a native InvokeModel body in the format of the model's family (model-catalog.ts) and returns the
+ * Validates a native InvokeModel body in the format of the model's family (its `nativeFormat`) and returns the
  * validated request: Anthropic Messages, Amazon Nova, Meta Llama, Mistral AI, OpenAI Chat Completions.
  * @throws SimulatorError ValidationException
  */
@@ -236,7 +236,7 @@ function finishReason(generation: Generation): 'stop' | 'length' {
 
 /**
  * Puts a generation into the native response shape of the model's family, as its reference shows it
- * (FAMILY_FORMATS[family].response in model-catalog.ts; fixtures in test/fixtures/aws/models/<family>/).
+ * (the family's model-parameters page; fixtures in test/fixtures/aws/models/<family>/).
  * @param request the validated request (Mistral answers a text completion in its own shape)
  * @param nowMs the clock for OpenAI's `created` (seconds)
  */

@@ -81,12 +81,10 @@ export interface BedrockSimulator {
 /**
  * Starts the simulator on 127.0.0.1 and a free port unless told otherwise.
  * @example
- * const sim = await startBedrockSimulator();
+ * const sim = await startBedrockSimulator({ models: [{ modelId: 'amazon.nova-lite-v1:0', nativeFormat: 'amazon-nova', maxOutputTokens: 5000, defaultMaxTokens: 5000, contextWindow: 300000 }] });
  * const client = new BedrockRuntimeClient({ endpoint: sim.runtimeEndpoint, region: 'us-east-1' });
  */
-export async function startBedrockSimulator(
-  options: BedrockSimulatorOptions = {},
-): Promise<BedrockSimulator> {
+export async function startBedrockSimulator(options: BedrockSimulatorOptions): Promise<BedrockSimulator> {
   const service = new BedrockRuntimeService(options);
   const { port: controlPort, ...batchOptions } = options.batch ?? {};
   const batch = new BatchJobService(

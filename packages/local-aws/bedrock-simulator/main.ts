@@ -1,11 +1,13 @@
 /**
  * Runs the Bedrock simulator on its own, for poking at it with the AWS CLI or SDK:
- * `npx tsx packages/local-aws/bedrock-simulator/main.ts [--port 4599] [--host 127.0.0.1] [--latency-ms 0]`.
+ * `npx tsx packages/local-aws/bedrock-simulator/main.ts --models MODELS.json [--port 4599] [--host 127.0.0.1]
+ * [--latency-ms 0]`, MODELS.json holding the model table (an array of {@link ModelSpec}).
  * Prints the endpoint to use as AWS_ENDPOINT_URL_BEDROCK_RUNTIME and stops on SIGINT/SIGTERM.
  */
+import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 
-import { startBedrockSimulator } from './index';
+import { startBedrockSimulator, type ModelSpec } from './index';
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
@@ -13,9 +15,12 @@ async function main(): Promise<void> {
       port: { type: 'string', default: '0' },
       host: { type: 'string', default: '127.0.0.1' },
       'latency-ms': { type: 'string', default: '0' },
+      models: { type: 'string' },
     },
   });
+  if (values.models === undefined) throw new Error('--models MODELS.json is required (the model table)');
   const sim = await startBedrockSimulator({
+    models: JSON.parse(readFileSync(values.models, 'utf8')) as ModelSpec[],
     host: values.host,
     port: Number(values.port),
     latencyMs: Number(values['latency-ms']),

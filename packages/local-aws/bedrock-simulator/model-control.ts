@@ -1,6 +1,10 @@
-import { END_OF_LIFE_MESSAGE } from '../../../lambda/shared/model-catalog';
 import { BatchServiceError } from './batch-errors';
-import { INVALID_MODEL_IDENTIFIER_MESSAGE, type ModelSpec, type ModelTable } from './models';
+import {
+  END_OF_LIFE_MESSAGE,
+  INVALID_MODEL_IDENTIFIER_MESSAGE,
+  type ModelSpec,
+  type ModelTable,
+} from './models';
 
 /**
  * The model questions of the Bedrock control plane, for the models of the simulator's table: GetFoundationModel

@@ -1,15 +1,34 @@
-import {
-  END_OF_LIFE_MESSAGE,
-  lifecycleIn,
-  MODEL_CATALOG,
-  PROFILE_PREFIXES,
-  type CatalogModel,
-  type ModelFamily,
-} from '../../../lambda/shared/model-catalog';
 import { SimulatorError, validationError } from './errors';
 
-/** The native InvokeModel body format a model family speaks (model-catalog.ts); every family is simulated. */
-export type NativeFormat = ModelFamily;
+/**
+ * The native InvokeModel body formats the simulator speaks, one per model family: Anthropic Messages, Amazon Nova,
+ * Meta Llama, Mistral AI chat completion, OpenAI Chat Completions (native-formats.ts, engine.ts).
+ */
+export const NATIVE_FORMATS = [
+  'anthropic-messages',
+  'amazon-nova',
+  'meta-llama',
+  'mistral-chat',
+  'openai-chat',
+] as const;
+
+/** A native InvokeModel body format. */
+export type NativeFormat = (typeof NATIVE_FORMATS)[number];
+
+/** Each native format's name, for messages. */
+export const NATIVE_FORMAT_LABELS: Readonly<Record<NativeFormat, string>> = {
+  'anthropic-messages': 'Anthropic Messages',
+  'amazon-nova': 'Amazon Nova',
+  'meta-llama': 'Meta Llama',
+  'mistral-chat': 'Mistral AI chat completion',
+  'openai-chat': 'OpenAI Chat Completions',
+};
+
+/**
+ * The message Bedrock answers a call to a model past its end of life with (ResourceNotFoundException), as the model
+ * cards quote it.
+ */
+export const END_OF_LIFE_MESSAGE = 'This model version has reached the end of its life.';
 
 /** A model's lifecycle state in the simulated Region. */
 export type ModelLifecycleStatus = 'ACTIVE' | 'LEGACY' | 'EOL';
@@ -49,42 +68,36 @@ export function onDemandNotSupportedMessage(modelId: string): string {
   return `Invocation of model ID ${modelId} with on-demand throughput isn't supported. Retry your request with the ID or ARN of an inference profile that contains this model.`;
 }
 
-/** maxTokens a request without one gets: the model's limit, capped as Converse's dynamic default is. */
-function defaultMaxTokensOf(model: CatalogModel): number {
-  switch (model.family) {
+/**
+ * maxTokens a request without one gets, for a model of this format and output limit: Llama's `max_gen_len` default
+ * (512, model-parameters-meta.html), else the model's limit capped as Converse's dynamic default is (5,000 for Nova,
+ * 4,096 for the others).
+ */
+export function defaultMaxTokensFor(format: NativeFormat, maxOutputTokens: number): number {
+  switch (format) {
     case 'meta-llama':
-      return 512; // max_gen_len default (model-parameters-meta.html)
+      return 512;
     case 'amazon-nova':
-      return Math.min(model.maxOutputTokens, 5_000);
+      return Math.min(maxOutputTokens, 5_000);
     default:
-      return Math.min(model.maxOutputTokens, 4_096);
+      return Math.min(maxOutputTokens, 4_096);
   }
 }
 
-/** The simulator's spec of a catalog model, with its lifecycle in `region`. */
-export function specFromCatalog(model: CatalogModel, region = 'us-east-1'): ModelSpec {
-  return {
-    modelId: model.modelId,
-    maxOutputTokens: model.maxOutputTokens,
-    defaultMaxTokens: defaultMaxTokensOf(model),
-    contextWindow: model.contextWindow,
-    nativeFormat: model.family,
-    name: model.name,
-    provider: model.provider,
-    lifecycle: lifecycleIn(model, region).status,
-    profiles: model.profiles,
-    inRegion: model.inRegion,
-  };
-}
-
 /**
- * The built-in model table: every model of the catalog (lambda/shared/model-catalog.ts), its limits from the model
- * cards, its lifecycle in us-east-1 (the retired Claude 3 Haiku is known, and refused).
+ * Geography prefixes of system-defined (cross-Region) inference profile ids
+ * (https://docs.aws.amazon.com/bedrock/latest/userguide/cross-region-inference.html).
  */
-export const DEFAULT_MODELS: readonly ModelSpec[] = MODEL_CATALOG.map((m) => specFromCatalog(m));
-
-/** Geography prefixes of system-defined (cross-Region) inference profile ids. */
-export const INFERENCE_PROFILE_PREFIXES: readonly string[] = PROFILE_PREFIXES;
+export const INFERENCE_PROFILE_PREFIXES: readonly string[] = [
+  'us',
+  'us-gov',
+  'eu',
+  'apac',
+  'jp',
+  'au',
+  'ca',
+  'global',
+];
 
 /** How a model identifier in a request was written. */
 export type ModelIdentifierKind = 'foundation-model' | 'inference-profile';
@@ -111,7 +124,7 @@ export class ModelTable {
   private readonly byId = new Map<string, ModelSpec>();
 
   /** @param models the models to know; later entries with the same id replace earlier ones. */
-  constructor(models: readonly ModelSpec[] = DEFAULT_MODELS) {
+  constructor(models: readonly ModelSpec[]) {
     for (const model of models) this.byId.set(model.modelId, model);
   }
 

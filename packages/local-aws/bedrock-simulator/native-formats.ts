@@ -1,6 +1,5 @@
-import { FAMILY_FORMATS } from '../../../lambda/shared/model-catalog';
 import { validationError, type SimulatorError } from './errors';
-import type { ModelSpec } from './models';
+import { NATIVE_FORMAT_LABELS, type ModelSpec } from './models';
 import {
   estimateTokens,
   validateConverseRequest,
@@ -11,8 +10,8 @@ import {
 
 /**
  * The native InvokeModel bodies of the non-Anthropic families (the Anthropic Messages format is in validation.ts),
- * validated into a {@link SimulationRequest}, as their references describe them (FAMILY_FORMATS[family].source in
- * lambda/shared/model-catalog.ts):
+ * validated into a {@link SimulationRequest}, as their references describe them (the model-parameters pages of the
+ * Bedrock user guide and Nova's complete-request-schema page):
  * - Amazon Nova: the Converse-shaped Messages body, with `schemaVersion: "messages-v1"` and the older snake_case
  *   inference names (`max_new_tokens`, `top_p`, `top_k`) accepted beside the camelCase ones;
  * - Meta Llama: `{prompt, max_gen_len, temperature, top_p}`;
@@ -321,5 +320,5 @@ export function validateOpenAiRequest(body: Record<string, unknown>, model: Mode
 
 /** The family's label, for messages. */
 export function familyLabel(model: ModelSpec): string {
-  return FAMILY_FORMATS[model.nativeFormat].label;
+  return NATIVE_FORMAT_LABELS[model.nativeFormat];
 }

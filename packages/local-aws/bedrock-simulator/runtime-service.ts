@@ -40,8 +40,8 @@ export interface RuntimeResponse {
 
 /** Behaviour of the runtime side of the simulator. */
 export interface RuntimeServiceOptions {
-  /** The model table. @default DEFAULT_MODELS */
-  readonly models?: readonly ModelSpec[];
+  /** The models the simulator knows (every other model id is answered as unknown, as Bedrock answers it). */
+  readonly models: readonly ModelSpec[];
   /** Per-model requests/tokens per minute. */
   readonly quotas?: QuotaOptions;
   /** Initial faults (change them later with setFaults). */
@@ -78,7 +78,7 @@ export class BedrockRuntimeService {
   private readonly pending = new Set<PendingDelay>();
 
   /** @param options behaviour */
-  constructor(private readonly options: RuntimeServiceOptions = {}) {
+  constructor(private readonly options: RuntimeServiceOptions) {
     for (const key of ['latencyMs', 'perOutputTokenMs'] as const) {
       const value = options[key];
       if (value !== undefined && !(value >= 0)) throw new RangeError(`${key} must be >= 0, got ${value}`);

@@ -13,7 +13,9 @@
  * (JSON.parse on the server turns it back into a lone surrogate, which is refused), C0 controls as `\u0000`-style
  * escapes (refused the same way), U+FFFE / U+FFFF as their raw UTF-8 bytes (refused).
  */
-import { SQS_REFUSED_CHARACTER } from '../../../lambda/shared/sqs-text';
+
+/** One character SQS refuses in a body or a String attribute value (a lone surrogate counts as one). */
+export const SQS_REFUSED_CHARACTER = /[^\t\n\r\x20-\uD7FF\uE000-\uFFFD\u{10000}-\u{10FFFF}]/u;
 
 /** The message SQS gives for a body (or attribute value) with a character it refuses. */
 export const INVALID_CHARACTERS_MESSAGE =

@@ -23,7 +23,7 @@ import {
   TOO_MANY_TOKENS_MESSAGE,
   type BatchJobStateChangeEvent,
   type RuntimeResponse,
-} from '@corpus-pipeline/local-aws/bedrock-simulator';
+} from '../local-aws/bedrock-simulator/catalog-simulator';
 import {
   LOCAL_CREDENTIALS,
   startS3Emulator,

@@ -13,11 +13,11 @@ import { checkRunId, failureLineOf, RunStore } from '../../../cli/run-store';
 import { computeProgress, runViewOf } from '../../../cli/run-view';
 import { createProgressDisplay, RateTracker } from '../../../cli/watch';
 import type { LocalRunOptions, LocalRunOutcome } from '../../../cli/local/run-local';
-import { startBedrockSimulator } from '@corpus-pipeline/local-aws/bedrock-simulator';
+import { startBedrockSimulator } from '../local-aws/bedrock-simulator/catalog-simulator';
 import { FAULT_POINTS } from '../../../lambda/shared/fault-points';
 import { simulatorOptionsFor } from '../../../cli/local/runtime-settings';
 import { BedrockRuntimeClient, ConverseCommand } from '@aws-sdk/client-bedrock-runtime';
-import { parseMapProgressLine } from '../../../cli/local/progress';
+import { formatMapProgress, mapItemUnit } from '../../../cli/local/progress';
 import { mockClient } from 'aws-sdk-client-mock';
 import { S3Client } from '@aws-sdk/client-s3';
 import {
@@ -133,7 +133,7 @@ describe('corpus local run', () => {
       Promise.resolve<LocalRunner>({
         runLocalCorpus: (options) => {
           seen = options as unknown as Record<string, unknown>;
-          options.progress?.('  FanOut: 3 of 3 records done (0 failed)');
+          options.mapProgress?.({ state: 'FanOut', unit: 'records', done: 3, total: 3, failed: 0 });
           return Promise.resolve(outcome(status));
         },
         formatSummary: () => 'SUMMARY',
@@ -230,14 +230,14 @@ describe('corpus local run', () => {
     expect(broken.stderr).toMatch(/the local run failed: Error: emulators died/);
   });
 
-  it('draws the runtime progress lines as live bars on a terminal', () => {
+  it('draws the runtime progress events as live bars on a terminal', () => {
     const stream = new Capture({ tty: true });
     let now = T0;
     const display = new LocalRunDisplay(stream, () => now);
     display.line('starting the local runtime...');
-    display.line('  FanOut: 100 of 400 records done (5 failed)');
+    display.map({ state: 'FanOut', unit: 'records', done: 100, total: 400, failed: 5 });
     now += 10_000;
-    display.line('  FanOut: 300 of 400 records done (9 failed)');
+    display.map({ state: 'FanOut', unit: 'records', done: 300, total: 400, failed: 9 });
     display.stop();
     const text = stream.text();
     expect(text).toMatch(/starting the local runtime/);
@@ -246,19 +246,15 @@ describe('corpus local run', () => {
 });
 
 describe('local progress lines', () => {
-  it('reads both Maps of the runtime and nothing else', () => {
-    expect(parseMapProgressLine('  BatchJobs: 3 of 4 shards (batch jobs) done (1 failed)')).toEqual({
-      stateName: 'BatchJobs',
-      unit: 'shards',
-      done: 3,
-      total: 4,
-      failed: 1,
-    });
-    expect(parseMapProgressLine('  FanOut: 161 of 161 records done (0 failed)')).toMatchObject({
-      unit: 'records',
-      done: 161,
-    });
-    expect(parseMapProgressLine('run abc started')).toBeUndefined();
+  it('names the items of both Maps of the runtime and writes their progress as lines', () => {
+    expect(mapItemUnit('BatchJobs')).toBe('shards');
+    expect(mapItemUnit('FanOut')).toBe('records');
+    expect(formatMapProgress({ state: 'BatchJobs', unit: 'shards', done: 3, total: 4, failed: 1 })).toBe(
+      '  BatchJobs: 3 of 4 shards (batch jobs) done (1 failed)',
+    );
+    expect(formatMapProgress({ state: 'FanOut', unit: 'records', done: 161, total: 161, failed: 0 })).toBe(
+      '  FanOut: 161 of 161 records done (0 failed)',
+    );
   });
 });
 

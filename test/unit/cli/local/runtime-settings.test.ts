@@ -1,6 +1,6 @@
 // What the local runtime derives from the synthesized `local` environment: the Bedrock simulator's on-demand quotas
 // and batch limits (so a local run meets the quotas the pipeline paces itself for), and the Express child budget.
-import { BedrockRuntimeService, DEFAULT_QUOTA } from '@corpus-pipeline/local-aws/bedrock-simulator';
+import { BedrockRuntimeService, DEFAULT_QUOTA } from '../../local-aws/bedrock-simulator/catalog-simulator';
 import {
   describeStack,
   type CfnTemplate,

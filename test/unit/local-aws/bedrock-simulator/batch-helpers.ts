@@ -6,7 +6,7 @@ import { BedrockClient, type CreateModelInvocationJobCommandInput } from '@aws-s
 import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import S3rver from 's3rver';
 
-import type { BatchJobStateChangeEvent, BatchJobStatus } from '@corpus-pipeline/local-aws/bedrock-simulator';
+import type { BatchJobStateChangeEvent, BatchJobStatus } from './catalog-simulator';
 
 /** The bucket the tests use (Bedrock's S3Uri pattern needs bucket names of 2+ characters). */
 export const BUCKET = 'batch-data';

@@ -13,7 +13,7 @@ import {
   type BatchManifest,
   type BedrockSimulator,
   type BedrockSimulatorOptions,
-} from '@corpus-pipeline/local-aws/bedrock-simulator';
+} from './catalog-simulator';
 import {
   BUCKET,
   EventRecorder,

@@ -12,7 +12,7 @@ import {
   processBatchRecord,
   systemClock,
   type BatchRecordContext,
-} from '@corpus-pipeline/local-aws/bedrock-simulator';
+} from './catalog-simulator';
 import { HAIKU } from './helpers';
 
 const model = new ModelTable().resolve(HAIKU).spec;

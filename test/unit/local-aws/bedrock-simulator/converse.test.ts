@@ -7,7 +7,7 @@ import {
   type Message,
 } from '@aws-sdk/client-bedrock-runtime';
 
-import { startBedrockSimulator, type BedrockSimulator } from '@corpus-pipeline/local-aws/bedrock-simulator';
+import { startBedrockSimulator, type BedrockSimulator } from './catalog-simulator';
 import { HAIKU, expectServiceError, rawRequest, runtimeClient } from './helpers';
 
 let sim: BedrockSimulator;

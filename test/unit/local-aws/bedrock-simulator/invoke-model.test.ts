@@ -4,7 +4,7 @@ import {
   type BedrockRuntimeClient,
 } from '@aws-sdk/client-bedrock-runtime';
 
-import { startBedrockSimulator, type BedrockSimulator } from '@corpus-pipeline/local-aws/bedrock-simulator';
+import { startBedrockSimulator, type BedrockSimulator } from './catalog-simulator';
 import { HAIKU, expectServiceError, runtimeClient } from './helpers';
 
 let sim: BedrockSimulator;

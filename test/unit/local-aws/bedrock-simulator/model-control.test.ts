@@ -9,7 +9,7 @@ import {
   startBedrockSimulator,
   type BedrockSimulator,
   type BedrockSimulatorOptions,
-} from '@corpus-pipeline/local-aws/bedrock-simulator';
+} from './catalog-simulator';
 import { checkModelAvailability, ModelAvailabilityCache } from '../../../../lambda/shared/model-availability';
 import { ModelNotAvailableError } from '../../../../lambda/shared/errors';
 import { controlClient, expectSdkError } from './batch-helpers';

@@ -7,7 +7,7 @@ import {
   invokeModelNative,
   simulateConverse,
   validateConverseRequest,
-} from '@corpus-pipeline/local-aws/bedrock-simulator';
+} from './catalog-simulator';
 import { MODEL_CATALOG } from '../../../../lambda/shared/model-catalog';
 
 const table = new ModelTable();

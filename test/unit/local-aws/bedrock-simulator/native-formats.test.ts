@@ -12,7 +12,7 @@ import {
   processBatchRecord,
   startBedrockSimulator,
   type BedrockSimulator,
-} from '@corpus-pipeline/local-aws/bedrock-simulator';
+} from './catalog-simulator';
 import { MODEL_FAMILIES, nativeUsage, type ModelFamily } from '../../../../lambda/shared/model-catalog';
 import { bedrockCaller } from '../../../../lambda/shared/model-caller';
 import { detectFormat } from '../../../../lambda/shared/records';

@@ -11,7 +11,7 @@ import {
   validateConverseRequest,
   type BedrockSimulator,
   type BedrockSimulatorOptions,
-} from '@corpus-pipeline/local-aws/bedrock-simulator';
+} from './catalog-simulator';
 import { HAIKU, expectServiceError, runtimeClient } from './helpers';
 
 const NOVA = 'amazon.nova-micro-v1:0';
