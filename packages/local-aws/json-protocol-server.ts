@@ -7,7 +7,7 @@
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 
-import { listenLocal } from './listen';
+import { closeServer, listenLocal } from './listen';
 
 const DEFAULT_MAX_BODY_BYTES = 1024 * 1024;
 
@@ -180,10 +180,6 @@ export async function startJsonProtocolServer(
   return {
     endpoint,
     port,
-    stop: () =>
-      new Promise<void>((resolve, reject) => {
-        server.close((err) => (err ? reject(err) : resolve()));
-        server.closeAllConnections();
-      }),
+    stop: () => closeServer(server),
   };
 }

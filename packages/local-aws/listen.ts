@@ -1,3 +1,4 @@
+import type { Server as HttpServer } from 'node:http';
 import type { AddressInfo, Server } from 'node:net';
 
 /**
@@ -19,4 +20,15 @@ export async function listenLocal(
   const bound = (server.address() as AddressInfo).port;
   const urlHost = host.includes(':') ? `[${host}]` : host;
   return { port: bound, endpoint: `http://${urlHost}:${bound}` };
+}
+
+/**
+ * Stops an HTTP server: no new connections, and the open ones (idle keep-alive sockets of SDK clients would hold
+ * close() open) closed at once. Shared by the local runtime's HTTP servers.
+ */
+export function closeServer(server: HttpServer): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    server.close((err) => (err ? reject(err) : resolve()));
+    server.closeAllConnections();
+  });
 }

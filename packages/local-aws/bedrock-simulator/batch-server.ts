@@ -3,7 +3,7 @@ import http from 'node:http';
 
 import { BatchServiceError } from './batch-errors';
 import type { BatchJobService } from './batch-service';
-import { listenLocal } from '../listen';
+import { closeServer, listenLocal } from '../listen';
 
 /** Where the control-plane server listens. */
 export interface ControlListenOptions {
@@ -161,10 +161,6 @@ export async function listenControl(
   return {
     endpoint,
     port,
-    close: () =>
-      new Promise<void>((resolve, reject) => {
-        server.close((err) => (err ? reject(err) : resolve()));
-        server.closeAllConnections();
-      }),
+    close: () => closeServer(server),
   };
 }
