@@ -3,8 +3,9 @@ import * as fmt from './format';
 import type { RunProgress } from './run-view';
 
 /**
- * Live progress: a rate measured over a sliding window, and two displays of a run's progress: cli-progress bars on a
- * terminal (the run, each Map Run, each batch job in flight) and one line per update elsewhere (logs, CI, pipes).
+ * Live progress: a rate measured over a sliding window, the CLI's one set of cli-progress bars, and two displays of a
+ * run's progress: bars on a terminal (the run, each Map Run, each batch job in flight) and one line per update
+ * elsewhere (logs, CI, pipes).
  */
 
 /** Records per second over the last `windowMs` of samples (the average since the first sample until then). */
@@ -27,8 +28,6 @@ export class RateTracker {
 export interface ProgressDisplay {
   /** Shows the latest progress. */
   update(progress: RunProgress): void;
-  /** Prints a line (above the bars on a terminal). */
-  log(line: string): void;
   /** Removes the bars (the final status is printed after). */
   stop(): void;
 }
@@ -63,31 +62,36 @@ class LineDisplay implements ProgressDisplay {
     this.stream.write(`${new Date().toISOString().slice(11, 19)} ${progressLine(progress)}\n`);
   }
 
-  log(line: string): void {
-    this.stream.write(`${line}\n`);
-  }
-
   stop(): void {}
 }
 
-/** Payload tokens of the bar format. */
-interface BarPayload {
-  label: string;
-  unit: string;
-  detail: string;
+/** One bar of {@link ProgressBars}: records (or shards) done of total, a label before and a detail after. */
+export interface BarState {
+  readonly value: number;
+  readonly total: number;
+  readonly label: string;
+  readonly unit: string;
+  readonly detail: string;
 }
 
 const BAR_FORMAT = '{label} {bar} {percentage}% {value}/{total} {unit}  {detail}';
 
-class BarDisplay implements ProgressDisplay {
-  private readonly multi: MultiBar;
+/**
+ * The one cli-progress bar set of the CLI (`corpus status --watch` and `corpus local run` draw with it): bars by key,
+ * lines printed above them. Drawing starts with the first `show`; a line logged before that goes straight out.
+ */
+export class ProgressBars {
+  private multi: MultiBar | undefined;
   private readonly bars = new Map<string, SingleBar>();
 
-  constructor(stream: ProgressStream) {
-    this.multi = new MultiBar(
+  constructor(private readonly stream: ProgressStream) {}
+
+  /** Draws exactly these bars: new keys get a bar, known ones are updated, the others removed. */
+  show(wanted: ReadonlyMap<string, BarState>): void {
+    const multi = (this.multi ??= new MultiBar(
       {
         format: BAR_FORMAT,
-        stream,
+        stream: this.stream,
         hideCursor: true,
         clearOnComplete: false,
         stopOnComplete: false,
@@ -96,29 +100,65 @@ class BarDisplay implements ProgressDisplay {
           type === 'value' || type === 'total' ? fmt.count(value) : String(value),
       },
       Presets.shades_classic,
-    );
+    ));
+    for (const [key, bar] of this.bars) {
+      if (!wanted.has(key)) {
+        multi.remove(bar);
+        this.bars.delete(key);
+      }
+    }
+    for (const [key, want] of wanted) {
+      // cli-progress divides by the total: a bar of nothing shows as empty, not as NaN.
+      const total = Math.max(1, want.total);
+      const value = Math.min(want.value, total);
+      const payload = { label: want.label, unit: want.unit, detail: want.detail };
+      const bar = this.bars.get(key);
+      if (bar) {
+        bar.setTotal(total);
+        bar.update(value, payload);
+      } else {
+        this.bars.set(key, multi.create(total, value, payload));
+      }
+    }
+  }
+
+  /** Prints a line above the bars (or as is, before any). */
+  log(line: string): void {
+    if (this.multi) this.multi.log(`${line}\n`);
+    else this.stream.write(`${line}\n`);
+  }
+
+  /** Stops drawing and forgets the bars. */
+  stop(): void {
+    this.multi?.stop();
+    this.multi = undefined;
+    this.bars.clear();
+  }
+}
+
+class BarDisplay implements ProgressDisplay {
+  private readonly bars: ProgressBars;
+
+  constructor(stream: ProgressStream) {
+    this.bars = new ProgressBars(stream);
   }
 
   update(p: RunProgress): void {
-    const wanted = new Map<string, { value: number; total: number; payload: BarPayload }>();
+    const wanted = new Map<string, BarState>();
     wanted.set('run', {
       value: p.done,
       total: p.total,
-      payload: {
-        label: `run ${p.runId.slice(0, 12)}`.padEnd(22),
-        unit: 'records',
-        detail: `${fmt.rate(p.ratePerSecond)}  ETA ${p.etaSeconds === null ? '-' : fmt.duration(p.etaSeconds * 1000)}  errors ${fmt.percent(p.errorRate)}  ${p.status}`,
-      },
+      label: `run ${p.runId.slice(0, 12)}`.padEnd(22),
+      unit: 'records',
+      detail: `${fmt.rate(p.ratePerSecond)}  ETA ${p.etaSeconds === null ? '-' : fmt.duration(p.etaSeconds * 1000)}  errors ${fmt.percent(p.errorRate)}  ${p.status}`,
     });
     for (const run of p.mapRuns) {
       wanted.set(`map:${run.stateName}`, {
         value: run.done,
         total: run.total,
-        payload: {
-          label: `  ${run.stateName}`.padEnd(22),
-          unit: run.unit,
-          detail: `${fmt.count(run.running)} running, ${fmt.count(run.failed)} failed  ${run.status}`,
-        },
+        label: `  ${run.stateName}`.padEnd(22),
+        unit: run.unit,
+        detail: `${fmt.count(run.running)} running, ${fmt.count(run.failed)} failed  ${run.status}`,
       });
     }
     for (const job of p.jobs) {
@@ -126,37 +166,15 @@ class BarDisplay implements ProgressDisplay {
       wanted.set(`job:${job.shard}`, {
         value: job.processed ?? 0,
         total: job.records,
-        payload: {
-          label: `  shard ${job.shard}`.padEnd(22),
-          unit: 'records',
-          detail: `${job.status}${job.failed ? `, ${fmt.count(job.failed)} errors` : ''}`,
-        },
+        label: `  shard ${job.shard}`.padEnd(22),
+        unit: 'records',
+        detail: `${job.status}${job.failed ? `, ${fmt.count(job.failed)} errors` : ''}`,
       });
     }
-    for (const [key, bar] of this.bars) {
-      if (!wanted.has(key)) {
-        this.multi.remove(bar);
-        this.bars.delete(key);
-      }
-    }
-    for (const [key, want] of wanted) {
-      // cli-progress divides by the total: a bar of nothing shows as empty, not as NaN.
-      const total = Math.max(1, want.total);
-      const bar = this.bars.get(key);
-      if (bar) {
-        bar.setTotal(total);
-        bar.update(Math.min(want.value, total), want.payload);
-      } else {
-        this.bars.set(key, this.multi.create(total, Math.min(want.value, total), want.payload));
-      }
-    }
-  }
-
-  log(line: string): void {
-    this.multi.log(`${line}\n`);
+    this.bars.show(wanted);
   }
 
   stop(): void {
-    this.multi.stop();
+    this.bars.stop();
   }
 }

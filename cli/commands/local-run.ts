@@ -1,5 +1,4 @@
 import { resolve } from 'node:path';
-import { MultiBar, Presets, type SingleBar } from 'cli-progress';
 import { Command, Option } from 'commander';
 import type { LocalRunOptions, LocalRunOutcome } from '../local/run-local';
 import { describeFaults, parseFaults, type FaultPlan } from '../local/faults';
@@ -7,7 +6,7 @@ import { formatMapProgress, type MapRunProgress } from '../local/progress';
 import { write, type CliContext } from '../context';
 import { CliUsageError, EXIT } from '../errors';
 import * as fmt from '../format';
-import { RateTracker, type ProgressStream } from '../watch';
+import { ProgressBars, RateTracker, type BarState, type ProgressStream } from '../watch';
 
 /** The local runtime's entry points `corpus local run` uses. */
 export interface LocalRunner {
@@ -141,18 +140,20 @@ export function localCommand(
  * error rate) with the other lines printed above; elsewhere the runtime's lines and each Map's progress as a line.
  */
 export class LocalRunDisplay {
-  private multi: MultiBar | undefined;
-  private readonly bars = new Map<string, { bar: SingleBar; rate: RateTracker }>();
+  private readonly bars: ProgressBars;
+  /** Every Map seen so far, in order: a line reports one of them, the others keep their last state. */
+  private readonly maps = new Map<string, { state: BarState; rate: RateTracker }>();
 
   constructor(
     private readonly stream: ProgressStream,
     private readonly now: () => number,
-  ) {}
+  ) {
+    this.bars = new ProgressBars(stream);
+  }
 
   /** Takes one progress line of the runtime. */
   line(text: string): void {
-    if (this.multi) this.multi.log(`${text}\n`);
-    else this.stream.write(`${text}\n`);
+    this.bars.log(text);
   }
 
   /** Takes one Map's progress: a bar on a terminal, a line elsewhere. */
@@ -161,40 +162,25 @@ export class LocalRunDisplay {
       this.line(formatMapProgress(progress));
       return;
     }
-    this.multi ??= new MultiBar(
-      {
-        format: '{label} {bar} {percentage}% {value}/{total} {unit}  {rate}  ETA {etaText}  errors {errors}',
-        stream: this.stream,
-        hideCursor: true,
-        clearOnComplete: false,
-        stopOnComplete: false,
-        barsize: 30,
-        formatValue: (value, _options, type) =>
-          type === 'value' || type === 'total' ? fmt.count(value) : String(value),
-      },
-      Presets.shades_classic,
-    );
-    let entry = this.bars.get(progress.state);
-    const total = Math.max(1, progress.total);
-    if (!entry) {
-      entry = { bar: this.multi.create(total, 0), rate: new RateTracker(30_000) };
-      this.bars.set(progress.state, entry);
-    }
-    const perSecond = entry.rate.add(this.now(), progress.done);
+    const rate = this.maps.get(progress.state)?.rate ?? new RateTracker(30_000);
+    const perSecond = rate.add(this.now(), progress.done);
     const remaining = progress.total - progress.done;
-    entry.bar.setTotal(total);
-    entry.bar.update(Math.min(progress.done, total), {
+    const etaText = remaining <= 0 ? '0s' : perSecond ? fmt.duration((remaining / perSecond) * 1000) : '-';
+    const errors = fmt.percent(progress.done > 0 ? progress.failed / progress.done : null);
+    const state: BarState = {
+      value: progress.done,
+      total: progress.total,
       label: progress.state.padEnd(10),
       unit: progress.unit,
-      rate: fmt.rate(perSecond),
-      etaText: remaining <= 0 ? '0s' : perSecond ? fmt.duration((remaining / perSecond) * 1000) : '-',
-      errors: fmt.percent(progress.done > 0 ? progress.failed / progress.done : null),
-    });
+      detail: `${fmt.rate(perSecond)}  ETA ${etaText}  errors ${errors}`,
+    };
+    this.maps.set(progress.state, { state, rate });
+    this.bars.show(new Map([...this.maps].map(([name, map]) => [name, map.state])));
   }
 
   /** Stops drawing (the summary follows). */
   stop(): void {
-    this.multi?.stop();
-    this.multi = undefined;
+    this.bars.stop();
+    this.maps.clear();
   }
 }

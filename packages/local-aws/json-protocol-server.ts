@@ -174,6 +174,7 @@ export async function startJsonProtocolServer(
   options: JsonProtocolServerOptions,
 ): Promise<JsonProtocolServer> {
   const server = createServer((request, response) => {
+    // node's request listener returns nothing; respond answers every error itself, so it never rejects.
     void respond(options, request, response);
   });
   const { port, endpoint } = await listenLocal(server, options.port ?? 0, options.host ?? '127.0.0.1');

@@ -538,6 +538,7 @@ export class LocalEventBus {
 
   private track(delivery: Promise<void>): void {
     this.pending.add(delivery);
+    // Bookkeeping only: runDelivery records its own failures and never rejects; drain() awaits `pending`.
     void delivery.finally(() => this.pending.delete(delivery));
   }
 

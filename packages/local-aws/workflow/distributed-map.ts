@@ -337,6 +337,7 @@ class MapRunEmulation {
       this.stop('internal');
     });
     running.add(task);
+    // Bookkeeping only: `task` has its catch above, and the Map Run awaits `running`.
     void task.then(() => running.delete(task));
   }
 

@@ -657,6 +657,7 @@ export class LocalWorkflow extends EventEmitter<LocalWorkflowEventMap> {
       return true;
     });
     active.add(run);
+    // Bookkeeping only: the caller awaits `run` itself; both outcomes are handled here.
     void run.then(
       () => active.delete(run),
       () => active.delete(run),

@@ -11,7 +11,7 @@ import { PROJECT_ROOT } from '../../../lib/paths';
  */
 
 /** Where the documented payloads live. */
-export const AWS_FIXTURES_DIR = path.join(PROJECT_ROOT, 'test', 'fixtures', 'aws');
+const AWS_FIXTURES_DIR = path.join(PROJECT_ROOT, 'test', 'fixtures', 'aws');
 
 /** The names of the fixtures, so a renamed file breaks the build, not a test at run time. */
 export const AWS_FIXTURES = {
@@ -47,7 +47,7 @@ export function fixtureJson(name: AwsFixtureName): JsonObject {
 }
 
 /** The non-blank lines of a JSONL fixture, as text. */
-export function fixtureLines(name: AwsFixtureName): string[] {
+function fixtureLines(name: AwsFixtureName): string[] {
   return fixtureText(name)
     .split('\n')
     .filter((line) => line.trim() !== '');

@@ -14,7 +14,7 @@ import { isDeepStrictEqual } from 'node:util';
 export type JsonType = 'object' | 'array' | 'string' | 'number' | 'boolean' | 'null';
 
 /** The JSON type of a value; `undefined` for a value JSON has no type for. */
-export function jsonTypeOf(value: unknown): JsonType | undefined {
+function jsonTypeOf(value: unknown): JsonType | undefined {
   if (value === null) return 'null';
   if (Array.isArray(value)) return 'array';
   switch (typeof value) {
@@ -162,7 +162,7 @@ export function shapeDifferences(
 }
 
 /** The differences as a readable list, one per line, headed by what was compared. */
-export function formatShapeDifferences(label: string, differences: readonly ShapeDifference[]): string {
+function formatShapeDifferences(label: string, differences: readonly ShapeDifference[]): string {
   const width = Math.max(...differences.map((d) => d.path.length), 4);
   const lines = differences.map((d) => `  ${d.kind.padEnd(7)} ${d.path.padEnd(width)}  ${d.detail}`);
   return `${label}: ${differences.length} shape difference(s) from the documented payload\n${lines.join('\n')}`;

@@ -1,7 +1,6 @@
 // The CLI against a deployed environment, every AWS call answered by aws-sdk-client-mock: outputs discovery, runs,
 // status (mode A jobs with Bedrock's live counters, mode B Map Run counters), failures, report, start, redrive,
 // reconcile, with the exit codes and JSON each command promises.
-import 'aws-sdk-client-mock-jest';
 import { BedrockClient, GetModelInvocationJobCommand } from '@aws-sdk/client-bedrock';
 import {
   CloudFormationClient,
@@ -28,7 +27,6 @@ import {
   StartMessageMoveTaskCommand,
 } from '@aws-sdk/client-sqs';
 import { DynamoDBDocumentClient, QueryCommand } from '@aws-sdk/lib-dynamodb';
-import { mockClient } from 'aws-sdk-client-mock';
 import { discoverStack, openAwsBackend, type AwsClients } from '../../../cli/aws-backend';
 import { BackendError } from '../../../cli/errors';
 import { runCli } from '../../../cli/program';
@@ -47,14 +45,17 @@ import {
   T0,
   testConfig,
 } from './helpers';
+import { useClientMocks } from '../../support/aws-mocks';
 
-const cfnMock = mockClient(CloudFormationClient);
-const sfnMock = mockClient(SFNClient);
-const s3Mock = mockClient(S3Client);
-const bedrockMock = mockClient(BedrockClient);
-const ddbMock = mockClient(DynamoDBDocumentClient);
-const sqsMock = mockClient(SQSClient);
-const lambdaMock = mockClient(LambdaClient);
+const [cfnMock, sfnMock, s3Mock, bedrockMock, ddbMock, sqsMock, lambdaMock] = useClientMocks(
+  CloudFormationClient,
+  SFNClient,
+  S3Client,
+  BedrockClient,
+  DynamoDBDocumentClient,
+  SQSClient,
+  LambdaClient,
+);
 
 const STACK_ID = 'arn:aws:cloudformation:us-east-1:123456789012:stack/CorpusPipeline-dev/abc';
 const QUEUE_URL = 'https://sqs.us-east-1.amazonaws.com/123456789012/failures';
@@ -102,7 +103,6 @@ function clients(): AwsClients {
 let files: Map<string, string>;
 
 beforeEach(() => {
-  for (const m of [cfnMock, sfnMock, s3Mock, bedrockMock, ddbMock, sqsMock, lambdaMock]) m.reset();
   cfnMock.on(DescribeStacksCommand).resolves(describeStacks());
   files = new Map();
   serveBucket(s3Mock, files);

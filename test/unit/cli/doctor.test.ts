@@ -25,7 +25,6 @@ import {
   ServiceQuotasClient,
 } from '@aws-sdk/client-service-quotas';
 import { GetCallerIdentityCommand, STSClient } from '@aws-sdk/client-sts';
-import { mockClient } from 'aws-sdk-client-mock';
 import type { Backend } from '../../../cli/backend';
 import {
   CDK_BOOTSTRAP_TEMPLATE_VERSION,
@@ -42,6 +41,7 @@ import { batchQuotaNames } from '../../../lambda/shared/batch-quotas';
 import { ConfigError, type PipelineConfig } from '../../../lib/config';
 import { PROJECT_ROOT } from '../../../lib/paths';
 import { Capture, T0, testConfig as cliTestConfig } from './helpers';
+import { useClientMocks } from '../../support/aws-mocks';
 
 /**
  * An Anthropic model (the use-case form is asked of Anthropic models only) whose batch support the catalog leaves
@@ -51,11 +51,13 @@ const MODEL_ID = 'anthropic.claude-haiku-4-5-20251001-v1:0';
 const testConfig = (overrides: Record<string, unknown> = {}): PipelineConfig =>
   cliTestConfig({ modelId: MODEL_ID, model: { batchQuotaModelName: 'Claude Haiku 4.5' }, ...overrides });
 
-const stsMock = mockClient(STSClient);
-const cfnMock = mockClient(CloudFormationClient);
-const bedrockMock = mockClient(BedrockClient);
-const quotasMock = mockClient(ServiceQuotasClient);
-const lambdaMock = mockClient(LambdaClient);
+const [stsMock, cfnMock, bedrockMock, quotasMock, lambdaMock] = useClientMocks(
+  STSClient,
+  CloudFormationClient,
+  BedrockClient,
+  ServiceQuotasClient,
+  LambdaClient,
+);
 
 const ACCOUNT = '123456789012';
 const SONNET = 'anthropic.claude-sonnet-4-5-20250929-v1:0';
@@ -163,7 +165,6 @@ function healthyAccount(): void {
 }
 
 beforeEach(() => {
-  for (const m of [stsMock, cfnMock, bedrockMock, quotasMock, lambdaMock]) m.reset();
   healthyAccount();
 });
 

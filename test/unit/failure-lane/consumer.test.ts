@@ -1,6 +1,4 @@
-import './consumer-env';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, jest } from '@jest/globals';
-import { mockClient } from 'aws-sdk-client-mock';
 import { EventBridgeClient, PutEventsCommand } from '@aws-sdk/client-eventbridge';
 import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
@@ -49,17 +47,14 @@ import {
   runsItem,
   type Queues,
 } from './protocol-fixtures';
+import { useClientMocks } from '../../support/aws-mocks';
+import { EVENT_BUS_NAME as BUS, FAILURE_DLQ_URL as DLQ, OUTPUT_BUCKET as OUT } from '../../support/names';
 
 // The failure lane as a unit of work per record, against the real ledger and runs table (dynalite: the conditional
 // writes are the point); S3, SQS and EventBridge are in-memory fakes behind aws-sdk-client-mock.
-const s3Mock = mockClient(S3Client);
-const sqsMock = mockClient(SQSClient);
-const eventsMock = mockClient(EventBridgeClient);
+const [s3Mock, sqsMock, eventsMock] = useClientMocks(S3Client, SQSClient, EventBridgeClient);
 
-const OUT = 'output-bucket';
-const DLQ = 'https://sqs.us-east-1.amazonaws.com/123456789012/failures-dlq';
 const RESULTS = 'https://sqs.us-east-1.amazonaws.com/123456789012/results.fifo';
-const BUS = 'corpus-bus';
 const SCOPE = 'scope-a';
 const RUN = 'run-9';
 const LEASE_MS = 60_000;
@@ -84,9 +79,6 @@ afterAll(async () => {
 });
 
 beforeEach(async () => {
-  s3Mock.reset();
-  sqsMock.reset();
-  eventsMock.reset();
   s3 = new FakeS3(s3Mock).install();
   queues = recordQueues(sqsMock, { results: RESULTS, dlq: DLQ });
   eventsMock.on(PutEventsCommand).resolves({ FailedEntryCount: 0, Entries: [{ EventId: 'e-1' }] });

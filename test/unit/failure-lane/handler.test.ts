@@ -1,7 +1,5 @@
-import 'aws-sdk-client-mock-jest';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
-import { mockClient } from 'aws-sdk-client-mock';
 import { BedrockRuntimeClient, ConverseCommand, ThrottlingException } from '@aws-sdk/client-bedrock-runtime';
 import { EventBridgeClient, PutEventsCommand } from '@aws-sdk/client-eventbridge';
 import { S3Client } from '@aws-sdk/client-s3';
@@ -20,20 +18,22 @@ import {
   stopLedgerServer,
   type LedgerServer,
 } from './lane-fixtures';
+import { useClientMocks } from '../../support/aws-mocks';
+import { FAILURE_DLQ_URL as DLQ, OUTPUT_BUCKET as OUT } from '../../support/names';
 
 // The Lambda entry as deployed: clients built at import from the environment (test/setup/lambda-env.ts plus a results
 // queue); S3, SQS, EventBridge and Bedrock mocked, DynamoDB a real dynalite (the ledger and runs tables).
-const s3Mock = mockClient(S3Client);
-const sqsMock = mockClient(SQSClient);
-const bedrockMock = mockClient(BedrockRuntimeClient);
-const eventsMock = mockClient(EventBridgeClient);
+const [s3Mock, sqsMock, bedrockMock, eventsMock] = useClientMocks(
+  S3Client,
+  SQSClient,
+  BedrockRuntimeClient,
+  EventBridgeClient,
+);
 let server: LedgerServer;
 let ledger: Ledger;
 let tables = 0;
 
 const RESULTS = 'https://sqs.us-east-1.amazonaws.com/123456789012/results.fifo';
-const OUT = process.env.OUTPUT_BUCKET ?? '';
-const DLQ = process.env.FAILURE_DLQ_URL ?? '';
 
 let consumer: typeof import('../../../lambda/failure-lane-consumer');
 
@@ -76,7 +76,6 @@ afterAll(async () => {
 let s3: FakeS3;
 
 beforeEach(() => {
-  for (const m of [s3Mock, sqsMock, bedrockMock, eventsMock]) m.reset();
   s3 = new FakeS3(s3Mock).install();
   eventsMock.on(PutEventsCommand).resolves({ FailedEntryCount: 0, Entries: [{ EventId: 'e' }] });
   sqsMock.on(SendMessageCommand).resolves({ MessageId: 'd1' });

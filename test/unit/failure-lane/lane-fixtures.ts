@@ -1,10 +1,10 @@
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { CreateTableCommand, DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import { DynamoDBDocumentClient, GetCommand } from '@aws-sdk/lib-dynamodb';
+import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import type { SQSEvent, SQSRecord } from 'aws-lambda';
 import type { FailureLaneMessage } from '../../../lambda/shared/contracts';
-import { Ledger, ledgerKey } from '../../../lambda/shared/ledger';
+import { Ledger } from '../../../lambda/shared/ledger';
 
 /**
  * Fixtures for the failure-lane tests: a ledger table on dynalite (real conditional writes), failure-lane messages and
@@ -80,19 +80,6 @@ export async function createRunsTable(ledger: LedgerServer, name: string): Promi
       BillingMode: 'PAY_PER_REQUEST',
     }),
   );
-}
-
-/** The ledger item of a record, or undefined. */
-export async function ledgerItem(
-  ledger: LedgerServer,
-  table: string,
-  scope: string,
-  recordId: string,
-): Promise<Record<string, unknown> | undefined> {
-  const out = await ledger.doc.send(
-    new GetCommand({ TableName: table, Key: { pk: ledgerKey(scope, recordId) } }),
-  );
-  return out.Item;
 }
 
 /** A retryable failure-lane message that carries its request. */

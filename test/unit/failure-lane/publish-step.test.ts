@@ -1,5 +1,4 @@
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, jest } from '@jest/globals';
-import { mockClient } from 'aws-sdk-client-mock';
 import { S3Client } from '@aws-sdk/client-s3';
 import { SQSClient } from '@aws-sdk/client-sqs';
 import { batchIdOf } from '../../../lambda/shared/batches';
@@ -26,16 +25,15 @@ import {
   recordQueues,
   type Queues,
 } from './protocol-fixtures';
+import { useClientMocks } from '../../support/aws-mocks';
+import { FAILURE_DLQ_URL as DLQ, FAILURE_QUEUE_URL as LANE } from '../../support/names';
 
 // The results-queue step of the units that publish (ConverseBatch, Collect), against the real ledger on dynalite: a
 // record's message is sent only once its commit took effect and its results file is written, never for a record
 // another run holds, and the record is marked delivered after the send; an attempt that follows a crash resends only
 // what was not marked delivered, with the same FIFO deduplication ids.
-const s3Mock = mockClient(S3Client);
-const sqsMock = mockClient(SQSClient);
+const [s3Mock, sqsMock] = useClientMocks(S3Client, SQSClient);
 
-const LANE = 'https://sqs.us-east-1.amazonaws.com/123456789012/failures';
-const DLQ = 'https://sqs.us-east-1.amazonaws.com/123456789012/failures-dlq';
 const RESULTS = 'https://sqs.us-east-1.amazonaws.com/123456789012/results.fifo';
 const LEASE_MS = 60_000;
 
@@ -54,8 +52,6 @@ afterAll(async () => {
 });
 
 beforeEach(async () => {
-  s3Mock.reset();
-  sqsMock.reset();
   s3 = new FakeS3(s3Mock).install();
   queues = recordQueues(sqsMock, { results: RESULTS, dlq: DLQ, lane: LANE });
   ({ ledger } = await freshLedger(server, `publish-ledger-${++tables}`));

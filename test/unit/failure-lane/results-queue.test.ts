@@ -1,7 +1,5 @@
-import 'aws-sdk-client-mock-jest';
 import { createHash } from 'node:crypto';
-import { beforeEach, describe, expect, it } from '@jest/globals';
-import { mockClient } from 'aws-sdk-client-mock';
+import { describe, expect, it } from '@jest/globals';
 import { SendMessageBatchCommand, SQSClient, type SendMessageBatchCommandInput } from '@aws-sdk/client-sqs';
 import { TransientDependencyError } from '../../../lambda/shared/errors';
 import {
@@ -13,8 +11,9 @@ import {
   ResultsQueueRejectedError,
   type PublishedRecord,
 } from '../../../lambda/shared/results-queue';
+import { useClientMocks } from '../../support/aws-mocks';
 
-const sqsMock = mockClient(SQSClient);
+const [sqsMock] = useClientMocks(SQSClient);
 const QUEUE = 'https://sqs.us-east-1.amazonaws.com/123456789012/results.fifo';
 
 function record(recordId: string, scope = 'scope-a'): PublishedRecord {
@@ -41,10 +40,6 @@ function acceptAll(): void {
     Failed: [],
   }));
 }
-
-beforeEach(() => {
-  sqsMock.reset();
-});
 
 describe('resultsDedupeId and resultsGroupId', () => {
   it('the dedupe id is sha256 of the scope and the recordId: stable, distinct per scope and record', () => {

@@ -1,4 +1,3 @@
-import 'aws-sdk-client-mock-jest';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, jest } from '@jest/globals';
 import { mockClient } from 'aws-sdk-client-mock';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
@@ -32,17 +31,19 @@ import {
   type LedgerServer,
 } from '../failure-lane/lane-fixtures';
 import { awsError, FakeS3, recordSqs, type SentBatch } from './helpers';
+import { useClientMocks } from '../../support/aws-mocks';
+import {
+  FAILURE_DLQ_URL as DLQ,
+  FAILURE_QUEUE_URL as QUEUE,
+  OUTPUT_BUCKET as OUT,
+} from '../../support/names';
 
 // processBatch (lambda/shared/converse-unit.ts, re-exported by lambda/converse-batch.ts) against the real Ledger on
 // dynalite, an in-memory S3 and a recording SQS behind aws-sdk-client-mock, a fake model and a recording results
 // publisher.
 
-const s3Mock = mockClient(S3Client);
-const sqsMock = mockClient(SQSClient);
+const [s3Mock, sqsMock] = useClientMocks(S3Client, SQSClient);
 
-const OUT = 'output-bucket';
-const QUEUE = 'https://sqs.us-east-1.amazonaws.com/123456789012/failures';
-const DLQ = 'https://sqs.us-east-1.amazonaws.com/123456789012/failures-dlq';
 const RUN = 'run-7';
 const SCOPE = 'test/model';
 const LEASE = 60_000;
@@ -66,8 +67,6 @@ afterAll(async () => {
 });
 
 beforeEach(async () => {
-  s3Mock.reset();
-  sqsMock.reset();
   s3 = new FakeS3(s3Mock).install();
   sent = recordSqs(sqsMock);
   delivered = [];

@@ -1,15 +1,13 @@
-import 'aws-sdk-client-mock-jest';
 import { afterEach, beforeEach, describe, expect, it, jest } from '@jest/globals';
-import { mockClient } from 'aws-sdk-client-mock';
 import { SendMessageBatchCommand, SQSClient, type SendMessageBatchCommandInput } from '@aws-sdk/client-sqs';
 import type { FailureLaneMessage } from '../../../lambda/shared/contracts';
 import { FailureLaneSender } from '../../../lambda/shared/failure-lane';
 import { sqsAccepts } from '../../../lambda/shared/sqs-text';
 import { awsError, recordSqs } from './helpers';
+import { useClientMocks } from '../../support/aws-mocks';
+import { FAILURE_DLQ_URL as DLQ, FAILURE_QUEUE_URL as QUEUE } from '../../support/names';
 
-const sqsMock = mockClient(SQSClient);
-const QUEUE = 'https://sqs.us-east-1.amazonaws.com/123456789012/failures';
-const DLQ = 'https://sqs.us-east-1.amazonaws.com/123456789012/failures-dlq';
+const [sqsMock] = useClientMocks(SQSClient);
 /** SendMessageBatch's limit on the sum of a batch's message sizes. */
 const BATCH_PAYLOAD_LIMIT = 256 * 1024;
 
@@ -38,7 +36,6 @@ function calls(): SendMessageBatchCommandInput[] {
 }
 
 beforeEach(() => {
-  sqsMock.reset();
   // Backoff between resends: no waiting in tests.
   jest.spyOn(Math, 'random').mockReturnValue(0);
 });

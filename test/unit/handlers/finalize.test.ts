@@ -1,6 +1,4 @@
-import 'aws-sdk-client-mock-jest';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
-import { mockClient } from 'aws-sdk-client-mock';
 import { EventBridgeClient, PutEventsCommand } from '@aws-sdk/client-eventbridge';
 import { GetObjectCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
 import { SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
@@ -53,13 +51,13 @@ import {
 } from '../mode-a/batch-output';
 import { awsError, FakeS3 } from './helpers';
 import { Crash, freshRunState, RecordingLane, RecordingPublisher, SimulatedCrash } from './unit-fixtures';
+import { useClientMocks } from '../../support/aws-mocks';
+import { FAILURE_DLQ_URL as DLQ } from '../../support/names';
 
 // S3 is an in-memory fake and EventBridge a mock; the ledger and the runs table are real tables on dynalite; the
 // failure lane and the results queue record what they are given. The runs' units (Converse batches, Collect, the
 // failure lane) are the real functions, so what Finalize finds is what they leave behind.
-const s3Mock = mockClient(S3Client);
-const ebMock = mockClient(EventBridgeClient);
-const sqsMock = mockClient(SQSClient);
+const [s3Mock, ebMock, sqsMock] = useClientMocks(S3Client, EventBridgeClient, SQSClient);
 
 const OUT = BUCKET;
 const RUN = 'run-42';
@@ -68,7 +66,6 @@ const SCOPE = 'test/model';
 const STARTED = '2025-01-02T03:00:00.000Z';
 const FINISHED = new Date('2025-01-02T03:10:00.000Z');
 const LEASE_MS = 60_000;
-const DLQ = process.env.FAILURE_DLQ_URL ?? '';
 
 let finalize: typeof import('../../../lambda/finalize');
 let lane: typeof import('../../../lambda/failure-lane-consumer');
@@ -82,8 +79,8 @@ let publisher: RecordingPublisher;
 const savedEnv: Record<string, string | undefined> = {};
 
 beforeAll(async () => {
-  // The handler modules read their environment when loaded: what test/setup/lambda-env.ts does not give them.
-  for (const [k, v] of Object.entries({ RUNS_TABLE: 'runs-table', CLAIM_LEASE_SECONDS: '1200' })) {
+  // The handler modules read their environment when loaded: a longer claim lease than test/setup/lambda-env.ts gives.
+  for (const [k, v] of Object.entries({ CLAIM_LEASE_SECONDS: '1200' })) {
     savedEnv[k] = process.env[k];
     process.env[k] = v;
   }
@@ -104,9 +101,6 @@ afterAll(async () => {
 });
 
 beforeEach(async () => {
-  s3Mock.reset();
-  ebMock.reset();
-  sqsMock.reset();
   s3 = new FakeS3(s3Mock).install();
   ebMock.on(PutEventsCommand).resolves({ FailedEntryCount: 0, Entries: [{ EventId: 'evt-1' }] });
   sqsMock.on(SendMessageCommand).resolves({ MessageId: 'dlq-1' });

@@ -1,7 +1,5 @@
-import 'aws-sdk-client-mock-jest';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
-import { mockClient } from 'aws-sdk-client-mock';
 import {
   BedrockRuntimeClient,
   ConverseCommand,
@@ -31,20 +29,26 @@ import {
   type LedgerServer,
 } from '../failure-lane/lane-fixtures';
 import { FakeS3, fixture, lambdaContext, recordSqs, type SentBatch } from './helpers';
+import { useClientMocks } from '../../support/aws-mocks';
+import {
+  FAILURE_DLQ_URL as DLQ,
+  FAILURE_QUEUE_URL as QUEUE,
+  LEDGER_TABLE,
+  MODEL_ID as MODEL,
+  OUTPUT_BUCKET as OUT,
+  RUNS_TABLE,
+} from '../../support/names';
 
 // The handlers build their clients at import from the environment test/setup/lambda-env.ts gives them; mocking the
 // client classes reaches those instances, and DynamoDB is a real dynalite (the SDK resolves the endpoint at its first
 // request). Idempotency is disabled there (POWERTOOLS_IDEMPOTENCY_DISABLED).
-const s3Mock = mockClient(S3Client);
-const sqsMock = mockClient(SQSClient);
-const bedrockMock = mockClient(BedrockRuntimeClient);
-const ebMock = mockClient(EventBridgeClient);
-const controlMock = mockClient(BedrockClient);
-
-const OUT = process.env.OUTPUT_BUCKET ?? '';
-const MODEL = process.env.MODEL_ID ?? '';
-const QUEUE = process.env.FAILURE_QUEUE_URL ?? '';
-const DLQ = process.env.FAILURE_DLQ_URL ?? '';
+const [s3Mock, sqsMock, bedrockMock, ebMock, controlMock] = useClientMocks(
+  S3Client,
+  SQSClient,
+  BedrockRuntimeClient,
+  EventBridgeClient,
+  BedrockClient,
+);
 
 let s3: FakeS3;
 let sent: SentBatch[];
@@ -54,8 +58,8 @@ let ledger: Ledger;
 beforeAll(async () => {
   server = await startLedgerServer();
   process.env.AWS_ENDPOINT_URL_DYNAMODB = `http://127.0.0.1:${(server.server.address() as AddressInfo).port}`;
-  ({ ledger } = await freshLedger(server, process.env.LEDGER_TABLE ?? ''));
-  await createRunsTable(server, process.env.RUNS_TABLE ?? '');
+  ({ ledger } = await freshLedger(server, LEDGER_TABLE));
+  await createRunsTable(server, RUNS_TABLE);
 });
 
 afterAll(async () => {
@@ -64,7 +68,6 @@ afterAll(async () => {
 });
 
 beforeEach(() => {
-  for (const m of [s3Mock, sqsMock, bedrockMock, ebMock, controlMock]) m.reset();
   s3 = new FakeS3(s3Mock).install();
   sent = recordSqs(sqsMock);
 });

@@ -30,7 +30,7 @@ import type { FailureLaneMessage } from '../../../lambda/shared/contracts';
  */
 
 /** The repository's test fixtures directory. */
-export const FIXTURES = join(__dirname, '..', '..', 'fixtures');
+const FIXTURES = join(__dirname, '..', '..', 'fixtures');
 
 /** The text of a fixture file. */
 export function fixture(name: string): string {
@@ -46,7 +46,7 @@ export interface StoredObject {
 }
 
 /** Reads any PutObject/UploadPart body the SDK accepts (string, bytes, Node stream) as UTF-8 text. */
-export async function bodyText(body: unknown): Promise<string> {
+async function bodyText(body: unknown): Promise<string> {
   if (body === undefined || body === null) return '';
   if (typeof body === 'string') return body;
   if (body instanceof Uint8Array) return Buffer.from(body).toString('utf8');
@@ -60,7 +60,7 @@ export async function bodyText(body: unknown): Promise<string> {
 }
 
 /** A streaming GetObject body, as the SDK returns it in Node. */
-export function streamBody(text: string): ReturnType<typeof sdkStreamMixin> {
+function streamBody(text: string): ReturnType<typeof sdkStreamMixin> {
   return sdkStreamMixin(Readable.from([Buffer.from(text, 'utf8')]));
 }
 

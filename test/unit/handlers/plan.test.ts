@@ -1,7 +1,5 @@
-import 'aws-sdk-client-mock-jest';
 import { ledgerKey } from '../../../lambda/shared/ledger';
 import { afterEach, beforeEach, describe, expect, it, jest } from '@jest/globals';
-import { mockClient } from 'aws-sdk-client-mock';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { HeadObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { SendMessageBatchCommand, SQSClient, type SendMessageBatchCommandInput } from '@aws-sdk/client-sqs';
@@ -24,16 +22,17 @@ import {
   MAX_LINE_BYTES,
 } from '../../../lambda/shared/records';
 import { awsError, FakeLedgerTable, FakeS3, fixture, recordSqs, type SentBatch } from './helpers';
+import { useClientMocks } from '../../support/aws-mocks';
+import {
+  FAILURE_DLQ_URL as DLQ,
+  FAILURE_QUEUE_URL as QUEUE,
+  INGEST_BUCKET as INGEST,
+  LEDGER_TABLE as TABLE,
+  OUTPUT_BUCKET as OUT,
+} from '../../support/names';
 
-const s3Mock = mockClient(S3Client);
-const ddbMock = mockClient(DynamoDBDocumentClient);
-const sqsMock = mockClient(SQSClient);
+const [s3Mock, ddbMock, sqsMock] = useClientMocks(S3Client, DynamoDBDocumentClient, SQSClient);
 
-const OUT = 'output-bucket';
-const INGEST = 'ingest-bucket';
-const TABLE = 'ledger-table';
-const QUEUE = 'https://sqs.us-east-1.amazonaws.com/123456789012/failures';
-const DLQ = 'https://sqs.us-east-1.amazonaws.com/123456789012/failures-dlq';
 const SCOPE = 'test/model';
 
 const settings: PlanSettings = {
@@ -95,9 +94,6 @@ const FIXTURE_RECORDS = [
 ];
 
 beforeEach(() => {
-  s3Mock.reset();
-  ddbMock.reset();
-  sqsMock.reset();
   s3 = new FakeS3(s3Mock).install();
   table = new FakeLedgerTable(ddbMock, TABLE).install();
   sent = recordSqs(sqsMock);

@@ -1,7 +1,5 @@
-import 'aws-sdk-client-mock-jest';
 import { Readable, type PassThrough } from 'node:stream';
 import { beforeEach, describe, expect, it } from '@jest/globals';
-import { mockClient } from 'aws-sdk-client-mock';
 import {
   CompleteMultipartUploadCommand,
   CreateMultipartUploadCommand,
@@ -20,13 +18,13 @@ import {
   type ReadLinesOptions,
 } from '../../../lambda/shared/s3-jsonl';
 import { awsError, FakeS3 } from './helpers';
+import { useClientMocks } from '../../support/aws-mocks';
+import { OUTPUT_BUCKET as BUCKET } from '../../support/names';
 
-const s3Mock = mockClient(S3Client);
-const BUCKET = 'output-bucket';
+const [s3Mock] = useClientMocks(S3Client);
 let s3: FakeS3;
 
 beforeEach(() => {
-  s3Mock.reset();
   s3 = new FakeS3(s3Mock).install();
 });
 

@@ -1,6 +1,4 @@
-import 'aws-sdk-client-mock-jest';
 import { beforeEach, describe, expect, it } from '@jest/globals';
-import { mockClient } from 'aws-sdk-client-mock';
 import type { GetModelInvocationJobCommandOutput } from '@aws-sdk/client-bedrock';
 import {
   InvalidToken,
@@ -26,10 +24,11 @@ import {
 import { batchJobOutcomeSchema } from '../../../lambda/shared/contracts';
 import { TransientDependencyError } from '../../../lambda/shared/errors';
 import { useJobsTable, type JobStoreSettings } from './jobs-table';
+import { useClientMocks } from '../../support/aws-mocks';
 
 // The store runs against dynalite (a real DynamoDB emulator): its conditions, if_not_exists and sparse index are
 // what these tests check. Step Functions is mocked.
-const sfnMock = mockClient(SFNClient);
+const [sfnMock] = useClientMocks(SFNClient);
 const ARN = 'arn:aws:bedrock:us-east-1:123456789012:model-invocation-job/abc123xyz';
 const T0 = Date.parse('2030-01-01T00:00:00.000Z');
 
@@ -37,7 +36,6 @@ const jobs = useJobsTable();
 let clock: number;
 
 beforeEach(() => {
-  sfnMock.reset();
   clock = T0;
 });
 

@@ -1,13 +1,14 @@
 import type { CollectShardInput } from '../../../lambda/shared/collect';
 import type { FakeS3 } from '../handlers/helpers';
+import { OUTPUT_BUCKET } from '../../support/names';
 
 /**
  * Builders for a Bedrock batch job's input and output files as Bedrock lays them out: one `<input>.out` per input
  * file under `<prefix>/<jobId>/`, lines in an order that is not the input order, and `manifest.json.out`.
  */
 
-/** The bucket every test file lives in. */
-export const BUCKET = 'output-bucket';
+/** The bucket every test file lives in: the handlers' output bucket. */
+export const BUCKET = OUTPUT_BUCKET;
 
 /** One batch input line. */
 export interface InputRecord {

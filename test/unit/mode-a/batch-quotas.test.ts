@@ -1,11 +1,9 @@
-import 'aws-sdk-client-mock-jest';
 import {
   ListAWSDefaultServiceQuotasCommand,
   ListServiceQuotasCommand,
   ServiceQuotasClient,
   type ServiceQuota,
 } from '@aws-sdk/client-service-quotas';
-import { mockClient } from 'aws-sdk-client-mock';
 import {
   BatchQuotaCache,
   batchQuotaModelNames,
@@ -15,9 +13,10 @@ import {
   readBatchQuotas,
 } from '../../../lambda/shared/batch-quotas';
 import { InvalidBatchQuotasError } from '../../../lambda/shared/sharding';
+import { useClientMocks } from '../../support/aws-mocks';
 
 const client = new ServiceQuotasClient({ region: 'us-east-1', maxAttempts: 1 });
-const sq = mockClient(client);
+const [sq] = useClientMocks(client);
 
 const FALLBACK: BatchQuotas = {
   minRecordsPerJob: 1_000,
@@ -94,7 +93,6 @@ function accessDenied(): Error {
 const silent = { warn: jest.fn() };
 
 beforeEach(() => {
-  sq.reset();
   silent.warn.mockReset();
 });
 

@@ -1,7 +1,5 @@
-import 'aws-sdk-client-mock-jest';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
-import { mockClient } from 'aws-sdk-client-mock';
 import { S3Client } from '@aws-sdk/client-s3';
 import { SQSClient } from '@aws-sdk/client-sqs';
 import type { CollectEvent } from '../../../lambda/collect';
@@ -16,12 +14,13 @@ import {
 } from '../failure-lane/lane-fixtures';
 import { FakeS3, lambdaContext, recordSqs, type SentBatch } from '../handlers/helpers';
 import { BUCKET, converseInput, converseSuccess, errorLine, ids, shuffled, stageShard } from './batch-output';
+import { useClientMocks } from '../../support/aws-mocks';
+import { FAILURE_DLQ_URL as DLQ, FAILURE_QUEUE_URL as QUEUE, LEDGER_TABLE } from '../../support/names';
 
 // The handler builds its clients at import from the environment test/setup/lambda-env.ts gives it, plus the claim
 // lease and a DynamoDB endpoint on dynalite (the ledger's conditional writes are real); S3 and SQS are mocked, which
 // reaches the handler's instances.
-const s3Mock = mockClient(S3Client);
-const sqsMock = mockClient(SQSClient);
+const [s3Mock, sqsMock] = useClientMocks(S3Client, SQSClient);
 
 let collect: typeof import('../../../lambda/collect');
 let server: LedgerServer;
@@ -36,7 +35,7 @@ beforeAll(async () => {
     saved[k] = process.env[k];
     process.env[k] = v;
   }
-  ({ ledger } = await freshLedger(server, process.env.LEDGER_TABLE ?? ''));
+  ({ ledger } = await freshLedger(server, LEDGER_TABLE));
   // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded once the environment is set
   collect = require('../../../lambda/collect') as typeof import('../../../lambda/collect');
 });
@@ -51,14 +50,11 @@ afterAll(async () => {
 
 const RUN = 'run-h1';
 const SCOPE = 'scope/h';
-const QUEUE = process.env.FAILURE_QUEUE_URL ?? '';
-const DLQ = process.env.FAILURE_DLQ_URL ?? '';
 
 let s3: FakeS3;
 let sent: SentBatch[];
 
 beforeEach(() => {
-  for (const m of [s3Mock, sqsMock]) m.reset();
   expect(process.env.OUTPUT_BUCKET).toBe(BUCKET);
   s3 = new FakeS3(s3Mock).install();
   sent = recordSqs(sqsMock);

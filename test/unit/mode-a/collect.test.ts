@@ -1,9 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import 'aws-sdk-client-mock-jest';
 import { Readable } from 'node:stream';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, jest } from '@jest/globals';
-import { mockClient } from 'aws-sdk-client-mock';
 import { GetObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import {
   BatchJobFailedError,
@@ -61,10 +59,11 @@ import {
   fixtureText,
   type AwsFixtureName,
 } from '../aws-shapes/fixtures';
+import { useClientMocks } from '../../support/aws-mocks';
 
 // S3 is an in-memory fake behind aws-sdk-client-mock; the ledger is a real table on dynalite, so claims, commits and
 // failures are the real conditional writes; the failure lane and the results queue record what they are given.
-const s3Mock = mockClient(S3Client);
+const [s3Mock] = useClientMocks(S3Client);
 
 const RUN = 'run-a1';
 /** The ledger scope stageShard gives every shard. */
@@ -97,7 +96,6 @@ afterAll(async () => {
 });
 
 beforeEach(async () => {
-  s3Mock.reset();
   s3 = new WatchedS3(s3Mock).install();
   ({ ledger } = await freshLedger(server, `collect-ledger-${++tables}`));
   lane = new RecordingLane();

@@ -1,13 +1,12 @@
-import 'aws-sdk-client-mock-jest';
 import { beforeEach, describe, expect, it } from '@jest/globals';
-import { mockClient } from 'aws-sdk-client-mock';
 import { ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
 import { gatherConverseItems, handler, type ConverseItemsDeps } from '../../../lambda/converse-items';
 import { runKeys, type WorkItem } from '../../../lambda/shared/contracts';
 import { FakeS3 } from '../handlers/helpers';
 import { BUCKET } from './batch-output';
+import { useClientMocks } from '../../support/aws-mocks';
 
-const s3Mock = mockClient(S3Client);
+const [s3Mock] = useClientMocks(S3Client);
 const RUN = 'run-ci';
 
 let s3: FakeS3;
@@ -33,7 +32,6 @@ function gathered(): WorkItem[] {
 }
 
 beforeEach(() => {
-  s3Mock.reset();
   // Page size 1: the redrive files are listed across continuation tokens.
   s3 = new FakeS3(s3Mock, { listPageSize: 1 }).install();
 });

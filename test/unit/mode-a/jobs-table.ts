@@ -11,6 +11,7 @@ import { SFNClient } from '@aws-sdk/client-sfn';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { jobsTableDefinition, JobStore, type JobStoreOptions } from '../../../lambda/shared/batch-jobs';
 import { listenLocal } from '@corpus-pipeline/local-aws/listen';
+import { useClientMocks } from '../../support/aws-mocks';
 
 type Dynalite = (options: {
   createTableMs?: number;
@@ -138,12 +139,7 @@ export interface ServiceMocks {
  * test. Call it at the top level.
  */
 export function useServiceMocks(): ServiceMocks {
-  const bedrockMock = mockClient(BedrockClient);
-  const sfnMock = mockClient(SFNClient);
-  beforeEach(() => {
-    bedrockMock.reset();
-    sfnMock.reset();
-  });
+  const [bedrockMock, sfnMock] = useClientMocks(BedrockClient, SFNClient);
   return {
     bedrockMock,
     sfnMock,

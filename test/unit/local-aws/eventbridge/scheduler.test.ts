@@ -310,6 +310,7 @@ describe('startScheduler', () => {
       },
       { intervalMs: 0 },
     );
+    // Left running on purpose: stop() must wait for this fire, which the gate holds open.
     void scheduler.tick();
     let stopped = false;
     const stopping = scheduler.stop().then(() => {
