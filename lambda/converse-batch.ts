@@ -1,8 +1,8 @@
 import type { Context } from 'aws-lambda';
-import * as z from 'zod';
 import { batchEventSchema, type BatchSummary } from './shared/contracts';
 import { converseUnitDeadline, processBatch, safetyMarginFor } from './shared/converse-unit';
-import { modelFormat, readEnv, positiveInt, required } from './shared/env';
+import { FUNCTION_ENV } from './shared/contracts/env';
+import { readEnv } from './shared/env';
 import { InvalidEventError } from './shared/errors';
 import { FailureLaneSender } from './shared/failure-lane';
 import { ModelCallCounter } from './shared/model-caller';
@@ -14,26 +14,7 @@ import { publishingContext } from './shared/publishing-context';
 export { processBatch, type ConverseUnitDeps } from './shared/converse-unit';
 export { bedrockCaller, throttleBackoffMs, toConverseInput, type ModelCaller } from './shared/model-caller';
 
-const env = readEnv(
-  z.object({
-    OUTPUT_BUCKET: required,
-    LEDGER_TABLE: required,
-    FAILURE_QUEUE_URL: required,
-    FAILURE_DLQ_URL: required,
-    MODEL_ID: required,
-    MODEL_FORMAT: modelFormat,
-    ITEM_CONCURRENCY: positiveInt,
-    MAX_ATTEMPTS: positiveInt,
-    LEDGER_TTL_DAYS: positiveInt,
-    CLAIM_LEASE_SECONDS: positiveInt,
-    /** Absent where the model has no requests-per-minute quota (most models: tokens only). */
-    REQUESTS_PER_MINUTE: positiveInt.optional(),
-    TOKENS_PER_MINUTE: positiveInt,
-    CONVERSE_MAP_CONCURRENCY: positiveInt,
-    /** How long an EXPRESS child may run (AWS: five minutes); the local runtime may shrink it for its tests. */
-    EXPRESS_CHILD_BUDGET_SECONDS: z.coerce.number().positive().default(300),
-  }),
-);
+const env = readEnv(FUNCTION_ENV.converse);
 
 const counter = new ModelCallCounter();
 const { s3, sqs, ledger, callModel: unpaced, resultsPublisher } = publishingContext(env, counter);

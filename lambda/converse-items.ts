@@ -1,7 +1,8 @@
 import { ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
 import * as z from 'zod';
 import { runKeys, workItemSchema, type WorkItem } from './shared/contracts';
-import { readEnv, required } from './shared/env';
+import { FUNCTION_ENV } from './shared/contracts/env';
+import { readEnv } from './shared/env';
 import { callDependency, InvalidEventError } from './shared/errors';
 import { logger, metrics, traced } from './shared/observability';
 import { JsonlObjectWriter, objectLines } from './shared/s3-jsonl';
@@ -96,7 +97,7 @@ async function listKeys(deps: ConverseItemsDeps, prefix: string): Promise<string
   return keys.sort();
 }
 
-const env = readEnv(z.object({ OUTPUT_BUCKET: required }));
+const env = readEnv(FUNCTION_ENV.converseItems);
 const s3 = traced(new S3Client({}));
 
 /** Lambda entry: ConverseItems. Deterministic, so a retry simply rewrites the same file. */

@@ -15,7 +15,8 @@ import {
   type ResultLine,
   type Usage,
 } from './shared/contracts';
-import { modelFormat, readEnv, positiveInt, required } from './shared/env';
+import { FUNCTION_ENV } from './shared/contracts/env';
+import { readEnv } from './shared/env';
 import { callDependency, errorMessage } from './shared/errors';
 import { faultPoint } from './shared/fault-points';
 import { unitOwner, type Claimant, type Ledger } from './shared/ledger';
@@ -133,7 +134,7 @@ export const laneKeys = {
   failures: (runId: string, recordId: string): string => runKeys.failures(runId, laneName(recordId)),
   /** The lane's attempts at the record (answers staged before the ledger commit). */
   attemptsPrefix: (runId: string, recordId: string): string =>
-    `runs/${runId}/attempts/${laneName(recordId)}/`,
+    runKeys.attemptsPrefix(runId, laneName(recordId)),
 };
 
 /** Kept for callers of the earlier name. */
@@ -586,23 +587,8 @@ function shareOf(calls: ModelCalls, parts: number): ModelCalls {
   };
 }
 
-const optionalPositiveInt = z.preprocess((v) => (v === '' ? undefined : v), positiveInt.optional());
-
 /** The consumer's environment. */
-export const failureLaneConsumerEnvSchema = z.object({
-  OUTPUT_BUCKET: required,
-  LEDGER_TABLE: required,
-  RUNS_TABLE: required,
-  EVENT_BUS_NAME: required,
-  FAILURE_DLQ_URL: required,
-  MODEL_ID: required,
-  MODEL_FORMAT: modelFormat,
-  MAX_ATTEMPTS: positiveInt,
-  LEDGER_TTL_DAYS: positiveInt,
-  CLAIM_LEASE_SECONDS: positiveInt,
-  MAX_RECEIVE_COUNT: optionalPositiveInt,
-  RESULTS_QUEUE_URL: z.string().optional(),
-});
+export const failureLaneConsumerEnvSchema = FUNCTION_ENV.failureLaneConsumer;
 
 const env = readEnv(failureLaneConsumerEnvSchema);
 

@@ -25,7 +25,8 @@ import {
 import { BatchJobFailedError, collectKeys, collectShard, type CollectShardSummary } from './shared/collect';
 import { processBatch } from './shared/converse-unit';
 import { withInProgressLock } from './shared/idempotency';
-import { readEnv, positiveInt, required } from './shared/env';
+import { FUNCTION_ENV } from './shared/contracts/env';
+import { readEnv } from './shared/env';
 import { InvalidEventError } from './shared/errors';
 import { FailureLaneSender } from './shared/failure-lane';
 import { faultPoint } from './shared/fault-points';
@@ -581,19 +582,7 @@ function describeCause(cause: string | undefined): string {
   return cause;
 }
 
-const env = readEnv(
-  z.object({
-    OUTPUT_BUCKET: required,
-    EVENT_BUS_NAME: required,
-    IDEMPOTENCY_TABLE: required,
-    LEDGER_TABLE: required,
-    RUNS_TABLE: required,
-    FAILURE_QUEUE_URL: required,
-    FAILURE_DLQ_URL: required,
-    LEDGER_TTL_DAYS: positiveInt,
-    CLAIM_LEASE_SECONDS: positiveInt,
-  }),
-);
+const env = readEnv(FUNCTION_ENV.finalize);
 const s3 = traced(new S3Client({}));
 const events = traced(new EventBridgeClient({}));
 const ddb = traced(new DynamoDBClient({}));

@@ -4,7 +4,8 @@ import { SFNClient } from '@aws-sdk/client-sfn';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import * as z from 'zod';
 import { countsOf, IN_FLIGHT, isTerminalStatus, JobStore, resumeWait } from './shared/batch-jobs';
-import { positiveInt, readEnv, required } from './shared/env';
+import { FUNCTION_ENV } from './shared/contracts/env';
+import { readEnv } from './shared/env';
 import { callDependency, InvalidEventError } from './shared/errors';
 import { logger, metrics, traced } from './shared/observability';
 
@@ -96,7 +97,7 @@ export async function handleJobStateChange(
   return { jobArn, status, resumed: delivered, jobStatus: job.status };
 }
 
-const env = readEnv(z.object({ JOBS_TABLE: required, JOBS_TTL_DAYS: positiveInt.default(30) }));
+const env = readEnv(FUNCTION_ENV.jobState);
 const bedrock = traced(new BedrockClient({}));
 const sfn = traced(new SFNClient({}));
 const ddb = traced(new DynamoDBClient({}));

@@ -7,7 +7,6 @@ import {
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { SendTaskHeartbeatCommand, SFNClient } from '@aws-sdk/client-sfn';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
-import * as z from 'zod';
 import {
   ABANDONED_STATUS,
   countsOf,
@@ -18,7 +17,8 @@ import {
   resumeWait,
   type StoredJob,
 } from './shared/batch-jobs';
-import { positiveInt, readEnv, required } from './shared/env';
+import { FUNCTION_ENV } from './shared/contracts/env';
+import { readEnv } from './shared/env';
 import { callDependency, errorMessage, errorName } from './shared/errors';
 import { logger, metrics, traced } from './shared/observability';
 import { mapWithConcurrency } from './shared/pool';
@@ -207,13 +207,7 @@ async function stopJob(
   }
 }
 
-const env = readEnv(
-  z.object({
-    JOBS_TABLE: required,
-    JOBS_TTL_DAYS: positiveInt.default(30),
-    RECONCILE_CONCURRENCY: positiveInt.default(4),
-  }),
-);
+const env = readEnv(FUNCTION_ENV.reconcile);
 const bedrock = traced(new BedrockClient({}));
 const sfn = traced(new SFNClient({}));
 const ddb = traced(new DynamoDBClient({}));

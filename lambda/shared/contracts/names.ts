@@ -1,0 +1,20 @@
+/**
+ * Names the stack gives and other parts look up: the pipeline's name, the Metadata key of a function's entry file,
+ * the Map states the CLI and the local runtime report on.
+ */
+
+/** The name shared by the stack, the state machine, the event bus and the dashboard of one environment. */
+export function pipelineName(envName: string): string {
+  return `CorpusPipeline-${envName}`;
+}
+
+/** The Metadata key the CDK Lambda construct sets to the handler's repo-relative TypeScript entry (local runtime). */
+export const ENTRY_METADATA_KEY = 'corpus:entry';
+
+/** The workflow's Distributed Map states (statemachine/pipeline.asl.json), also their Map Run labels. */
+export const MAP_STATES = {
+  /** Mode A: one item per shard (batch job). */
+  batchJobs: 'BatchJobs',
+  /** Converse fan-out: one item per record, batched. */
+  fanOut: 'FanOut',
+} as const;
