@@ -6,6 +6,7 @@ import { readEnv } from './shared/env';
 import { InvalidEventError } from './shared/errors';
 import { FailureLaneSender } from './shared/failure-lane';
 import { ModelCallCounter } from './shared/model-caller';
+import { PIPELINE_METRICS } from './shared/contracts/metrics';
 import { logger, metrics } from './shared/observability';
 import { pacedCaller, QuotaPacer } from './shared/pacing';
 import { publishingContext } from './shared/publishing-context';
@@ -58,12 +59,12 @@ export async function handler(event: unknown, context: Context): Promise<BatchSu
       safetyMarginMs: safetyMarginFor(env.EXPRESS_CHILD_BUDGET_SECONDS),
       modelCalls: () => counter.snapshot(),
     });
-    metrics.addMetric('RecordsSucceeded', 'Count', summary.succeeded);
-    metrics.addMetric('RecordsFailed', 'Count', summary.failed);
-    metrics.addMetric('RecordsQueued', 'Count', summary.queued);
-    metrics.addMetric('Throttles', 'Count', summary.modelCalls.throttled);
-    metrics.addMetric('InputTokens', 'Count', summary.inputTokens);
-    metrics.addMetric('OutputTokens', 'Count', summary.outputTokens);
+    metrics.addMetric(PIPELINE_METRICS.recordsSucceeded, 'Count', summary.succeeded);
+    metrics.addMetric(PIPELINE_METRICS.recordsFailed, 'Count', summary.failed);
+    metrics.addMetric(PIPELINE_METRICS.recordsQueued, 'Count', summary.queued);
+    metrics.addMetric(PIPELINE_METRICS.throttles, 'Count', summary.modelCalls.throttled);
+    metrics.addMetric(PIPELINE_METRICS.inputTokens, 'Count', summary.inputTokens);
+    metrics.addMetric(PIPELINE_METRICS.outputTokens, 'Count', summary.outputTokens);
     return summary;
   } finally {
     metrics.publishStoredMetrics();

@@ -4,6 +4,7 @@ import { runKeys, workItemSchema, type WorkItem } from './shared/contracts';
 import { FUNCTION_ENV } from './shared/contracts/env';
 import { readEnv } from './shared/env';
 import { callDependency, InvalidEventError } from './shared/errors';
+import { PIPELINE_METRICS } from './shared/contracts/metrics';
 import { logger, metrics, traced } from './shared/observability';
 import { JsonlObjectWriter, objectLines } from './shared/s3-jsonl';
 
@@ -58,7 +59,7 @@ export async function gatherConverseItems(
     await writer.write(item);
   }
   await writer.close();
-  metrics.addMetric('ConverseItems', 'Count', seen.size);
+  metrics.addMetric(PIPELINE_METRICS.converseItems, 'Count', seen.size);
   logger.info('converse items gathered', {
     itemsKey,
     records: seen.size,

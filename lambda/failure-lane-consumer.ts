@@ -21,6 +21,7 @@ import { callDependency, errorMessage } from './shared/errors';
 import { faultPoint } from './shared/fault-points';
 import { unitOwner, type Claimant, type Ledger } from './shared/ledger';
 import { classifyModelError, ModelCallCounter, type ModelCaller } from './shared/model-caller';
+import { PIPELINE_METRICS } from './shared/contracts/metrics';
 import { logger, metrics, traced } from './shared/observability';
 import { publishingContext } from './shared/publishing-context';
 import { contentHashOf, sha256 } from './shared/records';
@@ -542,12 +543,12 @@ export async function processLaneBatch(
     await deps.runs.addLaneModelCalls(runId, shareOf(calls, runsInBatch.size));
   }
   for (const runId of settledRuns) await publishRevision(deps, runId);
-  metrics.addMetric('LaneRecordsPublished', 'Count', tally.published);
-  metrics.addMetric('LaneRecordsFailed', 'Count', tally.failed);
-  metrics.addMetric('LaneRecordsSkipped', 'Count', tally.skipped);
-  metrics.addMetric('LaneAlreadySettled', 'Count', tally['already-settled']);
-  metrics.addMetric('LaneDeadLettered', 'Count', tally['dead-lettered'] + tally.failed);
-  metrics.addMetric('LaneRetryLater', 'Count', tally.retryLater);
+  metrics.addMetric(PIPELINE_METRICS.laneRecordsPublished, 'Count', tally.published);
+  metrics.addMetric(PIPELINE_METRICS.laneRecordsFailed, 'Count', tally.failed);
+  metrics.addMetric(PIPELINE_METRICS.laneRecordsSkipped, 'Count', tally.skipped);
+  metrics.addMetric(PIPELINE_METRICS.laneAlreadySettled, 'Count', tally['already-settled']);
+  metrics.addMetric(PIPELINE_METRICS.laneDeadLettered, 'Count', tally['dead-lettered'] + tally.failed);
+  metrics.addMetric(PIPELINE_METRICS.laneRetryLater, 'Count', tally.retryLater);
   logger.info('failure-lane batch processed', { records: event.Records.length, ...tally });
   return response;
 }

@@ -31,6 +31,7 @@ import { InvalidEventError } from './shared/errors';
 import { FailureLaneSender } from './shared/failure-lane';
 import { faultPoint } from './shared/fault-points';
 import { isLaneOwner, Ledger, type LedgerEntry } from './shared/ledger';
+import { PIPELINE_METRICS } from './shared/contracts/metrics';
 import { logger, metrics, traced } from './shared/observability';
 import { mapWithConcurrency } from './shared/pool';
 import { resultsPublisherFromEnv, type ResultsPublisher } from './shared/results-queue';
@@ -198,7 +199,11 @@ export async function finalizeRun(event: FinalizeEvent, deps: FinalizeDeps): Pro
     manifest,
     status === 'SUCCEEDED' ? RUN_COMPLETED : RUN_FAILED,
   );
-  metrics.addMetric(status === 'SUCCEEDED' ? 'RunsSucceeded' : 'RunsFailed', 'Count', 1);
+  metrics.addMetric(
+    status === 'SUCCEEDED' ? PIPELINE_METRICS.runsSucceeded : PIPELINE_METRICS.runsFailed,
+    'Count',
+    1,
+  );
   logger.info('run finalized', { runId, status, counts: manifest.counts, error });
   return {
     runId,

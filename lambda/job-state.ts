@@ -7,6 +7,7 @@ import { countsOf, IN_FLIGHT, isTerminalStatus, JobStore, resumeWait } from './s
 import { FUNCTION_ENV } from './shared/contracts/env';
 import { readEnv } from './shared/env';
 import { callDependency, InvalidEventError } from './shared/errors';
+import { PIPELINE_METRICS } from './shared/contracts/metrics';
 import { logger, metrics, traced } from './shared/observability';
 
 /** Bedrock's `Batch Inference Job State Change` event (EventBridge, source `aws.bedrock`). */
@@ -92,7 +93,7 @@ export async function handleJobStateChange(
     return { jobArn, status, progress: true, ...(job.status ? { jobStatus: job.status } : {}) };
   }
   const { delivered } = await resumeWait({ sfn: deps.sfn, store: deps.store, now: deps.now }, stored, job);
-  if (delivered) metrics.addMetric('BatchJobsResumed', 'Count', 1);
+  if (delivered) metrics.addMetric(PIPELINE_METRICS.batchJobsResumed, 'Count', 1);
   logger.info('Batch job ended: resumed the shard wait', { ...keys, jobStatus: job.status, delivered });
   return { jobArn, status, resumed: delivered, jobStatus: job.status };
 }

@@ -29,6 +29,7 @@ import {
 import { FailureLaneSender, type RefusalHandler } from './shared/failure-lane';
 import { faultPoint } from './shared/fault-points';
 import { Ledger, type PublishedEntry } from './shared/ledger';
+import { PIPELINE_METRICS } from './shared/contracts/metrics';
 import { logger, metrics, traced } from './shared/observability';
 import { defaultParseWorkers, parseCorpus, type RecordOutcome } from './shared/parse-pool';
 import { DuplicateTracker, type PromptSettings } from './shared/records';
@@ -364,9 +365,9 @@ export async function planRun(event: PlanEvent, deps: PlanDeps): Promise<PlanOut
   };
   faultPoint('plan', 'after-items');
   await putJson(deps.s3, settings.outputBucket, runKeys.plan(runId), output);
-  metrics.addMetric('CorpusLines', 'Count', counts.lines);
-  metrics.addMetric('InvalidLines', 'Count', counts.invalid);
-  metrics.addMetric('RecordsSkipped', 'Count', counts.skipped);
+  metrics.addMetric(PIPELINE_METRICS.corpusLines, 'Count', counts.lines);
+  metrics.addMetric(PIPELINE_METRICS.invalidLines, 'Count', counts.invalid);
+  metrics.addMetric(PIPELINE_METRICS.recordsSkipped, 'Count', counts.skipped);
   logger.info('plan written', { counts, mode });
   return output;
 }

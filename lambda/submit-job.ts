@@ -29,6 +29,7 @@ import {
   InvalidEventError,
   TransientDependencyError,
 } from './shared/errors';
+import { PIPELINE_METRICS } from './shared/contracts/metrics';
 import { logger, metrics, traced } from './shared/observability';
 import { clientRequestToken, jobName } from './shared/sharding';
 
@@ -149,10 +150,10 @@ export async function submitShardJob(event: SubmitJobEvent, deps: SubmitJobDeps)
   const created = jobArn === undefined;
   if (jobArn === undefined) {
     jobArn = await createJob(deps, event, name, token);
-    metrics.addMetric('BatchJobsSubmitted', 'Count', 1);
+    metrics.addMetric(PIPELINE_METRICS.batchJobsSubmitted, 'Count', 1);
     logger.info('Created the batch job', { jobArn, jobName: name, records: shard.records });
   } else {
-    metrics.addMetric('BatchJobsFoundExisting', 'Count', 1);
+    metrics.addMetric(PIPELINE_METRICS.batchJobsFoundExisting, 'Count', 1);
     logger.info('An earlier attempt created this shard job; waiting on it with the new token', {
       jobArn,
       jobName: name,
@@ -214,7 +215,7 @@ async function createJob(
         );
       }
       case 'ServiceQuotaExceededException':
-        metrics.addMetric('BatchQuotaBusy', 'Count', 1);
+        metrics.addMetric(PIPELINE_METRICS.batchQuotaBusy, 'Count', 1);
         throw new BatchQuotaBusyError(
           `No batch job slot is free for ${deps.settings.modelId} (shard ${shard} of run ${event.runId}): ${message}`,
           { cause: err },

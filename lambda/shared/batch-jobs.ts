@@ -16,6 +16,7 @@ import {
   type BatchJobTerminalStatus,
 } from './contracts';
 import { callDependency, errorMessage, errorName } from './errors';
+import { PIPELINE_METRICS } from './contracts/metrics';
 import { logger, metrics } from './observability';
 
 /**
@@ -493,7 +494,7 @@ export async function resumeWait(
   if (delivered) {
     const seconds = (Date.parse(endedAt) - Date.parse(outcome.submittedAt)) / 1000;
     if (Number.isFinite(seconds))
-      metrics.addMetric('BatchJobDurationSeconds', 'Seconds', Math.max(0, seconds));
+      metrics.addMetric(PIPELINE_METRICS.batchJobDurationSeconds, 'Seconds', Math.max(0, seconds));
   }
   const marked = await deps.store.markEnded(stored.jobArn, outcome.status, endedAt, stored.taskToken);
   if (!marked) {

@@ -17,6 +17,7 @@ import type { FailureLaneSender } from './failure-lane';
 import { faultPoint } from './fault-points';
 import { unitOwner, type Claimant, type Ledger, type LedgerEntry } from './ledger';
 import { nativeUsage } from './model-catalog';
+import { PIPELINE_METRICS } from './contracts/metrics';
 import { logger, metrics } from './observability';
 import { InFlightLimiter } from './pool';
 import { cleanLine, contentHashOf, detectFormat } from './records';
@@ -450,11 +451,11 @@ class ShardCollector {
         ignoredSamples: this.ignoredSamples,
       });
     }
-    metrics.addMetric('RecordsSucceeded', 'Count', summary.succeeded);
-    metrics.addMetric('RecordsFailed', 'Count', summary.failed);
-    metrics.addMetric('RecordsMissing', 'Count', summary.missing);
-    metrics.addMetric('InputTokens', 'Count', summary.inputTokens);
-    metrics.addMetric('OutputTokens', 'Count', summary.outputTokens);
+    metrics.addMetric(PIPELINE_METRICS.recordsSucceeded, 'Count', summary.succeeded);
+    metrics.addMetric(PIPELINE_METRICS.recordsFailed, 'Count', summary.failed);
+    metrics.addMetric(PIPELINE_METRICS.recordsMissing, 'Count', summary.missing);
+    metrics.addMetric(PIPELINE_METRICS.inputTokens, 'Count', summary.inputTokens);
+    metrics.addMetric(PIPELINE_METRICS.outputTokens, 'Count', summary.outputTokens);
     logger.info('shard collected', { ...summary });
     return summary;
   }
