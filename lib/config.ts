@@ -46,10 +46,10 @@ export const MIN_LANE_CONSUMER_CONCURRENCY = 2;
  * a 4 MiB semi-space (V8's young generation) instead of up to 16 MiB, and two glibc malloc arenas instead of one per
  * thread, which with parse workers kept freed memory from going back (+24 MB peak at 1 GiB). No measurable CPU cost.
  */
-export const PLAN_RUNTIME_ENV: Readonly<Record<string, string>> = {
+export const PLAN_RUNTIME_ENV = {
   NODE_OPTIONS: '--enable-source-maps --max-semi-space-size=4',
   MALLOC_ARENA_MAX: '2',
-};
+} as const;
 
 /**
  * Lambda allocates CPU in proportion to memory: one vCPU's worth at 1,769 MB, up to six vCPUs at 10,240 MB
