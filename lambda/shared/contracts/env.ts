@@ -88,8 +88,9 @@ const planEnv = z.object({
     .transform((text, ctx) => {
       if (text === undefined || text === '') return undefined;
       try {
+        // partialRecord: zod 4's record with enum keys demands every key, and `model.batchQuotaNames` may name a few.
         return z
-          .record(z.enum(BATCH_QUOTA_KEYS as [BatchQuotaKey, ...BatchQuotaKey[]]), z.string().min(1))
+          .partialRecord(z.enum(BATCH_QUOTA_KEYS as [BatchQuotaKey, ...BatchQuotaKey[]]), z.string().min(1))
           .parse(JSON.parse(text)) as Partial<Record<BatchQuotaKey, string>>;
       } catch (err) {
         ctx.addIssue({ code: 'custom', message: `not a JSON object of quota names: ${String(err)}` });
