@@ -3,6 +3,7 @@
  * creates its buckets, tables and queues in the emulators, and describes everything else the local runtime wires
  * (event buses, rules, schedules, functions, event source mappings, state machines, S3 -> EventBridge buckets).
  */
+import { ENTRY_METADATA_KEY } from '../../lambda/shared/contracts/names';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import * as path from 'node:path';
 
@@ -42,7 +43,7 @@ export {
 } from './intrinsics';
 
 /** The Metadata key our CDK Lambda construct sets to the handler's repo-relative TypeScript entry. */
-export const ENTRY_METADATA_KEY = 'corpus:entry';
+export { ENTRY_METADATA_KEY };
 
 // ---------------------------------------------------------------------------------------------------------------
 // Loading
