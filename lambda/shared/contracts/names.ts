@@ -18,3 +18,23 @@ export const MAP_STATES = {
   /** Converse fan-out: one item per record, batched. */
   fanOut: 'FanOut',
 } as const;
+
+/** The jobs table's key, index and TTL attribute names (lib/batch-jobs.ts declares the table with them; lambda/shared/batch-jobs.ts reads and writes by them). */
+export const JOBS_TABLE_KEYS = {
+  /** Table partition key (S). */
+  partitionKey: 'jobArn',
+  /** GSI: the jobs of a run, in shard order. */
+  byRunIndex: 'by-run',
+  /** `by-run` partition key (S). */
+  byRunPartitionKey: 'runId',
+  /** `by-run` sort key (N). */
+  byRunSortKey: 'shard',
+  /** Sparse GSI: the jobs whose wait is open, oldest first. */
+  inFlightIndex: 'in-flight',
+  /** `in-flight` partition key (S, always `'1'`: lambda/shared/batch-jobs.ts IN_FLIGHT). */
+  inFlightPartitionKey: 'inFlight',
+  /** `in-flight` sort key (S, ISO-8601). */
+  inFlightSortKey: 'submittedAt',
+  /** TTL attribute (epoch seconds). */
+  ttlAttribute: 'expiresAt',
+} as const;
