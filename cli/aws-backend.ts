@@ -23,6 +23,7 @@ import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import type { PipelineConfig } from '../lib/config';
 import { countsOf, isTerminalStatus, JobStore, type StoredJob } from '../lambda/shared/batch-jobs';
 import type { RunInput } from '../lambda/shared/contracts';
+import { pipelineName, STACK_OUTPUTS } from '../lambda/shared/contracts';
 import type {
   Backend,
   ExecutionInfo,
@@ -58,12 +59,12 @@ export interface AwsBackendOptions {
 
 /** The stack outputs the CLI cannot work without, by output key. */
 const REQUIRED_OUTPUTS = {
-  ingestBucket: 'IngestBucketName',
-  ingestPrefix: 'IngestPrefix',
-  outputBucket: 'OutputBucketName',
-  stateMachineArn: 'StateMachineArn',
-  failureQueueUrl: 'FailureQueueUrl',
-  failureDlqUrl: 'FailureDlqUrl',
+  ingestBucket: STACK_OUTPUTS.ingestBucket,
+  ingestPrefix: STACK_OUTPUTS.ingestPrefix,
+  outputBucket: STACK_OUTPUTS.outputBucket,
+  stateMachineArn: STACK_OUTPUTS.stateMachineArn,
+  failureQueueUrl: STACK_OUTPUTS.failureQueueUrl,
+  failureDlqUrl: STACK_OUTPUTS.failureDlqUrl,
 } as const;
 
 /** Stack statuses in which the stack has no resources to operate (never created, rolled back, or going away). */
@@ -80,9 +81,6 @@ const UNUSABLE_STACK_STATUSES = new Set([
 /** The Reconcile function's logical id in the stack (`Functions/Reconcile/Function` plus CDK's hash). */
 const RECONCILE_LOGICAL_ID = /^FunctionsReconcileFunction[0-9A-F]{8}$/;
 
-/** An optional stack output naming the Reconcile function, preferred over the resource lookup when present. */
-const RECONCILE_OUTPUT = 'ReconcileFunctionName';
-
 /** What {@link discoverStack} found. */
 export interface DiscoveredStack {
   outputs: StackOutputs;
@@ -90,11 +88,6 @@ export interface DiscoveredStack {
   accountId: string;
   /** Every output by key (for optional ones). */
   raw: Record<string, string>;
-}
-
-/** The name of an environment's stack. Kept equal to lib/pipeline-stack's pipelineName, without loading the CDK. */
-export function stackNameOf(envName: string): string {
-  return `CorpusPipeline-${envName}`;
 }
 
 /**
@@ -137,7 +130,7 @@ export async function discoverStack(cfn: CloudFormationClient, stackName: string
     stateMachineArn: pick(REQUIRED_OUTPUTS.stateMachineArn),
     failureQueueUrl: pick(REQUIRED_OUTPUTS.failureQueueUrl),
     failureDlqUrl: pick(REQUIRED_OUTPUTS.failureDlqUrl),
-    ...(raw.JobsTableName ? { jobsTableName: raw.JobsTableName } : {}),
+    ...(raw[STACK_OUTPUTS.jobsTable] ? { jobsTableName: raw[STACK_OUTPUTS.jobsTable] } : {}),
   };
   return { outputs, accountId: stack.StackId?.split(':')[4] ?? '', raw };
 }
@@ -164,7 +157,7 @@ export async function openAwsBackend(options: AwsBackendOptions): Promise<Backen
     sqs: given.sqs ?? new SQSClient({ region }),
     lambda: given.lambda ?? new LambdaClient({ region }),
   };
-  const stackName = stackNameOf(config.envName);
+  const stackName = pipelineName(config.envName);
   const stack = await discoverStack(clients.cloudFormation, stackName);
   if (config.account && stack.accountId && stack.accountId !== config.account) {
     throw new BackendError(
@@ -346,7 +339,8 @@ class AwsBackend implements Backend {
 
   /** The Reconcile function: the `ReconcileFunctionName` output when the stack has one, else its stack resource. */
   private async reconcileFunctionName(): Promise<string> {
-    const fromOutput = this.stack.raw[RECONCILE_OUTPUT];
+    // The optional output naming the Reconcile function is preferred over the resource lookup.
+    const fromOutput = this.stack.raw[STACK_OUTPUTS.reconcileFunction];
     if (fromOutput) return fromOutput;
     let nextToken: string | undefined;
     do {

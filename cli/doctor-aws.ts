@@ -16,7 +16,8 @@ import {
   readBatchQuotas,
   type BatchQuotaKey,
 } from '../lambda/shared/batch-quotas';
-import { discoverStack, stackNameOf } from './aws-backend';
+import { pipelineName } from '../lambda/shared/contracts';
+import { discoverStack } from './aws-backend';
 import { result, type CheckResult } from './doctor-report';
 import { describeError } from './errors';
 import * as fmt from './format';
@@ -576,7 +577,7 @@ export async function checkLambdaLimits(client: LambdaClient, config: PipelineCo
 /** CloudFormation DescribeStacks on the environment's stack: its status and outputs, once deployed. */
 export async function checkStack(cfn: CloudFormationClient, config: PipelineConfig): Promise<CheckResult> {
   const title = 'Stack';
-  const name = stackNameOf(config.envName);
+  const name = pipelineName(config.envName);
   const deploy = `npx cdk deploy -c env=${config.envName}`;
   let stack: Stack | undefined;
   try {

@@ -7,6 +7,7 @@ import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import type { PipelineConfig } from '../lib/config';
 import { JobStore } from '../lambda/shared/batch-jobs';
 import type { RunInput } from '../lambda/shared/contracts';
+import { pipelineName, STACK_OUTPUTS } from '../lambda/shared/contracts';
 import {
   DEFAULT_LOCAL_REGION,
   EmulatorError,
@@ -31,7 +32,6 @@ import type {
   RedriveOutcome,
   StackOutputs,
 } from './backend';
-import { stackNameOf } from './aws-backend';
 import { BackendError, CliUsageError } from './errors';
 import { redriveDeadLetters } from './redrive';
 import { storedJobInfo } from './run-store';
@@ -62,7 +62,7 @@ export async function openLocalBackend(options: LocalBackendOptions): Promise<Ba
       `no local pipeline state in ${stateDir}: run \`corpus local run --corpus FILE --state-dir ${options.stateDir}\` first`,
     );
   }
-  const stackName = stackNameOf(options.config.envName);
+  const stackName = pipelineName(options.config.envName);
   const loaded = loadTemplate(cdkOut, { stackName });
   const stack = describeStack(loaded.template, {
     stackName,
@@ -109,15 +109,15 @@ function localOutputs(stack: ProvisionedStack): StackOutputs {
       throw error;
     }
   };
-  const jobsTableName = optional('JobsTableName');
+  const jobsTableName = optional(STACK_OUTPUTS.jobsTable);
   return {
     stackName: stack.stackName,
-    ingestBucket: stack.output('IngestBucketName'),
-    ingestPrefix: stack.output('IngestPrefix'),
-    outputBucket: stack.output('OutputBucketName'),
-    stateMachineArn: stack.output('StateMachineArn'),
-    failureQueueUrl: stack.output('FailureQueueUrl'),
-    failureDlqUrl: stack.output('FailureDlqUrl'),
+    ingestBucket: stack.output(STACK_OUTPUTS.ingestBucket),
+    ingestPrefix: stack.output(STACK_OUTPUTS.ingestPrefix),
+    outputBucket: stack.output(STACK_OUTPUTS.outputBucket),
+    stateMachineArn: stack.output(STACK_OUTPUTS.stateMachineArn),
+    failureQueueUrl: stack.output(STACK_OUTPUTS.failureQueueUrl),
+    failureDlqUrl: stack.output(STACK_OUTPUTS.failureDlqUrl),
     ...(jobsTableName ? { jobsTableName } : {}),
   };
 }

@@ -1,5 +1,11 @@
 import type { CollectShardSummary } from '../lambda/shared/collect';
-import type { PlanOutput, RunManifest, RunMode, ShardItem } from '../lambda/shared/contracts';
+import {
+  MAP_STATES,
+  type PlanOutput,
+  type RunManifest,
+  type RunMode,
+  type ShardItem,
+} from '../lambda/shared/contracts';
 import type { Backend, ExecutionInfo, JobInfo, MapRunInfo } from './backend';
 import { NotFoundError } from './errors';
 import { mapWithLimit, RunStore } from './run-store';
@@ -214,14 +220,12 @@ export interface ProgressInputs {
   readonly ratePerSecond?: number | null;
 }
 
-const BATCH_MAP = 'BatchJobs';
-
 function mapRunRow(run: MapRunInfo): MapRunRow {
   const i = run.items;
   const failed = i.failed + i.timedOut + i.aborted;
   return {
     stateName: run.stateName,
-    unit: run.stateName === BATCH_MAP ? 'shards' : 'records',
+    unit: run.stateName === MAP_STATES.batchJobs ? 'shards' : 'records',
     status: run.status,
     total: i.total,
     done: i.succeeded + failed,

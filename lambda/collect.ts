@@ -6,7 +6,8 @@ import type { Context } from 'aws-lambda';
 import * as z from 'zod';
 import { batchJobOutcomeSchema, submitJobEventSchema } from './shared/contracts';
 import { collectShard, type CollectShardInput, type CollectShardSummary } from './shared/collect';
-import { readEnv, positiveInt, required } from './shared/env';
+import { FUNCTION_ENV } from './shared/contracts/env';
+import { readEnv } from './shared/env';
 import { InvalidEventError } from './shared/errors';
 import { FailureLaneSender } from './shared/failure-lane';
 import { Ledger } from './shared/ledger';
@@ -63,16 +64,7 @@ export function parseCollectEvent(event: unknown): CollectEvent {
   return parsed.data;
 }
 
-const env = readEnv(
-  z.object({
-    OUTPUT_BUCKET: required,
-    LEDGER_TABLE: required,
-    FAILURE_QUEUE_URL: required,
-    FAILURE_DLQ_URL: required,
-    LEDGER_TTL_DAYS: positiveInt,
-    CLAIM_LEASE_SECONDS: positiveInt,
-  }),
-);
+const env = readEnv(FUNCTION_ENV.collect);
 
 const s3 = traced(new S3Client({}));
 const ddb = traced(new DynamoDBClient({}));

@@ -1,11 +1,12 @@
 import type { Context } from 'aws-lambda';
-import * as z from 'zod';
 import { batchEventSchema, type BatchSummary } from './shared/contracts';
 import { converseUnitDeadline, processBatch, safetyMarginFor } from './shared/converse-unit';
-import { modelFormat, readEnv, positiveInt, required } from './shared/env';
+import { FUNCTION_ENV } from './shared/contracts/env';
+import { readEnv } from './shared/env';
 import { InvalidEventError } from './shared/errors';
 import { FailureLaneSender } from './shared/failure-lane';
 import { ModelCallCounter } from './shared/model-caller';
+import { PIPELINE_METRICS } from './shared/contracts/metrics';
 import { logger, metrics } from './shared/observability';
 import { pacedCaller, QuotaPacer } from './shared/pacing';
 import { publishingContext } from './shared/publishing-context';
@@ -14,26 +15,7 @@ import { publishingContext } from './shared/publishing-context';
 export { processBatch, type ConverseUnitDeps } from './shared/converse-unit';
 export { bedrockCaller, throttleBackoffMs, toConverseInput, type ModelCaller } from './shared/model-caller';
 
-const env = readEnv(
-  z.object({
-    OUTPUT_BUCKET: required,
-    LEDGER_TABLE: required,
-    FAILURE_QUEUE_URL: required,
-    FAILURE_DLQ_URL: required,
-    MODEL_ID: required,
-    MODEL_FORMAT: modelFormat,
-    ITEM_CONCURRENCY: positiveInt,
-    MAX_ATTEMPTS: positiveInt,
-    LEDGER_TTL_DAYS: positiveInt,
-    CLAIM_LEASE_SECONDS: positiveInt,
-    /** Absent where the model has no requests-per-minute quota (most models: tokens only). */
-    REQUESTS_PER_MINUTE: positiveInt.optional(),
-    TOKENS_PER_MINUTE: positiveInt,
-    CONVERSE_MAP_CONCURRENCY: positiveInt,
-    /** How long an EXPRESS child may run (AWS: five minutes); the local runtime may shrink it for its tests. */
-    EXPRESS_CHILD_BUDGET_SECONDS: z.coerce.number().positive().default(300),
-  }),
-);
+const env = readEnv(FUNCTION_ENV.converse);
 
 const counter = new ModelCallCounter();
 const { s3, sqs, ledger, callModel: unpaced, resultsPublisher } = publishingContext(env, counter);
@@ -77,12 +59,12 @@ export async function handler(event: unknown, context: Context): Promise<BatchSu
       safetyMarginMs: safetyMarginFor(env.EXPRESS_CHILD_BUDGET_SECONDS),
       modelCalls: () => counter.snapshot(),
     });
-    metrics.addMetric('RecordsSucceeded', 'Count', summary.succeeded);
-    metrics.addMetric('RecordsFailed', 'Count', summary.failed);
-    metrics.addMetric('RecordsQueued', 'Count', summary.queued);
-    metrics.addMetric('Throttles', 'Count', summary.modelCalls.throttled);
-    metrics.addMetric('InputTokens', 'Count', summary.inputTokens);
-    metrics.addMetric('OutputTokens', 'Count', summary.outputTokens);
+    metrics.addMetric(PIPELINE_METRICS.recordsSucceeded, 'Count', summary.succeeded);
+    metrics.addMetric(PIPELINE_METRICS.recordsFailed, 'Count', summary.failed);
+    metrics.addMetric(PIPELINE_METRICS.recordsQueued, 'Count', summary.queued);
+    metrics.addMetric(PIPELINE_METRICS.throttles, 'Count', summary.modelCalls.throttled);
+    metrics.addMetric(PIPELINE_METRICS.inputTokens, 'Count', summary.inputTokens);
+    metrics.addMetric(PIPELINE_METRICS.outputTokens, 'Count', summary.outputTokens);
     return summary;
   } finally {
     metrics.publishStoredMetrics();

@@ -1,8 +1,10 @@
 import { ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
 import * as z from 'zod';
 import { runKeys, workItemSchema, type WorkItem } from './shared/contracts';
-import { readEnv, required } from './shared/env';
+import { FUNCTION_ENV } from './shared/contracts/env';
+import { readEnv } from './shared/env';
 import { callDependency, InvalidEventError } from './shared/errors';
+import { PIPELINE_METRICS } from './shared/contracts/metrics';
 import { logger, metrics, traced } from './shared/observability';
 import { JsonlObjectWriter, objectLines } from './shared/s3-jsonl';
 
@@ -57,7 +59,7 @@ export async function gatherConverseItems(
     await writer.write(item);
   }
   await writer.close();
-  metrics.addMetric('ConverseItems', 'Count', seen.size);
+  metrics.addMetric(PIPELINE_METRICS.converseItems, 'Count', seen.size);
   logger.info('converse items gathered', {
     itemsKey,
     records: seen.size,
@@ -96,7 +98,7 @@ async function listKeys(deps: ConverseItemsDeps, prefix: string): Promise<string
   return keys.sort();
 }
 
-const env = readEnv(z.object({ OUTPUT_BUCKET: required }));
+const env = readEnv(FUNCTION_ENV.converseItems);
 const s3 = traced(new S3Client({}));
 
 /** Lambda entry: ConverseItems. Deterministic, so a retry simply rewrites the same file. */

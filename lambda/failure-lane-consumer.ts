@@ -15,11 +15,13 @@ import {
   type ResultLine,
   type Usage,
 } from './shared/contracts';
-import { modelFormat, readEnv, positiveInt, required } from './shared/env';
+import { FUNCTION_ENV } from './shared/contracts/env';
+import { readEnv } from './shared/env';
 import { callDependency, errorMessage } from './shared/errors';
 import { faultPoint } from './shared/fault-points';
 import { unitOwner, type Claimant, type Ledger } from './shared/ledger';
 import { classifyModelError, ModelCallCounter, type ModelCaller } from './shared/model-caller';
+import { PIPELINE_METRICS } from './shared/contracts/metrics';
 import { logger, metrics, traced } from './shared/observability';
 import { publishingContext } from './shared/publishing-context';
 import { contentHashOf, sha256 } from './shared/records';
@@ -133,7 +135,7 @@ export const laneKeys = {
   failures: (runId: string, recordId: string): string => runKeys.failures(runId, laneName(recordId)),
   /** The lane's attempts at the record (answers staged before the ledger commit). */
   attemptsPrefix: (runId: string, recordId: string): string =>
-    `runs/${runId}/attempts/${laneName(recordId)}/`,
+    runKeys.attemptsPrefix(runId, laneName(recordId)),
 };
 
 /** Kept for callers of the earlier name. */
@@ -541,12 +543,12 @@ export async function processLaneBatch(
     await deps.runs.addLaneModelCalls(runId, shareOf(calls, runsInBatch.size));
   }
   for (const runId of settledRuns) await publishRevision(deps, runId);
-  metrics.addMetric('LaneRecordsPublished', 'Count', tally.published);
-  metrics.addMetric('LaneRecordsFailed', 'Count', tally.failed);
-  metrics.addMetric('LaneRecordsSkipped', 'Count', tally.skipped);
-  metrics.addMetric('LaneAlreadySettled', 'Count', tally['already-settled']);
-  metrics.addMetric('LaneDeadLettered', 'Count', tally['dead-lettered'] + tally.failed);
-  metrics.addMetric('LaneRetryLater', 'Count', tally.retryLater);
+  metrics.addMetric(PIPELINE_METRICS.laneRecordsPublished, 'Count', tally.published);
+  metrics.addMetric(PIPELINE_METRICS.laneRecordsFailed, 'Count', tally.failed);
+  metrics.addMetric(PIPELINE_METRICS.laneRecordsSkipped, 'Count', tally.skipped);
+  metrics.addMetric(PIPELINE_METRICS.laneAlreadySettled, 'Count', tally['already-settled']);
+  metrics.addMetric(PIPELINE_METRICS.laneDeadLettered, 'Count', tally['dead-lettered'] + tally.failed);
+  metrics.addMetric(PIPELINE_METRICS.laneRetryLater, 'Count', tally.retryLater);
   logger.info('failure-lane batch processed', { records: event.Records.length, ...tally });
   return response;
 }
@@ -586,23 +588,8 @@ function shareOf(calls: ModelCalls, parts: number): ModelCalls {
   };
 }
 
-const optionalPositiveInt = z.preprocess((v) => (v === '' ? undefined : v), positiveInt.optional());
-
 /** The consumer's environment. */
-export const failureLaneConsumerEnvSchema = z.object({
-  OUTPUT_BUCKET: required,
-  LEDGER_TABLE: required,
-  RUNS_TABLE: required,
-  EVENT_BUS_NAME: required,
-  FAILURE_DLQ_URL: required,
-  MODEL_ID: required,
-  MODEL_FORMAT: modelFormat,
-  MAX_ATTEMPTS: positiveInt,
-  LEDGER_TTL_DAYS: positiveInt,
-  CLAIM_LEASE_SECONDS: positiveInt,
-  MAX_RECEIVE_COUNT: optionalPositiveInt,
-  RESULTS_QUEUE_URL: z.string().optional(),
-});
+export const failureLaneConsumerEnvSchema = FUNCTION_ENV.failureLaneConsumer;
 
 const env = readEnv(failureLaneConsumerEnvSchema);
 

@@ -25,11 +25,13 @@ import {
 import { BatchJobFailedError, collectKeys, collectShard, type CollectShardSummary } from './shared/collect';
 import { processBatch } from './shared/converse-unit';
 import { withInProgressLock } from './shared/idempotency';
-import { readEnv, positiveInt, required } from './shared/env';
+import { FUNCTION_ENV } from './shared/contracts/env';
+import { readEnv } from './shared/env';
 import { InvalidEventError } from './shared/errors';
 import { FailureLaneSender } from './shared/failure-lane';
 import { faultPoint } from './shared/fault-points';
 import { isLaneOwner, Ledger, type LedgerEntry } from './shared/ledger';
+import { PIPELINE_METRICS } from './shared/contracts/metrics';
 import { logger, metrics, traced } from './shared/observability';
 import { mapWithConcurrency } from './shared/pool';
 import { resultsPublisherFromEnv, type ResultsPublisher } from './shared/results-queue';
@@ -197,7 +199,11 @@ export async function finalizeRun(event: FinalizeEvent, deps: FinalizeDeps): Pro
     manifest,
     status === 'SUCCEEDED' ? RUN_COMPLETED : RUN_FAILED,
   );
-  metrics.addMetric(status === 'SUCCEEDED' ? 'RunsSucceeded' : 'RunsFailed', 'Count', 1);
+  metrics.addMetric(
+    status === 'SUCCEEDED' ? PIPELINE_METRICS.runsSucceeded : PIPELINE_METRICS.runsFailed,
+    'Count',
+    1,
+  );
   logger.info('run finalized', { runId, status, counts: manifest.counts, error });
   return {
     runId,
@@ -581,19 +587,7 @@ function describeCause(cause: string | undefined): string {
   return cause;
 }
 
-const env = readEnv(
-  z.object({
-    OUTPUT_BUCKET: required,
-    EVENT_BUS_NAME: required,
-    IDEMPOTENCY_TABLE: required,
-    LEDGER_TABLE: required,
-    RUNS_TABLE: required,
-    FAILURE_QUEUE_URL: required,
-    FAILURE_DLQ_URL: required,
-    LEDGER_TTL_DAYS: positiveInt,
-    CLAIM_LEASE_SECONDS: positiveInt,
-  }),
-);
+const env = readEnv(FUNCTION_ENV.finalize);
 const s3 = traced(new S3Client({}));
 const events = traced(new EventBridgeClient({}));
 const ddb = traced(new DynamoDBClient({}));

@@ -4,8 +4,10 @@ import { SFNClient } from '@aws-sdk/client-sfn';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import * as z from 'zod';
 import { countsOf, IN_FLIGHT, isTerminalStatus, JobStore, resumeWait } from './shared/batch-jobs';
-import { positiveInt, readEnv, required } from './shared/env';
+import { FUNCTION_ENV } from './shared/contracts/env';
+import { readEnv } from './shared/env';
 import { callDependency, InvalidEventError } from './shared/errors';
+import { PIPELINE_METRICS } from './shared/contracts/metrics';
 import { logger, metrics, traced } from './shared/observability';
 
 /** Bedrock's `Batch Inference Job State Change` event (EventBridge, source `aws.bedrock`). */
@@ -91,12 +93,12 @@ export async function handleJobStateChange(
     return { jobArn, status, progress: true, ...(job.status ? { jobStatus: job.status } : {}) };
   }
   const { delivered } = await resumeWait({ sfn: deps.sfn, store: deps.store, now: deps.now }, stored, job);
-  if (delivered) metrics.addMetric('BatchJobsResumed', 'Count', 1);
+  if (delivered) metrics.addMetric(PIPELINE_METRICS.batchJobsResumed, 'Count', 1);
   logger.info('Batch job ended: resumed the shard wait', { ...keys, jobStatus: job.status, delivered });
   return { jobArn, status, resumed: delivered, jobStatus: job.status };
 }
 
-const env = readEnv(z.object({ JOBS_TABLE: required, JOBS_TTL_DAYS: positiveInt.default(30) }));
+const env = readEnv(FUNCTION_ENV.jobState);
 const bedrock = traced(new BedrockClient({}));
 const sfn = traced(new SFNClient({}));
 const ddb = traced(new DynamoDBClient({}));

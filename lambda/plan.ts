@@ -18,7 +18,8 @@ import {
   type RunMode,
 } from './shared/contracts';
 import { withInProgressLock } from './shared/idempotency';
-import { modelFormat, readEnv, positiveInt, required } from './shared/env';
+import { FUNCTION_ENV } from './shared/contracts/env';
+import { readEnv } from './shared/env';
 import {
   callDependency,
   CorpusNotFoundError,
@@ -28,18 +29,14 @@ import {
 import { FailureLaneSender, type RefusalHandler } from './shared/failure-lane';
 import { faultPoint } from './shared/fault-points';
 import { Ledger, type PublishedEntry } from './shared/ledger';
+import { PIPELINE_METRICS } from './shared/contracts/metrics';
 import { logger, metrics, traced } from './shared/observability';
 import { defaultParseWorkers, parseCorpus, type RecordOutcome } from './shared/parse-pool';
 import { DuplicateTracker, type PromptSettings } from './shared/records';
 import { JsonlObjectWriter, openObject, putJson } from './shared/s3-jsonl';
 import { ServiceQuotasClient } from '@aws-sdk/client-service-quotas';
 import { BedrockClient } from '@aws-sdk/client-bedrock';
-import {
-  BATCH_QUOTA_KEYS,
-  readBatchQuotas,
-  type BatchQuotaKey,
-  type BatchQuotas,
-} from './shared/batch-quotas';
+import { BATCH_QUOTA_KEYS, readBatchQuotas, type BatchQuotas } from './shared/batch-quotas';
 import { ModelAvailabilityCache } from './shared/model-availability';
 import { modelFamily, type ModelFamily } from './shared/model-catalog';
 import { writeShards, type FormatTotals } from './shared/shard-writer';
@@ -368,9 +365,9 @@ export async function planRun(event: PlanEvent, deps: PlanDeps): Promise<PlanOut
   };
   faultPoint('plan', 'after-items');
   await putJson(deps.s3, settings.outputBucket, runKeys.plan(runId), output);
-  metrics.addMetric('CorpusLines', 'Count', counts.lines);
-  metrics.addMetric('InvalidLines', 'Count', counts.invalid);
-  metrics.addMetric('RecordsSkipped', 'Count', counts.skipped);
+  metrics.addMetric(PIPELINE_METRICS.corpusLines, 'Count', counts.lines);
+  metrics.addMetric(PIPELINE_METRICS.invalidLines, 'Count', counts.invalid);
+  metrics.addMetric(PIPELINE_METRICS.recordsSkipped, 'Count', counts.skipped);
   logger.info('plan written', { counts, mode });
   return output;
 }
@@ -514,61 +511,7 @@ async function headCorpus(
   }
 }
 
-const env = readEnv(
-  z.object({
-    OUTPUT_BUCKET: required,
-    INGEST_BUCKET: required,
-    INGEST_PREFIX: z.string(),
-    /** Comma-separated buckets besides the ingest bucket a run may read. */
-    ALLOWED_INPUT_BUCKETS: z.string().optional(),
-    LEDGER_TABLE: required,
-    IDEMPOTENCY_TABLE: required,
-    FAILURE_DLQ_URL: required,
-    MODEL_ID: required,
-    MODEL_FORMAT: modelFormat,
-    /** The model's display name in its batch quota names, for a model the catalog gives none. */
-    MODEL_BATCH_QUOTA_NAME: z.string().min(1).optional(),
-    /** Whole batch quota names per limit (JSON `{"maxRecordsPerJob": "<name>", ...}`). */
-    MODEL_BATCH_QUOTA_NAMES: z
-      .string()
-      .optional()
-      .transform((text, ctx) => {
-        if (text === undefined || text === '') return undefined;
-        try {
-          return z
-            .record(z.enum(BATCH_QUOTA_KEYS as [BatchQuotaKey, ...BatchQuotaKey[]]), z.string().min(1))
-            .parse(JSON.parse(text)) as Partial<Record<BatchQuotaKey, string>>;
-        } catch (err) {
-          ctx.addIssue({ code: 'custom', message: `not a JSON object of quota names: ${String(err)}` });
-          return z.NEVER;
-        }
-      }),
-    /** The Region the function runs in (set by Lambda). */
-    AWS_REGION: required,
-    LEDGER_SCOPE: required,
-    PROMPT_TEMPLATE: required,
-    PROMPT_SYSTEM: z.string().optional(),
-    PROMPT_MAX_TOKENS: positiveInt,
-    CONVERSE_BATCH_SIZE: positiveInt,
-    CONVERSE_MAP_CONCURRENCY: positiveInt,
-    TOLERATED_FAILURE_PERCENTAGE: z.coerce.number().min(0).max(100),
-    LEDGER_TTL_DAYS: positiveInt.default(90),
-    BATCH_READ_SERVICE_QUOTAS: z.enum(['true', 'false']).default('true'),
-    BATCH_QUOTA_MIN_RECORDS_PER_JOB: positiveInt,
-    BATCH_QUOTA_MAX_RECORDS_PER_JOB: positiveInt,
-    BATCH_QUOTA_MAX_RECORDS_PER_FILE: positiveInt,
-    BATCH_QUOTA_MAX_BYTES_PER_FILE: positiveInt,
-    BATCH_QUOTA_MAX_BYTES_PER_JOB: positiveInt,
-    BATCH_QUOTA_MAX_CONCURRENT_JOBS: positiveInt,
-    BATCH_MAP_CONCURRENCY: positiveInt.optional(),
-    BATCH_AUTO_THRESHOLD: positiveInt.optional(),
-    BATCH_TOLERATED_FAILURE_PERCENTAGE: z.coerce.number().min(0).max(100),
-    BATCH_JOB_TIMEOUT_HOURS: positiveInt,
-    BATCH_RECONCILE_INTERVAL_MINUTES: positiveInt,
-    /** Parse worker threads; unset: one per vCPU beyond the first. */
-    PLAN_PARSE_WORKERS: z.coerce.number().int().min(0).max(64).optional(),
-  }),
-);
+const env = readEnv(FUNCTION_ENV.plan);
 
 const configuredQuotas: BatchQuotas = {
   minRecordsPerJob: env.BATCH_QUOTA_MIN_RECORDS_PER_JOB,

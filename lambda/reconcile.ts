@@ -7,7 +7,6 @@ import {
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { SendTaskHeartbeatCommand, SFNClient } from '@aws-sdk/client-sfn';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
-import * as z from 'zod';
 import {
   ABANDONED_STATUS,
   countsOf,
@@ -18,8 +17,10 @@ import {
   resumeWait,
   type StoredJob,
 } from './shared/batch-jobs';
-import { positiveInt, readEnv, required } from './shared/env';
+import { FUNCTION_ENV } from './shared/contracts/env';
+import { readEnv } from './shared/env';
 import { callDependency, errorMessage, errorName } from './shared/errors';
+import { PIPELINE_METRICS } from './shared/contracts/metrics';
 import { logger, metrics, traced } from './shared/observability';
 import { mapWithConcurrency } from './shared/pool';
 
@@ -77,7 +78,7 @@ export async function reconcileJobs(deps: ReconcileDeps): Promise<ReconcileSumma
   // The job SLA alarm reads this; 0 when nothing is in flight, so the alarm sees data every run.
   const now = (deps.now ?? Date.now)();
   metrics.addMetric(
-    'OldestJobInFlightSeconds',
+    PIPELINE_METRICS.oldestJobInFlightSeconds,
     'Seconds',
     Math.max(0, ...jobs.map((j) => (now - Date.parse(j.submittedAt)) / 1000).filter(Number.isFinite)),
   );
@@ -109,10 +110,10 @@ export async function reconcileJobs(deps: ReconcileDeps): Promise<ReconcileSumma
     else if (r.done === 'heartbeat') summary.heartbeats++;
     else if (r.done === 'abandoned') summary.abandoned++;
   }
-  metrics.addMetric('BatchJobsInFlight', 'Count', summary.checked);
-  metrics.addMetric('BatchJobsResumedByReconciler', 'Count', summary.resumed);
-  metrics.addMetric('BatchJobsAbandoned', 'Count', summary.abandoned);
-  metrics.addMetric('BatchJobReconcileErrors', 'Count', failures.length);
+  metrics.addMetric(PIPELINE_METRICS.batchJobsInFlight, 'Count', summary.checked);
+  metrics.addMetric(PIPELINE_METRICS.batchJobsResumedByReconciler, 'Count', summary.resumed);
+  metrics.addMetric(PIPELINE_METRICS.batchJobsAbandoned, 'Count', summary.abandoned);
+  metrics.addMetric(PIPELINE_METRICS.batchJobReconcileErrors, 'Count', failures.length);
   logger.info('Reconciled the batch jobs in flight', { ...summary, failed: failures.length });
   if (failures.length > 0) {
     const list = failures
@@ -207,13 +208,7 @@ async function stopJob(
   }
 }
 
-const env = readEnv(
-  z.object({
-    JOBS_TABLE: required,
-    JOBS_TTL_DAYS: positiveInt.default(30),
-    RECONCILE_CONCURRENCY: positiveInt.default(4),
-  }),
-);
+const env = readEnv(FUNCTION_ENV.reconcile);
 const bedrock = traced(new BedrockClient({}));
 const sfn = traced(new SFNClient({}));
 const ddb = traced(new DynamoDBClient({}));

@@ -20,7 +20,8 @@ import {
   resumeWait,
 } from './shared/batch-jobs';
 import { submitJobEventSchema, type SubmitJobEvent } from './shared/contracts';
-import { positiveInt, readEnv, required } from './shared/env';
+import { FUNCTION_ENV } from './shared/contracts/env';
+import { readEnv } from './shared/env';
 import {
   callDependency,
   errorMessage,
@@ -28,6 +29,7 @@ import {
   InvalidEventError,
   TransientDependencyError,
 } from './shared/errors';
+import { PIPELINE_METRICS } from './shared/contracts/metrics';
 import { logger, metrics, traced } from './shared/observability';
 import { clientRequestToken, jobName } from './shared/sharding';
 
@@ -148,10 +150,10 @@ export async function submitShardJob(event: SubmitJobEvent, deps: SubmitJobDeps)
   const created = jobArn === undefined;
   if (jobArn === undefined) {
     jobArn = await createJob(deps, event, name, token);
-    metrics.addMetric('BatchJobsSubmitted', 'Count', 1);
+    metrics.addMetric(PIPELINE_METRICS.batchJobsSubmitted, 'Count', 1);
     logger.info('Created the batch job', { jobArn, jobName: name, records: shard.records });
   } else {
-    metrics.addMetric('BatchJobsFoundExisting', 'Count', 1);
+    metrics.addMetric(PIPELINE_METRICS.batchJobsFoundExisting, 'Count', 1);
     logger.info('An earlier attempt created this shard job; waiting on it with the new token', {
       jobArn,
       jobName: name,
@@ -213,7 +215,7 @@ async function createJob(
         );
       }
       case 'ServiceQuotaExceededException':
-        metrics.addMetric('BatchQuotaBusy', 'Count', 1);
+        metrics.addMetric(PIPELINE_METRICS.batchQuotaBusy, 'Count', 1);
         throw new BatchQuotaBusyError(
           `No batch job slot is free for ${deps.settings.modelId} (shard ${shard} of run ${event.runId}): ${message}`,
           { cause: err },
@@ -238,47 +240,8 @@ async function createJob(
   }
 }
 
-const commaList = z
-  .string()
-  .optional()
-  .transform((s) =>
-    (s ?? '')
-      .split(',')
-      .map((v) => v.trim())
-      .filter((v) => v.length > 0),
-  );
-
-const tagsJson = z
-  .string()
-  .default('{}')
-  .transform((s, ctx) => {
-    try {
-      return JSON.parse(s) as unknown;
-    } catch (err) {
-      ctx.addIssue({ code: 'custom', message: `must be a JSON object: ${errorMessage(err)}` });
-      return z.NEVER;
-    }
-  })
-  .pipe(z.record(z.string().min(1), z.string()));
-
 /** SubmitJob's environment. */
-export const submitJobEnvSchema = z
-  .object({
-    OUTPUT_BUCKET: required,
-    JOBS_TABLE: required,
-    MODEL_ID: required,
-    BATCH_ROLE_ARN: required,
-    BATCH_JOB_TIMEOUT_HOURS: z.coerce.number().int().min(24).max(168),
-    BATCH_JOB_NAME_PREFIX: required,
-    BATCH_JOB_TAGS: tagsJson,
-    BATCH_VPC_SUBNET_IDS: commaList,
-    BATCH_VPC_SECURITY_GROUP_IDS: commaList,
-    BATCH_OUTPUT_KMS_KEY_ARN: z.string().optional(),
-    JOBS_TTL_DAYS: positiveInt.default(30),
-  })
-  .refine((e) => e.BATCH_VPC_SUBNET_IDS.length > 0 === e.BATCH_VPC_SECURITY_GROUP_IDS.length > 0, {
-    message: 'BATCH_VPC_SUBNET_IDS and BATCH_VPC_SECURITY_GROUP_IDS must be set together',
-  });
+export const submitJobEnvSchema = FUNCTION_ENV.submitJob;
 
 /** The settings SubmitJob's environment describes. */
 export function settingsFromEnv(env: z.infer<typeof submitJobEnvSchema>): SubmitSettings {

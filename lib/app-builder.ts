@@ -4,7 +4,8 @@ import { App, Validations } from 'aws-cdk-lib';
 import { AwsSolutionsChecks } from 'cdk-nag';
 import { ConfigError, parseEnvironmentConfig, type PipelineConfig } from './config';
 import { PROJECT_ROOT } from './paths';
-import { PipelineStack, pipelineName } from './pipeline-stack';
+import { pipelineName } from '../lambda/shared/contracts/names';
+import { PipelineStack } from './pipeline-stack';
 
 /** Options of {@link buildApp}. */
 export interface BuildAppOptions {

@@ -8,23 +8,12 @@ import type * as lambda from 'aws-cdk-lib/aws-lambda';
 import type * as s3 from 'aws-cdk-lib/aws-s3';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
+import { KEY_PATTERNS } from '../lambda/shared/contracts/keys';
+import { JOBS_TABLE_KEYS } from '../lambda/shared/contracts/names';
 import { grantModelInvoke, modelInvokeResources } from './bedrock-model';
 import { ruleTargetDeadLetterQueue } from './events';
 import { grantTableKeyUse } from './ledger';
 import { acknowledgeWildcardResources } from './nag';
-
-/** Key patterns of a shard's job input and output in the output bucket (see lambda/shared/sharding.ts). */
-export const SHARD_INPUT_KEY_PATTERN = 'runs/*/shards/*/input/*';
-/** The job writes under `<outputPrefix><jobId>/`. */
-export const SHARD_OUTPUT_KEY_PATTERN = 'runs/*/shards/*/output/*';
-
-/** The jobs table's key and index names (lambda/shared/batch-jobs.ts reads the same). */
-export const JOBS_TABLE_SCHEMA = {
-  partitionKey: 'jobArn',
-  byRunIndex: 'by-run',
-  inFlightIndex: 'in-flight',
-  ttlAttribute: 'expiresAt',
-} as const;
 
 /** The EventBridge `source` and `detail-type` of Bedrock's batch job events. */
 export const BATCH_JOB_EVENT = { source: 'aws.bedrock', detailType: 'Batch Inference Job State Change' };
@@ -86,9 +75,9 @@ export class BatchJobs extends Construct {
     this.encryptionKey = props.encryptionKey;
     this.jobNamePrefix = props.jobNamePrefix;
     this.jobsTable = new dynamodb.Table(this, 'JobsTable', {
-      partitionKey: { name: JOBS_TABLE_SCHEMA.partitionKey, type: dynamodb.AttributeType.STRING },
+      partitionKey: { name: JOBS_TABLE_KEYS.partitionKey, type: dynamodb.AttributeType.STRING },
       billingMode: dynamodb.BillingMode.PAY_PER_REQUEST,
-      timeToLiveAttribute: JOBS_TABLE_SCHEMA.ttlAttribute,
+      timeToLiveAttribute: JOBS_TABLE_KEYS.ttlAttribute,
       pointInTimeRecoverySpecification: { pointInTimeRecoveryEnabled: true },
       ...(props.encryptionKey
         ? { encryption: dynamodb.TableEncryption.CUSTOMER_MANAGED, encryptionKey: props.encryptionKey }
@@ -96,15 +85,15 @@ export class BatchJobs extends Construct {
       removalPolicy: props.removalPolicy ?? RemovalPolicy.RETAIN,
     });
     this.jobsTable.addGlobalSecondaryIndex({
-      indexName: JOBS_TABLE_SCHEMA.byRunIndex,
-      partitionKey: { name: 'runId', type: dynamodb.AttributeType.STRING },
-      sortKey: { name: 'shard', type: dynamodb.AttributeType.NUMBER },
+      indexName: JOBS_TABLE_KEYS.byRunIndex,
+      partitionKey: { name: JOBS_TABLE_KEYS.byRunPartitionKey, type: dynamodb.AttributeType.STRING },
+      sortKey: { name: JOBS_TABLE_KEYS.byRunSortKey, type: dynamodb.AttributeType.NUMBER },
     });
     // Sparse: only jobs whose wait is open carry `inFlight`, so the reconciler reads a handful of items.
     this.jobsTable.addGlobalSecondaryIndex({
-      indexName: JOBS_TABLE_SCHEMA.inFlightIndex,
-      partitionKey: { name: 'inFlight', type: dynamodb.AttributeType.STRING },
-      sortKey: { name: 'submittedAt', type: dynamodb.AttributeType.STRING },
+      indexName: JOBS_TABLE_KEYS.inFlightIndex,
+      partitionKey: { name: JOBS_TABLE_KEYS.inFlightPartitionKey, type: dynamodb.AttributeType.STRING },
+      sortKey: { name: JOBS_TABLE_KEYS.inFlightSortKey, type: dynamodb.AttributeType.STRING },
     });
 
     const jobArnPattern = stack.formatArn({
@@ -131,7 +120,7 @@ export class BatchJobs extends Construct {
     this.serviceRole.addToPrincipalPolicy(
       new iam.PolicyStatement({
         actions: ['s3:GetObject'],
-        resources: [bucket.arnForObjects(SHARD_INPUT_KEY_PATTERN)],
+        resources: [bucket.arnForObjects(KEY_PATTERNS.shardInput)],
       }),
     );
     this.serviceRole.addToPrincipalPolicy(
@@ -141,9 +130,9 @@ export class BatchJobs extends Construct {
         conditions: {
           StringLike: {
             's3:prefix': [
-              SHARD_INPUT_KEY_PATTERN,
+              KEY_PATTERNS.shardInput,
               'runs/*/shards/*/input/',
-              SHARD_OUTPUT_KEY_PATTERN,
+              KEY_PATTERNS.shardOutput,
               'runs/*/shards/*/output/',
             ],
           },
@@ -153,7 +142,7 @@ export class BatchJobs extends Construct {
     this.serviceRole.addToPrincipalPolicy(
       new iam.PolicyStatement({
         actions: ['s3:PutObject'],
-        resources: [bucket.arnForObjects(SHARD_OUTPUT_KEY_PATTERN)],
+        resources: [bucket.arnForObjects(KEY_PATTERNS.shardOutput)],
       }),
     );
     // SSE-KMS on the output bucket: the job decrypts its input and encrypts its output with the pipeline's key, and
@@ -172,7 +161,7 @@ export class BatchJobs extends Construct {
     grantModelInvoke(this.serviceRole, this, props.modelId);
     acknowledgeWildcardResources(
       this.serviceRole,
-      [bucket.arnForObjects(SHARD_INPUT_KEY_PATTERN), bucket.arnForObjects(SHARD_OUTPUT_KEY_PATTERN)],
+      [bucket.arnForObjects(KEY_PATTERNS.shardInput), bucket.arnForObjects(KEY_PATTERNS.shardOutput)],
       'Run ids and job ids are chosen at run time: the role may read only shard input files and write only ' +
         'under shard output prefixes of the output bucket, nothing else in it.',
     );
@@ -322,13 +311,13 @@ export class BatchJobs extends Construct {
     this.grantJobsTable(
       grantee,
       ['dynamodb:GetItem', 'dynamodb:UpdateItem'],
-      [JOBS_TABLE_SCHEMA.inFlightIndex],
+      [JOBS_TABLE_KEYS.inFlightIndex],
     );
   }
 
   /** Lets `grantee` (an operator's tooling) list a run's jobs: Query on the by-run index, GetItem. */
   public grantReadJobs(grantee: iam.IGrantable): void {
-    this.grantJobsTable(grantee, ['dynamodb:GetItem'], [JOBS_TABLE_SCHEMA.byRunIndex]);
+    this.grantJobsTable(grantee, ['dynamodb:GetItem'], [JOBS_TABLE_KEYS.byRunIndex]);
   }
 
   private grantJobActions(grantee: iam.IGrantable, actions: string[]): void {

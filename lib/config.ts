@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { DEFAULT_BATCH_QUOTAS } from '../lambda/shared/contracts/quotas';
 import { MODEL_FAMILIES } from '../lambda/shared/model-catalog';
 import { defaultPricing, modelConfigProblems } from './model-config';
 
@@ -45,10 +46,10 @@ export const MIN_LANE_CONSUMER_CONCURRENCY = 2;
  * a 4 MiB semi-space (V8's young generation) instead of up to 16 MiB, and two glibc malloc arenas instead of one per
  * thread, which with parse workers kept freed memory from going back (+24 MB peak at 1 GiB). No measurable CPU cost.
  */
-export const PLAN_RUNTIME_ENV: Readonly<Record<string, string>> = {
+export const PLAN_RUNTIME_ENV = {
   NODE_OPTIONS: '--enable-source-maps --max-semi-space-size=4',
   MALLOC_ARENA_MAX: '2',
-};
+} as const;
 
 /**
  * Lambda allocates CPU in proportion to memory: one vCPU's worth at 1,769 MB, up to six vCPUs at 10,240 MB
@@ -197,17 +198,22 @@ export const environmentConfigSchema = z
         quotas: z
           .object({
             /** @default 100 */
-            minRecordsPerJob: z.number().int().min(1).default(100),
+            minRecordsPerJob: z.number().int().min(1).default(DEFAULT_BATCH_QUOTAS.minRecordsPerJob),
             /** @default 50000 */
-            maxRecordsPerJob: z.number().int().min(1).default(50_000),
+            maxRecordsPerJob: z.number().int().min(1).default(DEFAULT_BATCH_QUOTAS.maxRecordsPerJob),
             /** @default 50000 */
-            maxRecordsPerFile: z.number().int().min(1).default(50_000),
+            maxRecordsPerFile: z.number().int().min(1).default(DEFAULT_BATCH_QUOTAS.maxRecordsPerFile),
             /** @default 1 GB */
-            maxBytesPerFile: z.number().int().min(1).default(1_000_000_000),
+            maxBytesPerFile: z.number().int().min(1).default(DEFAULT_BATCH_QUOTAS.maxBytesPerFile),
             /** @default 5 GB */
-            maxBytesPerJob: z.number().int().min(1).default(5_000_000_000),
+            maxBytesPerJob: z.number().int().min(1).default(DEFAULT_BATCH_QUOTAS.maxBytesPerJob),
             /** Submitted plus in-progress jobs per model: caps `batch.mapConcurrency`. @default 10 */
-            maxConcurrentJobs: z.number().int().min(1).max(1000).default(10),
+            maxConcurrentJobs: z
+              .number()
+              .int()
+              .min(1)
+              .max(1000)
+              .default(DEFAULT_BATCH_QUOTAS.maxConcurrentJobs),
           })
           .strict()
           .prefault({})

@@ -8,7 +8,8 @@ import type * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import { lambdaVcpus, PLAN_RUNTIME_ENV, type PipelineConfig } from './config';
 import { toRetentionDays } from './log-retention';
-import { PipelineFunction } from './pipeline-function';
+import { PipelineFunction, type PipelineFunctionProps } from './pipeline-function';
+import { BATCH_QUOTA_ENV, envFor, ON_DEMAND_QUOTA_ENV } from '../lambda/shared/contracts/env';
 
 /** The handler entry files, relative to the project root; each exports `handler`. */
 export const FUNCTION_ENTRIES = {
@@ -40,9 +41,15 @@ export const CONVERSE_BATCH_TIMEOUT = Duration.seconds(120);
 export const EXPRESS_CHILD_BUDGET = Duration.minutes(5);
 
 /** The claim lease of a function that publishes through the ledger: the configured one, or its timeout + 60 s. */
-function claimLease(config: PipelineConfig, timeout: Duration): Record<string, string> {
+function claimLease(config: PipelineConfig, timeout: Duration): { CLAIM_LEASE_SECONDS: string } {
   return { CLAIM_LEASE_SECONDS: String(config.ledger.staleClaimSeconds ?? timeout.toSeconds() + 60) };
 }
+
+/** The settings every function shares (log group, removal, tracing, entry root). */
+type CommonFunctionProps = Pick<
+  PipelineFunctionProps,
+  'logRetention' | 'removalPolicy' | 'sdkTracing' | 'logEncryptionKey' | 'projectRoot'
+>;
 
 /** Properties of {@link PipelineFunctions}. */
 export interface PipelineFunctionsProps {
@@ -121,18 +128,20 @@ export class PipelineFunctions extends Construct {
   /** The failure-lane consumer: retries retryable failures through Converse, dead-letters the rest with a reason. */
   public readonly failureLaneConsumer: PipelineFunction;
 
+  private readonly props: PipelineFunctionsProps;
+  private readonly common: CommonFunctionProps;
+  /** RESULTS_QUEUE_URL of the functions that publish records, when the results queue is on. */
+  private readonly results: { RESULTS_QUEUE_URL?: string };
+  /** MODEL_FORMAT for a model the catalog does not know (model-catalog.ts knows the rest by MODEL_ID). */
+  private readonly modelFormat: { MODEL_FORMAT?: string };
+
   constructor(scope: Construct, id: string, props: PipelineFunctionsProps) {
     super(scope, id);
     const { config } = props;
-    const quotas = config.batch.quotas;
-    const results: Record<string, string> = props.resultsQueue
-      ? { RESULTS_QUEUE_URL: props.resultsQueue.queueUrl }
-      : {};
-    // The model's native format for a model the catalog does not know (model-catalog.ts knows the rest by MODEL_ID).
-    const modelFormat: Record<string, string> = config.model.format
-      ? { MODEL_FORMAT: config.model.format }
-      : {};
-    const common = {
+    this.props = props;
+    this.results = props.resultsQueue ? { RESULTS_QUEUE_URL: props.resultsQueue.queueUrl } : {};
+    this.modelFormat = config.model.format ? { MODEL_FORMAT: config.model.format } : {};
+    this.common = {
       logRetention: toRetentionDays(config.logRetentionDays),
       removalPolicy: props.removalPolicy ?? RemovalPolicy.RETAIN,
       sdkTracing: config.sdkTracing,
@@ -140,15 +149,29 @@ export class PipelineFunctions extends Construct {
       ...(props.projectRoot ? { projectRoot: props.projectRoot } : {}),
     };
 
-    this.plan = new PipelineFunction(this, 'Plan', {
-      ...common,
+    this.plan = this.createPlan();
+    this.converse = this.createConverseBatch();
+    this.finalize = this.createFinalize();
+    this.submitJob = this.createSubmitJob();
+    this.jobState = this.createJobState();
+    this.reconcile = this.createReconcile();
+    this.collect = this.createCollect();
+    this.converseItems = this.createConverseItems();
+    this.failureLaneConsumer = this.createFailureLaneConsumer();
+  }
+
+  private createPlan(): PipelineFunction {
+    const { config, ...props } = this.props;
+    const quotas = config.batch.quotas;
+    return new PipelineFunction(this, 'Plan', {
+      ...this.common,
       entry: FUNCTION_ENTRIES.plan,
       serviceName: 'corpus-plan',
       description:
         'Plans a corpus run: validates, normalises and deduplicates records, writes the items file',
       timeout: Duration.minutes(15),
       memorySize: config.plan.memorySize,
-      environment: {
+      environment: envFor('plan', {
         // One parse worker per vCPU beyond the main thread's (lambda/shared/parse-pool.ts). Inside Lambda the CPU count
         // Node sees does not follow the memory size, so the stack says it.
         PLAN_PARSE_WORKERS: String(lambdaVcpus(config.plan.memorySize) - 1),
@@ -164,7 +187,7 @@ export class PipelineFunctions extends Construct {
         IDEMPOTENCY_TABLE: props.idempotencyTable.tableName,
         FAILURE_DLQ_URL: props.failureDeadLetterQueue.queueUrl,
         MODEL_ID: config.modelId,
-        ...modelFormat,
+        ...this.modelFormat,
         ...(config.model.batchQuotaModelName
           ? { MODEL_BATCH_QUOTA_NAME: config.model.batchQuotaModelName }
           : {}),
@@ -180,12 +203,12 @@ export class PipelineFunctions extends Construct {
         TOLERATED_FAILURE_PERCENTAGE: String(config.converse.toleratedFailurePercentage),
         LEDGER_TTL_DAYS: String(config.ledger.ttlDays),
         BATCH_READ_SERVICE_QUOTAS: String(config.batch.readServiceQuotas),
-        BATCH_QUOTA_MIN_RECORDS_PER_JOB: String(quotas.minRecordsPerJob),
-        BATCH_QUOTA_MAX_RECORDS_PER_JOB: String(quotas.maxRecordsPerJob),
-        BATCH_QUOTA_MAX_RECORDS_PER_FILE: String(quotas.maxRecordsPerFile),
-        BATCH_QUOTA_MAX_BYTES_PER_FILE: String(quotas.maxBytesPerFile),
-        BATCH_QUOTA_MAX_BYTES_PER_JOB: String(quotas.maxBytesPerJob),
-        BATCH_QUOTA_MAX_CONCURRENT_JOBS: String(quotas.maxConcurrentJobs),
+        [BATCH_QUOTA_ENV.minRecordsPerJob]: String(quotas.minRecordsPerJob),
+        [BATCH_QUOTA_ENV.maxRecordsPerJob]: String(quotas.maxRecordsPerJob),
+        [BATCH_QUOTA_ENV.maxRecordsPerFile]: String(quotas.maxRecordsPerFile),
+        [BATCH_QUOTA_ENV.maxBytesPerFile]: String(quotas.maxBytesPerFile),
+        [BATCH_QUOTA_ENV.maxBytesPerJob]: String(quotas.maxBytesPerJob),
+        [BATCH_QUOTA_ENV.maxConcurrentJobs]: String(quotas.maxConcurrentJobs),
         BATCH_MAP_CONCURRENCY: String(config.batch.mapConcurrency),
         ...(config.batch.autoThreshold !== undefined
           ? { BATCH_AUTO_THRESHOLD: String(config.batch.autoThreshold) }
@@ -193,18 +216,21 @@ export class PipelineFunctions extends Construct {
         BATCH_TOLERATED_FAILURE_PERCENTAGE: String(config.batch.toleratedFailurePercentage),
         BATCH_JOB_TIMEOUT_HOURS: String(config.batch.jobTimeoutHours),
         BATCH_RECONCILE_INTERVAL_MINUTES: String(config.batch.reconcileIntervalMinutes),
-      },
+      }),
     });
+  }
 
-    this.converse = new PipelineFunction(this, 'ConverseBatch', {
-      ...common,
+  private createConverseBatch(): PipelineFunction {
+    const { config, ...props } = this.props;
+    return new PipelineFunction(this, 'ConverseBatch', {
+      ...this.common,
       entry: FUNCTION_ENTRIES.converse,
       serviceName: 'corpus-converse-batch',
       description:
         'Runs Converse over one batch of records with backoff; publishes each result once via the ledger',
       timeout: CONVERSE_BATCH_TIMEOUT,
       memorySize: 512,
-      environment: {
+      environment: envFor('converse', {
         OUTPUT_BUCKET: props.outputBucket.bucketName,
         LEDGER_TABLE: props.ledgerTable.tableName,
         ...claimLease(config, CONVERSE_BATCH_TIMEOUT),
@@ -212,27 +238,30 @@ export class PipelineFunctions extends Construct {
         FAILURE_QUEUE_URL: props.failureQueue.queueUrl,
         FAILURE_DLQ_URL: props.failureDeadLetterQueue.queueUrl,
         MODEL_ID: config.modelId,
-        ...modelFormat,
+        ...this.modelFormat,
         ITEM_CONCURRENCY: String(config.converse.itemConcurrency),
         MAX_ATTEMPTS: String(config.converse.maxAttempts),
         LEDGER_TTL_DAYS: String(config.ledger.ttlDays),
         ...(config.onDemand.requestsPerMinute === undefined
           ? {}
-          : { REQUESTS_PER_MINUTE: String(config.onDemand.requestsPerMinute) }),
-        TOKENS_PER_MINUTE: String(config.onDemand.tokensPerMinute),
+          : { [ON_DEMAND_QUOTA_ENV.requestsPerMinute]: String(config.onDemand.requestsPerMinute) }),
+        [ON_DEMAND_QUOTA_ENV.tokensPerMinute]: String(config.onDemand.tokensPerMinute),
         CONVERSE_MAP_CONCURRENCY: String(config.converse.mapConcurrency),
-        ...results,
-      },
+        ...this.results,
+      }),
     });
+  }
 
-    this.finalize = new PipelineFunction(this, 'Finalize', {
-      ...common,
+  private createFinalize(): PipelineFunction {
+    const { config, ...props } = this.props;
+    return new PipelineFunction(this, 'Finalize', {
+      ...this.common,
       entry: FUNCTION_ENTRIES.finalize,
       serviceName: 'corpus-finalize',
       description: 'Writes the run manifest and announces the run outcome on the pipeline event bus',
       timeout: Duration.minutes(15),
       memorySize: 1024,
-      environment: {
+      environment: envFor('finalize', {
         OUTPUT_BUCKET: props.outputBucket.bucketName,
         EVENT_BUS_NAME: props.eventBus.eventBusName,
         IDEMPOTENCY_TABLE: props.idempotencyTable.tableName,
@@ -242,23 +271,30 @@ export class PipelineFunctions extends Construct {
         FAILURE_DLQ_URL: props.failureDeadLetterQueue.queueUrl,
         LEDGER_TTL_DAYS: String(config.ledger.ttlDays),
         ...claimLease(config, Duration.minutes(15)),
-        ...results,
-      },
+        ...this.results,
+      }),
     });
+  }
 
-    const jobsEnvironment = {
-      JOBS_TABLE: props.jobsTable.tableName,
-      JOBS_TTL_DAYS: String(config.ledger.ttlDays),
+  /** The jobs table of the Mode A functions that record and follow batch jobs. */
+  private jobsEnvironment(): { JOBS_TABLE: string; JOBS_TTL_DAYS: string } {
+    return {
+      JOBS_TABLE: this.props.jobsTable.tableName,
+      JOBS_TTL_DAYS: String(this.props.config.ledger.ttlDays),
     };
-    this.submitJob = new PipelineFunction(this, 'SubmitJob', {
-      ...common,
+  }
+
+  private createSubmitJob(): PipelineFunction {
+    const { config, ...props } = this.props;
+    return new PipelineFunction(this, 'SubmitJob', {
+      ...this.common,
       entry: FUNCTION_ENTRIES.submitJob,
       serviceName: 'corpus-submit-job',
       description: 'Submits one Bedrock batch inference job per shard and records its task token by job ARN',
       timeout: Duration.seconds(60),
       memorySize: 256,
-      environment: {
-        ...jobsEnvironment,
+      environment: envFor('submitJob', {
+        ...this.jobsEnvironment(),
         OUTPUT_BUCKET: props.outputBucket.bucketName,
         MODEL_ID: config.modelId,
         BATCH_ROLE_ARN: props.batchServiceRole.roleArn,
@@ -272,62 +308,79 @@ export class PipelineFunctions extends Construct {
             }
           : {}),
         ...(props.batchOutputKey ? { BATCH_OUTPUT_KMS_KEY_ARN: props.batchOutputKey.keyArn } : {}),
-      },
+      }),
     });
-    this.jobState = new PipelineFunction(this, 'JobState', {
-      ...common,
+  }
+
+  private createJobState(): PipelineFunction {
+    return new PipelineFunction(this, 'JobState', {
+      ...this.common,
       entry: FUNCTION_ENTRIES.jobState,
       serviceName: 'corpus-job-state',
       description: 'Resumes the shard waiting on a Bedrock batch job when the job reaches a terminal status',
       timeout: Duration.seconds(60),
       memorySize: 256,
-      environment: jobsEnvironment,
+      environment: envFor('jobState', this.jobsEnvironment()),
     });
-    this.reconcile = new PipelineFunction(this, 'Reconcile', {
-      ...common,
+  }
+
+  private createReconcile(): PipelineFunction {
+    return new PipelineFunction(this, 'Reconcile', {
+      ...this.common,
       entry: FUNCTION_ENTRIES.reconcile,
       serviceName: 'corpus-reconcile',
       description:
         'Resumes batch jobs whose state-change event never came; heartbeats the waits of running jobs',
       timeout: Duration.minutes(5),
       memorySize: 256,
-      environment: jobsEnvironment,
+      environment: envFor('reconcile', this.jobsEnvironment()),
     });
-    this.collect = new PipelineFunction(this, 'Collect', {
-      ...common,
+  }
+
+  private createCollect(): PipelineFunction {
+    const { config, ...props } = this.props;
+    return new PipelineFunction(this, 'Collect', {
+      ...this.common,
       entry: FUNCTION_ENTRIES.collect,
       serviceName: 'corpus-collect',
       description: 'Streams a batch job output through the ledger; error lines to the failure lane',
       timeout: Duration.minutes(15),
       memorySize: 1024,
-      environment: {
+      environment: envFor('collect', {
         OUTPUT_BUCKET: props.outputBucket.bucketName,
         LEDGER_TABLE: props.ledgerTable.tableName,
         FAILURE_QUEUE_URL: props.failureQueue.queueUrl,
         FAILURE_DLQ_URL: props.failureDeadLetterQueue.queueUrl,
         LEDGER_TTL_DAYS: String(config.ledger.ttlDays),
         ...claimLease(config, Duration.minutes(15)),
-        ...results,
-      },
+        ...this.results,
+      }),
     });
-    this.converseItems = new PipelineFunction(this, 'ConverseItems', {
-      ...common,
+  }
+
+  private createConverseItems(): PipelineFunction {
+    return new PipelineFunction(this, 'ConverseItems', {
+      ...this.common,
       entry: FUNCTION_ENTRIES.converseItems,
       serviceName: 'corpus-converse-items',
       description: 'Gathers the records that go through Converse after the batch jobs',
       timeout: Duration.minutes(15),
       memorySize: 512,
-      environment: { OUTPUT_BUCKET: props.outputBucket.bucketName },
+      environment: envFor('converseItems', { OUTPUT_BUCKET: this.props.outputBucket.bucketName }),
     });
-    this.failureLaneConsumer = new PipelineFunction(this, 'FailureLaneConsumer', {
-      ...common,
+  }
+
+  private createFailureLaneConsumer(): PipelineFunction {
+    const { config, ...props } = this.props;
+    return new PipelineFunction(this, 'FailureLaneConsumer', {
+      ...this.common,
       entry: FUNCTION_ENTRIES.failureLaneConsumer,
       serviceName: 'corpus-failure-lane',
       description:
         'Retries retryable failures through Converse and publishes them once via the ledger; dead-letters the rest',
       timeout: FAILURE_LANE_CONSUMER_TIMEOUT,
       memorySize: 512,
-      environment: {
+      environment: envFor('failureLaneConsumer', {
         OUTPUT_BUCKET: props.outputBucket.bucketName,
         LEDGER_TABLE: props.ledgerTable.tableName,
         RUNS_TABLE: props.runsTable.tableName,
@@ -335,13 +388,13 @@ export class PipelineFunctions extends Construct {
         ...claimLease(config, FAILURE_LANE_CONSUMER_TIMEOUT),
         FAILURE_DLQ_URL: props.failureDeadLetterQueue.queueUrl,
         MODEL_ID: config.modelId,
-        ...modelFormat,
+        ...this.modelFormat,
         // The queue is the retry loop: short retries inside one call.
         MAX_ATTEMPTS: '2',
         LEDGER_TTL_DAYS: String(config.ledger.ttlDays),
         MAX_RECEIVE_COUNT: String(config.failureLane.maxReceiveCount),
-        ...results,
-      },
+        ...this.results,
+      }),
     });
   }
 }

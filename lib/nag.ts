@@ -14,11 +14,6 @@ export function wildcardResourceFindingId(scope: IConstruct, resourceArn: string
   return `AwsSolutions-IAM5[Resource::${flattenForNag(Stack.of(scope).resolve(resourceArn))}]`;
 }
 
-/** The id of an AwsSolutions-IAM5 finding about a wildcard action (`kms:ReEncrypt*`). */
-export function wildcardActionFindingId(action: string): string {
-  return `AwsSolutions-IAM5[Action::${action}]`;
-}
-
 /** The id of an AwsSolutions-IAM4 finding about an AWS managed policy. */
 export function managedPolicyFindingId(scope: IConstruct, policyArn: string): string {
   return `AwsSolutions-IAM4[Policy::${flattenForNag(Stack.of(scope).resolve(policyArn))}]`;
@@ -49,19 +44,6 @@ export function acknowledgeWildcardResources(
     resourceArns.map((arn) => wildcardResourceFindingId(principal, arn)),
     reason,
   );
-}
-
-/** Acknowledges IAM5 findings about wildcard actions that a grant put on `grantee`'s policy. */
-export function acknowledgeWildcardActions(
-  grantee: IGrantable,
-  actions: readonly string[],
-  reason: string,
-): void {
-  const principal = grantee.grantPrincipal;
-  if (!Construct.isConstruct(principal)) {
-    return;
-  }
-  acknowledge(principal, actions.map(wildcardActionFindingId), reason);
 }
 
 /**

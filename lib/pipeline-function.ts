@@ -1,3 +1,4 @@
+import { ENTRY_METADATA_KEY } from '../lambda/shared/contracts/names';
 import * as path from 'node:path';
 import { Duration, RemovalPolicy } from 'aws-cdk-lib';
 import * as iam from 'aws-cdk-lib/aws-iam';
@@ -10,7 +11,7 @@ import { acknowledge, acknowledgeWildcardResources } from './nag';
 import { PROJECT_ROOT } from './paths';
 
 /** CloudFormation metadata key on each AWS::Lambda::Function: the handler's repo-relative entry file. */
-export const ENTRY_METADATA_KEY = 'corpus:entry';
+export { ENTRY_METADATA_KEY };
 
 /** The CloudWatch metrics namespace of every pipeline function. */
 export const METRICS_NAMESPACE = 'CorpusPipeline';

@@ -16,6 +16,10 @@ import { MAP_RUNS_PREFIX, PipelineStorage } from './storage';
 import { PipelineMonitoring } from './monitoring';
 import { ResultsQueue } from './results-queue';
 import { PipelineWorkflow } from './workflow';
+import { KEY_PATTERNS } from '../lambda/shared/contracts/keys';
+import { MAP_STATES, pipelineName } from '../lambda/shared/contracts/names';
+import { STACK_OUTPUTS, type StackOutputKey } from '../lambda/shared/contracts/outputs';
+import type * as kms from 'aws-cdk-lib/aws-kms';
 
 /** Properties of {@link PipelineStack}. */
 export interface PipelineStackProps extends StackProps {
@@ -26,20 +30,6 @@ export interface PipelineStackProps extends StackProps {
    * @default the repository root
    */
   readonly projectRoot?: string;
-}
-
-/** The output bucket prefix each run writes under (`runs/<runId>/...`). */
-export const RUNS_KEY_PATTERN = 'runs/*';
-/** The failure files of every run (`runs/<runId>/failures/<part>.jsonl`). */
-export const RUN_FAILURES_KEY_PATTERN = 'runs/*/failures/*';
-/** The results files of every run (`runs/<runId>/results/<part>.jsonl`). */
-export const RUN_RESULTS_KEY_PATTERN = 'runs/*/results/*';
-/** Mode A's re-drive files of every run (`runs/<runId>/redrive/shard-<n>.jsonl`). */
-export const RUN_REDRIVE_KEY_PATTERN = 'runs/*/redrive/*';
-
-/** The name shared by the stack, the state machine and the event bus of one environment. */
-export function pipelineName(envName: string): string {
-  return `CorpusPipeline-${envName}`;
 }
 
 /**
@@ -114,8 +104,44 @@ export class PipelineStack extends Stack {
       removalPolicy,
     });
 
-    this.functions = new PipelineFunctions(this, 'Functions', {
-      config,
+    this.functions = this.createFunctions(props, key, removalPolicy);
+    this.grantFunctionAccess(config);
+    this.workflow = this.createWorkflow(name, config, key, removalPolicy);
+    this.batchJobTracking = new BatchJobTracking(this, 'BatchJobTracking', {
+      jobNamePrefix: config.batchJobNamePrefix,
+      jobStateHandler: this.functions.jobState.lambdaFunction,
+      reconciler: this.functions.reconcile.lambdaFunction,
+      reconcileInterval: Duration.minutes(config.batch.reconcileIntervalMinutes),
+      ...(key ? { encryptionKey: key } : {}),
+      removalPolicy,
+    });
+    // ItemReader reads the items file under runs/; ResultWriter writes (and, per its documented policy, reads back)
+    // under map-runs/.
+    this.storage.grantOutputRead(this.workflow.stateMachine, KEY_PATTERNS.runs, { listBucket: false });
+    this.storage.grantOutputWrite(this.workflow.stateMachine, `${MAP_RUNS_PREFIX}*`);
+    this.storage.grantOutputRead(this.workflow.stateMachine, `${MAP_RUNS_PREFIX}*`, { listBucket: false });
+
+    this.ingestTrigger = new IngestTrigger(this, 'IngestTrigger', {
+      ruleName: `${name}-ingest`.replace(/[^A-Za-z0-9._-]/g, '-').slice(0, 64),
+      bucket: this.storage.ingestBucket,
+      keyPrefix: config.ingestPrefix,
+      stateMachine: this.workflow.stateMachine,
+      ...(key ? { encryptionKey: key } : {}),
+      removalPolicy,
+    });
+
+    this.monitoring = this.createMonitoring(name, config, key);
+    this.addOutputs(config);
+  }
+
+  /** The functions, with the environment each one's handler reads. */
+  private createFunctions(
+    props: PipelineStackProps,
+    key: kms.IKey | undefined,
+    removalPolicy: RemovalPolicy,
+  ): PipelineFunctions {
+    return new PipelineFunctions(this, 'Functions', {
+      config: props.config,
       outputBucket: this.storage.outputBucket,
       ingestBucket: this.storage.ingestBucket,
       ingestPrefix: this.storage.ingestPrefix,
@@ -132,14 +158,41 @@ export class PipelineStack extends Stack {
       removalPolicy,
       ...(props.projectRoot ? { projectRoot: props.projectRoot } : {}),
     });
-    const { plan, converse, finalize, submitJob, jobState, reconcile, collect, converseItems } =
-      this.functions;
-    const laneConsumer = this.functions.failureLaneConsumer;
+  }
 
+  /** Grants each function exactly what it uses (in an order the template keeps: policies list grants in call order). */
+  private grantFunctionAccess(config: PipelineConfig): void {
+    const { submitJob, jobState, reconcile, converseItems } = this.functions;
+    this.grantPlanAccess(config);
+    this.grantConverseAccess(config);
+    this.grantFinalizeAccess();
+    this.batchJobs.grantSubmit(submitJob);
+    this.batchJobs.grantFollow(jobState);
+    this.batchJobs.grantReconcile(reconcile);
+
+    this.grantCollectAccess();
+    this.grantFailureLaneAccess(config);
+    if (this.resultsQueue) {
+      for (const producer of [
+        this.functions.converse,
+        this.functions.collect,
+        this.functions.failureLaneConsumer,
+        this.functions.finalize,
+      ])
+        this.resultsQueue.grantPublish(producer);
+    }
+
+    this.storage.grantOutputRead(converseItems, KEY_PATTERNS.runs);
+    this.storage.grantOutputWrite(converseItems, KEY_PATTERNS.runs);
+  }
+
+  /** Plan reads the corpus, the ledger and the batch quotas, and writes the run's items and plan. */
+  private grantPlanAccess(config: PipelineConfig): void {
+    const { plan } = this.functions;
     this.storage.grantIngestRead(plan);
     this.storage.grantAllowedInputRead(plan, config.ingest.allowedBuckets);
-    this.storage.grantOutputRead(plan, RUNS_KEY_PATTERN);
-    this.storage.grantOutputWrite(plan, RUNS_KEY_PATTERN);
+    this.storage.grantOutputRead(plan, KEY_PATTERNS.runs);
+    this.storage.grantOutputWrite(plan, KEY_PATTERNS.runs);
     this.ledger.grantLedgerLookup(plan);
     this.ledger.grantIdempotency(plan);
     this.failureLane.grantSendToDeadLetterQueue(plan);
@@ -160,24 +213,32 @@ export class PipelineStack extends Stack {
 
     // Plan asks Bedrock once whether the model can serve the run (retired, unknown in the Region, access not enabled).
     grantModelAvailabilityRead(plan, this, config.modelId);
+  }
 
+  /** ConverseBatch calls the model and publishes through the ledger and the run's files. */
+  private grantConverseAccess(config: PipelineConfig): void {
+    const { converse } = this.functions;
     grantModelInvoke(converse, this, config.modelId);
     // A batch reads its attempts history, and rewrites (or removes) its results and failures files whole.
-    this.storage.grantOutputRead(converse, RUNS_KEY_PATTERN);
-    this.storage.grantOutputWrite(converse, RUNS_KEY_PATTERN);
-    this.storage.grantOutputDelete(converse, RUN_RESULTS_KEY_PATTERN);
-    this.storage.grantOutputDelete(converse, RUN_FAILURES_KEY_PATTERN);
+    this.storage.grantOutputRead(converse, KEY_PATTERNS.runs);
+    this.storage.grantOutputWrite(converse, KEY_PATTERNS.runs);
+    this.storage.grantOutputDelete(converse, KEY_PATTERNS.runResults);
+    this.storage.grantOutputDelete(converse, KEY_PATTERNS.runFailures);
     this.ledger.grantLedgerRecord(converse);
     this.failureLane.grantSendToQueue(converse);
     this.failureLane.grantSendToDeadLetterQueue(converse);
+  }
 
+  /** Finalize writes the manifest and announces the run. */
+  private grantFinalizeAccess(): void {
+    const { finalize } = this.functions;
     // Finalize finishes the units that did not (as those units: ledger, their files, the failure lane) and keeps the
     // run's manifest revisions.
-    this.storage.grantOutputRead(finalize, RUNS_KEY_PATTERN);
-    this.storage.grantOutputWrite(finalize, RUNS_KEY_PATTERN);
-    this.storage.grantOutputDelete(finalize, RUN_RESULTS_KEY_PATTERN);
-    this.storage.grantOutputDelete(finalize, RUN_FAILURES_KEY_PATTERN);
-    this.storage.grantOutputDelete(finalize, RUN_REDRIVE_KEY_PATTERN);
+    this.storage.grantOutputRead(finalize, KEY_PATTERNS.runs);
+    this.storage.grantOutputWrite(finalize, KEY_PATTERNS.runs);
+    this.storage.grantOutputDelete(finalize, KEY_PATTERNS.runResults);
+    this.storage.grantOutputDelete(finalize, KEY_PATTERNS.runFailures);
+    this.storage.grantOutputDelete(finalize, KEY_PATTERNS.runRedrive);
     this.storage.grantOutputRead(finalize, `${MAP_RUNS_PREFIX}*`);
     this.bus.grantPutEvents(finalize);
     this.ledger.grantIdempotency(finalize);
@@ -185,28 +246,32 @@ export class PipelineStack extends Stack {
     this.ledger.grantRunState(finalize);
     this.failureLane.grantSendToQueue(finalize);
     this.failureLane.grantSendToDeadLetterQueue(finalize);
+  }
 
-    this.batchJobs.grantSubmit(submitJob);
-    this.batchJobs.grantFollow(jobState);
-    this.batchJobs.grantReconcile(reconcile);
-
+  /** Collect streams a batch job's output through the ledger. */
+  private grantCollectAccess(): void {
+    const { collect } = this.functions;
     // Collect reads the shard input files and the job's output, writes results, failures, redrive and marker files.
-    this.storage.grantOutputRead(collect, RUNS_KEY_PATTERN);
-    this.storage.grantOutputWrite(collect, RUNS_KEY_PATTERN);
-    this.storage.grantOutputDelete(collect, RUN_RESULTS_KEY_PATTERN);
-    this.storage.grantOutputDelete(collect, RUN_FAILURES_KEY_PATTERN);
-    this.storage.grantOutputDelete(collect, RUN_REDRIVE_KEY_PATTERN);
+    this.storage.grantOutputRead(collect, KEY_PATTERNS.runs);
+    this.storage.grantOutputWrite(collect, KEY_PATTERNS.runs);
+    this.storage.grantOutputDelete(collect, KEY_PATTERNS.runResults);
+    this.storage.grantOutputDelete(collect, KEY_PATTERNS.runFailures);
+    this.storage.grantOutputDelete(collect, KEY_PATTERNS.runRedrive);
     this.ledger.grantLedgerRecord(collect);
     // Collect sends only final failures (to the DLQ, with their reason): retryable ones go through Converse.
     this.failureLane.grantSendToDeadLetterQueue(collect);
+  }
 
+  /** The failure-lane consumer retries failures through Converse; the failure queue is its event source. */
+  private grantFailureLaneAccess(config: PipelineConfig): void {
+    const laneConsumer = this.functions.failureLaneConsumer;
     // The failure-lane consumer: an SQS event source reporting partial batch failures; few invocations at once so
     // the lane does not compete with live runs for the model's quota.
     grantModelInvoke(laneConsumer, this, config.modelId);
-    this.storage.grantOutputRead(laneConsumer, RUNS_KEY_PATTERN);
-    this.storage.grantOutputWrite(laneConsumer, RUNS_KEY_PATTERN);
+    this.storage.grantOutputRead(laneConsumer, KEY_PATTERNS.runs);
+    this.storage.grantOutputWrite(laneConsumer, KEY_PATTERNS.runs);
     // A redrive that succeeds removes the record's earlier lane failure line.
-    this.storage.grantOutputDelete(laneConsumer, RUN_FAILURES_KEY_PATTERN);
+    this.storage.grantOutputDelete(laneConsumer, KEY_PATTERNS.runFailures);
     this.ledger.grantLedgerRecord(laneConsumer);
     this.ledger.grantRunState(laneConsumer);
     this.bus.grantPutEvents(laneConsumer);
@@ -219,16 +284,18 @@ export class PipelineStack extends Stack {
         maxConcurrency: config.failureLane.consumerConcurrency,
       }),
     );
+  }
 
-    if (this.resultsQueue) {
-      for (const producer of [converse, collect, laneConsumer, finalize])
-        this.resultsQueue.grantPublish(producer);
-    }
-
-    this.storage.grantOutputRead(converseItems, RUNS_KEY_PATTERN);
-    this.storage.grantOutputWrite(converseItems, RUNS_KEY_PATTERN);
-
-    this.workflow = new PipelineWorkflow(this, 'Workflow', {
+  /** The state machine, allowed to invoke its tasks' functions and answered by the functions that resume waits. */
+  private createWorkflow(
+    name: string,
+    config: PipelineConfig,
+    key: kms.IKey | undefined,
+    removalPolicy: RemovalPolicy,
+  ): PipelineWorkflow {
+    const { plan, converse, finalize, submitJob, jobState, reconcile, collect, converseItems } =
+      this.functions;
+    const workflow = new PipelineWorkflow(this, 'Workflow', {
       stateMachineName: name,
       planFunctionArn: plan.functionArn,
       converseFunctionArn: converse.functionArn,
@@ -241,43 +308,28 @@ export class PipelineStack extends Stack {
       ...(key ? { logEncryptionKey: key } : {}),
       removalPolicy,
     });
-    const stateMachine = this.workflow.stateMachine;
+    const stateMachine = workflow.stateMachine;
     plan.grantInvoke(stateMachine);
     converse.grantInvoke(stateMachine);
     finalize.grantInvoke(stateMachine);
     submitJob.grantInvoke(stateMachine);
     collect.grantInvoke(stateMachine);
     converseItems.grantInvoke(stateMachine);
-    this.workflow.grantTaskResponse(jobState);
-    this.workflow.grantTaskResponse(reconcile);
-    this.workflow.grantTaskResponse(submitJob);
+    workflow.grantTaskResponse(jobState);
+    workflow.grantTaskResponse(reconcile);
+    workflow.grantTaskResponse(submitJob);
+    return workflow;
+  }
 
-    this.batchJobTracking = new BatchJobTracking(this, 'BatchJobTracking', {
-      jobNamePrefix: config.batchJobNamePrefix,
-      jobStateHandler: jobState.lambdaFunction,
-      reconciler: reconcile.lambdaFunction,
-      reconcileInterval: Duration.minutes(config.batch.reconcileIntervalMinutes),
-      ...(key ? { encryptionKey: key } : {}),
-      removalPolicy,
-    });
-    // ItemReader reads the items file under runs/; ResultWriter writes (and, per its documented policy, reads back)
-    // under map-runs/.
-    this.storage.grantOutputRead(stateMachine, RUNS_KEY_PATTERN, { listBucket: false });
-    this.storage.grantOutputWrite(stateMachine, `${MAP_RUNS_PREFIX}*`);
-    this.storage.grantOutputRead(stateMachine, `${MAP_RUNS_PREFIX}*`, { listBucket: false });
-
-    this.ingestTrigger = new IngestTrigger(this, 'IngestTrigger', {
-      ruleName: `${name}-ingest`.replace(/[^A-Za-z0-9._-]/g, '-').slice(0, 64),
-      bucket: this.storage.ingestBucket,
-      keyPrefix: config.ingestPrefix,
-      stateMachine,
-      ...(key ? { encryptionKey: key } : {}),
-      removalPolicy,
-    });
-
-    this.monitoring = new PipelineMonitoring(this, 'Monitoring', {
+  /** Dashboard and alarms, with what to do about each dead-letter queue. */
+  private createMonitoring(
+    name: string,
+    config: PipelineConfig,
+    key: kms.IKey | undefined,
+  ): PipelineMonitoring {
+    return new PipelineMonitoring(this, 'Monitoring', {
       pipelineName: name,
-      stateMachine,
+      stateMachine: this.workflow.stateMachine,
       functions: this.functions,
       failureQueue: this.failureLane.queue,
       deadLetterQueues: {
@@ -306,32 +358,35 @@ export class PipelineStack extends Stack {
             }
           : {}),
       },
-      mapRunLabels: ['BatchJobs', 'FanOut'],
+      mapRunLabels: [MAP_STATES.batchJobs, MAP_STATES.fanOut],
       ...(key ? { encryptionKey: key } : {}),
       ...(config.monitoring.alarmEmail ? { alarmEmail: config.monitoring.alarmEmail } : {}),
       jobSla: Duration.hours(config.monitoring.jobSlaHours),
       errorRatePercent: config.monitoring.errorRatePercent,
       reconcileInterval: Duration.minutes(config.batch.reconcileIntervalMinutes),
     });
+  }
 
-    const outputs: Record<string, string> = {
-      IngestBucketName: this.storage.ingestBucket.bucketName,
-      IngestPrefix: config.ingestPrefix,
-      OutputBucketName: this.storage.outputBucket.bucketName,
-      StateMachineArn: stateMachine.stateMachineArn,
-      WorkflowLogGroupName: this.workflow.logGroup.logGroupName,
-      LedgerTableName: this.ledger.ledgerTable.tableName,
-      RunsTableName: this.ledger.runsTable.tableName,
-      IdempotencyTableName: this.ledger.idempotencyTable.tableName,
-      FailureQueueUrl: this.failureLane.queue.queueUrl,
-      FailureDlqUrl: this.failureLane.deadLetterQueue.queueUrl,
-      EventBusName: this.bus.eventBus.eventBusName,
-      JobsTableName: this.batchJobs.jobsTable.tableName,
-      BatchServiceRoleArn: this.batchJobs.serviceRole.roleArn,
-      ReconcileFunctionName: reconcile.lambdaFunction.functionName,
-      AlarmTopicArn: this.monitoring.alarmTopic.topicArn,
+  /** The outputs the CLI and the local runtime read (lambda/shared/contracts/outputs.ts names them). */
+  private addOutputs(config: PipelineConfig): void {
+    const outputs: Partial<Record<StackOutputKey, string>> = {
+      [STACK_OUTPUTS.ingestBucket]: this.storage.ingestBucket.bucketName,
+      [STACK_OUTPUTS.ingestPrefix]: config.ingestPrefix,
+      [STACK_OUTPUTS.outputBucket]: this.storage.outputBucket.bucketName,
+      [STACK_OUTPUTS.stateMachineArn]: this.workflow.stateMachine.stateMachineArn,
+      [STACK_OUTPUTS.workflowLogGroup]: this.workflow.logGroup.logGroupName,
+      [STACK_OUTPUTS.ledgerTable]: this.ledger.ledgerTable.tableName,
+      [STACK_OUTPUTS.runsTable]: this.ledger.runsTable.tableName,
+      [STACK_OUTPUTS.idempotencyTable]: this.ledger.idempotencyTable.tableName,
+      [STACK_OUTPUTS.failureQueueUrl]: this.failureLane.queue.queueUrl,
+      [STACK_OUTPUTS.failureDlqUrl]: this.failureLane.deadLetterQueue.queueUrl,
+      [STACK_OUTPUTS.eventBus]: this.bus.eventBus.eventBusName,
+      [STACK_OUTPUTS.jobsTable]: this.batchJobs.jobsTable.tableName,
+      [STACK_OUTPUTS.batchServiceRole]: this.batchJobs.serviceRole.roleArn,
+      [STACK_OUTPUTS.reconcileFunction]: this.functions.reconcile.lambdaFunction.functionName,
+      [STACK_OUTPUTS.alarmTopic]: this.monitoring.alarmTopic.topicArn,
     };
-    if (this.resultsQueue) outputs.ResultsQueueUrl = this.resultsQueue.queue.queueUrl;
+    if (this.resultsQueue) outputs[STACK_OUTPUTS.resultsQueueUrl] = this.resultsQueue.queue.queueUrl;
     for (const [outputId, value] of Object.entries(outputs)) {
       new CfnOutput(this, outputId, { value });
     }

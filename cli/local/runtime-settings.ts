@@ -3,6 +3,7 @@
  * simulator (the quotas the stack was configured with, read from the functions' environment as the deployed functions
  * read them, under whatever the caller asked for) and what it adds to every function's environment.
  */
+import { BATCH_QUOTA_ENV, ON_DEMAND_QUOTA_ENV } from '../../lambda/shared/contracts/env';
 import type {
   BatchLimits,
   BedrockSimulatorOptions,
@@ -22,20 +23,10 @@ export interface ConfiguredFunction {
 }
 
 /** Plan's environment names of the configured batch quotas, by simulator limit. */
-export const BATCH_LIMIT_ENV: Readonly<Record<keyof BatchLimits, string>> = {
-  minRecordsPerJob: 'BATCH_QUOTA_MIN_RECORDS_PER_JOB',
-  maxRecordsPerJob: 'BATCH_QUOTA_MAX_RECORDS_PER_JOB',
-  maxRecordsPerFile: 'BATCH_QUOTA_MAX_RECORDS_PER_FILE',
-  maxBytesPerFile: 'BATCH_QUOTA_MAX_BYTES_PER_FILE',
-  maxBytesPerJob: 'BATCH_QUOTA_MAX_BYTES_PER_JOB',
-  maxConcurrentJobs: 'BATCH_QUOTA_MAX_CONCURRENT_JOBS',
-};
+export const BATCH_LIMIT_ENV: Readonly<Record<keyof BatchLimits, string>> = BATCH_QUOTA_ENV;
 
 /** ConverseBatch's environment names of the configured on-demand quotas (`onDemand.*`), by simulator quota. */
-export const RUNTIME_QUOTA_ENV: Readonly<Record<keyof QuotaLimits, string>> = {
-  requestsPerMinute: 'REQUESTS_PER_MINUTE',
-  tokensPerMinute: 'TOKENS_PER_MINUTE',
-};
+export const RUNTIME_QUOTA_ENV: Readonly<Record<keyof QuotaLimits, string>> = ON_DEMAND_QUOTA_ENV;
 
 /**
  * Reads the positive integers named by `names` from the first function whose environment carries `carrierName`;

@@ -11,10 +11,17 @@ import {
   type LocalWorkflow,
 } from '@corpus-pipeline/local-aws/workflow';
 import { defaultParseWorkers } from '../../lambda/shared/parse-pool';
+import { ENTRY_METADATA_KEY } from '../../lambda/shared/contracts/names';
+import { ENTRY_METADATA_KEY as LOCAL_ENTRY_METADATA_KEY } from '@corpus-pipeline/local-aws/cloud/template-describe';
 import { faultReport, type FaultReport } from './fault-report';
 import { mapItemUnit } from './progress';
 import { expressBudgetEnvironment, simulatorOptionsFor, type SimulatorSettings } from './runtime-settings';
 import { synthLocalTemplate } from './synth';
+
+// The local cloud finds each function's TypeScript entry by the metadata key the pipeline's Lambda construct sets: a
+// compile error here when the two spell it differently.
+const SAME_ENTRY_METADATA_KEY: typeof LOCAL_ENTRY_METADATA_KEY = ENTRY_METADATA_KEY;
+void SAME_ENTRY_METADATA_KEY;
 
 /** Where the repository (and so the handler sources) lives. */
 export const REPO_ROOT = resolve(__dirname, '..', '..');

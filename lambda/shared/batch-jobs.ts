@@ -16,6 +16,8 @@ import {
   type BatchJobTerminalStatus,
 } from './contracts';
 import { callDependency, errorMessage, errorName } from './errors';
+import { PIPELINE_METRICS } from './contracts/metrics';
+import { JOBS_TABLE_KEYS } from './contracts/names';
 import { logger, metrics } from './observability';
 
 /**
@@ -28,25 +30,8 @@ import { logger, metrics } from './observability';
  * wait is resumed: the `in-flight` index is sparse, so the reconciler reads only jobs still waited on.
  */
 
-/** The jobs table's key, index and TTL attribute names (the CDK construct declares the table with the same). */
-export const JOBS_TABLE_KEYS = {
-  /** Table partition key (S). */
-  partitionKey: 'jobArn',
-  /** GSI: the jobs of a run, in shard order. */
-  byRunIndex: 'by-run',
-  /** `by-run` partition key (S). */
-  byRunPartitionKey: 'runId',
-  /** `by-run` sort key (N). */
-  byRunSortKey: 'shard',
-  /** Sparse GSI: the jobs whose wait is open, oldest first. */
-  inFlightIndex: 'in-flight',
-  /** `in-flight` partition key (S, always {@link IN_FLIGHT}). */
-  inFlightPartitionKey: 'inFlight',
-  /** `in-flight` sort key (S, ISO-8601). */
-  inFlightSortKey: 'submittedAt',
-  /** TTL attribute (epoch seconds). */
-  ttlAttribute: 'expiresAt',
-} as const;
+/** The jobs table's key, index and TTL attribute names (kept under this name for its callers). */
+export { JOBS_TABLE_KEYS } from './contracts/names';
 
 /**
  * The jobs table as a CreateTable request (on-demand), for tools and tests that make one outside CloudFormation; the
@@ -493,7 +478,7 @@ export async function resumeWait(
   if (delivered) {
     const seconds = (Date.parse(endedAt) - Date.parse(outcome.submittedAt)) / 1000;
     if (Number.isFinite(seconds))
-      metrics.addMetric('BatchJobDurationSeconds', 'Seconds', Math.max(0, seconds));
+      metrics.addMetric(PIPELINE_METRICS.batchJobDurationSeconds, 'Seconds', Math.max(0, seconds));
   }
   const marked = await deps.store.markEnded(stored.jobArn, outcome.status, endedAt, stored.taskToken);
   if (!marked) {

@@ -4,6 +4,12 @@ import {
   type ServiceQuota,
   type ServiceQuotasClient,
 } from '@aws-sdk/client-service-quotas';
+import {
+  BATCH_QUOTA_KEYS,
+  BYTES_PER_QUOTA_GB,
+  type BatchQuotaKey,
+  type BatchQuotas,
+} from './contracts/quotas';
 import { errorMessage, errorName } from './errors';
 import { catalogModel } from './model-catalog';
 import { logger } from './observability';
@@ -19,56 +25,19 @@ import { assertBatchQuotas, batchQuotaProblems } from './sharding';
  * or a failed call (AccessDenied, throttled), falls back to the configured value with the reason logged.
  */
 
-/** The batch inference limits of one model in one Region. Byte limits in bytes. */
-export interface BatchQuotas {
-  /** "Minimum number of records per batch inference job for <model>" (100 on current models, 1,000 on older). */
-  minRecordsPerJob: number;
-  /** "Records per batch inference job for <model>". */
-  maxRecordsPerJob: number;
-  /** "Records per input file per batch inference job for <model>". */
-  maxRecordsPerFile: number;
-  /** "Batch inference input file size (in GB) for <model>", in bytes. */
-  maxBytesPerFile: number;
-  /** "Batch inference job size (in GB) for <model>", in bytes. */
-  maxBytesPerJob: number;
-  /** "Sum of in-progress and submitted batch inference jobs using a base model for <model>". */
-  maxConcurrentJobs: number;
-}
-
-/** One of the limits. */
-export type BatchQuotaKey = keyof BatchQuotas;
+export {
+  BATCH_QUOTA_KEYS,
+  BYTES_PER_QUOTA_GB,
+  DEFAULT_BATCH_QUOTAS,
+  type BatchQuotaKey,
+  type BatchQuotas,
+} from './contracts/quotas';
 
 /** Where a limit's value came from. */
 export type BatchQuotaSource = 'applied' | 'default' | 'fallback';
 
-/**
- * Bytes in one quota "GB". Decimal, the smaller reading of GB: files sized against it are valid whether Bedrock means
- * 10^9 or 2^30 bytes.
- */
-export const BYTES_PER_QUOTA_GB = 1_000_000_000;
-
-/** Documented defaults of current models, for use as the configured fallback when nothing better is set. */
-export const DEFAULT_BATCH_QUOTAS: BatchQuotas = {
-  minRecordsPerJob: 100,
-  maxRecordsPerJob: 50_000,
-  maxRecordsPerFile: 50_000,
-  maxBytesPerFile: 1 * BYTES_PER_QUOTA_GB,
-  maxBytesPerJob: 5 * BYTES_PER_QUOTA_GB,
-  maxConcurrentJobs: 10,
-};
-
 /** The service code of Amazon Bedrock in Service Quotas. */
 export const BEDROCK_SERVICE_CODE = 'bedrock';
-
-/** Every limit of {@link BatchQuotas}, in a fixed order. */
-export const BATCH_QUOTA_KEYS: readonly BatchQuotaKey[] = [
-  'minRecordsPerJob',
-  'maxRecordsPerJob',
-  'maxRecordsPerFile',
-  'maxBytesPerFile',
-  'maxBytesPerJob',
-  'maxConcurrentJobs',
-];
 
 /**
  * The quota names of each limit for a model display name. Two spellings exist for the sizes ("... (in GB) for X"

@@ -3,7 +3,7 @@ import * as z from 'zod';
 import { randomUUID } from 'node:crypto';
 import {
   BATCH_JOB_TERMINAL_STATUSES,
-  runKeys,
+  collectKeys,
   type BatchJobTerminalStatus,
   type FailureLine,
   type FailureStage,
@@ -17,6 +17,7 @@ import type { FailureLaneSender } from './failure-lane';
 import { faultPoint } from './fault-points';
 import { unitOwner, type Claimant, type Ledger, type LedgerEntry } from './ledger';
 import { nativeUsage } from './model-catalog';
+import { PIPELINE_METRICS } from './contracts/metrics';
 import { logger, metrics } from './observability';
 import { InFlightLimiter } from './pool';
 import { cleanLine, contentHashOf, detectFormat } from './records';
@@ -170,18 +171,8 @@ export class InvalidShardInputError extends Error {
   override readonly name = 'InvalidShardInputError';
 }
 
-/** The keys Collect writes besides the results parts. */
-export const collectKeys = {
-  /** Results of one output file of the shard: `runs/<runId>/results/shard-<n>-<part>.jsonl`. */
-  results: (runId: string, shard: number, part: number): string =>
-    runKeys.results(runId, `shard-${shard}-${part}`),
-  /** The shard's failures file. */
-  failures: (runId: string, shard: number): string => runKeys.failures(runId, `shard-${shard}`),
-  /** The shard's records without output, as WorkItems for mode B. */
-  redrive: (runId: string, shard: number): string => `runs/${runId}/redrive/shard-${shard}.jsonl`,
-  /** The summary of a finished collect: a repeated collect of the same job returns it unchanged. */
-  marker: (runId: string, shard: number): string => `runs/${runId}/collect/shard-${shard}.json`,
-};
+/** The keys Collect writes besides the results parts (kept under this name for its callers). */
+export { collectKeys } from './contracts';
 
 /** The name Bedrock gives a job's manifest. */
 export const MANIFEST_NAME = 'manifest.json.out';
@@ -460,11 +451,11 @@ class ShardCollector {
         ignoredSamples: this.ignoredSamples,
       });
     }
-    metrics.addMetric('RecordsSucceeded', 'Count', summary.succeeded);
-    metrics.addMetric('RecordsFailed', 'Count', summary.failed);
-    metrics.addMetric('RecordsMissing', 'Count', summary.missing);
-    metrics.addMetric('InputTokens', 'Count', summary.inputTokens);
-    metrics.addMetric('OutputTokens', 'Count', summary.outputTokens);
+    metrics.addMetric(PIPELINE_METRICS.recordsSucceeded, 'Count', summary.succeeded);
+    metrics.addMetric(PIPELINE_METRICS.recordsFailed, 'Count', summary.failed);
+    metrics.addMetric(PIPELINE_METRICS.recordsMissing, 'Count', summary.missing);
+    metrics.addMetric(PIPELINE_METRICS.inputTokens, 'Count', summary.inputTokens);
+    metrics.addMetric(PIPELINE_METRICS.outputTokens, 'Count', summary.outputTokens);
     logger.info('shard collected', { ...summary });
     return summary;
   }

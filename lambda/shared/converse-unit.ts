@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { S3Client } from '@aws-sdk/client-s3';
-import { runKeys, type BatchEvent, type BatchSummary, type WorkItem } from './contracts';
+import { converseUnitKeys, type BatchEvent, type BatchSummary, type WorkItem } from './contracts';
 import { batchIdOf } from './batches';
 import type { FailureLaneSender } from './failure-lane';
 import { faultPoint } from './fault-points';
@@ -30,14 +30,8 @@ import {
  * decided is handed to the failure lane.
  */
 
-/** The S3 keys of one Converse batch (unit). */
-export const converseUnitKeys = {
-  results: (runId: string, batchId: string): string => runKeys.results(runId, batchId),
-  failures: (runId: string, batchId: string): string => runKeys.failures(runId, batchId),
-  attemptsPrefix: (runId: string, batchId: string): string => `runs/${runId}/attempts/${batchId}/`,
-  attempt: (runId: string, batchId: string, attempt: string): string =>
-    `runs/${runId}/attempts/${batchId}/${attempt}.jsonl`,
-};
+/** The S3 keys of one Converse batch (unit), kept under this name for its callers. */
+export { converseUnitKeys } from './contracts';
 
 /** What a Converse batch talks to. */
 export interface ConverseUnitDeps {

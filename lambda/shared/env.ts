@@ -1,6 +1,8 @@
-import * as z from 'zod';
+import type * as z from 'zod';
 import { ConfigurationError } from './errors';
-import { MODEL_FAMILIES } from './model-catalog';
+
+// The variables' schemas live with the stack's side of the contract (contracts/env.ts); re-exported for callers.
+export { modelFormat, positiveInt, required } from './contracts/env';
 
 /**
  * Reads a handler's environment variables through a zod schema, once at cold start.
@@ -14,14 +16,3 @@ export function readEnv<T extends z.ZodType>(schema: T, env: NodeJS.ProcessEnv =
   }
   return parsed.data;
 }
-
-/** A positive integer environment variable. */
-export const positiveInt = z.coerce.number().int().positive();
-/** A non-empty string environment variable. */
-export const required = z.string().min(1);
-
-/**
- * MODEL_FORMAT: the model's native format family, set by the stack only for a model the catalog does not know
- * (`model.format` in the environment); otherwise the catalog's family of MODEL_ID applies.
- */
-export const modelFormat = z.enum(MODEL_FAMILIES).optional();

@@ -10,7 +10,7 @@ export const DEFAULT_METRICS_NAMESPACE = 'CorpusPipeline';
 
 // An explicit serviceName/namespace option wins over the environment in Powertools, so the function's own
 // POWERTOOLS_SERVICE_NAME (`corpus-plan`, `corpus-converse-batch`, ...) is read here: it is the `service` dimension
-// the dashboard and alarms (lib/monitoring.ts) select each function's metrics by.
+// the dashboard and alarms (lib/monitoring/) select each function's metrics by.
 const serviceName = process.env.POWERTOOLS_SERVICE_NAME || DEFAULT_SERVICE_NAME;
 
 /** Structured JSON logs; service name from POWERTOOLS_SERVICE_NAME. */

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { BATCH_QUOTA_KEYS, type BatchQuotas } from './batch-quotas';
+import { shardKeys } from './contracts';
 
 /**
  * Mode A (Bedrock batch inference) sharding: how many CreateModelInvocationJob calls a run needs, which records go
@@ -430,8 +431,6 @@ function assertRunAndShard(runId: string, shard: number, attempt = 0): void {
   assertCount(attempt, 'attempt');
 }
 
-const pad = (n: number): string => String(n).padStart(5, '0');
-
 /** runId reduced to letters, digits and single hyphens (for readability only: uniqueness comes from a hash). */
 function slug(runId: string): string {
   return runId.replace(/[^a-zA-Z0-9]+/g, '-').replace(/^-+|-+$/g, '');
@@ -446,13 +445,14 @@ function digest(runId: string, shard: number, attempt: number): string {
 /** The S3 prefix holding a shard's input files (the job's inputDataConfig s3Uri). */
 export function shardInputPrefix(runId: string, shard: number): string {
   assertRunAndShard(runId, shard);
-  return `runs/${runId}/shards/${pad(shard)}/input/`;
+  return shardKeys.inputPrefix(runId, shard);
 }
 
 /** The S3 key of one input file of a shard: `runs/<runId>/shards/<shard>/input/part-<file>.jsonl`. */
 export function shardFileKey(runId: string, shard: number, file: number): string {
   assertCount(file, 'file');
-  return `${shardInputPrefix(runId, shard)}part-${pad(file)}.jsonl`;
+  assertRunAndShard(runId, shard);
+  return shardKeys.inputFile(runId, shard, file);
 }
 
 /**
@@ -461,7 +461,7 @@ export function shardFileKey(runId: string, shard: number, file: number): string
  */
 export function shardOutputPrefix(runId: string, shard: number): string {
   assertRunAndShard(runId, shard);
-  return `runs/${runId}/shards/${pad(shard)}/output/`;
+  return shardKeys.outputPrefix(runId, shard);
 }
 
 /**

@@ -25,8 +25,13 @@ import {
   TableDescription,
   TargetDescription,
 } from './stack-description';
-/** The Metadata key our CDK Lambda construct sets to the handler's repo-relative TypeScript entry. */
+/**
+ * The Metadata key a Lambda function resource carries to name its TypeScript entry (repo-relative), which the local
+ * cloud runs instead of the bundled asset: this package's convention; the app that synthesizes the template sets it
+ * (this repository's Lambda construct does, and the CLI glue checks at compile time that both spell it the same).
+ */
 export const ENTRY_METADATA_KEY = 'corpus:entry';
+/** The Metadata key our CDK Lambda construct sets to the handler's repo-relative TypeScript entry. */
 
 // ---------------------------------------------------------------------------------------------------------------
 // Describe (no service calls) and provision

@@ -324,23 +324,3 @@ export const RUN_COMPLETED = 'Corpus Run Completed';
 export const RUN_FAILED = 'Corpus Run Failed';
 /** EventBridge `detail-type` of a finished run whose manifest changed (the failure lane settled records). */
 export const RUN_UPDATED = 'Corpus Run Updated';
-
-/** The S3 layout of one run in the output bucket. */
-export const runKeys = {
-  prefix: (runId: string): string => `runs/${runId}/`,
-  items: (runId: string): string => `runs/${runId}/items.jsonl`,
-  plan: (runId: string): string => `runs/${runId}/plan.json`,
-  manifest: (runId: string): string => `runs/${runId}/manifest.json`,
-  resultsPrefix: (runId: string): string => `runs/${runId}/results/`,
-  failuresPrefix: (runId: string): string => `runs/${runId}/failures/`,
-  results: (runId: string, part: string): string => `runs/${runId}/results/${part}.jsonl`,
-  failures: (runId: string, part: string): string => `runs/${runId}/failures/${part}.jsonl`,
-  /** Mode A: the shard list (JSON array of ShardItem). */
-  shards: (runId: string): string => `runs/${runId}/shards.json`,
-  /** Mode A: the records Plan sends through Converse (too few for another job). */
-  converseTail: (runId: string): string => `runs/${runId}/converse-tail.jsonl`,
-  /** Mode A: what the Converse fan-out reads after the jobs (the tail plus records jobs left without output). */
-  converseItems: (runId: string): string => `runs/${runId}/converse-items.jsonl`,
-  /** Mode A: per-shard records without output (written by Collect). */
-  redrivePrefix: (runId: string): string => `runs/${runId}/redrive/`,
-};

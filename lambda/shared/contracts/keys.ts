@@ -1,0 +1,81 @@
+/**
+ * The S3 layout of the output bucket: every key a function writes or reads, and the key patterns the stack grants
+ * access by. Builders only; callers validate their inputs (sharding.ts checks run ids and shard numbers).
+ */
+
+/** The S3 layout of one run in the output bucket. */
+export const runKeys = {
+  prefix: (runId: string): string => `runs/${runId}/`,
+  items: (runId: string): string => `runs/${runId}/items.jsonl`,
+  plan: (runId: string): string => `runs/${runId}/plan.json`,
+  manifest: (runId: string): string => `runs/${runId}/manifest.json`,
+  resultsPrefix: (runId: string): string => `runs/${runId}/results/`,
+  failuresPrefix: (runId: string): string => `runs/${runId}/failures/`,
+  results: (runId: string, part: string): string => `runs/${runId}/results/${part}.jsonl`,
+  failures: (runId: string, part: string): string => `runs/${runId}/failures/${part}.jsonl`,
+  /** Mode A: the shard list (JSON array of ShardItem). */
+  shards: (runId: string): string => `runs/${runId}/shards.json`,
+  /** Mode A: the records Plan sends through Converse (too few for another job). */
+  converseTail: (runId: string): string => `runs/${runId}/converse-tail.jsonl`,
+  /** Mode A: what the Converse fan-out reads after the jobs (the tail plus records jobs left without output). */
+  converseItems: (runId: string): string => `runs/${runId}/converse-items.jsonl`,
+  /** Mode A: per-shard records without output (written by Collect). */
+  redrivePrefix: (runId: string): string => `runs/${runId}/redrive/`,
+  /** Staged model answers of one unit of work (a Converse batch, a failure-lane record), before the ledger commit. */
+  attemptsPrefix: (runId: string, unit: string): string => `runs/${runId}/attempts/${unit}/`,
+  /** One staged attempt of a unit of work. */
+  attempt: (runId: string, unit: string, attempt: string): string =>
+    `runs/${runId}/attempts/${unit}/${attempt}.jsonl`,
+};
+
+/** A shard number as it appears in its keys: five digits, zero-padded. */
+const pad = (n: number): string => String(n).padStart(5, '0');
+
+/** Mode A: the S3 layout of one shard (batch job), unvalidated (sharding.ts validates run and shard first). */
+export const shardKeys = {
+  /** The prefix holding a shard's input files (the job's inputDataConfig s3Uri). */
+  inputPrefix: (runId: string, shard: number): string => `runs/${runId}/shards/${pad(shard)}/input/`,
+  /** One input file of a shard: `runs/<runId>/shards/<shard>/input/part-<file>.jsonl`. */
+  inputFile: (runId: string, shard: number, file: number): string =>
+    `${shardKeys.inputPrefix(runId, shard)}part-${pad(file)}.jsonl`,
+  /** The prefix a shard's job writes to (outputDataConfig s3Uri); Bedrock adds `<jobId>/`. */
+  outputPrefix: (runId: string, shard: number): string => `runs/${runId}/shards/${pad(shard)}/output/`,
+};
+
+/** The keys Collect writes besides the results parts. */
+export const collectKeys = {
+  /** Results of one output file of the shard: `runs/<runId>/results/shard-<n>-<part>.jsonl`. */
+  results: (runId: string, shard: number, part: number): string =>
+    runKeys.results(runId, `shard-${shard}-${part}`),
+  /** The shard's failures file. */
+  failures: (runId: string, shard: number): string => runKeys.failures(runId, `shard-${shard}`),
+  /** The shard's records without output, as WorkItems for mode B. */
+  redrive: (runId: string, shard: number): string => `${runKeys.redrivePrefix(runId)}shard-${shard}.jsonl`,
+  /** The summary of a finished collect: a repeated collect of the same job returns it unchanged. */
+  marker: (runId: string, shard: number): string => `runs/${runId}/collect/shard-${shard}.json`,
+};
+
+/** The S3 keys of one Converse batch (unit). */
+export const converseUnitKeys = {
+  results: (runId: string, batchId: string): string => runKeys.results(runId, batchId),
+  failures: (runId: string, batchId: string): string => runKeys.failures(runId, batchId),
+  attemptsPrefix: (runId: string, batchId: string): string => runKeys.attemptsPrefix(runId, batchId),
+  attempt: (runId: string, batchId: string, attempt: string): string =>
+    runKeys.attempt(runId, batchId, attempt),
+};
+
+/** The key patterns of the output bucket the stack grants each function by (IAM resource suffixes). */
+export const KEY_PATTERNS = {
+  /** Every run's objects (`runs/<runId>/...`). */
+  runs: 'runs/*',
+  /** The failure files of every run (`runs/<runId>/failures/<part>.jsonl`). */
+  runFailures: 'runs/*/failures/*',
+  /** The results files of every run (`runs/<runId>/results/<part>.jsonl`). */
+  runResults: 'runs/*/results/*',
+  /** Mode A's re-drive files of every run (`runs/<runId>/redrive/shard-<n>.jsonl`). */
+  runRedrive: 'runs/*/redrive/*',
+  /** Mode A: every shard's input files, which Bedrock's batch role reads. */
+  shardInput: 'runs/*/shards/*/input/*',
+  /** Mode A: every shard's job output, which Bedrock's batch role writes. */
+  shardOutput: 'runs/*/shards/*/output/*',
+} as const;
