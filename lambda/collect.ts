@@ -2,7 +2,6 @@ import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { S3Client } from '@aws-sdk/client-s3';
 import { SQSClient } from '@aws-sdk/client-sqs';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
-import type { Context } from 'aws-lambda';
 import * as z from 'zod';
 import { batchJobOutcomeSchema, submitJobEventSchema } from './shared/contracts';
 import { collectShard, type CollectShardInput, type CollectShardSummary } from './shared/collect';
@@ -10,7 +9,7 @@ import { readEnv, positiveInt, required } from './shared/env';
 import { InvalidEventError } from './shared/errors';
 import { FailureLaneSender } from './shared/failure-lane';
 import { Ledger } from './shared/ledger';
-import { logger, metrics, traced } from './shared/observability';
+import { logger, traced, withObservability } from './shared/observability';
 import { resultsPublisherFromEnv } from './shared/results-queue';
 
 /**
@@ -92,19 +91,15 @@ const resultsPublisher = resultsPublisherFromEnv(sqs);
  * function's 15 minutes. A job that failed for a reason no retry can get past throws BatchJobFailedError (after
  * recording its records as failed).
  */
-export async function handler(event: unknown, _context: Context): Promise<CollectShardSummary> {
+export const handler = withObservability(async (event: unknown): Promise<CollectShardSummary> => {
   const parsed = parseCollectEvent(event);
   logger.appendKeys({ runId: parsed.runId, shard: parsed.shard.shard });
-  try {
-    return await collectShard(toCollectInput(parsed), {
-      s3,
-      ledger,
-      failureLane: new FailureLaneSender(sqs, env.FAILURE_QUEUE_URL, env.FAILURE_DLQ_URL),
-      ...(resultsPublisher ? { resultsPublisher } : {}),
-      outputBucket: env.OUTPUT_BUCKET,
-      leaseMs: env.CLAIM_LEASE_SECONDS * 1000,
-    });
-  } finally {
-    metrics.publishStoredMetrics();
-  }
-}
+  return collectShard(toCollectInput(parsed), {
+    s3,
+    ledger,
+    failureLane: new FailureLaneSender(sqs, env.FAILURE_QUEUE_URL, env.FAILURE_DLQ_URL),
+    ...(resultsPublisher ? { resultsPublisher } : {}),
+    outputBucket: env.OUTPUT_BUCKET,
+    leaseMs: env.CLAIM_LEASE_SECONDS * 1000,
+  });
+});

@@ -6,7 +6,7 @@ import { modelFormat, readEnv, positiveInt, required } from './shared/env';
 import { InvalidEventError } from './shared/errors';
 import { FailureLaneSender } from './shared/failure-lane';
 import { ModelCallCounter } from './shared/model-caller';
-import { logger, metrics } from './shared/observability';
+import { logger, metrics, withObservability } from './shared/observability';
 import { pacedCaller, QuotaPacer } from './shared/pacing';
 import { publishingContext } from './shared/publishing-context';
 
@@ -48,7 +48,7 @@ const callModel = pacedCaller(
  * never runs two attempts of a task at once (its timeout is above the function's); an in-progress idempotency
  * record would instead hold a crashed attempt's retry off until the crashed invocation's deadline.
  */
-export async function handler(event: unknown, context: Context): Promise<BatchSummary> {
+export const handler = withObservability(async (event: unknown, context: Context): Promise<BatchSummary> => {
   const parsed = batchEventSchema.safeParse(event);
   if (!parsed.success) {
     throw new InvalidEventError(
@@ -62,28 +62,24 @@ export async function handler(event: unknown, context: Context): Promise<BatchSu
     parsed.data.childStartedAt,
     env.EXPRESS_CHILD_BUDGET_SECONDS,
   );
-  try {
-    const summary = await processBatch(parsed.data, {
-      s3,
-      ledger,
-      failureLane: new FailureLaneSender(sqs, env.FAILURE_QUEUE_URL, env.FAILURE_DLQ_URL),
-      callModel,
-      resultsPublisher,
-      outputBucket: env.OUTPUT_BUCKET,
-      itemConcurrency: env.ITEM_CONCURRENCY,
-      leaseMs: env.CLAIM_LEASE_SECONDS * 1000,
-      remainingMs: () => deadline - Date.now(),
-      safetyMarginMs: safetyMarginFor(env.EXPRESS_CHILD_BUDGET_SECONDS),
-      modelCalls: () => counter.snapshot(),
-    });
-    metrics.addMetric('RecordsSucceeded', 'Count', summary.succeeded);
-    metrics.addMetric('RecordsFailed', 'Count', summary.failed);
-    metrics.addMetric('RecordsQueued', 'Count', summary.queued);
-    metrics.addMetric('Throttles', 'Count', summary.modelCalls.throttled);
-    metrics.addMetric('InputTokens', 'Count', summary.inputTokens);
-    metrics.addMetric('OutputTokens', 'Count', summary.outputTokens);
-    return summary;
-  } finally {
-    metrics.publishStoredMetrics();
-  }
-}
+  const summary = await processBatch(parsed.data, {
+    s3,
+    ledger,
+    failureLane: new FailureLaneSender(sqs, env.FAILURE_QUEUE_URL, env.FAILURE_DLQ_URL),
+    callModel,
+    resultsPublisher,
+    outputBucket: env.OUTPUT_BUCKET,
+    itemConcurrency: env.ITEM_CONCURRENCY,
+    leaseMs: env.CLAIM_LEASE_SECONDS * 1000,
+    remainingMs: () => deadline - Date.now(),
+    safetyMarginMs: safetyMarginFor(env.EXPRESS_CHILD_BUDGET_SECONDS),
+    modelCalls: () => counter.snapshot(),
+  });
+  metrics.addMetric('RecordsSucceeded', 'Count', summary.succeeded);
+  metrics.addMetric('RecordsFailed', 'Count', summary.failed);
+  metrics.addMetric('RecordsQueued', 'Count', summary.queued);
+  metrics.addMetric('Throttles', 'Count', summary.modelCalls.throttled);
+  metrics.addMetric('InputTokens', 'Count', summary.inputTokens);
+  metrics.addMetric('OutputTokens', 'Count', summary.outputTokens);
+  return summary;
+});

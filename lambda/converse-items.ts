@@ -3,7 +3,7 @@ import * as z from 'zod';
 import { runKeys, workItemSchema, type WorkItem } from './shared/contracts';
 import { readEnv, required } from './shared/env';
 import { callDependency, InvalidEventError } from './shared/errors';
-import { logger, metrics, traced } from './shared/observability';
+import { logger, metrics, traced, withObservability } from './shared/observability';
 import { JsonlObjectWriter, objectLines } from './shared/s3-jsonl';
 
 /** ConverseItems' event: the run whose leftovers to gather. */
@@ -100,13 +100,9 @@ const env = readEnv(z.object({ OUTPUT_BUCKET: required }));
 const s3 = traced(new S3Client({}));
 
 /** Lambda entry: ConverseItems. Deterministic, so a retry simply rewrites the same file. */
-export async function handler(event: unknown): Promise<ConverseItemsOutput> {
+export const handler = withObservability(async (event: unknown): Promise<ConverseItemsOutput> => {
   const parsed = converseItemsEventSchema.safeParse(event);
   if (!parsed.success) throw new InvalidEventError(`ConverseItems expects {runId}: ${parsed.error.message}`);
   logger.appendKeys({ runId: parsed.data.runId });
-  try {
-    return await gatherConverseItems(parsed.data, { s3, outputBucket: env.OUTPUT_BUCKET });
-  } finally {
-    metrics.publishStoredMetrics();
-  }
-}
+  return gatherConverseItems(parsed.data, { s3, outputBucket: env.OUTPUT_BUCKET });
+});

@@ -20,7 +20,7 @@ import { callDependency, errorMessage } from './shared/errors';
 import { faultPoint } from './shared/fault-points';
 import { unitOwner, type Claimant, type Ledger } from './shared/ledger';
 import { classifyModelError, ModelCallCounter, type ModelCaller } from './shared/model-caller';
-import { logger, metrics, traced } from './shared/observability';
+import { logger, metrics, traced, withObservability } from './shared/observability';
 import { publishingContext } from './shared/publishing-context';
 import { contentHashOf, sha256 } from './shared/records';
 import type { ResultsPublisher } from './shared/results-queue';
@@ -612,29 +612,25 @@ const runs = new RunState(DynamoDBDocumentClient.from(ddb), env.RUNS_TABLE, env.
 const events = traced(new EventBridgeClient({}));
 
 /** Lambda entry: the failure queue's event source (FunctionResponseTypes: ReportBatchItemFailures). */
-export async function handler(event: SQSEvent, context: Context): Promise<SQSBatchResponse> {
-  try {
-    return await processLaneBatch(
-      event,
-      {
-        s3,
-        sqs,
-        ledger,
-        runs,
-        events,
-        eventBusName: env.EVENT_BUS_NAME,
-        callModel,
-        dlqUrl: env.FAILURE_DLQ_URL,
-        outputBucket: env.OUTPUT_BUCKET,
-        resultsPublisher,
-        leaseMs: env.CLAIM_LEASE_SECONDS * 1000,
-        remainingMs: () => context.getRemainingTimeInMillis(),
-        modelCalls: () => counter.snapshot(),
-        ...(env.MAX_RECEIVE_COUNT !== undefined ? { maxReceiveCount: env.MAX_RECEIVE_COUNT } : {}),
-      },
-      context,
-    );
-  } finally {
-    metrics.publishStoredMetrics();
-  }
-}
+export const handler = withObservability((event: SQSEvent, context: Context): Promise<SQSBatchResponse> =>
+  processLaneBatch(
+    event,
+    {
+      s3,
+      sqs,
+      ledger,
+      runs,
+      events,
+      eventBusName: env.EVENT_BUS_NAME,
+      callModel,
+      dlqUrl: env.FAILURE_DLQ_URL,
+      outputBucket: env.OUTPUT_BUCKET,
+      resultsPublisher,
+      leaseMs: env.CLAIM_LEASE_SECONDS * 1000,
+      remainingMs: () => context.getRemainingTimeInMillis(),
+      modelCalls: () => counter.snapshot(),
+      ...(env.MAX_RECEIVE_COUNT !== undefined ? { maxReceiveCount: env.MAX_RECEIVE_COUNT } : {}),
+    },
+    context,
+  ),
+);

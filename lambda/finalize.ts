@@ -30,7 +30,7 @@ import { InvalidEventError } from './shared/errors';
 import { FailureLaneSender } from './shared/failure-lane';
 import { faultPoint } from './shared/fault-points';
 import { isLaneOwner, Ledger, type LedgerEntry } from './shared/ledger';
-import { logger, metrics, traced } from './shared/observability';
+import { logger, metrics, traced, withObservability } from './shared/observability';
 import { mapWithConcurrency } from './shared/pool';
 import { resultsPublisherFromEnv, type ResultsPublisher } from './shared/results-queue';
 import { putRunEvent } from './shared/run-events';
@@ -617,21 +617,17 @@ const idempotent = makeIdempotent(
     if (!parsed.success)
       throw new InvalidEventError(`Finalize expects {runId, startedAt, state}: ${parsed.error.message}`);
     logger.appendKeys({ runId: parsed.data.runId });
-    try {
-      return await finalizeRun(parsed.data, {
-        s3,
-        events,
-        ledger,
-        runs,
-        failureLane: new FailureLaneSender(sqs, env.FAILURE_QUEUE_URL, env.FAILURE_DLQ_URL),
-        resultsPublisher,
-        outputBucket: env.OUTPUT_BUCKET,
-        eventBusName: env.EVENT_BUS_NAME,
-        leaseMs: env.CLAIM_LEASE_SECONDS * 1000,
-      });
-    } finally {
-      metrics.publishStoredMetrics();
-    }
+    return finalizeRun(parsed.data, {
+      s3,
+      events,
+      ledger,
+      runs,
+      failureLane: new FailureLaneSender(sqs, env.FAILURE_QUEUE_URL, env.FAILURE_DLQ_URL),
+      resultsPublisher,
+      outputBucket: env.OUTPUT_BUCKET,
+      eventBusName: env.EVENT_BUS_NAME,
+      leaseMs: env.CLAIM_LEASE_SECONDS * 1000,
+    });
   },
   {
     persistenceStore,
@@ -643,6 +639,6 @@ const idempotent = makeIdempotent(
  * Lambda entry: Finalize, idempotent per run (a repeated invocation returns the first answer), its in-progress lock held
  * only as long as a retry waits (lambda/shared/idempotency.ts).
  */
-export function handler(event: unknown, context: Context): Promise<FinalizeOutput> {
-  return idempotent(event, withInProgressLock(context));
-}
+export const handler = withObservability((event: unknown, context: Context): Promise<FinalizeOutput> =>
+  idempotent(event, withInProgressLock(context)),
+);

@@ -6,7 +6,7 @@ import * as z from 'zod';
 import { countsOf, IN_FLIGHT, isTerminalStatus, JobStore, resumeWait } from './shared/batch-jobs';
 import { positiveInt, readEnv, required } from './shared/env';
 import { callDependency, InvalidEventError } from './shared/errors';
-import { logger, metrics, traced } from './shared/observability';
+import { logger, metrics, traced, withObservability } from './shared/observability';
 
 /** Bedrock's `Batch Inference Job State Change` event (EventBridge, source `aws.bedrock`). */
 export const jobStateEventSchema = z.object({
@@ -107,7 +107,7 @@ const store = new JobStore({
 });
 
 /** Lambda entry: target of the `aws.bedrock` / `Batch Inference Job State Change` rule. */
-export const handler = async (event: unknown): Promise<JobStateResult> => {
+export const handler = withObservability(async (event: unknown): Promise<JobStateResult> => {
   const parsed = jobStateEventSchema.safeParse(event);
   if (!parsed.success) {
     logger.error('Malformed batch job state-change event', { event, problems: parsed.error.issues });
@@ -116,9 +116,5 @@ export const handler = async (event: unknown): Promise<JobStateResult> => {
     );
   }
   logger.appendKeys({ jobArn: parsed.data.detail.batchJobArn });
-  try {
-    return await handleJobStateChange(parsed.data, { bedrock, sfn, store });
-  } finally {
-    metrics.publishStoredMetrics();
-  }
-};
+  return handleJobStateChange(parsed.data, { bedrock, sfn, store });
+});

@@ -28,7 +28,7 @@ import {
 import { FailureLaneSender, type RefusalHandler } from './shared/failure-lane';
 import { faultPoint } from './shared/fault-points';
 import { Ledger, type PublishedEntry } from './shared/ledger';
-import { logger, metrics, traced } from './shared/observability';
+import { logger, metrics, traced, withObservability } from './shared/observability';
 import { defaultParseWorkers, parseCorpus, type RecordOutcome } from './shared/parse-pool';
 import { DuplicateTracker, type PromptSettings } from './shared/records';
 import { JsonlObjectWriter, openObject, putJson } from './shared/s3-jsonl';
@@ -656,13 +656,9 @@ const idempotent = makeIdempotent(
     const parsed = planEventSchema.safeParse(event);
     if (!parsed.success)
       throw new InvalidEventError(`Plan expects {runId, startedAt, input}: ${parsed.error.message}`);
-    try {
-      // Plan only sends non-retryable failures (bad lines): they go straight to the DLQ with their reason.
-      const failureLane = new FailureLaneSender(sqs, env.FAILURE_DLQ_URL, env.FAILURE_DLQ_URL);
-      return await planRun(parsed.data, { ...baseDeps, failureLane });
-    } finally {
-      metrics.publishStoredMetrics();
-    }
+    // Plan only sends non-retryable failures (bad lines): they go straight to the DLQ with their reason.
+    const failureLane = new FailureLaneSender(sqs, env.FAILURE_DLQ_URL, env.FAILURE_DLQ_URL);
+    return planRun(parsed.data, { ...baseDeps, failureLane });
   },
   {
     persistenceStore,
@@ -674,6 +670,6 @@ const idempotent = makeIdempotent(
  * Lambda entry: Plan, idempotent per run (a repeated invocation returns the first answer), its in-progress lock held
  * only as long as a retry waits (lambda/shared/idempotency.ts).
  */
-export function handler(event: unknown, context: Context): Promise<PlanOutput> {
-  return idempotent(event, withInProgressLock(context));
-}
+export const handler = withObservability((event: unknown, context: Context): Promise<PlanOutput> =>
+  idempotent(event, withInProgressLock(context)),
+);

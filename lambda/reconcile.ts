@@ -20,7 +20,7 @@ import {
 } from './shared/batch-jobs';
 import { positiveInt, readEnv, required } from './shared/env';
 import { callDependency, errorMessage, errorName } from './shared/errors';
-import { logger, metrics, traced } from './shared/observability';
+import { logger, metrics, traced, withObservability } from './shared/observability';
 import { mapWithConcurrency } from './shared/pool';
 
 /** What the reconciler talks to. */
@@ -224,10 +224,6 @@ const store = new JobStore({
 });
 
 /** Lambda entry: the reconciler's schedule (the scheduled event's content is not used). */
-export const handler = async (_event: unknown): Promise<ReconcileSummary> => {
-  try {
-    return await reconcileJobs({ bedrock, sfn, store, concurrency: env.RECONCILE_CONCURRENCY });
-  } finally {
-    metrics.publishStoredMetrics();
-  }
-};
+export const handler = withObservability((_event: unknown): Promise<ReconcileSummary> =>
+  reconcileJobs({ bedrock, sfn, store, concurrency: env.RECONCILE_CONCURRENCY }),
+);

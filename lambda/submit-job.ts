@@ -28,7 +28,7 @@ import {
   InvalidEventError,
   TransientDependencyError,
 } from './shared/errors';
-import { logger, metrics, traced } from './shared/observability';
+import { logger, metrics, traced, withObservability } from './shared/observability';
 import { clientRequestToken, jobName } from './shared/sharding';
 
 /** Tag keys SubmitJob puts on every job (after the configured tags, so these win). */
@@ -311,15 +311,11 @@ const settings = settingsFromEnv(env);
  * Lambda entry: the shard child's `lambda:invoke.waitForTaskToken` task. No Powertools idempotency: every retry
  * carries a new task token, and the submit itself is idempotent (lookup by name, deterministic token).
  */
-export const handler = async (event: unknown): Promise<SubmitJobResult> => {
+export const handler = withObservability(async (event: unknown): Promise<SubmitJobResult> => {
   const parsed = submitJobEventSchema.safeParse(event);
   if (!parsed.success) {
     throw new InvalidEventError(`SubmitJob expects {taskToken, runId, shard}: ${parsed.error.message}`);
   }
   logger.appendKeys({ runId: parsed.data.runId, shard: parsed.data.shard.shard });
-  try {
-    return await submitShardJob(parsed.data, { bedrock, sfn, store, settings });
-  } finally {
-    metrics.publishStoredMetrics();
-  }
-};
+  return submitShardJob(parsed.data, { bedrock, sfn, store, settings });
+});

@@ -8,6 +8,7 @@ import { ConfiguredRetryStrategy } from '@smithy/util-retry';
 import type { Usage, WorkItem } from './contracts';
 import { errorMessage, errorName } from './errors';
 import { CONVERSE_REQUEST_FIELDS, FAMILY_FORMATS, nativeUsage, type ModelFamily } from './model-catalog';
+import { jitteredBackoffMs } from './backoff';
 
 /**
  * Calling the model for one record, shared by ConverseBatch and the failure-lane consumer: the request (Converse or
@@ -169,7 +170,7 @@ export function bedrockCaller(
 
 /** Full-jitter exponential backoff for throttling, in the order of a per-minute quota's refill: up to 20 s. */
 export function throttleBackoffMs(attempt: number): number {
-  return Math.round(Math.random() * Math.min(20_000, 500 * 2 ** attempt));
+  return Math.round(jitteredBackoffMs(attempt, 500, 20_000));
 }
 
 /** Model calls as the client saw them: every HTTP attempt, including the SDK's retries. */

@@ -93,11 +93,6 @@ export function sha256(text: string): string {
   return createHash('sha256').update(text).digest('hex');
 }
 
-/** The deterministic recordId of a line without one: a hash of its request. */
-export function deriveRecordId(modelInput: Record<string, unknown>): string {
-  return `h-${sha256(canonicalJson(modelInput)).slice(0, 32)}`;
-}
-
 /**
  * Whether a modelInput is a Converse request or the native InvokeModel body of the model's family (model-catalog.ts).
  * A body without a `messages` array is native for every family (Meta Llama's `{prompt}`, a Mistral text completion).

@@ -17,12 +17,7 @@ import type {
 import { FailureLaneSender } from '../../../lambda/shared/failure-lane';
 import { Ledger } from '../../../lambda/shared/ledger';
 import type { BatchQuotas } from '../../../lambda/shared/batch-quotas';
-import {
-  contentHashOf,
-  deriveRecordId,
-  MAX_ITEM_BYTES,
-  MAX_LINE_BYTES,
-} from '../../../lambda/shared/records';
+import { contentHashOf, MAX_ITEM_BYTES, MAX_LINE_BYTES } from '../../../lambda/shared/records';
 import { awsError, FakeLedgerTable, FakeS3, fixture, recordSqs, type SentBatch } from './helpers';
 
 const s3Mock = mockClient(S3Client);
@@ -90,7 +85,7 @@ const FIXTURE_RECORDS = [
   'rejected-assistant-first',
   'rejected-maxtokens',
   'plain-1',
-  deriveRecordId({ messages: [{ role: 'user', content: [{ text: 'No id here' }] }] }),
+  `h-${contentHashOf({ messages: [{ role: 'user', content: [{ text: 'No id here' }] }] })}`,
   ...Array.from({ length: 10 }, (_, i) => `ok-${i + 3}`),
 ];
 

@@ -1,8 +1,8 @@
 import { describe, expect, it } from '@jest/globals';
 import {
   canonicalJson,
+  contentHashOf,
   cleanLine,
-  deriveRecordId,
   detectFormat,
   DuplicateTracker,
   MAX_ITEM_BYTES,
@@ -103,7 +103,7 @@ describe('parseLine: accepted forms', () => {
     expect(a.item.recordId).toMatch(/^h-[0-9a-f]{32}$/);
     expect(b.item.recordId).toBe(a.item.recordId);
     expect(b.contentHash).toBe(a.contentHash);
-    expect(a.item.recordId).toBe(deriveRecordId(a.item.modelInput));
+    expect(a.item.recordId).toBe(`h-${contentHashOf(a.item.modelInput)}`);
     const other = ok(
       parseLine('{"modelInput": {"messages": [{"role": "user", "content": [{"text": "y"}]}]}}', 3, prompt),
     );
@@ -322,7 +322,7 @@ describe('cleanLine and the fixture corpus', () => {
       '13:rejected-assistant-first',
       '14:rejected-maxtokens',
       '15:plain-1',
-      `16:${deriveRecordId({ messages: [{ role: 'user', content: [{ text: 'No id here' }] }] })}`,
+      `16:h-${contentHashOf({ messages: [{ role: 'user', content: [{ text: 'No id here' }] }] })}`,
     ]);
     expect(verdicts.slice(16)).toEqual(Array.from({ length: 10 }, (_, i) => `${17 + i}:ok-${3 + i}`));
     expect(tracker.size).toBe(17);
