@@ -1,4 +1,4 @@
-import type { CollectShardSummary } from '../lambda/shared/collect';
+import type { CollectShardSummary } from '../lambda/batch/collect/collect-shard';
 import type { PlanOutput, RunManifest, RunMode, ShardItem } from '../lambda/shared/contracts';
 import type { Backend, ExecutionInfo, JobInfo, MapRunInfo } from './backend';
 import { NotFoundError } from './errors';

@@ -4,7 +4,11 @@ import { SQSClient } from '@aws-sdk/client-sqs';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import * as z from 'zod';
 import { batchJobOutcomeSchema, submitJobEventSchema } from './shared/contracts';
-import { collectShard, type CollectShardInput, type CollectShardSummary } from './shared/collect';
+import {
+  collectShard,
+  type CollectShardInput,
+  type CollectShardSummary,
+} from './batch/collect/collect-shard';
 import { readEnv, positiveInt, required } from './shared/env';
 import { InvalidEventError } from './shared/errors';
 import { FailureLaneSender } from './shared/failure-lane';

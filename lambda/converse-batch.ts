@@ -1,18 +1,14 @@
 import type { Context } from 'aws-lambda';
 import * as z from 'zod';
 import { batchEventSchema, type BatchSummary } from './shared/contracts';
-import { converseUnitDeadline, processBatch, safetyMarginFor } from './shared/converse-unit';
+import { converseUnitDeadline, processBatch, safetyMarginFor } from './converse/converse-unit';
 import { modelFormat, readEnv, positiveInt, required } from './shared/env';
 import { InvalidEventError } from './shared/errors';
 import { FailureLaneSender } from './shared/failure-lane';
-import { ModelCallCounter } from './shared/model-caller';
+import { ModelCallCounter } from './converse/model-caller';
 import { logger, metrics, withObservability } from './shared/observability';
-import { pacedCaller, QuotaPacer } from './shared/pacing';
+import { pacedCaller, QuotaPacer } from './converse/pacing';
 import { publishingContext } from './shared/publishing-context';
-
-// The batch logic lives in shared/converse-unit (Finalize repairs a dead batch with it); re-exported for callers.
-export { processBatch, type ConverseUnitDeps } from './shared/converse-unit';
-export { bedrockCaller, throttleBackoffMs, toConverseInput, type ModelCaller } from './shared/model-caller';
 
 const env = readEnv(
   z.object({

@@ -19,7 +19,7 @@ import { modelFormat, readEnv, positiveInt, required } from './shared/env';
 import { callDependency, errorMessage } from './shared/errors';
 import { faultPoint } from './shared/fault-points';
 import { unitOwner, type Claimant, type Ledger } from './shared/ledger';
-import { classifyModelError, ModelCallCounter, type ModelCaller } from './shared/model-caller';
+import { classifyModelError, ModelCallCounter, type ModelCaller } from './converse/model-caller';
 import { logger, metrics, traced, withObservability } from './shared/observability';
 import { publishingContext } from './shared/publishing-context';
 import { contentHashOf, sha256 } from './shared/records';
@@ -34,7 +34,7 @@ import {
   type Answer,
   type AttemptLine,
   type Reason,
-} from './shared/unit-of-work';
+} from './converse/unit-of-work';
 
 /**
  * The failure lane's consumer: an SQS event source on the failure queue (ReportBatchItemFailures). Each message is a

@@ -22,8 +22,13 @@ import {
   type ShardItem,
   type WorkItem,
 } from './shared/contracts';
-import { BatchJobFailedError, collectKeys, collectShard, type CollectShardSummary } from './shared/collect';
-import { processBatch } from './shared/converse-unit';
+import {
+  BatchJobFailedError,
+  collectKeys,
+  collectShard,
+  type CollectShardSummary,
+} from './batch/collect/collect-shard';
+import { processBatch } from './converse/converse-unit';
 import { withInProgressLock } from './shared/idempotency';
 import { readEnv, positiveInt, required } from './shared/env';
 import { InvalidEventError } from './shared/errors';
@@ -36,7 +41,7 @@ import { resultsPublisherFromEnv, type ResultsPublisher } from './shared/results
 import { putRunEvent } from './shared/run-events';
 import { RunState, writeManifest, type ManifestBase } from './shared/run-state';
 import { getJson, objectLines } from './shared/s3-jsonl';
-import type { UnitCounts } from './shared/unit-of-work';
+import type { UnitCounts } from './converse/unit-of-work';
 
 /** Finalize's event: the workflow state, whatever path led here. */
 export const finalizeEventSchema = z.object({

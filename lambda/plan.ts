@@ -29,21 +29,16 @@ import { FailureLaneSender, type RefusalHandler } from './shared/failure-lane';
 import { faultPoint } from './shared/fault-points';
 import { Ledger, type PublishedEntry } from './shared/ledger';
 import { logger, metrics, traced, withObservability } from './shared/observability';
-import { defaultParseWorkers, parseCorpus, type RecordOutcome } from './shared/parse-pool';
+import { defaultParseWorkers, parseCorpus, type RecordOutcome } from './plan/parse-pool';
 import { DuplicateTracker, type PromptSettings } from './shared/records';
 import { JsonlObjectWriter, openObject, putJson } from './shared/s3-jsonl';
 import { ServiceQuotasClient } from '@aws-sdk/client-service-quotas';
 import { BedrockClient } from '@aws-sdk/client-bedrock';
-import {
-  BATCH_QUOTA_KEYS,
-  readBatchQuotas,
-  type BatchQuotaKey,
-  type BatchQuotas,
-} from './shared/batch-quotas';
-import { ModelAvailabilityCache } from './shared/model-availability';
+import { BATCH_QUOTA_KEYS, readBatchQuotas, type BatchQuotaKey, type BatchQuotas } from './batch/quotas';
+import { ModelAvailabilityCache } from './plan/model-availability';
 import { modelFamily, type ModelFamily } from './shared/model-catalog';
-import { writeShards, type FormatTotals } from './shared/shard-writer';
-import { autoMode } from './shared/sharding';
+import { writeShards, type FormatTotals } from './batch/shard-writer';
+import { autoMode } from './batch/sharding';
 
 /** Mode A settings of Plan. */
 export interface PlanBatchSettings {

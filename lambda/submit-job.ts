@@ -29,7 +29,7 @@ import {
   TransientDependencyError,
 } from './shared/errors';
 import { logger, metrics, traced, withObservability } from './shared/observability';
-import { clientRequestToken, jobName } from './shared/sharding';
+import { clientRequestToken, jobName } from './batch/sharding';
 
 /** Tag keys SubmitJob puts on every job (after the configured tags, so these win). */
 export const JOB_TAG_KEYS = { runId: 'corpus-pipeline:run-id', shard: 'corpus-pipeline:shard' } as const;

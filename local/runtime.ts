@@ -8,7 +8,7 @@ import {
   type BedrockSimulator,
   type BedrockSimulatorOptions,
 } from './bedrock-simulator';
-import { defaultParseWorkers } from '../lambda/shared/parse-pool';
+import { defaultParseWorkers } from '../lambda/plan/parse-pool';
 import { startEmulators, type Emulators } from './cloud/emulators';
 import { LocalFunction, type CrashFault } from './cloud/lambda-runner';
 import { faultReport, type FaultReport } from './fault-report';

@@ -25,11 +25,11 @@ import {
   type Usage,
 } from '../../../lambda/shared/contracts';
 import { unitOwner, type Claimant, type Ledger } from '../../../lambda/shared/ledger';
-import type { ModelCaller } from '../../../lambda/shared/model-caller';
+import type { ModelCaller } from '../../../lambda/converse/model-caller';
 import { contentHashOf } from '../../../lambda/shared/records';
 import { resultsDedupeId, ResultsPublisher } from '../../../lambda/shared/results-queue';
 import { writeManifest, type ManifestBase, type RunState } from '../../../lambda/shared/run-state';
-import type { AttemptLine } from '../../../lambda/shared/unit-of-work';
+import type { AttemptLine } from '../../../lambda/converse/unit-of-work';
 import { awsError, FakeS3 } from '../handlers/helpers';
 import {
   freshLedger,

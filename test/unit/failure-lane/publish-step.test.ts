@@ -2,13 +2,17 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, jest 
 import { mockClient } from 'aws-sdk-client-mock';
 import { S3Client } from '@aws-sdk/client-s3';
 import { SQSClient } from '@aws-sdk/client-sqs';
-import { batchIdOf } from '../../../lambda/shared/batches';
-import { collectKeys, collectShard, type CollectDeps } from '../../../lambda/shared/collect';
+import { batchIdOf } from '../../../lambda/converse/item-batch-id';
+import { collectKeys, collectShard, type CollectDeps } from '../../../lambda/batch/collect/collect-shard';
 import { runKeys, type BatchEvent, type ResultLine, type WorkItem } from '../../../lambda/shared/contracts';
-import { converseUnitKeys, processBatch, type ConverseUnitDeps } from '../../../lambda/shared/converse-unit';
+import {
+  converseUnitKeys,
+  processBatch,
+  type ConverseUnitDeps,
+} from '../../../lambda/converse/converse-unit';
 import { FailureLaneSender } from '../../../lambda/shared/failure-lane';
 import { unitOwner, type Claimant, type Ledger, type LedgerEntry } from '../../../lambda/shared/ledger';
-import type { ModelCaller } from '../../../lambda/shared/model-caller';
+import type { ModelCaller } from '../../../lambda/converse/model-caller';
 import { contentHashOf } from '../../../lambda/shared/records';
 import {
   resultsDedupeId,

@@ -5,7 +5,7 @@ import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { DeleteObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { SQSClient } from '@aws-sdk/client-sqs';
 import { DynamoDBDocumentClient, UpdateCommand } from '@aws-sdk/lib-dynamodb';
-import { batchIdOf } from '../../../lambda/shared/batches';
+import { batchIdOf } from '../../../lambda/converse/item-batch-id';
 import type {
   BatchEvent,
   BatchSummary,
@@ -19,10 +19,14 @@ import {
   processBatch,
   SAFETY_MARGIN_MS,
   type ConverseUnitDeps,
-} from '../../../lambda/shared/converse-unit';
+} from '../../../lambda/converse/converse-unit';
 import { FailureLaneSender } from '../../../lambda/shared/failure-lane';
 import { Ledger, unitOwner, type Claimant, type LedgerEntry } from '../../../lambda/shared/ledger';
-import { toConverseInput, type ModelCaller, type ModelCallStats } from '../../../lambda/shared/model-caller';
+import {
+  toConverseInput,
+  type ModelCaller,
+  type ModelCallStats,
+} from '../../../lambda/converse/model-caller';
 import { contentHashOf } from '../../../lambda/shared/records';
 import type { PublishedRecord } from '../../../lambda/shared/results-queue';
 import {
@@ -33,7 +37,7 @@ import {
 } from '../failure-lane/lane-fixtures';
 import { awsError, FakeS3, recordSqs, type SentBatch } from './helpers';
 
-// processBatch (lambda/shared/converse-unit.ts, re-exported by lambda/converse-batch.ts) against the real Ledger on
+// processBatch (lambda/converse/converse-unit.ts) against the real Ledger on
 // dynalite, an in-memory S3 and a recording SQS behind aws-sdk-client-mock, a fake model and a recording results
 // publisher.
 

@@ -6,14 +6,14 @@ import { GetObjectCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/clien
 import { SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
 import type { FinalizeDeps, FinalizeEvent } from '../../../lambda/finalize';
 import { gatherConverseItems } from '../../../lambda/converse-items';
-import { batchIdOf } from '../../../lambda/shared/batches';
+import { batchIdOf } from '../../../lambda/converse/item-batch-id';
 import {
   BatchJobFailedError,
   collectKeys,
   collectShard,
   type CollectDeps,
   type CollectShardInput,
-} from '../../../lambda/shared/collect';
+} from '../../../lambda/batch/collect/collect-shard';
 import {
   runKeys,
   type BatchEvent,
@@ -28,9 +28,9 @@ import {
   type ShardItem,
   type WorkItem,
 } from '../../../lambda/shared/contracts';
-import { processBatch } from '../../../lambda/shared/converse-unit';
+import { processBatch } from '../../../lambda/converse/converse-unit';
 import type { Claimant, Ledger, LedgerEntry } from '../../../lambda/shared/ledger';
-import type { ModelCaller } from '../../../lambda/shared/model-caller';
+import type { ModelCaller } from '../../../lambda/converse/model-caller';
 import { contentHashOf } from '../../../lambda/shared/records';
 import type { RunState } from '../../../lambda/shared/run-state';
 import {

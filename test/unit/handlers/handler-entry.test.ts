@@ -20,7 +20,7 @@ import { SendMessageBatchCommand, SQSClient } from '@aws-sdk/client-sqs';
 import { handler as converseHandler } from '../../../lambda/converse-batch';
 import { handler as finalizeHandler } from '../../../lambda/finalize';
 import { handler as planHandler } from '../../../lambda/plan';
-import { batchIdOf } from '../../../lambda/shared/batches';
+import { batchIdOf } from '../../../lambda/converse/item-batch-id';
 import type { BatchEvent, FailureLine, ResultLine } from '../../../lambda/shared/contracts';
 import { Ledger } from '../../../lambda/shared/ledger';
 import {

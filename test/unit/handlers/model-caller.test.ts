@@ -5,7 +5,7 @@ import {
   bedrockRuntimeClient,
   classifyModelError,
   ModelCallCounter,
-} from '../../../lambda/shared/model-caller';
+} from '../../../lambda/converse/model-caller';
 import {
   AWS_FIXTURES,
   fixtureJson,

@@ -4,7 +4,7 @@ import {
   PacingAbortedError,
   pacedCaller,
   QuotaPacer,
-} from '../../../lambda/shared/pacing';
+} from '../../../lambda/converse/pacing';
 
 /** A fake clock: sleeping advances it, so pacing is measured in simulated time. */
 function fakeClock(): { now: () => number; sleep: (ms: number) => Promise<void>; slept: number[] } {

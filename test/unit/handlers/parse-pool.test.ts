@@ -11,7 +11,7 @@ import {
   type LineOutcome,
   type ParsedBlock,
   type SkippedLine,
-} from '../../../lambda/shared/parse-pool';
+} from '../../../lambda/plan/parse-pool';
 import {
   cleanLine,
   MAX_LINE_BYTES,
@@ -20,7 +20,7 @@ import {
   type PromptSettings,
 } from '../../../lambda/shared/records';
 import { readLines } from '../../../lambda/shared/s3-jsonl';
-import { batchLineBytes } from '../../../lambda/shared/shard-writer';
+import { batchLineBytes } from '../../../lambda/batch/shard-writer';
 
 const PROMPT: PromptSettings = { template: 'Answer: {{text}}', maxTokens: 64 };
 

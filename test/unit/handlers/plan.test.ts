@@ -16,7 +16,7 @@ import type {
 } from '../../../lambda/shared/contracts';
 import { FailureLaneSender } from '../../../lambda/shared/failure-lane';
 import { Ledger } from '../../../lambda/shared/ledger';
-import type { BatchQuotas } from '../../../lambda/shared/batch-quotas';
+import type { BatchQuotas } from '../../../lambda/batch/quotas';
 import { contentHashOf, MAX_ITEM_BYTES, MAX_LINE_BYTES } from '../../../lambda/shared/records';
 import { awsError, FakeLedgerTable, FakeS3, fixture, recordSqs, type SentBatch } from './helpers';
 

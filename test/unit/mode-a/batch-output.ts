@@ -1,4 +1,4 @@
-import type { CollectShardInput } from '../../../lambda/shared/collect';
+import type { CollectShardInput } from '../../../lambda/batch/collect/collect-shard';
 import type { FakeS3 } from '../handlers/helpers';
 
 /**

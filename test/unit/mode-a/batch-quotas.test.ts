@@ -13,8 +13,8 @@ import {
   BYTES_PER_QUOTA_GB,
   foundationModelId,
   readBatchQuotas,
-} from '../../../lambda/shared/batch-quotas';
-import { InvalidBatchQuotasError } from '../../../lambda/shared/sharding';
+} from '../../../lambda/batch/quotas';
+import { InvalidBatchQuotasError } from '../../../lambda/batch/quotas';
 
 const client = new ServiceQuotasClient({ region: 'us-east-1', maxAttempts: 1 });
 const sq = mockClient(client);

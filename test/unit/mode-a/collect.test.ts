@@ -17,7 +17,7 @@ import {
   type CollectFailureLine,
   type CollectShardInput,
   type CollectShardSummary,
-} from '../../../lambda/shared/collect';
+} from '../../../lambda/batch/collect/collect-shard';
 import type { ResultLine, WorkItem } from '../../../lambda/shared/contracts';
 import type {
   Claimant,

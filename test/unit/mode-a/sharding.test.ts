@@ -1,10 +1,13 @@
-import { DEFAULT_BATCH_QUOTAS, type BatchQuotas } from '../../../lambda/shared/batch-quotas';
 import {
   assertBatchQuotas,
+  DEFAULT_BATCH_QUOTAS,
+  InvalidBatchQuotasError,
+  type BatchQuotas,
+} from '../../../lambda/batch/quotas';
+import {
   autoMode,
   CLIENT_REQUEST_TOKEN_PATTERN,
   clientRequestToken,
-  InvalidBatchQuotasError,
   JOB_NAME_PATTERN,
   jobName,
   planShards,
@@ -17,7 +20,7 @@ import {
   shardInputPrefix,
   shardOutputPrefix,
   type ShardingSummary,
-} from '../../../lambda/shared/sharding';
+} from '../../../lambda/batch/sharding';
 
 const Q = DEFAULT_BATCH_QUOTAS;
 /** Small limits so byte and file limits can be exercised with a few records. */

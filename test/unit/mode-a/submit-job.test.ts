@@ -21,7 +21,7 @@ import {
   jobName,
   shardInputPrefix,
   shardOutputPrefix,
-} from '../../../lambda/shared/sharding';
+} from '../../../lambda/batch/sharding';
 import {
   handler,
   settingsFromEnv,

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { BATCH_QUOTA_KEYS, type BatchQuotas } from './batch-quotas';
+import { assertBatchQuotas, type BatchQuotas } from './quotas';
 
 /**
  * Mode A (Bedrock batch inference) sharding: how many CreateModelInvocationJob calls a run needs, which records go
@@ -17,11 +17,6 @@ import { BATCH_QUOTA_KEYS, type BatchQuotas } from './batch-quotas';
  *    closes a shard early when the next record would push it over the job's byte limit, then spreads the records
  *    still to come over the shards still to come.
  */
-
-/** The quotas are inconsistent or not positive integers (a configuration bug, or a quota read badly). */
-export class InvalidBatchQuotasError extends Error {
-  override readonly name = 'InvalidBatchQuotasError';
-}
 
 /** Sharding was called with impossible numbers, or the records streamed do not match the declared totals. */
 export class ShardingInputError extends Error {
@@ -57,32 +52,6 @@ export interface ShardPlan {
   recordsPerShard: number[];
   /** Records that cannot go in a valid job and are processed through Converse instead. */
   viaConverse: number;
-}
-
-/** Problems with a set of quotas (empty when usable): every value a positive safe integer, min <= max. */
-export function batchQuotaProblems(quotas: BatchQuotas): string[] {
-  const problems: string[] = [];
-  for (const key of BATCH_QUOTA_KEYS) {
-    const value: unknown = quotas[key];
-    if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1) {
-      problems.push(`${key} must be a positive integer, got ${String(value)}`);
-    }
-  }
-  if (problems.length === 0 && quotas.minRecordsPerJob > quotas.maxRecordsPerJob) {
-    problems.push(
-      `minRecordsPerJob (${quotas.minRecordsPerJob}) is larger than maxRecordsPerJob (${quotas.maxRecordsPerJob})`,
-    );
-  }
-  return problems;
-}
-
-/**
- * Checks a set of quotas.
- * @throws InvalidBatchQuotasError naming every problem
- */
-export function assertBatchQuotas(quotas: BatchQuotas): void {
-  const problems = batchQuotaProblems(quotas);
-  if (problems.length > 0) throw new InvalidBatchQuotasError(`Invalid batch quotas: ${problems.join('; ')}`);
 }
 
 function assertCount(value: number, what: string, min = 0): void {

@@ -11,17 +11,17 @@ import {
   type ResultLine,
   type Usage,
   type WorkItem,
-} from './contracts';
-import { callDependency, errorMessage } from './errors';
-import type { FailureLaneSender } from './failure-lane';
-import { faultPoint } from './fault-points';
-import { unitOwner, type Claimant, type Ledger, type LedgerEntry } from './ledger';
-import { nativeUsage } from './model-catalog';
-import { logger, metrics } from './observability';
-import { InFlightLimiter } from './pool';
-import { cleanLine, contentHashOf, detectFormat } from './records';
-import type { PublishedRecord, ResultsPublisher } from './results-queue';
-import { getJson, JsonlObjectWriter, openObject, putJson, readLines } from './s3-jsonl';
+} from '../../shared/contracts';
+import { callDependency, errorMessage } from '../../shared/errors';
+import type { FailureLaneSender } from '../../shared/failure-lane';
+import { faultPoint } from '../../shared/fault-points';
+import { unitOwner, type Claimant, type Ledger, type LedgerEntry } from '../../shared/ledger';
+import { nativeUsage } from '../../shared/model-catalog';
+import { logger, metrics } from '../../shared/observability';
+import { InFlightLimiter } from '../../shared/pool';
+import { cleanLine, contentHashOf, detectFormat } from '../../shared/records';
+import type { PublishedRecord, ResultsPublisher } from '../../shared/results-queue';
+import { getJson, JsonlObjectWriter, openObject, putJson, readLines } from '../../shared/s3-jsonl';
 
 /**
  * Mode A's Collect step: turns the output of one shard's Bedrock batch job into the pipeline's result and failure

@@ -4,15 +4,15 @@ import {
   GetInferenceProfileCommand,
   type BedrockClient,
 } from '@aws-sdk/client-bedrock';
-import { callDependency, errorMessage, errorName, ModelNotAvailableError } from './errors';
+import { callDependency, errorMessage, errorName, ModelNotAvailableError } from '../shared/errors';
 import {
   catalogModel,
   lifecycleIn,
   parseModelId,
   suggestedReplacement,
   type ModelReference,
-} from './model-catalog';
-import { logger } from './observability';
+} from '../shared/model-catalog';
+import { logger } from '../shared/observability';
 
 /**
  * Plan's one question to Bedrock before a run: can the configured model serve it? The catalog answers for a model it

@@ -7,14 +7,20 @@ import type {
   RecordFormat,
   ResultLine,
   Usage,
-} from './contracts';
-import { callDependency } from './errors';
-import type { FailureLaneSender, RefusedMessage } from './failure-lane';
-import { faultPoint } from './fault-points';
-import { isLaneOwner, type Claimant, type Ledger, type LedgerEntry, type TransitionOutcome } from './ledger';
-import { mapWithConcurrency } from './pool';
-import type { PublishedRecord, ResultsPublisher } from './results-queue';
-import { openObject, putJsonl, readLines } from './s3-jsonl';
+} from '../shared/contracts';
+import { callDependency } from '../shared/errors';
+import type { FailureLaneSender, RefusedMessage } from '../shared/failure-lane';
+import { faultPoint } from '../shared/fault-points';
+import {
+  isLaneOwner,
+  type Claimant,
+  type Ledger,
+  type LedgerEntry,
+  type TransitionOutcome,
+} from '../shared/ledger';
+import { mapWithConcurrency } from '../shared/pool';
+import type { PublishedRecord, ResultsPublisher } from '../shared/results-queue';
+import { openObject, putJsonl, readLines } from '../shared/s3-jsonl';
 
 /**
  * What every unit of work that publishes records shares (a Converse batch, a shard's Collect, Finalize repairing a

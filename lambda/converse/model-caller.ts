@@ -5,10 +5,15 @@ import {
   type ConverseCommandInput,
 } from '@aws-sdk/client-bedrock-runtime';
 import { ConfiguredRetryStrategy } from '@smithy/util-retry';
-import type { Usage, WorkItem } from './contracts';
-import { errorMessage, errorName } from './errors';
-import { CONVERSE_REQUEST_FIELDS, FAMILY_FORMATS, nativeUsage, type ModelFamily } from './model-catalog';
-import { jitteredBackoffMs } from './backoff';
+import type { Usage, WorkItem } from '../shared/contracts';
+import { errorMessage, errorName } from '../shared/errors';
+import {
+  CONVERSE_REQUEST_FIELDS,
+  FAMILY_FORMATS,
+  nativeUsage,
+  type ModelFamily,
+} from '../shared/model-catalog';
+import { jitteredBackoffMs } from '../shared/backoff';
 
 /**
  * Calling the model for one record, shared by ConverseBatch and the failure-lane consumer: the request (Converse or

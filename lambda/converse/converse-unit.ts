@@ -1,15 +1,15 @@
 import { randomUUID } from 'node:crypto';
 import type { S3Client } from '@aws-sdk/client-s3';
-import { runKeys, type BatchEvent, type BatchSummary, type WorkItem } from './contracts';
-import { batchIdOf } from './batches';
-import type { FailureLaneSender } from './failure-lane';
-import { faultPoint } from './fault-points';
-import { unitOwner, type Claimant, type ClaimOutcome, type Ledger } from './ledger';
+import { runKeys, type BatchEvent, type BatchSummary, type WorkItem } from '../shared/contracts';
+import { batchIdOf } from './item-batch-id';
+import type { FailureLaneSender } from '../shared/failure-lane';
+import { faultPoint } from '../shared/fault-points';
+import { unitOwner, type Claimant, type ClaimOutcome, type Ledger } from '../shared/ledger';
 import { classifyModelError, type ModelCaller, type ModelCallStats } from './model-caller';
-import { mapWithConcurrency } from './pool';
-import { contentHashOf } from './records';
-import type { ResultsPublisher } from './results-queue';
-import { putJsonl } from './s3-jsonl';
+import { mapWithConcurrency } from '../shared/pool';
+import { contentHashOf } from '../shared/records';
+import type { ResultsPublisher } from '../shared/results-queue';
+import { putJsonl } from '../shared/s3-jsonl';
 import {
   AttemptHistory,
   applyTransition,

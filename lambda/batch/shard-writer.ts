@@ -1,9 +1,9 @@
 import type { S3Client } from '@aws-sdk/client-s3';
-import type { BatchQuotas } from './batch-quotas';
-import { runKeys, type RecordFormat, type ShardItem, type WorkItem } from './contracts';
-import { logger } from './observability';
-import { serializedItem } from './records';
-import { JsonlObjectWriter, openObject, readLineBuffers, readLines } from './s3-jsonl';
+import type { BatchQuotas } from './quotas';
+import { runKeys, type RecordFormat, type ShardItem, type WorkItem } from '../shared/contracts';
+import { logger } from '../shared/observability';
+import { serializedItem } from '../shared/records';
+import { JsonlObjectWriter, openObject, readLineBuffers, readLines } from '../shared/s3-jsonl';
 import {
   RecordNotShardableError,
   ShardAssigner,

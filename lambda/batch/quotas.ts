@@ -4,10 +4,9 @@ import {
   type ServiceQuota,
   type ServiceQuotasClient,
 } from '@aws-sdk/client-service-quotas';
-import { errorMessage, errorName } from './errors';
-import { catalogModel } from './model-catalog';
-import { logger } from './observability';
-import { assertBatchQuotas, batchQuotaProblems } from './sharding';
+import { errorMessage, errorName } from '../shared/errors';
+import { catalogModel } from '../shared/model-catalog';
+import { logger } from '../shared/observability';
 
 /**
  * Reads the per-model Bedrock batch inference quotas from Service Quotas (service code `bedrock`), by quota name:
@@ -70,6 +69,37 @@ export const BATCH_QUOTA_KEYS: readonly BatchQuotaKey[] = [
   'maxConcurrentJobs',
 ];
 
+/** The quotas are inconsistent or not positive integers (a configuration bug, or a quota read badly). */
+export class InvalidBatchQuotasError extends Error {
+  override readonly name = 'InvalidBatchQuotasError';
+}
+
+/** Problems with a set of quotas (empty when usable): every value a positive safe integer, min <= max. */
+export function batchQuotaProblems(quotas: BatchQuotas): string[] {
+  const problems: string[] = [];
+  for (const key of BATCH_QUOTA_KEYS) {
+    const value: unknown = quotas[key];
+    if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1) {
+      problems.push(`${key} must be a positive integer, got ${String(value)}`);
+    }
+  }
+  if (problems.length === 0 && quotas.minRecordsPerJob > quotas.maxRecordsPerJob) {
+    problems.push(
+      `minRecordsPerJob (${quotas.minRecordsPerJob}) is larger than maxRecordsPerJob (${quotas.maxRecordsPerJob})`,
+    );
+  }
+  return problems;
+}
+
+/**
+ * Checks a set of quotas.
+ * @throws InvalidBatchQuotasError naming every problem
+ */
+export function assertBatchQuotas(quotas: BatchQuotas): void {
+  const problems = batchQuotaProblems(quotas);
+  if (problems.length > 0) throw new InvalidBatchQuotasError(`Invalid batch quotas: ${problems.join('; ')}`);
+}
+
 /**
  * The quota names of each limit for a model display name. Two spellings exist for the sizes ("... (in GB) for X"
  * and "... for X (in GB)"). Matched whole and case-insensitively, so "Claude 3.5 Sonnet" never picks up the quota of
@@ -99,7 +129,7 @@ export function batchQuotaNames(key: BatchQuotaKey, modelName: string): string[]
   return NAME_TEMPLATES[key].map((template) => template(modelName));
 }
 
-export { foundationModelId } from './model-catalog';
+export { foundationModelId } from '../shared/model-catalog';
 
 /** The display names a model's batch quotas may use (empty for a model the catalog gives none). */
 export function batchQuotaModelNames(modelId: string): string[] {

@@ -1,8 +1,8 @@
 import { isUtf8 } from 'node:buffer';
 import { availableParallelism } from 'node:os';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
-import type { RecordFormat } from './contracts';
-import type { ModelFamily } from './model-catalog';
+import type { RecordFormat } from '../shared/contracts';
+import type { ModelFamily } from '../shared/model-catalog';
 import {
   cleanLine,
   lineTooLong,
@@ -11,9 +11,9 @@ import {
   serializedItem,
   type LineProblem,
   type PromptSettings,
-} from './records';
-import { splitCr } from './s3-jsonl';
-import { batchLineBytes } from './shard-writer';
+} from '../shared/records';
+import { splitCr } from '../shared/s3-jsonl';
+import { batchLineBytes } from '../batch/shard-writer';
 
 /**
  * Plan's parse stage: the corpus cut into blocks of whole lines, each block decoded, split, validated, canonicalized
