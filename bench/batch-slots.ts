@@ -2,7 +2,7 @@ import { BedrockClient, GetModelInvocationJobCommand } from '@aws-sdk/client-bed
 import { CreateTableCommand, DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { SendTaskSuccessCommand, type SFNClient } from '@aws-sdk/client-sfn';
 import { toCollectInput } from '../lambda/collect';
-import { planRun } from '../lambda/plan';
+import { planRun } from '../lambda/plan/plan-run';
 import { BatchQuotaBusyError, jobsTableDefinition, JobStore, resumeWait } from '../lambda/shared/batch-jobs';
 import type { BatchQuotas } from '../lambda/batch/quotas';
 import { collectShard } from '../lambda/batch/collect/collect-shard';

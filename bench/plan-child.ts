@@ -7,7 +7,7 @@
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { S3Client } from '@aws-sdk/client-s3';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
-import { planRun } from '../lambda/plan';
+import { planRun } from '../lambda/plan/plan-run';
 import { DEFAULT_BATCH_QUOTAS } from '../lambda/batch/quotas';
 import { FailureLaneSender } from '../lambda/shared/failure-lane';
 import { Ledger } from '../lambda/shared/ledger';

@@ -1,6 +1,6 @@
 import { ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
 import type { StoredJob } from '../lambda/shared/batch-jobs';
-import { collectKeys, type CollectShardSummary } from '../lambda/batch/collect/collect-shard';
+import { collectKeys, type CollectShardSummary } from '../lambda/batch/collect/collect-contract';
 import {
   runKeys,
   type FailureLine,

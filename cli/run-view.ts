@@ -1,4 +1,4 @@
-import type { CollectShardSummary } from '../lambda/batch/collect/collect-shard';
+import type { CollectShardSummary } from '../lambda/batch/collect/collect-contract';
 import type { PlanOutput, RunManifest, RunMode, ShardItem } from '../lambda/shared/contracts';
 import type { Backend, ExecutionInfo, JobInfo, MapRunInfo } from './backend';
 import { NotFoundError } from './errors';

@@ -4,11 +4,8 @@ import { SQSClient } from '@aws-sdk/client-sqs';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import * as z from 'zod';
 import { batchJobOutcomeSchema, submitJobEventSchema } from './shared/contracts';
-import {
-  collectShard,
-  type CollectShardInput,
-  type CollectShardSummary,
-} from './batch/collect/collect-shard';
+import { collectShard } from './batch/collect/collect-shard';
+import { type CollectShardInput, type CollectShardSummary } from './batch/collect/collect-contract';
 import { readEnv, positiveInt, required } from './shared/env';
 import { InvalidEventError } from './shared/errors';
 import { FailureLaneSender } from './shared/failure-lane';

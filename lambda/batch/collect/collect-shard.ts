@@ -1,284 +1,43 @@
 import { DeleteObjectCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
-import * as z from 'zod';
 import { randomUUID } from 'node:crypto';
-import {
-  BATCH_JOB_TERMINAL_STATUSES,
-  runKeys,
-  type BatchJobTerminalStatus,
-  type FailureLine,
-  type FailureStage,
-  type RecordFormat,
-  type ResultLine,
-  type Usage,
-  type WorkItem,
-} from '../../shared/contracts';
+import type { ResultLine, WorkItem } from '../../shared/contracts';
 import { callDependency, errorMessage } from '../../shared/errors';
-import type { FailureLaneSender } from '../../shared/failure-lane';
 import { faultPoint } from '../../shared/fault-points';
-import { unitOwner, type Claimant, type Ledger, type LedgerEntry } from '../../shared/ledger';
-import { nativeUsage } from '../../shared/model-catalog';
+import { unitOwner, type Claimant, type LedgerEntry } from '../../shared/ledger';
 import { logger, metrics } from '../../shared/observability';
 import { InFlightLimiter } from '../../shared/pool';
 import { cleanLine, contentHashOf, detectFormat } from '../../shared/records';
-import type { PublishedRecord, ResultsPublisher } from '../../shared/results-queue';
+import type { PublishedRecord } from '../../shared/results-queue';
 import { getJson, JsonlObjectWriter, openObject, putJson, readLines } from '../../shared/s3-jsonl';
+import {
+  BatchJobFailedError,
+  collectKeys,
+  InvalidShardInputError,
+  MANIFEST_NAME,
+  STAGE,
+  type BatchOutputManifest,
+  type CollectDeps,
+  type CollectFailureLine,
+  type CollectShardInput,
+  type CollectShardSummary,
+  type ManifestCheck,
+} from './collect-contract';
+import {
+  batchErrorCode,
+  batchJobFailedMessage,
+  batchJobFailure,
+  isObject,
+  isRetryableBatchError,
+  normaliseModelOutput,
+  usageOf,
+} from './output-lines';
 
-/**
- * Mode A's Collect step: turns the output of one shard's Bedrock batch job into the pipeline's result and failure
- * files, with the same ledger semantics as mode B (claim, write the results file, then mark published), and hands the
- * records the job left without output back for re-drive through mode B.
- *
- * Bedrock writes, under `<outputS3Uri>/<jobId>/`, one `<inputFileName>.out` per input file (lines
- * `{recordId, modelInput, modelOutput}` or `{recordId, modelInput, error: {errorCode, errorMessage}}`, in an order
- * that is not the input order) and a `manifest.json.out` with the job's counts.
- *
- * Memory stays flat whatever the file sizes: lines are streamed, and only the shard's record ids are held (one map
- * entry and one state byte per record; a shard holds at most 50,000 records).
+/*
+ * Collect of one shard: the ledger protocol over the job's output files (collect-contract.ts says what Collect is
+ * given and returns; output-lines.ts how it reads Bedrock's lines).
  */
-
-/** The terminal statuses a batch job reaches; Collect runs on each (the contract's list). */
-export const BATCH_JOB_END_STATUSES = BATCH_JOB_TERMINAL_STATUSES;
-/** A terminal batch job status. */
-export type BatchJobEndStatus = BatchJobTerminalStatus;
-
-const STAGE = 'batch' satisfies FailureStage;
-
-/** A line of the shard's failures file: a failure at the `batch` stage. */
-export type CollectFailureLine = FailureLine & { stage: typeof STAGE };
-
-/** What Collect is given for one shard. */
-export const collectShardInputSchema = z.object({
-  runId: z.string().min(1),
-  ledgerScope: z.string().min(1),
-  shard: z.number().int().nonnegative(),
-  jobArn: z.string().min(1),
-  jobStatus: z.enum(BATCH_JOB_END_STATUSES),
-  /** The job's `message` from GetModelInvocationJob (why it failed or stopped). */
-  failureMessage: z.string().optional(),
-  /** The shard's input files (the batch job's input) in the output bucket, in shard order. */
-  inputKeys: z.array(z.string().min(1)).min(1),
-  /**
-   * The shard's record format (Plan gives every record of a shard the same), which re-driven records keep. Without it
-   * the format is detected again without the model's family (only `anthropic_version` marks a native messages body).
-   */
-  format: z.enum(['converse', 'native']).optional(),
-  /** Where the job wrote its output in the output bucket: `<prefix>/<jobId>/`. */
-  outputPrefix: z.string().min(1),
-  /** When the job was submitted (ISO-8601), kept in the marker for the run manifest. */
-  submittedAt: z.string().min(1).optional(),
-  /** When the job ended (ISO-8601), kept in the marker for the run manifest. */
-  endedAt: z.string().min(1).optional(),
-});
-/** What Collect is given for one shard. */
-export type CollectShardInput = z.infer<typeof collectShardInputSchema>;
-
-/** `manifest.json.out`, the counts Bedrock writes beside a job's output files. */
-export interface BatchOutputManifest {
-  totalRecordCount?: number;
-  processedRecordCount?: number;
-  successRecordCount?: number;
-  errorRecordCount?: number;
-  inputTokenCount?: number;
-  outputTokenCount?: number;
-}
-
-/** The cross-check of the output lines against `manifest.json.out`. A mismatch is reported, never fatal. */
-export interface ManifestCheck {
-  /** `processedRecordCount` from the manifest; null when the job wrote no manifest. */
-  expected: number | null;
-  /** Records of the shard with an output line (success or error). */
-  seen: number;
-  /** True when the manifest exists and its counts match what was seen. */
-  ok: boolean;
-  /** Output lines that could not be used: unreadable, a recordId outside the shard, or a repeated recordId. */
-  ignoredLines: number;
-  /** What did not match, when something did not. */
-  detail?: string;
-}
-
-/**
- * What Collect returns for one shard (and keeps as its marker). Always `records = succeeded + failed + skipped +
- * missing`; `missing` counts every record the shard hands to the Converse fan-out of the same run (no output line, a
- * retryable error line, or every record of a job that ended `Failed` for a reason a model call could get past).
- */
-export interface CollectShardSummary {
-  shard: number;
-  jobArn: string;
-  status: BatchJobEndStatus;
-  /** Distinct records in the shard's input files. */
-  records: number;
-  /** Records published by this run. */
-  succeeded: number;
-  /** Records with an error line. */
-  failed: number;
-  /** Records answered but held or published by another run (lost the ledger claim). */
-  skipped: number;
-  /** Records re-driven through Converse in the same run: written to `redriveKey`. */
-  missing: number;
-  /** `runs/<runId>/redrive/shard-<n>.jsonl` (WorkItems), when records are missing. */
-  redriveKey?: string;
-  /** `runs/<runId>/failures/shard-<n>.jsonl`, when records failed. */
-  failuresKey?: string;
-  /** Tokens of the records published by this run. */
-  inputTokens: number;
-  outputTokens: number;
-  manifestCheck: ManifestCheck;
-  /** When the job was submitted (ISO-8601), when known. */
-  submittedAt?: string;
-  /** When the job ended (ISO-8601), when known. */
-  endedAt?: string;
-  /** The job's message (why it failed or stopped), when it has one. */
-  message?: string;
-}
-
-/** What Collect talks to. */
-export interface CollectDeps {
-  s3: S3Client;
-  ledger: Pick<Ledger, 'claim' | 'commit' | 'fail' | 'markDelivered'>;
-  failureLane: Pick<FailureLaneSender, 'add' | 'flush'>;
-  /** How long Collect's claims hold before another owner may take them over, in ms. */
-  leaseMs: number;
-  /** A new attempt id. @default randomUUID */
-  newAttempt?: () => string;
-  /** The results queue, when one is configured: each record this collect publishes is sent to it. */
-  resultsPublisher?: Pick<ResultsPublisher, 'publish'>;
-  /** The bucket holding the shard's input files, the job's output and the run's files. */
-  outputBucket: string;
-  /** Ledger calls in flight at once (default 32). */
-  concurrency?: number;
-}
-
-/**
- * The batch job ended `Failed` for a reason every model call would meet too (access denied, the model not found):
- * its records are recorded as failed with the job's message, and the workflow's Map tolerance decides the run.
- */
-export class BatchJobFailedError extends Error {
-  override readonly name = 'BatchJobFailedError';
-  constructor(
-    readonly jobArn: string,
-    readonly shard: number,
-    readonly failureMessage: string | undefined,
-  ) {
-    super(
-      `Bedrock batch job ${jobArn} (shard ${shard}) failed: ${failureMessage ?? 'Bedrock gave no failure message'}`,
-    );
-  }
-}
-
-/** A shard input file is missing or holds a line Plan could not have written (a wiring bug, not bad data). */
-export class InvalidShardInputError extends Error {
-  override readonly name = 'InvalidShardInputError';
-}
-
-/** The keys Collect writes besides the results parts. */
-export const collectKeys = {
-  /** Results of one output file of the shard: `runs/<runId>/results/shard-<n>-<part>.jsonl`. */
-  results: (runId: string, shard: number, part: number): string =>
-    runKeys.results(runId, `shard-${shard}-${part}`),
-  /** The shard's failures file. */
-  failures: (runId: string, shard: number): string => runKeys.failures(runId, `shard-${shard}`),
-  /** The shard's records without output, as WorkItems for mode B. */
-  redrive: (runId: string, shard: number): string => `runs/${runId}/redrive/shard-${shard}.jsonl`,
-  /** The summary of a finished collect: a repeated collect of the same job returns it unchanged. */
-  marker: (runId: string, shard: number): string => `runs/${runId}/collect/shard-${shard}.json`,
-};
-
-/** The name Bedrock gives a job's manifest. */
-export const MANIFEST_NAME = 'manifest.json.out';
 
 const DEFAULT_CONCURRENCY = 32;
-
-/** Error codes (names, or HTTP statuses as Bedrock writes them) after which a retry may succeed. */
-const RETRYABLE_CODES = new Set([
-  'ThrottlingException',
-  'TooManyRequestsException',
-  'ServiceUnavailableException',
-  'ServiceQuotaExceededException',
-  'InternalServerException',
-  'InternalFailure',
-  'ModelTimeoutException',
-  'ModelNotReadyException',
-  'RequestTimeout',
-  'TimeoutError',
-]);
-
-/** The exception Bedrock's runtime API answers with for each HTTP status a batch error line carries. */
-const STATUS_NAMES: Readonly<Record<string, string>> = {
-  '400': 'ValidationException',
-  '403': 'AccessDeniedException',
-  '404': 'ResourceNotFoundException',
-  '408': 'ModelTimeoutException',
-  '424': 'ModelErrorException',
-  '429': 'ThrottlingException',
-  '500': 'InternalServerException',
-  '503': 'ServiceUnavailableException',
-};
-
-/**
- * The failure code of a batch error line: Bedrock writes an HTTP status (`400`); the failure files use the name the
- * same request gets from the runtime API (`ValidationException`), so both modes report a rejection alike.
- */
-export function batchErrorCode(raw: unknown): string {
-  if (typeof raw !== 'number' && typeof raw !== 'string') return 'BatchRecordError';
-  const code = String(raw);
-  return STATUS_NAMES[code] ?? code;
-}
-
-/**
- * True when an error line's code is worth retrying: throttling, timeouts and server errors (HTTP 408, 429, 5xx or
- * their exception names). Validation and other client errors are not.
- */
-export function isRetryableBatchError(code: string): boolean {
-  if (/^\d{3}$/.test(code)) {
-    const status = Number(code);
-    return status === 408 || status === 429 || status >= 500;
-  }
-  return RETRYABLE_CODES.has(code);
-}
-
-/**
- * Normalises a success line's `modelOutput` to what mode B writes: for a Converse response `{output, stopReason}`,
- * for a native body the body itself; usage from Converse's `usage` or, for a native body, the way its family reports
- * it (model-catalog.ts nativeUsage: Anthropic `usage.input_tokens`, Nova `usage.inputTokens`, Llama token counts,
- * gpt-oss `usage.prompt_tokens`; Mistral's body has none, so 0). Collect does not know the model: the body's shape
- * says which family it is.
- * @param format the shard's record format: a native Nova answer looks like a Converse one, and is kept whole as mode
- *   B keeps it; without it, a body with `output` and `stopReason` is taken for a Converse answer
- */
-export function normaliseModelOutput(
-  modelOutput: unknown,
-  format?: RecordFormat,
-): { modelOutput: unknown; usage: Usage } {
-  if (!isObject(modelOutput)) return { modelOutput, usage: usageOf(0, 0) };
-  if (format !== 'native' && 'output' in modelOutput && 'stopReason' in modelOutput) {
-    const usage = isObject(modelOutput.usage) ? modelOutput.usage : {};
-    const inputTokens = count(usage.inputTokens);
-    const outputTokens = count(usage.outputTokens);
-    return {
-      modelOutput: { output: modelOutput.output, stopReason: modelOutput.stopReason },
-      usage: usageOf(inputTokens, outputTokens, usage.totalTokens),
-    };
-  }
-  const usage = nativeUsage(modelOutput);
-  return {
-    modelOutput,
-    usage: usage ? usageOf(usage.inputTokens, usage.outputTokens, usage.totalTokens) : usageOf(0, 0),
-  };
-}
-
-function usageOf(inputTokens: number, outputTokens: number, total?: unknown): Usage {
-  const totalTokens =
-    typeof total === 'number' && Number.isFinite(total) ? total : inputTokens + outputTokens;
-  return { inputTokens, outputTokens, totalTokens };
-}
-
-function count(value: unknown): number {
-  return typeof value === 'number' && Number.isFinite(value) && value >= 0 ? value : 0;
-}
-
-function isObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
 
 /** Per-record state, one byte per record of the shard. */
 const RecordState = {
@@ -296,22 +55,6 @@ const RecordState = {
   Redrive: 5,
 } as const;
 type RecordState = (typeof RecordState)[keyof typeof RecordState];
-
-/** The job's message as a failure code, and whether every model call would meet the same error. */
-export function batchJobFailure(message: string | undefined): { code: string; fatal: boolean } {
-  const text = message ?? '';
-  if (/access ?denied|not authori[sz]ed|accessdeniedexception|don't have access/i.test(text)) {
-    return { code: 'AccessDeniedException', fatal: true };
-  }
-  if (
-    /resourcenotfound|model[^.]*(not found|does not exist|end of life|is not supported)|could not find/i.test(
-      text,
-    )
-  ) {
-    return { code: 'ResourceNotFoundException', fatal: true };
-  }
-  return { code: 'BatchJobFailed', fatal: false };
-}
 
 /**
  * Collects one shard's batch job output as a unit of work (`<runId>/shard/<n>`), with the ledger protocol every unit
@@ -346,15 +89,6 @@ export async function collectShard(
     throw new BatchJobFailedError(input.jobArn, input.shard, input.failureMessage);
   }
   return summary;
-}
-
-/** What a person reads for each record of a job that `Failed` for a reason every call would meet. */
-export function batchJobFailedMessage(jobArn: string, failureMessage: string | undefined): string {
-  return (
-    `the Bedrock batch job ${jobArn} failed (${failureMessage ?? 'Bedrock gave no failure message'}), ` +
-    'and a Converse call would fail the same way, so this record was not processed; fix the cause (model access, ' +
-    'the model id) and run the corpus again'
-  );
 }
 
 /** Where a record of the shard stands once settled through the ledger. */

@@ -3,7 +3,8 @@ import { mockClient } from 'aws-sdk-client-mock';
 import { S3Client } from '@aws-sdk/client-s3';
 import { SQSClient } from '@aws-sdk/client-sqs';
 import { batchIdOf } from '../../../lambda/converse/item-batch-id';
-import { collectKeys, collectShard, type CollectDeps } from '../../../lambda/batch/collect/collect-shard';
+import { collectShard } from '../../../lambda/batch/collect/collect-shard';
+import { collectKeys, type CollectDeps } from '../../../lambda/batch/collect/collect-contract';
 import { runKeys, type BatchEvent, type ResultLine, type WorkItem } from '../../../lambda/shared/contracts';
 import {
   converseUnitKeys,

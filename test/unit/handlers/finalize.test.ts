@@ -4,16 +4,17 @@ import { mockClient } from 'aws-sdk-client-mock';
 import { EventBridgeClient, PutEventsCommand } from '@aws-sdk/client-eventbridge';
 import { GetObjectCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
 import { SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
-import type { FinalizeDeps, FinalizeEvent } from '../../../lambda/finalize';
+import type { FinalizeDeps } from '../../../lambda/finalize/deps';
+import { finalizeRun, type FinalizeEvent } from '../../../lambda/finalize/finalize-run';
 import { gatherConverseItems } from '../../../lambda/converse-items';
 import { batchIdOf } from '../../../lambda/converse/item-batch-id';
+import { collectShard } from '../../../lambda/batch/collect/collect-shard';
 import {
   BatchJobFailedError,
   collectKeys,
-  collectShard,
   type CollectDeps,
   type CollectShardInput,
-} from '../../../lambda/batch/collect/collect-shard';
+} from '../../../lambda/batch/collect/collect-contract';
 import {
   runKeys,
   type BatchEvent,
@@ -70,7 +71,6 @@ const FINISHED = new Date('2025-01-02T03:10:00.000Z');
 const LEASE_MS = 60_000;
 const DLQ = process.env.FAILURE_DLQ_URL ?? '';
 
-let finalize: typeof import('../../../lambda/finalize');
 let lane: typeof import('../../../lambda/failure-lane-consumer');
 let server: LedgerServer;
 let tables = 0;
@@ -87,8 +87,6 @@ beforeAll(async () => {
     savedEnv[k] = process.env[k];
     process.env[k] = v;
   }
-  // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded once the environment is set
-  finalize = require('../../../lambda/finalize') as typeof import('../../../lambda/finalize');
   lane =
     // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded once the environment is set
     require('../../../lambda/failure-lane-consumer') as typeof import('../../../lambda/failure-lane-consumer');
@@ -393,7 +391,7 @@ const handedOver = (messages: FailureLaneMessage[]): string[] =>
 describe('finalizeRun: a Converse run whose children all succeeded', () => {
   const first = items('r', 3);
   const second = items('s', 3, 4);
-  let out: Awaited<ReturnType<typeof finalize.finalizeRun>>;
+  let out: Awaited<ReturnType<typeof finalizeRun>>;
   let summaries: BatchSummary[];
   let laneBefore: number;
 
@@ -408,7 +406,7 @@ describe('finalizeRun: a Converse run whose children all succeeded', () => {
       .succeeded(batchEvent(second), summaries[1])
       .write();
     laneBefore = laneSent.messages.length;
-    out = await finalize.finalizeRun(event({ ...plan, fanOutResult }), deps());
+    out = await finalizeRun(event({ ...plan, fanOutResult }), deps());
   });
 
   it("sums the children's summaries: what they queued is pending, their model calls add up", async () => {
@@ -535,7 +533,7 @@ describe('finalizeRun: children that did not finish', () => {
       )
       .pending(batchEvent(neverRun))
       .write();
-    const out = await finalize.finalizeRun(event({ ...plan, fanOutResult }), deps());
+    const out = await finalizeRun(event({ ...plan, fanOutResult }), deps());
 
     expect(out.status).toBe('SUCCEEDED');
     const m = manifest();
@@ -642,7 +640,7 @@ describe('finalizeRun: the fan-out failed without ResultWriter details', () => {
     // o-6..o-9: nobody claimed them.
 
     const cause = 'The specified tolerated failure threshold was exceeded';
-    const out = await finalize.finalizeRun(
+    const out = await finalizeRun(
       event({ ...plan, error: { Error: 'States.ExceedToleratedFailureThreshold', Cause: cause } }),
       deps(),
     );
@@ -725,7 +723,7 @@ describe('finalizeRun: the failure lane settled records before Finalize', () => 
     expect(s3.text(OUT, runKeys.manifest(RUN))).toBeUndefined();
 
     const fanOutResult = new MapRun('map-runs/f4/').succeeded(batchEvent(all), summary).write();
-    const out = await finalize.finalizeRun(event({ ...plan, fanOutResult }), deps());
+    const out = await finalizeRun(event({ ...plan, fanOutResult }), deps());
 
     const m = manifest();
     expect(m.revision).toBe(1);
@@ -756,7 +754,7 @@ describe('finalizeRun: accounting', () => {
     // The ResultWriter lists one child of one record; nothing accounts for the other four.
     const summary = await runChild(all.slice(0, 1), new Model());
     const fanOutResult = new MapRun('map-runs/f5/').succeeded(batchEvent(all.slice(0, 1)), summary).write();
-    const out = await finalize.finalizeRun(event({ ...plan, fanOutResult }), deps());
+    const out = await finalizeRun(event({ ...plan, fanOutResult }), deps());
     expect(out.status).toBe('FAILED');
     expect(out.error).toEqual({
       code: 'AccountingMismatch',
@@ -775,7 +773,7 @@ describe('finalizeRun: accounting', () => {
 describe('finalizeRun on runs that stopped early', () => {
   it('Plan failed: a FAILED manifest carrying the Lambda errorMessage, and Corpus Run Failed', async () => {
     const message = 'Invalid run input (key: Invalid input: expected string, received undefined)';
-    const out = await finalize.finalizeRun(
+    const out = await finalizeRun(
       event({
         bucket: 'ingest-bucket',
         key: 'x.jsonl',
@@ -827,7 +825,7 @@ describe('finalizeRun on runs that stopped early', () => {
   });
 
   it('keeps a cause that is not Lambda JSON as it is', async () => {
-    const out = await finalize.finalizeRun(
+    const out = await finalizeRun(
       event({ error: { Error: 'States.Timeout', Cause: 'Task timed out' } }),
       deps(),
     );
@@ -838,7 +836,7 @@ describe('finalizeRun on runs that stopped early', () => {
 
   it('nothing to process: SUCCEEDED without reading a Map file or the ledger', async () => {
     const plan = stagePlan([], { skipped: 6 });
-    const out = await finalize.finalizeRun(event(plan), deps());
+    const out = await finalizeRun(event(plan), deps());
     expect(out.status).toBe('SUCCEEDED');
     expect(out.counts).toEqual({
       lines: 9,
@@ -862,7 +860,7 @@ describe('finalizeRun on runs that stopped early', () => {
   it('throws when the ResultWriter manifest is missing', async () => {
     const plan = stagePlan(items('x', 2));
     await expect(
-      finalize.finalizeRun(
+      finalizeRun(
         event({
           ...plan,
           fanOutResult: { resultWriterDetails: { Bucket: OUT, Key: 'map-runs/none/manifest.json' } },
@@ -879,9 +877,7 @@ describe('finalizeRun: the run event', () => {
       FailedEntryCount: 1,
       Entries: [{ ErrorCode: 'AccessDeniedException', ErrorMessage: 'not allowed' }],
     });
-    const err = await finalize
-      .finalizeRun(event(stagePlan([], { skipped: 6 })), deps())
-      .catch((e: unknown) => e);
+    const err = await finalizeRun(event(stagePlan([], { skipped: 6 })), deps()).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(Error);
     expect(err).not.toMatchObject({ name: 'TransientDependencyError' });
     expect((err as Error).message).toBe('the run event was not accepted: AccessDeniedException: not allowed');
@@ -896,13 +892,13 @@ describe('finalizeRun: the run event', () => {
         Entries: [{ ErrorCode: 'ThrottlingException', ErrorMessage: 'Rate exceeded' }],
       })
       .resolves({ FailedEntryCount: 0, Entries: [{ EventId: 'evt-2' }] });
-    await expect(finalize.finalizeRun(event(plan), deps())).rejects.toMatchObject({
+    await expect(finalizeRun(event(plan), deps())).rejects.toMatchObject({
       name: 'TransientDependencyError',
       message: expect.stringContaining('ThrottlingException: Rate exceeded'),
     });
     expect(manifest().revision).toBe(1);
 
-    const out = await finalize.finalizeRun(event(plan), deps());
+    const out = await finalizeRun(event(plan), deps());
     expect(out.revision).toBe(2);
     expect(manifest().revision).toBe(2);
     await expectAccounted(manifest(), []);
@@ -1059,7 +1055,7 @@ describe('finalizeRun for a batch (mode A) run', () => {
     const batchResult = batchMap.write();
     const fanOutResult = await runFanOut('map-runs/f1/');
     const laneBefore = laneSent.messages.length;
-    const out = await finalize.finalizeRun(event({ ...run.plan, batchResult, fanOutResult }), deps());
+    const out = await finalizeRun(event({ ...run.plan, batchResult, fanOutResult }), deps());
 
     expect(out.status).toBe('SUCCEEDED');
     const m = manifest();
@@ -1138,7 +1134,7 @@ describe('finalizeRun for a batch (mode A) run', () => {
     const fanOutResult = await runFanOut('map-runs/f2/');
     expect(s3.lines<WorkItem>(OUT, runKeys.converseItems(RUN)).map((w) => w.recordId)).toContain('s2-4');
 
-    const out = await finalize.finalizeRun(event({ ...run.plan, batchResult, fanOutResult }), deps());
+    const out = await finalizeRun(event({ ...run.plan, batchResult, fanOutResult }), deps());
 
     expect(out.status).toBe('SUCCEEDED');
     const m = manifest();
@@ -1183,7 +1179,7 @@ describe('finalizeRun for a batch (mode A) run', () => {
     const batchResult = batchMap.write();
     const fanOutResult = await runFanOut('map-runs/f3/');
 
-    const out = await finalize.finalizeRun(event({ ...run.plan, batchResult, fanOutResult }), deps());
+    const out = await finalizeRun(event({ ...run.plan, batchResult, fanOutResult }), deps());
 
     expect(out.status).toBe('SUCCEEDED');
     const m = manifest();
@@ -1217,7 +1213,7 @@ describe('finalizeRun for a batch (mode A) run', () => {
     for (const input of run.inputs.slice(0, 3)) await collectShard(input, collectDeps());
     const cause = 'The specified tolerated failure threshold was exceeded';
     // No ResultWriter details, no ConverseItems, no fan-out.
-    const out = await finalize.finalizeRun(
+    const out = await finalizeRun(
       event({ ...run.plan, error: { Error: 'States.ExceedToleratedFailureThreshold', Cause: cause } }),
       deps(),
     );
@@ -1258,7 +1254,7 @@ describe('finalizeRun for a batch (mode A) run', () => {
     const batchResult = batchMap.write();
     const fanOutResult = await runFanOut('map-runs/f5/');
 
-    const out = await finalize.finalizeRun(event({ ...run.plan, batchResult, fanOutResult }), deps());
+    const out = await finalizeRun(event({ ...run.plan, batchResult, fanOutResult }), deps());
 
     expect(out.status).toBe('SUCCEEDED');
     const m = manifest();
@@ -1284,7 +1280,7 @@ describe('finalizeRun for a batch (mode A) run', () => {
     const batchResult = batchMap.write();
     const fanOutResult = await runFanOut('map-runs/f6/');
 
-    const out = await finalize.finalizeRun(event({ ...run.plan, batchResult, fanOutResult }), deps());
+    const out = await finalizeRun(event({ ...run.plan, batchResult, fanOutResult }), deps());
 
     expect(out.status).toBe('SUCCEEDED');
     const m = manifest();
@@ -1301,7 +1297,7 @@ describe('finalizeRun for a batch (mode A) run', () => {
   it('throws when the shard list is missing', async () => {
     const run = await stageRun(shardSpecs().slice(0, 1));
     s3.objects.delete(`${OUT}/${runKeys.shards(RUN)}`);
-    await expect(finalize.finalizeRun(event(run.plan), deps())).rejects.toThrow(
+    await expect(finalizeRun(event(run.plan), deps())).rejects.toThrow(
       `shard list s3://${OUT}/${runKeys.shards(RUN)} is missing`,
     );
   });

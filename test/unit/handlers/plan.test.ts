@@ -6,7 +6,7 @@ import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { HeadObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { SendMessageBatchCommand, SQSClient, type SendMessageBatchCommandInput } from '@aws-sdk/client-sqs';
 import { BatchGetCommand, DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
-import { planRun, type PlanDeps, type PlanEvent, type PlanSettings } from '../../../lambda/plan';
+import { planRun, type PlanDeps, type PlanEvent, type PlanSettings } from '../../../lambda/plan/plan-run';
 import type {
   FailureLaneMessage,
   FailureLine,

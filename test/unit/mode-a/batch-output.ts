@@ -1,4 +1,4 @@
-import type { CollectShardInput } from '../../../lambda/batch/collect/collect-shard';
+import type { CollectShardInput } from '../../../lambda/batch/collect/collect-contract';
 import type { FakeS3 } from '../handlers/helpers';
 
 /**

@@ -5,7 +5,7 @@ import { mockClient } from 'aws-sdk-client-mock';
 import { S3Client } from '@aws-sdk/client-s3';
 import { SQSClient } from '@aws-sdk/client-sqs';
 import type { CollectEvent } from '../../../lambda/collect';
-import { collectKeys, type CollectShardInput } from '../../../lambda/batch/collect/collect-shard';
+import { collectKeys, type CollectShardInput } from '../../../lambda/batch/collect/collect-contract';
 import type { ResultLine, ShardItem } from '../../../lambda/shared/contracts';
 import type { Ledger } from '../../../lambda/shared/ledger';
 import {

@@ -5,19 +5,21 @@ import { Readable } from 'node:stream';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, jest } from '@jest/globals';
 import { mockClient } from 'aws-sdk-client-mock';
 import { GetObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { collectShard } from '../../../lambda/batch/collect/collect-shard';
 import {
   BatchJobFailedError,
-  batchErrorCode,
-  batchJobFailure,
   collectKeys,
-  collectShard,
-  isRetryableBatchError,
-  normaliseModelOutput,
   type CollectDeps,
   type CollectFailureLine,
   type CollectShardInput,
   type CollectShardSummary,
-} from '../../../lambda/batch/collect/collect-shard';
+} from '../../../lambda/batch/collect/collect-contract';
+import {
+  batchErrorCode,
+  batchJobFailure,
+  isRetryableBatchError,
+  normaliseModelOutput,
+} from '../../../lambda/batch/collect/output-lines';
 import type { ResultLine, WorkItem } from '../../../lambda/shared/contracts';
 import type {
   Claimant,
