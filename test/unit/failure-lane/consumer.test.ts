@@ -13,7 +13,7 @@ import {
   processLaneRecord,
   type FailureLaneConsumerDeps,
   type LaneRunDeps,
-} from '../../../lambda/failure-lane-consumer';
+} from '../../../lambda/failure-lane/consumer';
 import {
   RUN_UPDATED,
   runKeys,

@@ -9,6 +9,7 @@ import { SendMessageBatchCommand, SendMessageCommand, SQSClient } from '@aws-sdk
 import type { ResultLine } from '../../../lambda/shared/contracts';
 import { Ledger } from '../../../lambda/shared/ledger';
 import { resultsDedupeId } from '../../../lambda/shared/results-queue';
+import { laneResultKey } from '../../../lambda/failure-lane/consumer';
 import { FakeS3, lambdaContext } from '../handlers/helpers';
 import {
   createRunsTable,
@@ -112,7 +113,7 @@ describe('failure-lane consumer handler', () => {
     // Handed back for the next receive; on its last receive failed for good.
     expect((await ledger.get('scope-a', 'slow'))?.status).toBe('queued');
     expect((await ledger.get('scope-a', 'last'))?.status).toBe('failed');
-    const key = consumer.laneResultKey('run-9', 'fine');
+    const key = laneResultKey('run-9', 'fine');
     expect(s3.lines<ResultLine>(OUT, key)).toEqual([
       {
         recordId: 'fine',

@@ -6,7 +6,8 @@ import { GetObjectCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/clien
 import { SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
 import type { FinalizeDeps } from '../../../lambda/finalize/deps';
 import { finalizeRun, type FinalizeEvent } from '../../../lambda/finalize/finalize-run';
-import { gatherConverseItems } from '../../../lambda/converse-items';
+import { processLaneBatch } from '../../../lambda/failure-lane/consumer';
+import { gatherConverseItems } from '../../../lambda/batch/converse-items';
 import { batchIdOf } from '../../../lambda/converse/item-batch-id';
 import { collectShard } from '../../../lambda/batch/collect/collect-shard';
 import {
@@ -71,7 +72,6 @@ const FINISHED = new Date('2025-01-02T03:10:00.000Z');
 const LEASE_MS = 60_000;
 const DLQ = process.env.FAILURE_DLQ_URL ?? '';
 
-let lane: typeof import('../../../lambda/failure-lane-consumer');
 let server: LedgerServer;
 let tables = 0;
 let ledger: Ledger;
@@ -79,25 +79,12 @@ let runs: RunState;
 let s3: FakeS3;
 let laneSent: RecordingLane;
 let publisher: RecordingPublisher;
-const savedEnv: Record<string, string | undefined> = {};
 
 beforeAll(async () => {
-  // The handler modules read their environment when loaded: what test/setup/lambda-env.ts does not give them.
-  for (const [k, v] of Object.entries({ RUNS_TABLE: 'runs-table', CLAIM_LEASE_SECONDS: '1200' })) {
-    savedEnv[k] = process.env[k];
-    process.env[k] = v;
-  }
-  lane =
-    // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded once the environment is set
-    require('../../../lambda/failure-lane-consumer') as typeof import('../../../lambda/failure-lane-consumer');
   server = await startLedgerServer();
 });
 
 afterAll(async () => {
-  for (const [k, v] of Object.entries(savedEnv)) {
-    if (v === undefined) delete process.env[k];
-    else process.env[k] = v;
-  }
   await stopLedgerServer(server);
 });
 
@@ -701,23 +688,20 @@ describe('finalizeRun: the failure lane settled records before Finalize', () => 
     // The lane receives the hand-overs: it answers l-1, the model rejects l-2, l-3 is still waiting.
     const messages = laneSent.queue.filter((msg) => msg.recordId !== 'l-3');
     const laneModel = new Model({ 'l-2': rejected() });
-    const response = await lane.processLaneBatch(
-      sqsEvent(...messages.map((msg, i) => sqsRecord(`m-${i}`, msg))),
-      {
-        s3: new S3Client({}),
-        sqs: new SQSClient({}),
-        ledger,
-        runs,
-        events: new EventBridgeClient({}),
-        eventBusName: 'corpus-bus',
-        callModel: laneModel.caller,
-        modelCalls: laneModel.stats,
-        dlqUrl: DLQ,
-        outputBucket: OUT,
-        leaseMs: LEASE_MS,
-        remainingMs: () => 120_000,
-      },
-    );
+    const response = await processLaneBatch(sqsEvent(...messages.map((msg, i) => sqsRecord(`m-${i}`, msg))), {
+      s3: new S3Client({}),
+      sqs: new SQSClient({}),
+      ledger,
+      runs,
+      events: new EventBridgeClient({}),
+      eventBusName: 'corpus-bus',
+      callModel: laneModel.caller,
+      modelCalls: laneModel.stats,
+      dlqUrl: DLQ,
+      outputBucket: OUT,
+      leaseMs: LEASE_MS,
+      remainingMs: () => 120_000,
+    });
     expect(response.batchItemFailures).toEqual([]);
     // No manifest yet: the lane left the revision to Finalize.
     expect(s3.text(OUT, runKeys.manifest(RUN))).toBeUndefined();

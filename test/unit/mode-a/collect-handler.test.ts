@@ -4,7 +4,11 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/glo
 import { mockClient } from 'aws-sdk-client-mock';
 import { S3Client } from '@aws-sdk/client-s3';
 import { SQSClient } from '@aws-sdk/client-sqs';
-import type { CollectEvent } from '../../../lambda/collect';
+import {
+  parseCollectEvent,
+  toCollectInput,
+  type CollectEvent,
+} from '../../../lambda/batch/collect/collect-event';
 import { collectKeys, type CollectShardInput } from '../../../lambda/batch/collect/collect-contract';
 import type { ResultLine, ShardItem } from '../../../lambda/shared/contracts';
 import type { Ledger } from '../../../lambda/shared/ledger';
@@ -102,7 +106,7 @@ describe('Collect event mapping', () => {
       outputs: [],
     });
     const event = eventFor(staged, { status: 'Stopped', message: 'stopped by a person' });
-    expect(collect.toCollectInput(collect.parseCollectEvent(event))).toEqual({
+    expect(toCollectInput(parseCollectEvent(event))).toEqual({
       runId: RUN,
       ledgerScope: SCOPE,
       shard: 4,
@@ -117,12 +121,12 @@ describe('Collect event mapping', () => {
       endedAt: '2025-01-02T04:00:00.000Z',
     });
     const { endedAt: _e, message: _m, ...job } = event.job;
-    expect(collect.toCollectInput({ ...event, job })).not.toHaveProperty('failureMessage');
-    expect(collect.toCollectInput({ ...event, job })).not.toHaveProperty('endedAt');
+    expect(toCollectInput({ ...event, job })).not.toHaveProperty('failureMessage');
+    expect(toCollectInput({ ...event, job })).not.toHaveProperty('endedAt');
   });
 
   it('rejects an event that is not {runId, ledgerScope, shard, job} with InvalidEventError', () => {
-    expect(() => collect.parseCollectEvent({ runId: RUN, shard: { shard: 1 } })).toThrow(
+    expect(() => parseCollectEvent({ runId: RUN, shard: { shard: 1 } })).toThrow(
       expect.objectContaining({
         name: 'InvalidEventError',
         message: expect.stringContaining('Collect expects {runId, ledgerScope, shard: ShardItem, job'),
@@ -138,7 +142,7 @@ describe('Collect event mapping', () => {
       inputs: [ids('w', 2).map(converseInput)],
       outputs: [],
     });
-    expect(() => collect.parseCollectEvent(eventFor(staged, { shard: 3 }))).toThrow(
+    expect(() => parseCollectEvent(eventFor(staged, { shard: 3 }))).toThrow(
       expect.objectContaining({
         name: 'InvalidEventError',
         message: 'Collect was given the job of shard 3 for shard 2',

@@ -2,7 +2,7 @@ import { describe, expect, it } from '@jest/globals';
 import { BedrockClient } from '@aws-sdk/client-bedrock';
 import { SFNClient } from '@aws-sdk/client-sfn';
 import { IN_FLIGHT } from '../../../lambda/shared/batch-jobs';
-import { handleJobStateChange, jobStateEventSchema } from '../../../lambda/job-state';
+import { handleJobStateChange, jobStateEventSchema } from '../../../lambda/batch/job-state';
 import {
   AWS_FIXTURES,
   fixtureJson,

@@ -8,12 +8,8 @@ import { SendTaskSuccessCommand, TaskTimedOut } from '@aws-sdk/client-sfn';
 import { GetCommand } from '@aws-sdk/lib-dynamodb';
 import { IN_FLIGHT } from '../../../lambda/shared/batch-jobs';
 import { InvalidEventError } from '../../../lambda/shared/errors';
-import {
-  handleJobStateChange,
-  handler,
-  type JobStateDeps,
-  type JobStateEvent,
-} from '../../../lambda/job-state';
+import { handler } from '../../../lambda/job-state';
+import { handleJobStateChange, type JobStateDeps, type JobStateEvent } from '../../../lambda/batch/job-state';
 import { AWS_FIXTURES, fixtureJson } from '../aws-shapes/fixtures';
 import { invocationJob, useDocumentClientMock, useJobsTable, useServiceMocks } from './jobs-table';
 

@@ -15,7 +15,8 @@ import {
 } from '@aws-sdk/client-sfn';
 import { QueryCommand } from '@aws-sdk/lib-dynamodb';
 import { IN_FLIGHT } from '../../../lambda/shared/batch-jobs';
-import { handler, reconcileJobs, ReconcileError, type ReconcileDeps } from '../../../lambda/reconcile';
+import { handler } from '../../../lambda/reconcile';
+import { reconcileJobs, ReconcileError, type ReconcileDeps } from '../../../lambda/batch/reconcile';
 import { invocationJob, useDocumentClientMock, useJobsTable, useServiceMocks } from './jobs-table';
 
 const { bedrockMock, sfnMock, clients } = useServiceMocks();

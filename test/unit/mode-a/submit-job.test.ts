@@ -22,14 +22,8 @@ import {
   shardInputPrefix,
   shardOutputPrefix,
 } from '../../../lambda/batch/sharding';
-import {
-  handler,
-  settingsFromEnv,
-  submitJobEnvSchema,
-  submitShardJob,
-  type SubmitJobDeps,
-  type SubmitSettings,
-} from '../../../lambda/submit-job';
+import { handler, settingsFromEnv, submitJobEnvSchema } from '../../../lambda/submit-job';
+import { submitShardJob, type SubmitJobDeps, type SubmitSettings } from '../../../lambda/batch/submit-job';
 import { invocationJob, useJobsTable, useServiceMocks } from './jobs-table';
 
 const { bedrockMock, sfnMock, clients } = useServiceMocks();
