@@ -28,7 +28,7 @@ export class InvalidConverseItemError extends Error {
 }
 
 /**
- * Gathers what goes through Converse after a mode A run's batch jobs into `runs/<runId>/converse-items.jsonl`:
+ * Gathers what goes through Converse after a batch-mode run's batch jobs into `runs/<runId>/converse-items.jsonl`:
  * Plan's tail (records too few for another job), then each shard's redrive file (records a job left without output)
  * in key order. A record id seen before is dropped. The file is always written, even empty, and a retry rewrites the
  * same bytes. Lines are streamed; only the record ids are held.

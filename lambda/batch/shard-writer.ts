@@ -141,7 +141,7 @@ export interface WrittenShards {
 }
 
 /**
- * Plan's second pass in mode A: streams the items file once and writes each record either into a shard's input file
+ * Plan's second pass in batch mode: streams the items file once and writes each record either into a shard's input file
  * (balanced shards within every batch quota, see {@link ShardAssigner}) or into the Converse tail. A job takes one
  * record format, so the format with more records goes into jobs and the other one through Converse. Memory stays
  * flat: one shard file and the tail are open at a time.

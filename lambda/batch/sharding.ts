@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { assertBatchQuotas, type BatchQuotas } from './quotas';
 
 /**
- * Mode A (Bedrock batch inference) sharding: how many CreateModelInvocationJob calls a run needs, which records go
+ * Batch mode (Bedrock batch inference) sharding: how many CreateModelInvocationJob calls a run needs, which records go
  * in which job and input file, and the deterministic names, tokens and S3 keys of each shard. Pure: no I/O.
  *
  * How Plan uses it (two passes, exact totals):
@@ -44,7 +44,7 @@ export class RecordNotShardableError extends Error {
   }
 }
 
-/** What a run's records become in mode A. */
+/** What a run's records become in batch mode. */
 export interface ShardPlan {
   /** Number of batch jobs. */
   shards: number;

@@ -34,7 +34,7 @@ export type ParsedLine =
   { ok: true; item: WorkItem; contentHash: string; bytes: number } | { ok: false; problem: LineProblem };
 
 /**
- * The largest record (serialized work item) mode B accepts: the Map passes records through Step Functions, whose
+ * The largest record (serialized work item) converse mode accepts: the Map passes records through Step Functions, whose
  * payload limit is 256 KiB per child input.
  */
 export const MAX_ITEM_BYTES = 200 * 1024;

@@ -12,9 +12,9 @@ import type { Ledger } from '../../shared/ledger';
 import type { ResultsPublisher } from '../../shared/results-queue';
 
 /**
- * Mode A's Collect step: turns the output of one shard's Bedrock batch job into the pipeline's result and failure
- * files, with the same ledger semantics as mode B (claim, write the results file, then mark published), and hands the
- * records the job left without output back for re-drive through mode B.
+ * Batch mode's Collect step: turns the output of one shard's Bedrock batch job into the pipeline's result and failure
+ * files, with the same ledger semantics as converse mode (claim, write the results file, then mark published), and hands the
+ * records the job left without output back for re-drive through converse mode.
  *
  * Bedrock writes, under `<outputS3Uri>/<jobId>/`, one `<inputFileName>.out` per input file (lines
  * `{recordId, modelInput, modelOutput}` or `{recordId, modelInput, error: {errorCode, errorMessage}}`, in an order
@@ -166,7 +166,7 @@ export const collectKeys = {
     runKeys.results(runId, `shard-${shard}-${part}`),
   /** The shard's failures file. */
   failures: (runId: string, shard: number): string => runKeys.failures(runId, `shard-${shard}`),
-  /** The shard's records without output, as WorkItems for mode B. */
+  /** The shard's records without output, as WorkItems for converse mode. */
   redrive: (runId: string, shard: number): string => `runs/${runId}/redrive/shard-${shard}.jsonl`,
   /** The summary of a finished collect: a repeated collect of the same job returns it unchanged. */
   marker: (runId: string, shard: number): string => `runs/${runId}/collect/shard-${shard}.json`,

@@ -55,7 +55,7 @@ export function isRetryableBatchError(code: string): boolean {
 }
 
 /**
- * Normalises a success line's `modelOutput` to what mode B writes: for a Converse response `{output, stopReason}`,
+ * Normalises a success line's `modelOutput` to what converse mode writes: for a Converse response `{output, stopReason}`,
  * for a native body the body itself; usage from Converse's `usage` or, for a native body, the way its family reports
  * it (model-catalog.ts nativeUsage: Anthropic `usage.input_tokens`, Nova `usage.inputTokens`, Llama token counts,
  * gpt-oss `usage.prompt_tokens`; Mistral's body has none, so 0). Collect does not know the model: the body's shape
