@@ -1,7 +1,7 @@
 import { BedrockRuntimeClient, ConverseCommand } from '@aws-sdk/client-bedrock-runtime';
 import { ConfiguredRetryStrategy } from '@smithy/util-retry';
 import { processBatch } from '../lambda/converse/converse-unit';
-import type { BatchEvent, WorkItem } from '../lambda/shared/contracts';
+import type { ItemBatchEvent, WorkItem } from '../lambda/shared/contracts';
 import { FailureLaneSender } from '../lambda/shared/failure-lane';
 import { Ledger } from '../lambda/shared/ledger';
 import {
@@ -228,7 +228,7 @@ async function runMapLoop(
           )
         : caller;
       for (let batch = batches[next++]; batch; batch = batches[next++]) {
-        const event: BatchEvent = { BatchInput: { runId, ledgerScope: `bench-${runId}` }, Items: batch };
+        const event: ItemBatchEvent = { BatchInput: { runId, ledgerScope: `bench-${runId}` }, Items: batch };
         const summary = await processBatch(event, {
           s3: services.s3,
           ledger,

@@ -1,6 +1,6 @@
 import type { Context } from 'aws-lambda';
 import * as z from 'zod';
-import { batchEventSchema, type BatchSummary } from './shared/contracts';
+import { itemBatchEventSchema, type ItemBatchSummary } from './shared/contracts';
 import { converseUnitDeadline, processBatch, safetyMarginFor } from './converse/converse-unit';
 import { modelFormat, readEnv, positiveInt, required } from './shared/env';
 import { InvalidEventError } from './shared/errors';
@@ -44,38 +44,40 @@ const callModel = pacedCaller(
  * never runs two attempts of a task at once (its timeout is above the function's); an in-progress idempotency
  * record would instead hold a crashed attempt's retry off until the crashed invocation's deadline.
  */
-export const handler = withObservability(async (event: unknown, context: Context): Promise<BatchSummary> => {
-  const parsed = batchEventSchema.safeParse(event);
-  if (!parsed.success) {
-    throw new InvalidEventError(
-      `ConverseBatch expects {BatchInput: {runId, ledgerScope}, Items: [...], childStartedAt?}: ${parsed.error.message}`,
+export const handler = withObservability(
+  async (event: unknown, context: Context): Promise<ItemBatchSummary> => {
+    const parsed = itemBatchEventSchema.safeParse(event);
+    if (!parsed.success) {
+      throw new InvalidEventError(
+        `ConverseBatch expects {BatchInput: {runId, ledgerScope}, Items: [...], childStartedAt?}: ${parsed.error.message}`,
+      );
+    }
+    logger.appendKeys({ runId: parsed.data.BatchInput.runId });
+    const deadline = converseUnitDeadline(
+      Date.now(),
+      context.getRemainingTimeInMillis(),
+      parsed.data.childStartedAt,
+      env.EXPRESS_CHILD_BUDGET_SECONDS,
     );
-  }
-  logger.appendKeys({ runId: parsed.data.BatchInput.runId });
-  const deadline = converseUnitDeadline(
-    Date.now(),
-    context.getRemainingTimeInMillis(),
-    parsed.data.childStartedAt,
-    env.EXPRESS_CHILD_BUDGET_SECONDS,
-  );
-  const summary = await processBatch(parsed.data, {
-    s3,
-    ledger,
-    failureLane: new FailureLaneSender(sqs, env.FAILURE_QUEUE_URL, env.FAILURE_DLQ_URL),
-    callModel,
-    resultsPublisher,
-    outputBucket: env.OUTPUT_BUCKET,
-    itemConcurrency: env.ITEM_CONCURRENCY,
-    leaseMs: env.CLAIM_LEASE_SECONDS * 1000,
-    remainingMs: () => deadline - Date.now(),
-    safetyMarginMs: safetyMarginFor(env.EXPRESS_CHILD_BUDGET_SECONDS),
-    modelCalls: () => counter.snapshot(),
-  });
-  metrics.addMetric('RecordsSucceeded', 'Count', summary.succeeded);
-  metrics.addMetric('RecordsFailed', 'Count', summary.failed);
-  metrics.addMetric('RecordsQueued', 'Count', summary.queued);
-  metrics.addMetric('Throttles', 'Count', summary.modelCalls.throttled);
-  metrics.addMetric('InputTokens', 'Count', summary.inputTokens);
-  metrics.addMetric('OutputTokens', 'Count', summary.outputTokens);
-  return summary;
-});
+    const summary = await processBatch(parsed.data, {
+      s3,
+      ledger,
+      failureLane: new FailureLaneSender(sqs, env.FAILURE_QUEUE_URL, env.FAILURE_DLQ_URL),
+      callModel,
+      resultsPublisher,
+      outputBucket: env.OUTPUT_BUCKET,
+      itemConcurrency: env.ITEM_CONCURRENCY,
+      leaseMs: env.CLAIM_LEASE_SECONDS * 1000,
+      remainingMs: () => deadline - Date.now(),
+      safetyMarginMs: safetyMarginFor(env.EXPRESS_CHILD_BUDGET_SECONDS),
+      modelCalls: () => counter.snapshot(),
+    });
+    metrics.addMetric('RecordsSucceeded', 'Count', summary.succeeded);
+    metrics.addMetric('RecordsFailed', 'Count', summary.failed);
+    metrics.addMetric('RecordsQueued', 'Count', summary.queued);
+    metrics.addMetric('Throttles', 'Count', summary.modelCalls.throttled);
+    metrics.addMetric('InputTokens', 'Count', summary.inputTokens);
+    metrics.addMetric('OutputTokens', 'Count', summary.outputTokens);
+    return summary;
+  },
+);

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { S3Client } from '@aws-sdk/client-s3';
-import { runKeys, type BatchEvent, type BatchSummary, type WorkItem } from '../shared/contracts';
+import { runKeys, type ItemBatchEvent, type ItemBatchSummary, type WorkItem } from '../shared/contracts';
 import { batchIdOf } from './item-batch-id';
 import type { FailureLaneSender } from '../shared/failure-lane';
 import { faultPoint } from '../shared/fault-points';
@@ -97,7 +97,7 @@ type Step =
  * DynamoDB, SQS) throws, and the workflow retries the batch, which then finds its earlier decisions in the ledger
  * and its earlier answers in the attempts history (no second model call, no second line).
  */
-export async function processBatch(event: BatchEvent, deps: ConverseUnitDeps): Promise<BatchSummary> {
+export async function processBatch(event: ItemBatchEvent, deps: ConverseUnitDeps): Promise<ItemBatchSummary> {
   const { runId, ledgerScope: scope } = event.BatchInput;
   const items = event.Items;
   const batchId =
@@ -137,55 +137,18 @@ export async function processBatch(event: BatchEvent, deps: ConverseUnitDeps): P
 
   // The model, for the records this unit holds and has not decided yet.
   const calls = items.filter((i) => steps.get(i.recordId)?.do === 'call');
-  const staged: AttemptLine[] = [];
-  const callsAtStart = deps.modelCalls?.() ?? NO_CALLS;
-  await mapWithConcurrency(calls, deps.itemConcurrency, async (item) => {
-    const step = await callOnce(item, deps);
-    steps.set(item.recordId, step);
-    staged.push(historyLine(item.recordId, who.attempt, step, now()));
+  const { staged, attemptCalls } = await callAndStage(calls, steps, deps, {
+    runId,
+    batchId,
+    who,
+    history,
+    now,
   });
-  const attemptCalls = diffCalls(deps.modelCalls?.() ?? NO_CALLS, callsAtStart);
-  // Replayed decisions of an earlier attempt that died before telling the ledger are already in the history.
-  if (staged.length > 0) {
-    const first = staged[0] as AttemptLine;
-    staged[0] = { ...first, calls: attemptCalls };
-    await putJsonl(deps.s3, deps.outputBucket, converseUnitKeys.attempt(runId, batchId, who.attempt), staged);
-    history.add(staged);
-  }
   faultPoint('converse-batch', 'after-stage');
 
   const resultKey = converseUnitKeys.results(runId, batchId);
   await mapWithConcurrency([...steps], LEDGER_CONCURRENCY, async ([recordId, step]) => {
-    let outcome: UnitOutcome;
-    switch (step.do) {
-      case 'commit':
-        outcome = await applyTransition(
-          () => deps.ledger.commit(scope, recordId, who, resultKey),
-          { kind: 'succeeded', answer: step.answer, delivered: false },
-          who,
-          answerOf,
-        );
-        break;
-      case 'fail':
-        outcome = await applyTransition(
-          () => deps.ledger.fail(scope, recordId, who, step.error),
-          { kind: 'failed', error: step.error, fresh: step.fresh },
-          who,
-          answerOf,
-        );
-        break;
-      case 'queue':
-        outcome = await applyTransition(
-          () => deps.ledger.queue(scope, recordId, who, step.error),
-          { kind: 'queued', error: step.error, send: true },
-          who,
-          answerOf,
-        );
-        break;
-      case 'call':
-        throw new Error(`record ${recordId} was left without a decision`);
-    }
-    outcomes.set(recordId, outcome);
+    outcomes.set(recordId, await decide(deps, { scope, who, resultKey, answerOf }, recordId, step));
   });
   faultPoint('converse-batch', 'after-commit');
 
@@ -206,8 +169,90 @@ export async function processBatch(event: BatchEvent, deps: ConverseUnitDeps): P
   );
   faultPoint('converse-batch', 'before-return');
   // Every attempt's calls: the ones made by attempts that died count too (the history has them once staged).
-  const modelCalls = staged.length > 0 ? history.calls : addCalls(history.calls, attemptCalls);
+  const modelCalls = staged > 0 ? history.calls : addCalls(history.calls, attemptCalls);
   return { batchId, records: items.length, ...counts, modelCalls };
+}
+
+/** Where one attempt of a unit stages its answers. */
+interface AttemptContext {
+  runId: string;
+  batchId: string;
+  who: Claimant;
+  history: AttemptHistory;
+  now: () => Date;
+}
+
+/**
+ * Calls the model once for each record in `calls` (its step then says what to tell the ledger), and stages the
+ * answers in the unit's attempts history before any of them reaches the ledger.
+ * @returns the lines staged and the model calls this attempt made
+ */
+async function callAndStage(
+  calls: WorkItem[],
+  steps: Map<string, Step>,
+  deps: ConverseUnitDeps,
+  attempt: AttemptContext,
+): Promise<{ staged: number; attemptCalls: ModelCallStats }> {
+  const { runId, batchId, who, history, now } = attempt;
+  const staged: AttemptLine[] = [];
+  const callsAtStart = deps.modelCalls?.() ?? NO_CALLS;
+  await mapWithConcurrency(calls, deps.itemConcurrency, async (item) => {
+    const step = await callOnce(item, deps);
+    steps.set(item.recordId, step);
+    staged.push(historyLine(item.recordId, who.attempt, step, now()));
+  });
+  const attemptCalls = diffCalls(deps.modelCalls?.() ?? NO_CALLS, callsAtStart);
+  // Replayed decisions of an earlier attempt that died before telling the ledger are already in the history.
+  if (staged.length > 0) {
+    const first = staged[0] as AttemptLine;
+    staged[0] = { ...first, calls: attemptCalls };
+    await putJsonl(deps.s3, deps.outputBucket, converseUnitKeys.attempt(runId, batchId, who.attempt), staged);
+    history.add(staged);
+  }
+  return { staged: staged.length, attemptCalls };
+}
+
+/** What telling the ledger a decision needs. */
+interface DecisionContext {
+  scope: string;
+  who: Claimant;
+  resultKey: string;
+  answerOf: (recordId: string) => Answer | undefined;
+}
+
+/** Tells the ledger this attempt's decision on one record (commit, fail or queue) and returns the record's outcome. */
+function decide(
+  deps: ConverseUnitDeps,
+  ctx: DecisionContext,
+  recordId: string,
+  step: Step,
+): Promise<UnitOutcome> {
+  const { scope, who, resultKey, answerOf } = ctx;
+  switch (step.do) {
+    case 'commit':
+      return applyTransition(
+        () => deps.ledger.commit(scope, recordId, who, resultKey),
+        { kind: 'succeeded', answer: step.answer, delivered: false },
+        who,
+        answerOf,
+      );
+    case 'fail':
+      return applyTransition(
+        () => deps.ledger.fail(scope, recordId, who, step.error),
+        { kind: 'failed', error: step.error, fresh: step.fresh },
+        who,
+        answerOf,
+      );
+    case 'queue':
+      return applyTransition(
+        () => deps.ledger.queue(scope, recordId, who, step.error),
+        { kind: 'queued', error: step.error, send: true },
+        who,
+        answerOf,
+      );
+    case 'call':
+      throw new Error(`record ${recordId} was left without a decision`);
+  }
 }
 
 /** A record the claim alone settles (this unit decided it earlier, or another owner has it); undefined: claimed. */

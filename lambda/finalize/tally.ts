@@ -1,6 +1,6 @@
 import {
-  type BatchEvent,
-  type BatchSummary,
+  type ItemBatchEvent,
+  type ItemBatchSummary,
   type ModelCalls,
   type PlanOutput,
   type WorkItem,
@@ -53,7 +53,7 @@ export function emptyTally(): Tally {
 }
 
 /** Adds one unit's summary to the tally. */
-export function add(tally: Tally, summary: Partial<BatchSummary>): void {
+export function add(tally: Tally, summary: Partial<ItemBatchSummary>): void {
   tally.succeeded += summary.succeeded ?? 0;
   tally.failed += summary.failed ?? 0;
   tally.skipped += summary.skipped ?? 0;
@@ -89,7 +89,7 @@ export async function tallyConverse(
   for (const file of files.SUCCEEDED ?? []) {
     for (const child of (await getJson<ChildResult[]>(deps.s3, details.Bucket, file.Key)) ?? []) {
       tally.batches++;
-      add(tally, JSON.parse(child.Output ?? '{}') as Partial<BatchSummary>);
+      add(tally, JSON.parse(child.Output ?? '{}') as Partial<ItemBatchSummary>);
     }
   }
   const dead: { items: WorkItem[]; reason: Reason }[] = [];
@@ -98,7 +98,7 @@ export async function tallyConverse(
       for (const child of (await getJson<ChildResult[]>(deps.s3, details.Bucket, file.Key)) ?? []) {
         tally.batches++;
         tally.failedBatches++;
-        const batch = JSON.parse(child.Input ?? '{}') as Partial<BatchEvent>;
+        const batch = JSON.parse(child.Input ?? '{}') as Partial<ItemBatchEvent>;
         const reason = {
           code: child.Error ?? (status === 'PENDING' ? 'NotProcessed' : 'ChildExecutionFailed'),
           message: `the batch holding this record did not finish: ${child.Cause ? describeCause(child.Cause) : 'no cause given'}`,
@@ -119,7 +119,7 @@ export function repairBatch(
   items: WorkItem[],
   reason: Reason,
   batchId?: string,
-): Promise<BatchSummary> {
+): Promise<ItemBatchSummary> {
   logger.warn('finishing a batch whose child did not finish', { records: items.length, reason });
   return processBatch(
     { BatchInput: { runId: plan.runId, ledgerScope: plan.ledgerScope }, Items: items },

@@ -21,7 +21,7 @@ import { handler as converseHandler } from '../../../lambda/converse-batch';
 import { handler as finalizeHandler } from '../../../lambda/finalize';
 import { handler as planHandler } from '../../../lambda/plan';
 import { batchIdOf } from '../../../lambda/converse/item-batch-id';
-import type { BatchEvent, FailureLine, ResultLine } from '../../../lambda/shared/contracts';
+import type { ItemBatchEvent, FailureLine, ResultLine } from '../../../lambda/shared/contracts';
 import { Ledger } from '../../../lambda/shared/ledger';
 import {
   createRunsTable,
@@ -70,7 +70,7 @@ beforeEach(() => {
 });
 
 describe('ConverseBatch handler, end to end with mocked AWS', () => {
-  const event: BatchEvent = {
+  const event: ItemBatchEvent = {
     BatchInput: { runId: 'exec-1', ledgerScope: 'scope' },
     Items: [
       {

@@ -7,8 +7,8 @@ import { SQSClient } from '@aws-sdk/client-sqs';
 import { DynamoDBDocumentClient, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { batchIdOf } from '../../../../lambda/converse/item-batch-id';
 import type {
-  BatchEvent,
-  BatchSummary,
+  ItemBatchEvent,
+  ItemBatchSummary,
   FailureLine,
   ResultLine,
   WorkItem,
@@ -93,18 +93,18 @@ function item(recordId: string, line: number, text = `question ${recordId}`): Wo
   };
 }
 
-function batch(...items: WorkItem[]): BatchEvent {
+function batch(...items: WorkItem[]): ItemBatchEvent {
   return { BatchInput: { runId: RUN, ledgerScope: SCOPE }, Items: items };
 }
 
-function idOf(ev: BatchEvent): string {
+function idOf(ev: ItemBatchEvent): string {
   return batchIdOf(
     RUN,
     ev.Items.map((i) => i.recordId),
   );
 }
 
-function ownerOf(ev: BatchEvent): string {
+function ownerOf(ev: ItemBatchEvent): string {
   return unitOwner(RUN, 'batch', idOf(ev));
 }
 
@@ -174,13 +174,13 @@ function deps(model: FakeModel | undefined, overrides: Partial<ConverseUnitDeps>
 }
 
 /** The batch's results file, or [] when there is none. */
-function results(ev: BatchEvent): ResultLine[] {
+function results(ev: ItemBatchEvent): ResultLine[] {
   const key = converseUnitKeys.results(RUN, idOf(ev));
   return s3.text(OUT, key) === undefined ? [] : s3.lines<ResultLine>(OUT, key);
 }
 
 /** The batch's failures file, or [] when there is none. */
-function failures(ev: BatchEvent): FailureLine[] {
+function failures(ev: ItemBatchEvent): FailureLine[] {
   const key = converseUnitKeys.failures(RUN, idOf(ev));
   return s3.text(OUT, key) === undefined ? [] : s3.lines<FailureLine>(OUT, key);
 }
@@ -218,7 +218,7 @@ function noFaults(): void {
   delete (globalThis as { __corpusFaultPoint?: unknown }).__corpusFaultPoint;
 }
 
-function expectBalanced(summary: BatchSummary): void {
+function expectBalanced(summary: ItemBatchSummary): void {
   expect(summary.succeeded + summary.failed + summary.skipped + summary.queued).toBe(summary.records);
 }
 
@@ -236,7 +236,7 @@ describe('processBatch: one attempt over a mixed batch', () => {
   const other: Claimant = { runId: 'run-6', owner: unitOwner('run-6', 'batch', 'x'), attempt: 'o1' };
   const earlier: Claimant = { runId: 'run-5', owner: unitOwner('run-5', 'batch', 'y'), attempt: 'e1' };
   let model: FakeModel;
-  let summary: BatchSummary;
+  let summary: ItemBatchSummary;
 
   beforeEach(async () => {
     await ledger.claim(SCOPE, 'theirs', other, { leaseMs: LEASE });

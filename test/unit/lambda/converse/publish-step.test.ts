@@ -7,7 +7,7 @@ import { collectShard } from '../../../../lambda/batch/collect/collect-shard';
 import { collectKeys, type CollectDeps } from '../../../../lambda/batch/collect/collect-contract';
 import {
   runKeys,
-  type BatchEvent,
+  type ItemBatchEvent,
   type ResultLine,
   type WorkItem,
 } from '../../../../lambda/shared/contracts';
@@ -182,7 +182,7 @@ describe('ConverseBatch', () => {
     };
   }
 
-  function batch(...items: WorkItem[]): { event: BatchEvent; owner: string; resultKey: string } {
+  function batch(...items: WorkItem[]): { event: ItemBatchEvent; owner: string; resultKey: string } {
     const batchId = batchIdOf(
       RUN,
       items.map((i) => i.recordId),

@@ -18,9 +18,9 @@ import {
 } from '../../../../lambda/batch/collect/collect-contract';
 import {
   runKeys,
-  type BatchEvent,
+  type ItemBatchEvent,
   type BatchJobOutcome,
-  type BatchSummary,
+  type ItemBatchSummary,
   type FailureLaneMessage,
   type FailureLine,
   type ManifestJob,
@@ -172,12 +172,12 @@ class Model {
 const throttled = (): Error => awsError('ThrottlingException', 429, 'Rate exceeded', true);
 const rejected = (): Error => awsError('ValidationException', 400, 'messages: must not be empty');
 
-function batchEvent(batch: WorkItem[]): BatchEvent {
+function batchEvent(batch: WorkItem[]): ItemBatchEvent {
   return { BatchInput: { runId: RUN, ledgerScope: SCOPE }, Items: batch };
 }
 
 /** One Converse child (ConverseBatch) over a batch, as the fan-out runs it. */
-function runChild(batch: WorkItem[], model: Model): Promise<BatchSummary> {
+function runChild(batch: WorkItem[], model: Model): Promise<ItemBatchSummary> {
   return processBatch(batchEvent(batch), {
     s3: new S3Client({}),
     ledger,
@@ -385,7 +385,7 @@ describe('finalizeRun: a Converse run whose children all succeeded', () => {
   const first = items('r', 3);
   const second = items('s', 3, 4);
   let out: Awaited<ReturnType<typeof finalizeRun>>;
-  let summaries: BatchSummary[];
+  let summaries: ItemBatchSummary[];
   let laneBefore: number;
 
   beforeEach(async () => {
