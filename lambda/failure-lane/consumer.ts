@@ -16,7 +16,7 @@ import {
 } from '../shared/contracts';
 import { callDependency, errorMessage } from '../shared/errors';
 import { faultPoint } from '../shared/fault-points';
-import { unitOwner, type Claimant, type Ledger } from '../shared/ledger';
+import { unitOwner, type Claimant, type ClaimOutcome, type Ledger } from '../shared/ledger';
 import { classifyModelError, type ModelCaller } from '../converse/model-caller';
 import { logger, metrics } from '../shared/observability';
 import { contentHashOf, sha256 } from '../shared/records';
@@ -225,10 +225,39 @@ export async function processLaneRecord(
     reclaimOwn: message.laneReason === undefined ? 'queued' : 'queued-or-failed',
   });
   const lastReceive = isLastReceive(record, deps.maxReceiveCount);
+  const settled = await settleByClaim(deps, { record, message, raw, who, lastReceive }, claim);
+  if (settled) return settled;
+  const called = await callLaneModel(deps, { record, message, raw, who, lastReceive });
+  if ('outcome' in called) return called.outcome;
+  return publishAnswer(deps, message, who, called.answer);
+}
+
+/** One message the lane holds the claim of, as the steps of {@link processLaneRecord} see it. */
+interface LaneTurn {
+  record: Pick<SQSRecord, 'attributes'>;
+  message: LaneMessage;
+  raw: Record<string, unknown>;
+  who: Claimant;
+  /** Whether this is the message's last receive (its verdict is due now). */
+  lastReceive: boolean;
+}
+
+/**
+ * What the claim alone settles: a record this lane decided in an earlier attempt is finished, one published, reused
+ * or held elsewhere gets its outcome; undefined when the lane holds the claim and must call the model.
+ * @throws RetryLaterError when another unit holds the record and this is not the last receive
+ */
+async function settleByClaim(
+  deps: FailureLaneConsumerDeps,
+  turn: LaneTurn,
+  claim: ClaimOutcome,
+): Promise<LaneOutcome | undefined> {
+  const { record, message, raw, who, lastReceive } = turn;
+  const { recordId, runId, ledgerScope: scope } = message as LaneMessage & { recordId: string };
   switch (claim.kind) {
     case 'claimed':
       faultPoint('failure-lane-consumer', 'after-claim');
-      break;
+      return undefined;
     case 'mine':
       // Decided by the lane in an earlier attempt that died before finishing: finish it.
       if (claim.entry.status === 'failed') {
@@ -263,56 +292,87 @@ export async function processLaneRecord(
       );
     }
   }
+}
 
+/**
+ * Calls the model once for the record, within the invocation's time.
+ * @returns the answer, or the outcome of a record failed for good
+ * @throws RetryLaterError when the call failed retryably (or was not made for lack of time) and this is not the
+ *   last receive: the record is given back to the queue
+ */
+async function callLaneModel(
+  deps: FailureLaneConsumerDeps,
+  turn: LaneTurn,
+): Promise<{ answer: Answer } | { outcome: LaneOutcome }> {
+  const { record, message, raw, who, lastReceive } = turn;
+  const recordId = message.recordId as string;
   if (message.modelInput === undefined || message.format === undefined) {
-    return failForGood(deps, raw, message, who, {
-      code: message.error.code,
-      message:
-        `${message.error.message}; it could not be retried here because its request was too large for an SQS ` +
-        'message: run the corpus again to retry it',
-    });
+    return {
+      outcome: await failForGood(deps, raw, message, who, {
+        code: message.error.code,
+        message:
+          `${message.error.message}; it could not be retried here because its request was too large for an SQS ` +
+          'message: run the corpus again to retry it',
+      }),
+    };
   }
   if (deps.remainingMs() < SAFETY_MARGIN_MS) {
     const reason = { code: 'NotAttempted', message: 'the invocation ran out of time before the model call' };
     // On its last receive the redrive policy would move it to the DLQ without a reason and leave it unsettled.
     if (lastReceive) {
-      return failForGood(deps, raw, message, who, {
-        ...reason,
-        message: `${reason.message} on its last receive; redrive the DLQ to retry it`,
-      });
+      return {
+        outcome: await failForGood(deps, raw, message, who, {
+          ...reason,
+          message: `${reason.message} on its last receive; redrive the DLQ to retry it`,
+        }),
+      };
     }
     await giveBack(deps, message, who, reason);
     throw new RetryLaterError(reason.code, reason.message);
   }
   const controller = new AbortController();
   const timer = setTimeout(() => controller.abort(), Math.max(1_000, deps.remainingMs() - SAFETY_MARGIN_MS));
-  let answer: Answer;
   try {
-    answer = await deps.callModel(
+    const answer = await deps.callModel(
       { recordId, format: message.format, modelInput: message.modelInput },
       controller.signal,
     );
+    return { answer };
   } catch (err) {
     const failure = classifyModelError(err, controller.signal.aborted);
     const reason = { code: failure.code, message: failure.message };
     if (!failure.retryable) {
-      return failForGood(deps, raw, message, who, {
-        ...reason,
-        message: `the model rejected the retried request: ${failure.message}`,
-      });
+      return {
+        outcome: await failForGood(deps, raw, message, who, {
+          ...reason,
+          message: `the model rejected the retried request: ${failure.message}`,
+        }),
+      };
     }
     if (lastReceive) {
-      return failForGood(deps, raw, message, who, {
-        ...reason,
-        message: `still failing after ${receiveCount(record)} receives: ${failure.message}`,
-      });
+      return {
+        outcome: await failForGood(deps, raw, message, who, {
+          ...reason,
+          message: `still failing after ${receiveCount(record)} receives: ${failure.message}`,
+        }),
+      };
     }
     await giveBack(deps, message, who, reason);
     throw new RetryLaterError(failure.code, failure.message);
   } finally {
     clearTimeout(timer);
   }
+}
 
+/** Stages the answer, commits it in the ledger and writes what the publication leaves behind. */
+async function publishAnswer(
+  deps: FailureLaneConsumerDeps,
+  message: LaneMessage,
+  who: Claimant,
+  answer: Answer,
+): Promise<LaneOutcome> {
+  const { runId, ledgerScope: scope } = message;
+  const recordId = message.recordId as string;
   // Staged before the commit: an attempt that dies after committing leaves the answer for the next one to write.
   const attemptKey = `${laneKeys.attemptsPrefix(runId, recordId)}${who.attempt}.jsonl`;
   const staged: AttemptLine = {
