@@ -1,17 +1,17 @@
 import { BedrockClient, GetModelInvocationJobCommand } from '@aws-sdk/client-bedrock';
 import { CreateTableCommand, DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { SendTaskSuccessCommand, type SFNClient } from '@aws-sdk/client-sfn';
-import { toCollectInput } from '../lambda/collect';
-import { planRun } from '../lambda/plan';
+import { toCollectInput } from '../lambda/batch/collect/collect-event';
+import { planRun } from '../lambda/plan/plan-run';
 import { BatchQuotaBusyError, jobsTableDefinition, JobStore, resumeWait } from '../lambda/shared/batch-jobs';
-import type { BatchQuotas } from '../lambda/shared/batch-quotas';
-import { collectShard } from '../lambda/shared/collect';
+import type { BatchQuotas } from '../lambda/batch/quotas';
+import { collectShard } from '../lambda/batch/collect/collect-shard';
 import { batchJobOutcomeSchema, type BatchJobOutcome, type ShardItem } from '../lambda/shared/contracts';
 import { FailureLaneSender } from '../lambda/shared/failure-lane';
 import { Ledger } from '../lambda/shared/ledger';
 import { getJson } from '../lambda/shared/s3-jsonl';
-import { planShards } from '../lambda/shared/sharding';
-import { submitShardJob, type SubmitSettings } from '../lambda/submit-job';
+import { planShards } from '../lambda/batch/sharding';
+import { submitShardJob, type SubmitSettings } from '../lambda/batch/submit-job';
 import {
   isTerminalStatus,
   startBedrockSimulator,

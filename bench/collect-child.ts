@@ -7,7 +7,7 @@
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { S3Client } from '@aws-sdk/client-s3';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
-import { collectShard } from '../lambda/shared/collect';
+import { collectShard } from '../lambda/batch/collect/collect-shard';
 import { FailureLaneSender } from '../lambda/shared/failure-lane';
 import { Ledger } from '../lambda/shared/ledger';
 import { InFlightLimiter } from '../lambda/shared/pool';

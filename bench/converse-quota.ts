@@ -1,7 +1,7 @@
 import { BedrockRuntimeClient, ConverseCommand } from '@aws-sdk/client-bedrock-runtime';
 import { ConfiguredRetryStrategy } from '@smithy/util-retry';
-import { processBatch } from '../lambda/converse-batch';
-import type { BatchEvent, WorkItem } from '../lambda/shared/contracts';
+import { processBatch } from '../lambda/converse/converse-unit';
+import type { ItemBatchEvent, WorkItem } from '../lambda/shared/contracts';
 import { FailureLaneSender } from '../lambda/shared/failure-lane';
 import { Ledger } from '../lambda/shared/ledger';
 import {
@@ -9,8 +9,8 @@ import {
   throttleBackoffMs,
   toConverseInput,
   type ModelCaller,
-} from '../lambda/shared/model-caller';
-import { pacedCaller, QuotaPacer } from '../lambda/shared/pacing';
+} from '../lambda/converse/model-caller';
+import { pacedCaller, QuotaPacer } from '../lambda/converse/pacing';
 import { startBedrockSimulator, type TimelinePoint } from '@corpus-pipeline/local-aws/bedrock-simulator';
 import { prng } from './lib/corpus';
 import { noopSqs } from './lib/noop-sqs';
@@ -137,7 +137,7 @@ export const converseBenchmark: Benchmark = {
           TPM,
           'ratio >= 0.9',
           (r) => r >= 0.9,
-          `processBatch + QuotaPacer (lambda/shared/pacing.ts, 1/${MAP_CONCURRENCY} of the quotas per child), ` +
+          `processBatch + QuotaPacer (lambda/converse/pacing.ts, 1/${MAP_CONCURRENCY} of the quotas per child), ` +
             `${shape}, vs the simulator's TPM quota (RPM ${RPM}); ${describe(paced)}`,
         ),
         'converse.throttle-failures': figure(
@@ -230,7 +230,7 @@ async function runMapLoop(
           )
         : caller;
       for (let batch = batches[next++]; batch; batch = batches[next++]) {
-        const event: BatchEvent = { BatchInput: { runId, ledgerScope: `bench-${runId}` }, Items: batch };
+        const event: ItemBatchEvent = { BatchInput: { runId, ledgerScope: `bench-${runId}` }, Items: batch };
         const summary = await processBatch(event, {
           s3: services.s3,
           ledger,

@@ -7,11 +7,11 @@
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { S3Client } from '@aws-sdk/client-s3';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
-import { planRun } from '../lambda/plan';
-import { DEFAULT_BATCH_QUOTAS } from '../lambda/shared/batch-quotas';
+import { planRun } from '../lambda/plan/plan-run';
+import { DEFAULT_BATCH_QUOTAS } from '../lambda/batch/quotas';
 import { FailureLaneSender } from '../lambda/shared/failure-lane';
 import { Ledger } from '../lambda/shared/ledger';
-import { defaultParseWorkers } from '../lambda/shared/parse-pool';
+import { defaultParseWorkers } from '../lambda/plan/parse-pool';
 import { bareLoop } from './lib/bare-loop';
 import { childMain, report } from './lib/child';
 import { noopSqs } from './lib/noop-sqs';

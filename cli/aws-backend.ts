@@ -22,6 +22,7 @@ import { SQSClient } from '@aws-sdk/client-sqs';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import type { PipelineConfig } from '../lib/config';
 import { countsOf, isTerminalStatus, JobStore, type StoredJob } from '../lambda/shared/batch-jobs';
+import { mapWithConcurrency } from '../lambda/shared/pool';
 import type { RunInput } from '../lambda/shared/contracts';
 import { pipelineName, STACK_OUTPUTS } from '../lambda/shared/contracts';
 import type {
@@ -36,7 +37,7 @@ import type {
 } from './backend';
 import { BackendError, NotFoundError, describeError } from './errors';
 import { redriveDeadLetters } from './redrive';
-import { executionArnOf, mapWithLimit, storedJobInfo } from './run-store';
+import { executionArnOf, storedJobInfo } from './run-store';
 
 /** The AWS clients the backend uses; tests pass mocked ones. */
 export interface AwsClients {
@@ -240,7 +241,7 @@ class AwsBackend implements Backend {
       listed.push(...(page.mapRuns ?? []));
       nextToken = page.nextToken;
     } while (nextToken);
-    return mapWithLimit(listed, 4, async (run) => {
+    return mapWithConcurrency(listed, 4, async (run) => {
       const mapRunArn = run.mapRunArn ?? '';
       const d = await this.clients.sfn.send(new DescribeMapRunCommand({ mapRunArn }));
       const c = d.itemCounts;
@@ -270,7 +271,7 @@ class AwsBackend implements Backend {
     const store = this.jobStore();
     if (!store) return [];
     const stored = await store.listByRun(runId);
-    return live ? mapWithLimit(stored, 4, (job) => this.liveJob(job)) : stored.map(storedJobInfo);
+    return live ? mapWithConcurrency(stored, 4, (job) => this.liveJob(job)) : stored.map(storedJobInfo);
   }
 
   /** A job with Bedrock's current status and counters when its wait is still open. */

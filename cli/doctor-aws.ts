@@ -15,7 +15,7 @@ import {
   BYTES_PER_QUOTA_GB,
   readBatchQuotas,
   type BatchQuotaKey,
-} from '../lambda/shared/batch-quotas';
+} from '../lambda/batch/quotas';
 import { pipelineName } from '../lambda/shared/contracts';
 import { discoverStack } from './aws-backend';
 import { result, type CheckResult } from './doctor-report';

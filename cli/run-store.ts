@@ -1,6 +1,6 @@
 import { ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
 import type { StoredJob } from '../lambda/shared/batch-jobs';
-import { collectKeys, type CollectShardSummary } from '../lambda/shared/collect';
+import { collectKeys, type CollectShardSummary } from '../lambda/batch/collect/collect-contract';
 import {
   runKeys,
   type FailureLine,
@@ -9,6 +9,7 @@ import {
   type ShardItem,
 } from '../lambda/shared/contracts';
 import { getJson, openObject, readLines } from '../lambda/shared/s3-jsonl';
+import { mapWithConcurrency } from '../lambda/shared/pool';
 import type { JobInfo } from './backend';
 import { CliUsageError } from './errors';
 
@@ -36,24 +37,6 @@ export function checkRunId(runId: string): string {
 /** The execution ARN of a run: the state machine ARN with `execution` for `stateMachine`, plus the runId. */
 export function executionArnOf(stateMachineArn: string, runId: string): string {
   return `${stateMachineArn.replace(':stateMachine:', ':execution:')}:${runId}`;
-}
-
-/** Maps over items with at most `limit` calls in flight, keeping the order. */
-export async function mapWithLimit<T, R>(
-  items: readonly T[],
-  limit: number,
-  fn: (item: T) => Promise<R>,
-): Promise<R[]> {
-  const results = new Array<R>(items.length);
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < items.length) {
-      const index = next++;
-      results[index] = await fn(items[index]!);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  return results;
 }
 
 /** A jobs table item as a {@link JobInfo} (the status last recorded). */
@@ -97,7 +80,7 @@ export class RunStore {
   /** Mode A: the summaries Collect left for each shard it finished (`runs/<runId>/collect/shard-<n>.json`). */
   async collectMarkers(runId: string): Promise<CollectShardSummary[]> {
     const keys = await this.listKeys(collectPrefix(runId));
-    const markers = await mapWithLimit(keys, 8, (key) =>
+    const markers = await mapWithConcurrency(keys, 8, (key) =>
       getJson<CollectShardSummary>(this.s3, this.bucket, key),
     );
     return markers.filter((m): m is CollectShardSummary => m !== undefined).sort((a, b) => a.shard - b.shard);

@@ -1,4 +1,4 @@
-import type { CollectShardSummary } from '../lambda/shared/collect';
+import type { CollectShardSummary } from '../lambda/batch/collect/collect-contract';
 import {
   MAP_STATES,
   type PlanOutput,
@@ -8,7 +8,8 @@ import {
 } from '../lambda/shared/contracts';
 import type { Backend, ExecutionInfo, JobInfo, MapRunInfo } from './backend';
 import { NotFoundError } from './errors';
-import { mapWithLimit, RunStore } from './run-store';
+import { mapWithConcurrency } from '../lambda/shared/pool';
+import { RunStore } from './run-store';
 
 /**
  * One run as the CLI shows it, assembled from the execution (AWS), plan.json and manifest.json, and its progress:
@@ -121,14 +122,14 @@ function summaryOf(view: RunView): RunSummary {
 export async function listRuns(backend: Backend, store: RunStore, limit: number): Promise<RunSummary[]> {
   const executions = await backend.listExecutions(limit);
   if (executions) {
-    const views = await mapWithLimit(executions, 8, async (e) => {
+    const views = await mapWithConcurrency(executions, 8, async (e) => {
       const [plan, manifest] = await Promise.all([store.plan(e.runId), store.manifest(e.runId)]);
       return runViewOf(e.runId, e, plan, manifest)!;
     });
     return views.map(summaryOf);
   }
   const ids = await store.listRunIds();
-  const views = await mapWithLimit(ids, 8, async (runId) => {
+  const views = await mapWithConcurrency(ids, 8, async (runId) => {
     const [plan, manifest] = await Promise.all([store.plan(runId), store.manifest(runId)]);
     return runViewOf(runId, undefined, plan, manifest);
   });

@@ -2,67 +2,15 @@ import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { S3Client } from '@aws-sdk/client-s3';
 import { SQSClient } from '@aws-sdk/client-sqs';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
-import type { Context } from 'aws-lambda';
-import * as z from 'zod';
-import { batchJobOutcomeSchema, submitJobEventSchema } from './shared/contracts';
-import { collectShard, type CollectShardInput, type CollectShardSummary } from './shared/collect';
+import { collectShard } from './batch/collect/collect-shard';
+import { type CollectShardSummary } from './batch/collect/collect-contract';
 import { FUNCTION_ENV } from './shared/contracts/env';
 import { readEnv } from './shared/env';
-import { InvalidEventError } from './shared/errors';
 import { FailureLaneSender } from './shared/failure-lane';
 import { Ledger } from './shared/ledger';
-import { logger, metrics, traced } from './shared/observability';
+import { logger, traced, withObservability } from './shared/observability';
 import { resultsPublisherFromEnv } from './shared/results-queue';
-
-/**
- * Collect's event, as a shard's child execution builds it after the job's wait: the shard (an item of
- * `runs/<runId>/shards.json`) and how its job ended (the wait's output).
- */
-export const collectEventSchema = z.object({
-  runId: z.string().min(1),
-  ledgerScope: z.string().min(1),
-  shard: submitJobEventSchema.shape.shard,
-  job: batchJobOutcomeSchema,
-});
-/** Collect's event. */
-export type CollectEvent = z.infer<typeof collectEventSchema>;
-
-/** Maps Collect's event to what {@link collectShard} takes. */
-export function toCollectInput(event: CollectEvent): CollectShardInput {
-  const { runId, ledgerScope, shard, job } = event;
-  return {
-    runId,
-    ledgerScope,
-    shard: shard.shard,
-    jobArn: job.jobArn,
-    jobStatus: job.status,
-    ...(job.message !== undefined ? { failureMessage: job.message } : {}),
-    inputKeys: shard.inputKeys,
-    format: shard.format,
-    outputPrefix: job.outputPrefix,
-    submittedAt: job.submittedAt,
-    ...(job.endedAt !== undefined ? { endedAt: job.endedAt } : {}),
-  };
-}
-
-/**
- * Parses Collect's event.
- * @throws InvalidEventError when the event is not `{runId, ledgerScope, shard, job}`
- */
-export function parseCollectEvent(event: unknown): CollectEvent {
-  const parsed = collectEventSchema.safeParse(event);
-  if (!parsed.success) {
-    throw new InvalidEventError(
-      `Collect expects {runId, ledgerScope, shard: ShardItem, job: BatchJobOutcome}: ${parsed.error.message}`,
-    );
-  }
-  if (parsed.data.job.shard !== parsed.data.shard.shard) {
-    throw new InvalidEventError(
-      `Collect was given the job of shard ${parsed.data.job.shard} for shard ${parsed.data.shard.shard}`,
-    );
-  }
-  return parsed.data;
-}
+import { toCollectInput, parseCollectEvent } from './batch/collect/collect-event';
 
 const env = readEnv(FUNCTION_ENV.collect);
 
@@ -84,19 +32,15 @@ const resultsPublisher = resultsPublisherFromEnv(sqs);
  * function's 15 minutes. A job that failed for a reason no retry can get past throws BatchJobFailedError (after
  * recording its records as failed).
  */
-export async function handler(event: unknown, _context: Context): Promise<CollectShardSummary> {
+export const handler = withObservability(async (event: unknown): Promise<CollectShardSummary> => {
   const parsed = parseCollectEvent(event);
   logger.appendKeys({ runId: parsed.runId, shard: parsed.shard.shard });
-  try {
-    return await collectShard(toCollectInput(parsed), {
-      s3,
-      ledger,
-      failureLane: new FailureLaneSender(sqs, env.FAILURE_QUEUE_URL, env.FAILURE_DLQ_URL),
-      ...(resultsPublisher ? { resultsPublisher } : {}),
-      outputBucket: env.OUTPUT_BUCKET,
-      leaseMs: env.CLAIM_LEASE_SECONDS * 1000,
-    });
-  } finally {
-    metrics.publishStoredMetrics();
-  }
-}
+  return collectShard(toCollectInput(parsed), {
+    s3,
+    ledger,
+    failureLane: new FailureLaneSender(sqs, env.FAILURE_QUEUE_URL, env.FAILURE_DLQ_URL),
+    ...(resultsPublisher ? { resultsPublisher } : {}),
+    outputBucket: env.OUTPUT_BUCKET,
+    leaseMs: env.CLAIM_LEASE_SECONDS * 1000,
+  });
+});

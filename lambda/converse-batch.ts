@@ -1,19 +1,15 @@
 import type { Context } from 'aws-lambda';
-import { batchEventSchema, type BatchSummary } from './shared/contracts';
-import { converseUnitDeadline, processBatch, safetyMarginFor } from './shared/converse-unit';
+import { itemBatchEventSchema, type ItemBatchSummary } from './shared/contracts';
+import { converseUnitDeadline, processBatch, safetyMarginFor } from './converse/converse-unit';
 import { FUNCTION_ENV } from './shared/contracts/env';
 import { readEnv } from './shared/env';
 import { InvalidEventError } from './shared/errors';
 import { FailureLaneSender } from './shared/failure-lane';
-import { ModelCallCounter } from './shared/model-caller';
-import { PIPELINE_METRICS } from './shared/contracts/metrics';
-import { logger, metrics } from './shared/observability';
-import { pacedCaller, QuotaPacer } from './shared/pacing';
+import { ModelCallCounter } from './converse/model-caller';
+import { logger, metrics, withObservability } from './shared/observability';
+import { pacedCaller, QuotaPacer } from './converse/pacing';
 import { publishingContext } from './shared/publishing-context';
-
-// The batch logic lives in shared/converse-unit (Finalize repairs a dead batch with it); re-exported for callers.
-export { processBatch, type ConverseUnitDeps } from './shared/converse-unit';
-export { bedrockCaller, throttleBackoffMs, toConverseInput, type ModelCaller } from './shared/model-caller';
+import { PIPELINE_METRICS } from './shared/contracts/metrics';
 
 const env = readEnv(FUNCTION_ENV.converse);
 
@@ -31,21 +27,21 @@ const callModel = pacedCaller(
  * never runs two attempts of a task at once (its timeout is above the function's); an in-progress idempotency
  * record would instead hold a crashed attempt's retry off until the crashed invocation's deadline.
  */
-export async function handler(event: unknown, context: Context): Promise<BatchSummary> {
-  const parsed = batchEventSchema.safeParse(event);
-  if (!parsed.success) {
-    throw new InvalidEventError(
-      `ConverseBatch expects {BatchInput: {runId, ledgerScope}, Items: [...], childStartedAt?}: ${parsed.error.message}`,
+export const handler = withObservability(
+  async (event: unknown, context: Context): Promise<ItemBatchSummary> => {
+    const parsed = itemBatchEventSchema.safeParse(event);
+    if (!parsed.success) {
+      throw new InvalidEventError(
+        `ConverseBatch expects {BatchInput: {runId, ledgerScope}, Items: [...], childStartedAt?}: ${parsed.error.message}`,
+      );
+    }
+    logger.appendKeys({ runId: parsed.data.BatchInput.runId });
+    const deadline = converseUnitDeadline(
+      Date.now(),
+      context.getRemainingTimeInMillis(),
+      parsed.data.childStartedAt,
+      env.EXPRESS_CHILD_BUDGET_SECONDS,
     );
-  }
-  logger.appendKeys({ runId: parsed.data.BatchInput.runId });
-  const deadline = converseUnitDeadline(
-    Date.now(),
-    context.getRemainingTimeInMillis(),
-    parsed.data.childStartedAt,
-    env.EXPRESS_CHILD_BUDGET_SECONDS,
-  );
-  try {
     const summary = await processBatch(parsed.data, {
       s3,
       ledger,
@@ -66,7 +62,5 @@ export async function handler(event: unknown, context: Context): Promise<BatchSu
     metrics.addMetric(PIPELINE_METRICS.inputTokens, 'Count', summary.inputTokens);
     metrics.addMetric(PIPELINE_METRICS.outputTokens, 'Count', summary.outputTokens);
     return summary;
-  } finally {
-    metrics.publishStoredMetrics();
-  }
-}
+  },
+);

@@ -124,7 +124,7 @@ export function report(values: object): void {
 
 /** Child side: runs `main`, reporting a failure on stderr with a non-zero exit code. */
 export function childMain(main: () => Promise<void>): void {
-  // The bundle is also the script of Plan's parse workers (lambda/shared/parse-pool.ts): only the main thread runs.
+  // The bundle is also the script of Plan's parse workers (lambda/plan/parse-pool.ts): only the main thread runs.
   if (!isMainThread) return;
   main().then(
     () => process.exit(0),

@@ -1,5 +1,5 @@
 import { Command } from 'commander';
-import type { CollectShardSummary } from '../../lambda/shared/collect';
+import type { CollectShardSummary } from '../../lambda/batch/collect/collect-contract';
 import type { RunManifest } from '../../lambda/shared/contracts';
 import {
   withBackend,

@@ -10,7 +10,7 @@ import {
   type ExecutionDescription,
   type LocalWorkflow,
 } from '@corpus-pipeline/local-aws/workflow';
-import { defaultParseWorkers } from '../../lambda/shared/parse-pool';
+import { defaultParseWorkers } from '../../lambda/plan/parse-pool';
 import { ENTRY_METADATA_KEY } from '../../lambda/shared/contracts/names';
 import { ENTRY_METADATA_KEY as LOCAL_ENTRY_METADATA_KEY } from '@corpus-pipeline/local-aws/cloud/template-describe';
 import { faultReport, type FaultReport } from './fault-report';

@@ -21,7 +21,7 @@ import { JOBS_TABLE_KEYS } from './contracts/names';
 import { logger, metrics } from './observability';
 
 /**
- * Mode A's job bookkeeping: the jobs table that maps each Bedrock batch inference job (by ARN) to the task token its
+ * Batch mode's job bookkeeping: the jobs table that maps each Bedrock batch inference job (by ARN) to the task token its
  * shard's child execution waits on, and the one way a wait is resumed ({@link resumeWait}), shared by SubmitJob, the
  * job-state handler and the reconciler.
  *

@@ -5,6 +5,7 @@ import { callDependency, TransientDependencyError } from './errors';
 import { logger } from './observability';
 import { InFlightLimiter } from './pool';
 import { sqsAttributeValue, sqsJsonBody } from './sqs-text';
+import { jitteredBackoffMs, sleep } from './backoff';
 
 const SQS_BATCH = 10;
 /** SQS's message size limit, less room for attributes. */
@@ -161,7 +162,7 @@ async function sendBatch(
         `failure lane: ${pending.length} messages could not be sent to ${queueUrl}`,
       );
     }
-    if (attempt > 0) await new Promise((r) => setTimeout(r, Math.random() * 100 * 2 ** attempt));
+    if (attempt > 0) await sleep(jitteredBackoffMs(attempt, 100));
     const out = await callDependency('SQS SendMessageBatch', () =>
       client.send(
         new SendMessageBatchCommand({

@@ -64,9 +64,6 @@ export const RETURN_STEP_DESCRIPTION = 'the handler returned (its work done), be
 /** The hook a local runtime installs on `globalThis` to act on fault points. */
 export type FaultPointHook = (handler: string, step: string) => void;
 
-/** The `globalThis` property {@link faultPoint} calls, when set. */
-export const FAULT_POINT_HOOK = '__corpusFaultPoint';
-
 declare global {
   var __corpusFaultPoint: FaultPointHook | undefined;
 }

@@ -7,6 +7,7 @@ import {
   type DynamoDBDocumentClient,
 } from '@aws-sdk/lib-dynamodb';
 import { callDependency, TransientDependencyError } from './errors';
+import { jitteredBackoffMs, sleep } from './backoff';
 
 /**
  * The idempotency ledger: one item per (ledger scope, recordId). It is the single source of truth for where each
@@ -161,7 +162,7 @@ export class Ledger {
       if (attempt > 0) {
         if (attempt > 8)
           throw new TransientDependencyError(`ledger lookup left ${keys.length} keys unprocessed`);
-        await sleep(Math.min(2000, 50 * 2 ** attempt) * Math.random());
+        await sleep(jitteredBackoffMs(attempt, 50, 2000));
       }
       const out = await callDependency('ledger BatchGetItem', () =>
         this.options.client.send(
@@ -446,8 +447,4 @@ function toEntry(item: Record<string, unknown>): LedgerEntry | undefined {
       ? { error: { code: error.code, message: error.message } }
       : {}),
   };
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }

@@ -45,46 +45,30 @@ export function traced<T>(client: T): T {
   return tracer.captureAWSv3Client(client);
 }
 
-/**
- * The keys that tie a log line to a run, a batch job and a record, so one CloudWatch Logs Insights query
- * (`filter runId = "..."`) finds every line of a run across functions.
- */
-export interface CorrelationKeys {
-  /** The run (the workflow execution's name). */
-  readonly runId?: string;
-  /** Mode A: the shard (batch job) index. */
-  readonly shard?: number;
-  /** Mode A: the Bedrock batch job. */
-  readonly jobArn?: string;
-  /** One record. */
-  readonly recordId?: string;
-}
-
-/** The keys that have a value. */
-export function definedCorrelationKeys(keys: CorrelationKeys): Record<string, string | number> {
-  const out: Record<string, string | number> = {};
-  for (const [name, value] of Object.entries(keys)) {
-    if (value !== undefined) out[name] = value as string | number;
-  }
-  return out;
-}
+/** A Lambda handler: what {@link withObservability} wraps and returns. */
+export type LambdaHandler<E, R> = (event: E, context: Context) => Promise<R>;
 
 /**
- * Starts one invocation's logging: drops the keys a previous invocation of this warm container appended (a module-level
- * logger outlives the invocation), adds the Lambda context (request id, cold start, function) when given, then appends
- * `keys` to every line this invocation logs. Call it first in a handler, instead of `logger.appendKeys`.
+ * The one wrapper of every Lambda entry: adds the invocation's Lambda context to every log line (request id, cold
+ * start, function name and version), and after the invocation, whatever its outcome, flushes the metrics it stored
+ * and drops the keys it appended to the logger (a module-level logger outlives the invocation, so a warm container's
+ * next invocation would otherwise log the previous run's keys). Errors pass through unchanged: the workflow's Retry
+ * and Catch match their names. Powertools' `injectLambdaContext({ resetKeys: true })` and `logMetrics` do the same
+ * as middy middlewares or class decorators; this is the plain-function form, without another dependency.
  */
-export function beginInvocation(keys: CorrelationKeys, context?: Context): void {
-  logger.resetKeys();
-  if (context) logger.addContext(context);
-  logger.appendKeys(definedCorrelationKeys(keys));
-}
-
-/**
- * A logger whose every line carries `keys`, for work that runs concurrently inside one invocation (records of a batch,
- * jobs of a reconciler pass), where appending keys to the shared logger would label one item's lines with another's.
- * It also carries the keys {@link beginInvocation} appended when it was made.
- */
-export function correlatedLogger(keys: CorrelationKeys): Logger {
-  return logger.createChild({ persistentKeys: definedCorrelationKeys(keys) });
+export function withObservability<E, R>(
+  handler: (event: E) => Promise<R>,
+): (event: E, context?: Context) => Promise<R>;
+export function withObservability<E, R>(handler: LambdaHandler<E, R>): LambdaHandler<E, R>;
+export function withObservability<E, R>(handler: LambdaHandler<E, R>): LambdaHandler<E, R> {
+  return async (event, context) => {
+    // Tests and scripts may call an entry without a context; Lambda always gives one.
+    if (context) logger.addContext(context);
+    try {
+      return await handler(event, context);
+    } finally {
+      metrics.publishStoredMetrics();
+      logger.resetKeys();
+    }
+  };
 }

@@ -4,7 +4,12 @@ import { SQSClient } from '@aws-sdk/client-sqs';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { Ledger } from './ledger';
 import { modelFamily, type ModelFamily } from './model-catalog';
-import { bedrockCaller, bedrockRuntimeClient, type ModelCallCounter, type ModelCaller } from './model-caller';
+import {
+  bedrockCaller,
+  bedrockRuntimeClient,
+  type ModelCallCounter,
+  type ModelCaller,
+} from '../converse/model-caller';
 import { traced } from './observability';
 import { resultsPublisherFromEnv, type ResultsPublisher } from './results-queue';
 

@@ -34,7 +34,7 @@ export type ParsedLine =
   { ok: true; item: WorkItem; contentHash: string; bytes: number } | { ok: false; problem: LineProblem };
 
 /**
- * The largest record (serialized work item) mode B accepts: the Map passes records through Step Functions, whose
+ * The largest record (serialized work item) converse mode accepts: the Map passes records through Step Functions, whose
  * payload limit is 256 KiB per child input.
  */
 export const MAX_ITEM_BYTES = 200 * 1024;
@@ -91,11 +91,6 @@ export function canonicalJson(value: unknown): string {
 /** sha256 hex of a text. */
 export function sha256(text: string): string {
   return createHash('sha256').update(text).digest('hex');
-}
-
-/** The deterministic recordId of a line without one: a hash of its request. */
-export function deriveRecordId(modelInput: Record<string, unknown>): string {
-  return `h-${sha256(canonicalJson(modelInput)).slice(0, 32)}`;
 }
 
 /**

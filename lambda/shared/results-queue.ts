@@ -4,6 +4,7 @@ import type { Usage } from './contracts';
 import { callDependency, TransientDependencyError } from './errors';
 import { InFlightLimiter } from './pool';
 import { sqsJsonBody } from './sqs-text';
+import { jitteredBackoffMs, sleep } from './backoff';
 
 /**
  * The optional results queue (SQS FIFO): one message per record a run published, so a downstream stage can consume
@@ -144,5 +145,5 @@ export function resultsPublisherFromEnv(
 }
 
 function backoff(attempt: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, Math.random() * 100 * 2 ** attempt));
+  return sleep(jitteredBackoffMs(attempt, 100));
 }

@@ -2,7 +2,6 @@ import { PassThrough, type Readable } from 'node:stream';
 import { StringDecoder } from 'node:string_decoder';
 import { GetObjectCommand, NoSuchKey, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
-import type { ResultLine } from './contracts';
 import { cleanLine } from './records';
 import { callDependency } from './errors';
 
@@ -413,24 +412,4 @@ export async function* objectLines(
       if (text.trim() !== '') yield { key, lineNo, text };
     }
   }
-}
-
-/**
- * The result lines of one results file by recordId (empty when the file does not exist). For a batch's or a shard
- * part's file, which holds at most a few thousand lines.
- */
-export async function readResultsFile(
-  s3: S3Client,
-  bucket: string,
-  key: string,
-): Promise<Map<string, ResultLine>> {
-  const results = new Map<string, ResultLine>();
-  const body = await openObject(s3, bucket, key);
-  if (!body) return results;
-  for await (const line of readLines(body)) {
-    if (!line) continue;
-    const result = JSON.parse(line) as ResultLine;
-    results.set(result.recordId, result);
-  }
-  return results;
 }

@@ -44,14 +44,14 @@ export const workItemSchema = z.object({
 export type WorkItem = z.infer<typeof workItemSchema>;
 
 /** What the Distributed Map's ItemBatcher hands each child: `BatchInput` from the definition plus the items. */
-export const batchEventSchema = z.object({
+export const itemBatchEventSchema = z.object({
   BatchInput: z.object({ runId: z.string().min(1), ledgerScope: z.string().min(1) }),
   Items: z.array(workItemSchema).min(1),
   /** When the child execution started (ISO-8601): an EXPRESS child has five minutes from then. */
   childStartedAt: z.string().min(1).optional(),
 });
-/** A batch of records for one Converse child execution. */
-export type BatchEvent = z.infer<typeof batchEventSchema>;
+/** An item batch: the records of one Converse child execution (not a Bedrock batch job). */
+export type ItemBatchEvent = z.infer<typeof itemBatchEventSchema>;
 
 /** Model calls as the functions' clients saw them: every HTTP attempt, with the SDK's retries. */
 export interface ModelCalls {
@@ -64,10 +64,10 @@ export interface ModelCalls {
 }
 
 /**
- * What a Converse child returns (and the ResultWriter keeps): where the batch's records ended. Always
+ * What a Converse child returns for its item batch (and the ResultWriter keeps): where the batch's records ended. Always
  * `records = succeeded + failed + skipped + queued`.
  */
-export interface BatchSummary {
+export interface ItemBatchSummary {
   batchId: string;
   records: number;
   /** Published by this batch (lines in its results file). */

@@ -37,7 +37,7 @@ import { checkNode, runLocalDoctor, type LocalProbes } from '../../../cli/doctor
 import { formatDoctorReport, reportOf, type CheckResult } from '../../../cli/doctor-report';
 import { bedrockModelCheck, type CatalogLookup } from '../../../cli/model-check';
 import { runCli } from '../../../cli/program';
-import { batchQuotaNames } from '../../../lambda/shared/batch-quotas';
+import { batchQuotaNames } from '../../../lambda/batch/quotas';
 import { ConfigError, type PipelineConfig } from '../../../lib/config';
 import { PROJECT_ROOT } from '../../../lib/paths';
 import { Capture, T0, testConfig as cliTestConfig } from './helpers';

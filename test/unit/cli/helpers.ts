@@ -5,7 +5,7 @@
 import { Readable, Writable } from 'node:stream';
 import { GetObjectCommand, ListObjectsV2Command, NoSuchKey, type S3Client } from '@aws-sdk/client-s3';
 import type { AwsClientStub } from 'aws-sdk-client-mock';
-import type { CollectShardSummary } from '../../../lambda/shared/collect';
+import type { CollectShardSummary } from '../../../lambda/batch/collect/collect-contract';
 import type {
   FailureLine,
   ManifestJob,

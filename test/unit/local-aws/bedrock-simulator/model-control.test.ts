@@ -10,13 +10,13 @@ import {
   type BedrockSimulator,
   type BedrockSimulatorOptions,
 } from './catalog-simulator';
-import { checkModelAvailability, ModelAvailabilityCache } from '../../../../lambda/shared/model-availability';
+import { checkModelAvailability, ModelAvailabilityCache } from '../../../../lambda/plan/model-availability';
 import { ModelNotAvailableError } from '../../../../lambda/shared/errors';
 import { controlClient, expectSdkError } from './batch-helpers';
 
 /**
  * The simulator's model questions (GetFoundationModel, GetInferenceProfile, GetFoundationModelAvailability) through
- * the real BedrockClient, and Plan's availability check (lambda/shared/model-availability.ts) asking them.
+ * the real BedrockClient, and Plan's availability check (lambda/plan/model-availability.ts) asking them.
  */
 
 const running: { sim: BedrockSimulator; client: BedrockClient }[] = [];

@@ -14,7 +14,7 @@ import {
   type BedrockSimulator,
 } from './catalog-simulator';
 import { MODEL_FAMILIES, nativeUsage, type ModelFamily } from '../../../../lambda/shared/model-catalog';
-import { bedrockCaller } from '../../../../lambda/shared/model-caller';
+import { bedrockCaller } from '../../../../lambda/converse/model-caller';
 import { detectFormat } from '../../../../lambda/shared/records';
 import { expectServiceError, runtimeClient } from './helpers';
 

@@ -1,0 +1,123 @@
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { CreateTableCommand, DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import type { SQSEvent, SQSRecord } from 'aws-lambda';
+import type { FailureLaneMessage } from '../../../../lambda/shared/contracts';
+import { Ledger } from '../../../../lambda/shared/ledger';
+
+/**
+ * Fixtures for the failure-lane tests: a ledger table on dynalite (real conditional writes), failure-lane messages and
+ * SQS events as Lambda's event source mapping delivers them.
+ */
+
+type Dynalite = (options: {
+  createTableMs?: number;
+  deleteTableMs?: number;
+  updateTableMs?: number;
+}) => Server;
+// eslint-disable-next-line @typescript-eslint/no-require-imports -- untyped CommonJS package
+const dynalite = require('dynalite') as Dynalite;
+
+/** A dynalite server with a document client bound to it. */
+export interface LedgerServer {
+  server: Server;
+  doc: DynamoDBDocumentClient;
+  raw: DynamoDBClient;
+}
+
+/** Starts dynalite on a free loopback port. */
+export async function startLedgerServer(): Promise<LedgerServer> {
+  const server = dynalite({ createTableMs: 0, deleteTableMs: 0, updateTableMs: 0 });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => resolve());
+  });
+  const { port } = server.address() as AddressInfo;
+  const raw = new DynamoDBClient({
+    endpoint: `http://127.0.0.1:${port}`,
+    region: 'us-east-1',
+    credentials: { accessKeyId: 'test', secretAccessKey: 'test' },
+  });
+  return { server, raw, doc: DynamoDBDocumentClient.from(raw) };
+}
+
+/** Stops the server. */
+export async function stopLedgerServer(ledger: LedgerServer): Promise<void> {
+  ledger.raw.destroy();
+  await new Promise<void>((resolve) => ledger.server.close(() => resolve()));
+}
+
+/** Creates a fresh ledger table (`pk` string hash key) and a Ledger on it. */
+export async function freshLedger(
+  ledger: LedgerServer,
+  name: string,
+): Promise<{ table: string; ledger: Ledger }> {
+  await ledger.raw.send(
+    new CreateTableCommand({
+      TableName: name,
+      AttributeDefinitions: [{ AttributeName: 'pk', AttributeType: 'S' }],
+      KeySchema: [{ AttributeName: 'pk', KeyType: 'HASH' }],
+      BillingMode: 'PAY_PER_REQUEST',
+    }),
+  );
+  return { table: name, ledger: new Ledger({ client: ledger.doc, tableName: name, ttlDays: 30 }) };
+}
+
+/** Creates a runs table as the stack declares it (`runId` hash, `item` range: lib/ledger.ts RUNS_TABLE_KEYS). */
+export async function createRunsTable(ledger: LedgerServer, name: string): Promise<void> {
+  await ledger.raw.send(
+    new CreateTableCommand({
+      TableName: name,
+      AttributeDefinitions: [
+        { AttributeName: 'runId', AttributeType: 'S' },
+        { AttributeName: 'item', AttributeType: 'S' },
+      ],
+      KeySchema: [
+        { AttributeName: 'runId', KeyType: 'HASH' },
+        { AttributeName: 'item', KeyType: 'RANGE' },
+      ],
+      BillingMode: 'PAY_PER_REQUEST',
+    }),
+  );
+}
+
+/** A retryable failure-lane message that carries its request. */
+export function retryable(recordId: string, overrides: Partial<FailureLaneMessage> = {}): FailureLaneMessage {
+  return {
+    recordId,
+    line: 3,
+    stage: 'converse',
+    runId: 'run-9',
+    ledgerScope: 'scope-a',
+    error: { code: 'ThrottlingException', message: 'throttled', retryable: true },
+    format: 'converse',
+    modelInput: { messages: [{ role: 'user', content: [{ text: `question ${recordId}` }] }] },
+    ...overrides,
+  };
+}
+
+/** One SQS record as the event source mapping delivers it. */
+export function sqsRecord(messageId: string, body: unknown, receiveCount = 1): SQSRecord {
+  return {
+    messageId,
+    receiptHandle: `rh-${messageId}`,
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+    attributes: {
+      ApproximateReceiveCount: String(receiveCount),
+      SentTimestamp: '1700000000000',
+      SenderId: 'AIDA',
+      ApproximateFirstReceiveTimestamp: '1700000000000',
+    },
+    messageAttributes: {},
+    md5OfBody: 'x',
+    eventSource: 'aws:sqs',
+    eventSourceARN: 'arn:aws:sqs:us-east-1:123456789012:failures',
+    awsRegion: 'us-east-1',
+  };
+}
+
+/** An SQS event of the given records. */
+export function sqsEvent(...records: SQSRecord[]): SQSEvent {
+  return { Records: records };
+}
