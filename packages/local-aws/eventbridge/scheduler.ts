@@ -446,6 +446,7 @@ export function startScheduler<S extends ScheduleLike>(
   const timer =
     intervalMs > 0
       ? setInterval(() => {
+          // Fire and forget: fireSchedule reports each failure, so a tick never rejects; stop() awaits it.
           void tick();
         }, intervalMs)
       : undefined;

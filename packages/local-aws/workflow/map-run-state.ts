@@ -59,6 +59,7 @@ export function runMapRunState(
     },
   });
   active.add(run);
+  // Bookkeeping only: the caller awaits `run` itself; both outcomes are handled here.
   void run.then(
     () => active.delete(run),
     () => active.delete(run),
