@@ -1,46 +1,31 @@
-import { randomBytes } from 'node:crypto';
-
 import { S3Client } from '@aws-sdk/client-s3';
 
-import { systemClock, type BatchClock, type CancelTimer } from './batch-clock';
+import {
+  checkConcurrentJobs,
+  checkJobNameFree,
+  jobOfSameToken,
+  type JobNameUniqueness,
+} from './batch-admission';
+import { systemClock, type BatchClock } from './batch-clock';
 import { BatchJobFailure, BatchServiceError } from './batch-errors';
-import {
-  buildStateChangeEvent,
-  type BatchJobEventListener,
-  type BatchJobStateChangeEvent,
-} from './batch-events';
+import { BatchEventDelivery, type BatchEventStats } from './batch-event-delivery';
+import type { BatchJobEventListener } from './batch-events';
 import { BatchFaultInjector, INJECTED_JOB_FAILURE_MESSAGE, type BatchFaultOptions } from './batch-faults';
-import {
-  countRecords,
-  joinKey,
-  listInputFiles,
-  parseS3Uri,
-  putJson,
-  readInputLines,
-  ShuffledJsonlWriter,
-  type BatchInputFile,
-} from './batch-io';
-import { generatedRecordId, processBatchRecord } from './batch-records';
+import { checkJobInput } from './batch-input-check';
+import type { BatchInputFile } from './batch-io';
+import { describeJob, listJobPage, newJobId, type BatchJobDescription, type JobRecord } from './batch-job';
+import { writeJobOutput } from './batch-output';
 import {
   batchLimitsFor,
   checkBatchLimitOptions,
   isTerminalStatus,
   STOPPABLE_STATUSES,
-  type BatchInvocationType,
   type BatchJobStatus,
   type BatchLimitOptions,
   type BatchLimits,
 } from './batch-status';
-import {
-  parseJobIdentifier,
-  parseListJobsQuery,
-  validateCreateJobRequest,
-  type BatchS3InputConfig,
-  type BatchS3OutputConfig,
-  type BatchVpcConfig,
-  type CreateJobInput,
-} from './batch-validation';
-import { mulberry32, type OutputLengthOptions } from './engine';
+import { parseJobIdentifier, validateCreateJobRequest } from './batch-validation';
+import type { OutputLengthOptions } from './engine';
 import { FaultInjector } from './faults';
 import {
   getFoundationModel,
@@ -49,7 +34,10 @@ import {
   type ModelAccessAnswer,
   type ModelControlContext,
 } from './model-control';
-import { ModelTable, type ModelSpec, type ResolvedModel } from './models';
+import { ModelTable, type ResolvedModel } from './models';
+
+export type { BatchEventStats } from './batch-event-delivery';
+export type { BatchJobCounts, BatchJobDescription, BatchManifest } from './batch-job';
 
 /** Phases whose length is simulated (the others last as long as their work). */
 export type BatchPhase = 'submitted' | 'validating' | 'scheduled' | 'stopping';
@@ -80,7 +68,7 @@ export interface BatchServiceOptions {
    * Which existing jobs a new job's name must differ from (ConflictException otherwise): every job, jobs not
    * yet ended, or none. @default 'all'
    */
-  readonly uniqueJobNames?: 'all' | 'active' | 'none';
+  readonly uniqueJobNames?: JobNameUniqueness;
   /** End a job PartiallyCompleted (not Completed) when some records got error lines. @default false */
   readonly partialWhenRecordErrors?: boolean;
   /**
@@ -104,109 +92,7 @@ export interface BatchServiceDeps {
   readonly outputLength?: OutputLengthOptions;
 }
 
-/** Record counters of a job. */
-export interface BatchJobCounts {
-  /** Records in the input, once validation has counted them. */
-  total?: number;
-  processed: number;
-  success: number;
-  error: number;
-  inputTokens: number;
-  outputTokens: number;
-}
-
-/** The manifest.json.out Bedrock writes beside the output files. */
-export interface BatchManifest {
-  readonly totalRecordCount: number;
-  readonly processedRecordCount: number;
-  readonly successRecordCount: number;
-  readonly errorRecordCount: number;
-  readonly inputTokenCount: number;
-  readonly outputTokenCount: number;
-}
-
-/** The job description GetModelInvocationJob returns (and each ListModelInvocationJobs summary). */
-export interface BatchJobDescription {
-  jobArn: string;
-  jobName: string;
-  modelId: string;
-  clientRequestToken?: string;
-  roleArn: string;
-  status: BatchJobStatus;
-  message?: string;
-  submitTime: string;
-  lastModifiedTime: string;
-  endTime?: string;
-  inputDataConfig: { s3InputDataConfig: BatchS3InputConfig };
-  outputDataConfig: { s3OutputDataConfig: BatchS3OutputConfig };
-  vpcConfig?: BatchVpcConfig;
-  timeoutDurationInHours: number;
-  jobExpirationTime: string;
-  modelInvocationType: BatchInvocationType;
-  totalRecordCount?: number;
-  processedRecordCount?: number;
-  successRecordCount?: number;
-  errorRecordCount?: number;
-}
-
-/** Counters of the state-change event delivery. */
-export interface BatchEventStats {
-  /** Status changes that produced an event. */
-  emitted: number;
-  /** Events handed to the listener (duplicates count twice). */
-  delivered: number;
-  /** Events dropped by the dropEvents fault. */
-  dropped: number;
-  /** Extra deliveries made by the duplicateEvents fault. */
-  duplicated: number;
-  /** Deliveries whose listener threw or rejected (logged). */
-  listenerErrors: number;
-}
-
-type Interrupt = 'stop' | 'expire';
-
-interface JobRecord {
-  readonly jobId: string;
-  readonly jobArn: string;
-  readonly input: CreateJobInput;
-  readonly model: ModelSpec;
-  readonly modelArn: string;
-  readonly fingerprint: string;
-  readonly seq: number;
-  readonly submitTime: number;
-  readonly timeoutHours: number;
-  readonly expiresAt: number;
-  readonly failByFault: boolean;
-  status: BatchJobStatus;
-  message?: string;
-  lastModifiedTime: number;
-  endTime?: number;
-  counts: BatchJobCounts;
-  interrupt?: Interrupt;
-  wake?: () => void;
-  cancelExpiry?: CancelTimer;
-  done: Promise<void>;
-}
-
-/** Statuses counted against the concurrent-jobs quota. */
-function isActive(status: BatchJobStatus): boolean {
-  return !isTerminalStatus(status);
-}
-
-const ID_ALPHABET = 'abcdefghijklmnopqrstuvwxyz0123456789';
-
-function newJobId(): string {
-  const bytes = randomBytes(12);
-  let id = '';
-  for (const byte of bytes) id += ID_ALPHABET[byte % ID_ALPHABET.length];
-  return id;
-}
-
-function iso(ms: number): string {
-  return new Date(ms).toISOString();
-}
-
-function describe(err: unknown): string {
+function errorText(err: unknown): string {
   return err instanceof Error ? `${err.name}: ${err.message}` : String(err);
 }
 
@@ -221,13 +107,7 @@ export class BatchJobService {
   /** Batch faults. */
   readonly faults: BatchFaultInjector;
   /** Event delivery counters. */
-  readonly eventStats: BatchEventStats = {
-    emitted: 0,
-    delivered: 0,
-    dropped: 0,
-    duplicated: 0,
-    listenerErrors: 0,
-  };
+  readonly eventStats: BatchEventStats;
   private readonly models: ModelTable;
   private readonly runtimeFaults: FaultInjector;
   private readonly clock: BatchClock;
@@ -238,7 +118,7 @@ export class BatchJobService {
   private readonly byToken = new Map<string, string>();
   private s3?: S3Client;
   private readonly ownsS3: boolean;
-  private delivery: Promise<void> = Promise.resolve();
+  private readonly events: BatchEventDelivery;
   private readonly closeWakers = new Set<() => void>();
   private seq = 0;
   private closed = false;
@@ -270,6 +150,12 @@ export class BatchJobService {
     this.region = options.region ?? 'us-east-1';
     this.accountId = options.accountId ?? '000000000000';
     this.faults = new BatchFaultInjector(options.faults);
+    this.events = new BatchEventDelivery(
+      { accountId: this.accountId, region: this.region },
+      this.faults,
+      deps,
+    );
+    this.eventStats = this.events.stats;
     this.s3 = deps.s3Client;
     this.ownsS3 = deps.s3Client === undefined;
   }
@@ -298,36 +184,12 @@ export class BatchJobService {
     const fingerprint = JSON.stringify({ ...input, clientRequestToken: undefined, model: undefined });
     if (input.clientRequestToken !== undefined) {
       const existing = this.jobs.get(this.byToken.get(input.clientRequestToken) ?? '');
-      if (existing) {
-        if (existing.fingerprint === fingerprint) return { jobArn: existing.jobArn };
-        throw new BatchServiceError(
-          'ConflictException',
-          `The clientRequestToken '${input.clientRequestToken}' was already used to create job ${existing.jobArn} with different parameters. Use a new token for a different request.`,
-        );
-      }
+      const same = jobOfSameToken(existing, input, fingerprint);
+      if (same) return { jobArn: same.jobArn };
     }
-    const uniqueness = this.options.uniqueJobNames ?? 'all';
-    if (uniqueness !== 'none') {
-      for (const job of this.jobs.values()) {
-        if (job.input.jobName !== input.jobName) continue;
-        if (uniqueness === 'active' && !isActive(job.status)) continue;
-        throw new BatchServiceError(
-          'ConflictException',
-          `A batch inference job named '${input.jobName}' already exists (${job.jobArn}, ${job.status}). Job names must be unique; use a different jobName.`,
-        );
-      }
-    }
+    checkJobNameFree(this.jobs.values(), input.jobName, this.options.uniqueJobNames ?? 'all');
     const model = input.model.spec;
-    const limit = this.limitsFor(model.modelId).maxConcurrentJobs;
-    const active = [...this.jobs.values()].filter(
-      (j) => j.model.modelId === model.modelId && isActive(j.status),
-    );
-    if (active.length >= limit) {
-      throw new BatchServiceError(
-        'ServiceQuotaExceededException',
-        `You have reached the service quota 'Sum of in-progress and submitted batch inference jobs using a base model for ${model.modelId}' (${limit}): ${active.length} jobs are submitted or in progress. Wait for a job to end, or stop one, and try again.`,
-      );
-    }
+    checkConcurrentJobs(this.jobs.values(), model.modelId, this.limitsFor(model.modelId).maxConcurrentJobs);
 
     const jobId = this.uniqueJobId();
     const now = this.clock.now();
@@ -352,17 +214,12 @@ export class BatchJobService {
     };
     this.jobs.set(jobId, job);
     if (input.clientRequestToken !== undefined) this.byToken.set(input.clientRequestToken, jobId);
-    this.emit(job);
+    this.events.emit(job);
     job.cancelExpiry = this.clock.schedule(timeoutHours * hourMs, () => this.expire(job));
     job.done = this.run(job);
     return { jobArn: job.jobArn };
   }
 
-  /**
-   * GetModelInvocationJob.
-   * @param identifier job id or job ARN (URL-decoded)
-   * @throws BatchServiceError ValidationException, ResourceNotFoundException
-   */
   /** The model questions' context: the shared model table, Region, account and access answers. */
   private get modelControl(): ModelControlContext {
     return {
@@ -397,8 +254,13 @@ export class BatchJobService {
     return getFoundationModelAvailability(this.modelControl, identifier);
   }
 
+  /**
+   * GetModelInvocationJob.
+   * @param identifier job id or job ARN (URL-decoded)
+   * @throws BatchServiceError ValidationException, ResourceNotFoundException
+   */
   get(identifier: string): BatchJobDescription {
-    return this.describe(this.find(identifier));
+    return describeJob(this.find(identifier));
   }
 
   /**
@@ -407,28 +269,7 @@ export class BatchJobService {
    * @throws BatchServiceError ValidationException
    */
   list(query: URLSearchParams): { invocationJobSummaries: BatchJobDescription[]; nextToken?: string } {
-    const q = parseListJobsQuery(query);
-    const matches = [...this.jobs.values()]
-      .filter((j) => q.statusEquals === undefined || j.status === q.statusEquals)
-      .filter((j) => q.nameContains === undefined || j.input.jobName.includes(q.nameContains))
-      .filter((j) => q.submitTimeAfter === undefined || j.submitTime > q.submitTimeAfter)
-      .filter((j) => q.submitTimeBefore === undefined || j.submitTime < q.submitTimeBefore)
-      .sort((a, b) => a.submitTime - b.submitTime || a.seq - b.seq);
-    if (q.sortOrder === 'Descending') matches.reverse();
-    let offset = 0;
-    if (q.nextToken !== undefined) {
-      const decoded = /^o(\d+)$/.exec(Buffer.from(q.nextToken, 'base64url').toString('utf8'));
-      if (!decoded) {
-        throw new BatchServiceError('ValidationException', `The nextToken '${q.nextToken}' is not valid.`);
-      }
-      offset = Number(decoded[1]);
-    }
-    const page = matches.slice(offset, offset + q.maxResults).map((j) => this.describe(j));
-    const next = offset + q.maxResults;
-    return {
-      invocationJobSummaries: page,
-      ...(next < matches.length ? { nextToken: Buffer.from(`o${next}`).toString('base64url') } : {}),
-    };
+    return listJobPage(this.jobs.values(), query);
   }
 
   /**
@@ -457,21 +298,17 @@ export class BatchJobService {
   async settled(identifier: string): Promise<BatchJobDescription> {
     const job = this.find(identifier);
     await job.done;
-    return this.describe(job);
+    return describeJob(job);
   }
 
   /** Waits until every event emitted so far has been delivered to the listener. */
-  async eventsDelivered(): Promise<void> {
-    let current: Promise<void>;
-    do {
-      current = this.delivery;
-      await current;
-    } while (current !== this.delivery);
+  eventsDelivered(): Promise<void> {
+    return this.events.delivered();
   }
 
   /** Every job, oldest first. */
   describeAll(): BatchJobDescription[] {
-    return [...this.jobs.values()].sort((a, b) => a.seq - b.seq).map((j) => this.describe(j));
+    return [...this.jobs.values()].sort((a, b) => a.seq - b.seq).map(describeJob);
   }
 
   /**
@@ -520,7 +357,7 @@ export class BatchJobService {
       if (this.closed) return;
       if (err instanceof BatchJobFailure) return this.finish(job, 'Failed', err.message);
       console.error(`bedrock-simulator: batch job ${job.jobArn} failed on a simulator error`, err);
-      this.finish(job, 'Failed', `Simulator internal error: ${describe(err)}`);
+      this.finish(job, 'Failed', `Simulator internal error: ${errorText(err)}`);
     }
   }
 
@@ -575,137 +412,28 @@ export class BatchJobService {
 
   /** Reads the input location and checks it against the model's limits; returns the input files. */
   private async validateInput(job: JobRecord): Promise<BatchInputFile[]> {
-    const s3 = this.s3Client();
-    const uri = job.input.inputDataConfig.s3InputDataConfig.s3Uri;
-    const limits = this.limitsFor(job.model.modelId);
-    const model = job.model.modelId;
-    const files = await listInputFiles(s3, uri);
-    let bytes = 0;
-    for (const file of files) {
-      bytes += file.size;
-      if (file.size > limits.maxBytesPerFile) {
-        throw new BatchJobFailure(
-          `The input file ${file.name} is ${file.size} bytes, more than the quota 'Batch inference input file size (in GB)' for ${model} allows (${limits.maxBytesPerFile} bytes).`,
-        );
-      }
-    }
-    if (bytes > limits.maxBytesPerJob) {
-      throw new BatchJobFailure(
-        `The job's input files hold ${bytes} bytes, more than the quota 'Batch inference job size (in GB)' for ${model} allows (${limits.maxBytesPerJob} bytes).`,
-      );
-    }
-    let total = 0;
-    for (const file of files) {
-      const records = await countRecords(s3, file);
-      if (records > limits.maxRecordsPerFile) {
-        throw new BatchJobFailure(
-          `The input file ${file.name} has ${records} records, more than the quota 'Records per input file per batch inference job for ${model}' allows (${limits.maxRecordsPerFile}).`,
-        );
-      }
-      total += records;
-    }
-    if (total > limits.maxRecordsPerJob) {
-      throw new BatchJobFailure(
-        `The job has ${total} records, more than the quota 'Records per batch inference job for ${model}' allows (${limits.maxRecordsPerJob}).`,
-      );
-    }
-    if (total < limits.minRecordsPerJob) {
-      throw new BatchJobFailure(
-        `The job has ${total} records, fewer than the quota 'Minimum number of records per batch inference job for ${model}' requires (${limits.minRecordsPerJob}). Add records or process them with on-demand inference.`,
-      );
-    }
+    const { files, total } = await checkJobInput(
+      this.s3Client(),
+      job.input.inputDataConfig.s3InputDataConfig.s3Uri,
+      job.model.modelId,
+      this.limitsFor(job.model.modelId),
+    );
     job.counts.total = total;
     return files;
   }
 
-  /**
-   * Answers every record, writing one shuffled `.out` file per input file, then the manifest. Stops early
-   * (keeping what it wrote) when the job is stopped or times out. Returns how many records the partialJob
-   * fault left without output.
-   */
-  private async process(job: JobRecord, files: readonly BatchInputFile[]): Promise<number> {
-    const s3 = this.s3Client();
-    const out = parseS3Uri(job.input.outputDataConfig.s3OutputDataConfig.s3Uri);
-    const shuffle = mulberry32(Number.parseInt(job.jobId.slice(0, 8), 36) >>> 0);
-    const window = Math.max(1, this.options.shuffleWindow ?? 1024);
-    const { counts } = job;
-    let skipped = 0;
-    for (const file of files) {
-      if (job.interrupt || this.closed) break;
-      const writer = new ShuffledJsonlWriter(
-        s3,
-        { bucket: out.bucket, key: joinKey(out.key, job.jobId, `${file.name}.out`) },
-        window,
-        shuffle,
-      );
-      try {
-        skipped += await this.processFile(job, file, writer);
-      } catch (err) {
-        writer.abort();
-        throw err;
-      }
-      if (this.closed) {
-        writer.abort();
-        return skipped;
-      }
-      await writer.close();
-    }
-    if (this.closed) return skipped;
-    const manifest: BatchManifest = {
-      totalRecordCount: counts.total ?? 0,
-      processedRecordCount: counts.processed,
-      successRecordCount: counts.success,
-      errorRecordCount: counts.error,
-      inputTokenCount: counts.inputTokens,
-      outputTokenCount: counts.outputTokens,
-    };
-    await putJson(
-      s3,
-      { bucket: out.bucket, key: joinKey(out.key, job.jobId, 'manifest.json.out') },
-      manifest,
-    );
-    return skipped;
-  }
-
-  /** Answers the records of one input file into its writer; returns how many the partialJob fault dropped. */
-  private async processFile(
-    job: JobRecord,
-    file: BatchInputFile,
-    writer: ShuffledJsonlWriter,
-  ): Promise<number> {
-    const invocationType = job.input.modelInvocationType ?? 'InvokeModel';
-    const { counts } = job;
-    let skipped = 0;
-    let lineNumber = 0;
-    for await (const text of readInputLines(this.s3Client(), file)) {
-      lineNumber += 1;
-      if (text.trim().length === 0) continue;
-      if (this.faults.dropRecord()) {
-        skipped += 1;
-        continue;
-      }
-      const at = lineNumber;
-      const result = processBatchRecord(text, {
-        model: job.model,
-        invocationType,
-        faults: this.runtimeFaults,
-        ...(this.deps.outputLength === undefined ? {} : { outputLength: this.deps.outputLength }),
-        fallbackRecordId: () => generatedRecordId(job.jobId, file.name, at),
-      });
-      await writer.write(JSON.stringify(result.line));
-      counts.processed += 1;
-      if (result.ok) {
-        counts.success += 1;
-        counts.inputTokens += result.inputTokens;
-        counts.outputTokens += result.outputTokens;
-      } else {
-        counts.error += 1;
-      }
-      const delay = (this.options.recordMs ?? 0) + this.faults.slowMs;
-      if (delay > 0 && !(await this.sleep(job, delay))) break;
-      if (job.interrupt || this.closed) break;
-    }
-    return skipped;
+  /** Answers every record into the output files and the manifest; returns how many the partialJob fault dropped. */
+  private process(job: JobRecord, files: readonly BatchInputFile[]): Promise<number> {
+    return writeJobOutput(job, files, {
+      s3: this.s3Client(),
+      shuffleWindow: this.options.shuffleWindow ?? 1024,
+      recordMs: this.options.recordMs ?? 0,
+      faults: this.faults,
+      runtimeFaults: this.runtimeFaults,
+      ...(this.deps.outputLength === undefined ? {} : { outputLength: this.deps.outputLength }),
+      sleep: (ms) => this.sleep(job, ms),
+      closed: () => this.closed,
+    });
   }
 
   /**
@@ -745,7 +473,7 @@ export class BatchJobService {
   private transition(job: JobRecord, status: BatchJobStatus): void {
     job.status = status;
     job.lastModifiedTime = this.clock.now();
-    this.emit(job);
+    this.events.emit(job);
   }
 
   private finish(job: JobRecord, status: BatchJobStatus, message?: string): void {
@@ -756,81 +484,7 @@ export class BatchJobService {
     this.transition(job, status);
   }
 
-  // ---------------------------------------------------------------- events
-
-  private emit(job: JobRecord): void {
-    const event = buildStateChangeEvent(
-      {
-        jobArn: job.jobArn,
-        jobName: job.input.jobName,
-        modelArn: job.modelArn,
-        status: job.status,
-        ...(job.message === undefined ? {} : { message: job.message }),
-        submitTime: job.submitTime,
-      },
-      { accountId: this.accountId, region: this.region },
-      job.lastModifiedTime,
-    );
-    this.eventStats.emitted += 1;
-    const copies = this.faults.eventCopies(job.status);
-    if (copies === 0) {
-      this.eventStats.dropped += 1;
-      return;
-    }
-    if (copies === 2) this.eventStats.duplicated += 1;
-    for (let i = 0; i < copies; i += 1) {
-      this.delivery = this.delivery.then(() => this.deliver(event));
-    }
-  }
-
-  private async deliver(event: BatchJobStateChangeEvent): Promise<void> {
-    const listener = this.deps.onEvent;
-    if (!listener) return;
-    this.eventStats.delivered += 1;
-    try {
-      await listener(event);
-    } catch (err) {
-      // A failing target must not stop the job or the events after it; EventBridge would retry and give up.
-      this.eventStats.listenerErrors += 1;
-      console.error(
-        `bedrock-simulator: the job event listener failed on ${event.detail.status} of ${event.detail.batchJobArn}`,
-        err,
-      );
-    }
-  }
-
   // ---------------------------------------------------------------- helpers
-
-  private describe(job: JobRecord): BatchJobDescription {
-    const { input, counts } = job;
-    const started = counts.total !== undefined && job.status !== 'Validating' && job.status !== 'Scheduled';
-    return {
-      jobArn: job.jobArn,
-      jobName: input.jobName,
-      modelId: input.modelId,
-      ...(input.clientRequestToken === undefined ? {} : { clientRequestToken: input.clientRequestToken }),
-      roleArn: input.roleArn,
-      status: job.status,
-      ...(job.message === undefined ? {} : { message: job.message }),
-      submitTime: iso(job.submitTime),
-      lastModifiedTime: iso(job.lastModifiedTime),
-      ...(job.endTime === undefined ? {} : { endTime: iso(job.endTime) }),
-      inputDataConfig: input.inputDataConfig,
-      outputDataConfig: input.outputDataConfig,
-      ...(input.vpcConfig === undefined ? {} : { vpcConfig: input.vpcConfig }),
-      timeoutDurationInHours: job.timeoutHours,
-      jobExpirationTime: iso(job.expiresAt),
-      modelInvocationType: input.modelInvocationType ?? 'InvokeModel',
-      ...(counts.total === undefined ? {} : { totalRecordCount: counts.total }),
-      ...(started
-        ? {
-            processedRecordCount: counts.processed,
-            successRecordCount: counts.success,
-            errorRecordCount: counts.error,
-          }
-        : {}),
-    };
-  }
 
   private find(identifier: string): JobRecord {
     const parsed = parseJobIdentifier(identifier);

@@ -5,7 +5,8 @@
  */
 export * from './template-load';
 export * from './stack-description';
-export * from './template-describe';
+// Only what callers outside cloud/ use: the describing helpers (propertiesOf, errorName ...) stay internal.
+export { describeStack, type DescribeOptions } from './template-describe';
 export * from './template-provision';
 
 export {

@@ -288,6 +288,93 @@ function arnParts(arn: string | undefined): { region?: string; account?: string 
 
 const SCHEDULER_ATTRIBUTES = /<aws\.scheduler\.(schedule-arn|scheduled-time|execution-id|attempt-number)>/g;
 
+/** Parses every schedule's expression, naming the schedule in the error of the first invalid one. */
+function parseSchedules<S extends ScheduleLike>(schedules: readonly S[]): Map<S, ParsedScheduleExpression> {
+  const parsed = new Map<S, ParsedScheduleExpression>();
+  for (const schedule of schedules) {
+    try {
+      parsed.set(
+        schedule,
+        parseScheduleExpression(schedule.scheduleExpression, schedule.source === 'scheduler'),
+      );
+    } catch (err) {
+      if (err instanceof InvalidScheduleExpressionError) {
+        throw new InvalidScheduleExpressionError(err.expression, err.reason, schedule.name);
+      }
+      throw err;
+    }
+  }
+  return parsed;
+}
+
+/** Hands a failed firing to `onError` (console.error by default); a throwing handler is logged, never thrown. */
+function errorReporter<S extends ScheduleLike>(
+  onError: ScheduleErrorHandler<S> | undefined,
+): ScheduleErrorHandler<S> {
+  const handler: ScheduleErrorHandler<S> =
+    onError ??
+    ((error, schedule, target) =>
+      console.error(
+        `local scheduler: schedule ${schedule.name}${target === undefined ? '' : ` target ${target.id}`} failed:`,
+        error,
+      ));
+  return (error, schedule, target) => {
+    try {
+      handler(error, schedule, target);
+    } catch (handlerError) {
+      console.error(`local scheduler: the onError handler threw while reporting`, error, handlerError);
+    }
+  };
+}
+
+/** What an EventBridge Scheduler target receives: its Input with the context attributes replaced, or `{}`. */
+function schedulerTargetInput(
+  schedule: ScheduleLike,
+  target: ScheduleTargetLike | undefined,
+  time: Date,
+): string {
+  const input = target?.input;
+  if (input === undefined) return '{}';
+  const executionId = randomBytes(8).toString('hex');
+  return input.replace(SCHEDULER_ATTRIBUTES, (_match, attribute: string) => {
+    if (attribute === 'schedule-arn') return schedule.arn ?? '';
+    if (attribute === 'scheduled-time') return formatEventTime(time);
+    if (attribute === 'execution-id') return executionId;
+    return '1';
+  });
+}
+
+/** What a scheduled rule's target receives: the `Scheduled Event` envelope, shaped by the target's input settings. */
+function scheduledRuleInput(
+  schedule: ScheduleLike,
+  target: ScheduleTargetLike | undefined,
+  time: Date,
+  defaults: { readonly region?: string; readonly account?: string },
+): string {
+  const { region, account } = arnParts(schedule.arn);
+  const event: EventBridgeEvent = {
+    version: '0',
+    id: randomUUID(),
+    'detail-type': 'Scheduled Event',
+    source: 'aws.events',
+    account: account ?? defaults.account ?? '000000000000',
+    time: formatEventTime(time),
+    region: region ?? defaults.region ?? 'us-east-1',
+    resources: schedule.arn === undefined ? [] : [schedule.arn],
+    detail: {},
+  };
+  if (target === undefined) return JSON.stringify(event);
+  return computeTargetInput(
+    {
+      ...(target.input !== undefined && { input: target.input }),
+      ...(target.inputPath !== undefined && { inputPath: target.inputPath }),
+      ...(target.inputTransformer !== undefined && { inputTransformer: target.inputTransformer }),
+    },
+    event as unknown as Record<string, unknown>,
+    { ruleArn: schedule.arn ?? '', ruleName: schedule.name, ingestionTime: time },
+  );
+}
+
 /**
  * Starts firing `schedules`. Expressions are validated at once (all of them, disabled ones too,
  * as the services refuse them on creation).
@@ -307,74 +394,16 @@ export function startScheduler<S extends ScheduleLike>(
     throw new RangeError(`intervalMs must be a non-negative number, got ${intervalMs}`);
   }
   const now = options.now ?? (() => new Date());
-  const onError: ScheduleErrorHandler<S> =
-    options.onError ??
-    ((error, schedule, target) =>
-      console.error(
-        `local scheduler: schedule ${schedule.name}${target === undefined ? '' : ` target ${target.id}`} failed:`,
-        error,
-      ));
-  const parsed = new Map<S, ParsedScheduleExpression>();
-  for (const schedule of schedules) {
-    try {
-      parsed.set(
-        schedule,
-        parseScheduleExpression(schedule.scheduleExpression, schedule.source === 'scheduler'),
-      );
-    } catch (err) {
-      if (err instanceof InvalidScheduleExpressionError) {
-        throw new InvalidScheduleExpressionError(err.expression, err.reason, schedule.name);
-      }
-      throw err;
-    }
-  }
+  const report = errorReporter(options.onError);
+  const parsed = parseSchedules(schedules);
   const running = new Map<S, Promise<void>>();
   const firedOnce = new Set<S>();
   let stopped = false;
 
-  const report = (error: unknown, schedule: S, target: ScheduleTargetOf<S> | undefined): void => {
-    try {
-      onError(error, schedule, target);
-    } catch (handlerError) {
-      console.error(`local scheduler: the onError handler threw while reporting`, error, handlerError);
-    }
-  };
-
-  const inputFor = (schedule: S, target: ScheduleTargetOf<S> | undefined, time: Date): string => {
-    if (schedule.source === 'scheduler') {
-      const input = target?.input;
-      if (input === undefined) return '{}';
-      const executionId = randomBytes(8).toString('hex');
-      return input.replace(SCHEDULER_ATTRIBUTES, (_match, attribute: string) => {
-        if (attribute === 'schedule-arn') return schedule.arn ?? '';
-        if (attribute === 'scheduled-time') return formatEventTime(time);
-        if (attribute === 'execution-id') return executionId;
-        return '1';
-      });
-    }
-    const { region, account } = arnParts(schedule.arn);
-    const event: EventBridgeEvent = {
-      version: '0',
-      id: randomUUID(),
-      'detail-type': 'Scheduled Event',
-      source: 'aws.events',
-      account: account ?? options.account ?? '000000000000',
-      time: formatEventTime(time),
-      region: region ?? options.region ?? 'us-east-1',
-      resources: schedule.arn === undefined ? [] : [schedule.arn],
-      detail: {},
-    };
-    if (target === undefined) return JSON.stringify(event);
-    return computeTargetInput(
-      {
-        ...(target.input !== undefined && { input: target.input }),
-        ...(target.inputPath !== undefined && { inputPath: target.inputPath }),
-        ...(target.inputTransformer !== undefined && { inputTransformer: target.inputTransformer }),
-      },
-      event as unknown as Record<string, unknown>,
-      { ruleArn: schedule.arn ?? '', ruleName: schedule.name, ingestionTime: time },
-    );
-  };
+  const inputFor = (schedule: S, target: ScheduleTargetOf<S> | undefined, time: Date): string =>
+    schedule.source === 'scheduler'
+      ? schedulerTargetInput(schedule, target, time)
+      : scheduledRuleInput(schedule, target, time, options);
 
   const fireSchedule = async (schedule: S): Promise<void> => {
     const time = now();
@@ -393,16 +422,20 @@ export function startScheduler<S extends ScheduleLike>(
     );
   };
 
+  /** Whether a schedule fires this tick: enabled, not still running, and a one-time `at()` not yet fired. */
+  const isDue = (schedule: S): boolean => {
+    if (schedule.state === 'DISABLED' || running.has(schedule)) return false;
+    if (parsed.get(schedule)?.kind !== 'at') return true;
+    if (firedOnce.has(schedule)) return false;
+    firedOnce.add(schedule);
+    return true;
+  };
+
   const tick = async (): Promise<void> => {
     if (stopped) return;
     const started: Promise<void>[] = [];
     for (const schedule of schedules) {
-      if (schedule.state === 'DISABLED' || running.has(schedule)) continue;
-      const expression = parsed.get(schedule);
-      if (expression?.kind === 'at') {
-        if (firedOnce.has(schedule)) continue;
-        firedOnce.add(schedule);
-      }
+      if (!isDue(schedule)) continue;
       const firing = fireSchedule(schedule).finally(() => running.delete(schedule));
       running.set(schedule, firing);
       started.push(firing);

@@ -17,18 +17,12 @@ import {
   createLibraryStateMachine,
   type JsonValue,
 } from './asl-runtime';
-import {
-  LOCAL_CONTEXT_KEY,
-  buildStateContexts,
-  type LocalContextObject,
-  type StateContext,
-} from './context-paths';
+import { LOCAL_CONTEXT_KEY, buildStateContexts, type StateContext } from './context-paths';
 import {
   EXPRESS_EXECUTION_TIMEOUT_MS,
   type ChildExecutionRequest,
   type ChildExecutionResult,
   parseStateMachineArn,
-  runDistributedMap,
 } from './distributed-map';
 import {
   ExecutionAlreadyExists,
@@ -36,21 +30,27 @@ import {
   InvalidExecutionInput,
   InvalidName,
   ResourceNotFound,
-  StatesError,
   WorkflowDefinitionError,
 } from './errors';
+import { ExecutionHistory } from './execution-history';
+import {
+  createExecutionScope,
+  isValidExecutionName,
+  newExecutionRecord,
+  type ExecutionRecord,
+  type ExecutionScope,
+  type RunOutcome,
+  type ScopeArgs,
+} from './execution-scope';
+import { runMapRunState, type MapRunStateContext } from './map-run-state';
 import { PayloadEvaluator } from './payload';
 import {
-  HIDDEN_HEARTBEAT_KEY,
-  HIDDEN_TIMEOUT_KEY,
-  type DistributedMapSpec,
   type PreparedDefinition,
   type PreparedScope,
-  type TaskStateInfo,
-  isRecord,
   parseDefinition,
   prepareDefinition,
 } from './prepare-definition';
+import { TaskStateRunner, toError } from './task-state';
 import { TaskTokenRegistry, type TokenClosedReason } from './task-tokens';
 import type {
   Clock,
@@ -61,7 +61,6 @@ import type {
   LocalWorkflowEventMap,
   MapRunDescription,
   ObjectStore,
-  TaskCall,
   WaitingTask,
 } from './types';
 
@@ -114,107 +113,6 @@ export interface ExecutionHandle {
   wait(): Promise<ExecutionDescription>;
 }
 
-/** One running execution, top-level or a Distributed Map child. */
-interface ExecutionScope {
-  arn: string;
-  name: string;
-  stateMachineArn: string;
-  prepared: PreparedScope;
-  local: LocalContextObject;
-  /** Token issued by `$$.Task.Token` and not yet claimed by the Task handler. */
-  pendingToken?: string;
-  abort: AbortController;
-  /** The top-level execution this scope belongs to. */
-  root: ExecutionRecord;
-  isChild: boolean;
-}
-
-interface ExecutionRecord {
-  description: ExecutionDescription;
-  inputJson: string;
-  history: HistoryEvent[];
-  /** Distributed Map runs still going (including those of its children). */
-  activeMapRuns: Set<Promise<JsonValue>>;
-  /** Runner events not yet placed in the history (see appendTaskEvent). */
-  pendingEvents: (Omit<HistoryEvent, 'id'> & { timestamp: Date })[];
-  done: Promise<ExecutionDescription>;
-  scope?: ExecutionScope;
-  stopRequest?: { error?: string; cause?: string; stopDate: Date };
-}
-
-interface RunOutcome {
-  status: Exclude<ExecutionStatus, 'RUNNING'>;
-  output?: JsonValue;
-  error?: string;
-  cause?: string;
-}
-
-type LibraryEvent = ReturnType<StateMachine['run']>['eventLogs'] extends AsyncGenerator<infer E> ? E : never;
-
-/** Library events that open a state: runner events queued before them happened after them. */
-const OPENING_EVENTS = new Set<string>([
-  'ExecutionStarted',
-  'StateEntered',
-  'MapIterationStarted',
-  'ParallelBranchStarted',
-]);
-
-const INVALID_NAME_CHARS = /[\s<>{}[\]?*"#%\\^|~`$&,;:/]/;
-
-/** StartExecution's name rule: 1-80 characters, no whitespace, brackets, wildcards, specials or controls. */
-function isValidExecutionName(name: string): boolean {
-  if (name.length < 1 || name.length > 80 || INVALID_NAME_CHARS.test(name)) return false;
-  return ![...name].some((char) => {
-    const code = char.codePointAt(0) ?? 0;
-    return code <= 0x1f || (code >= 0x7f && code <= 0x9f);
-  });
-}
-
-function causeText(cause: unknown): string | undefined {
-  if (cause === undefined || cause === null) return undefined;
-  return typeof cause === 'string' ? cause : cause instanceof Error ? cause.message : JSON.stringify(cause);
-}
-
-function toError(err: unknown): Error {
-  return err instanceof Error ? err : new StatesError('States.TaskFailed', String(err));
-}
-
-function toJson(value: unknown, what: string): JsonValue {
-  if (value === undefined) return null;
-  try {
-    return JSON.parse(JSON.stringify(value)) as JsonValue;
-  } catch (err) {
-    throw new StatesError('States.Runtime', `${what} is not JSON-serialisable: ${(err as Error).message}`);
-  }
-}
-
-/** Rejects a pending task once its execution ended, so the library's task timer is cleared. */
-class ExecutionStoppedError extends Error {
-  override readonly name = 'States.Aborted';
-}
-
-function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    if (signal.aborted) reject(new ExecutionStoppedError('the execution ended'));
-    const onAbort = (): void => reject(new ExecutionStoppedError('the execution ended'));
-    signal.addEventListener('abort', onAbort, { once: true });
-    promise.then(
-      (value) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(value);
-      },
-      (error: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(error instanceof Error ? error : toError(error));
-      },
-    );
-  });
-}
-
-function numberFrom(value: unknown): number | undefined {
-  return typeof value === 'number' && Number.isFinite(value) ? value : undefined;
-}
-
 /**
  * A state machine running locally. Start executions, watch them (events, descriptions,
  * history), complete their task tokens, stop them.
@@ -230,16 +128,15 @@ export class LocalWorkflow extends EventEmitter<LocalWorkflowEventMap> {
   private readonly arnPrefix: string;
   private readonly roleArn: string;
   private readonly clock: Clock;
-  private readonly invokeTask: InvokeTask;
-  private readonly objectStore: ObjectStore;
-  private readonly concurrencyCap: number;
-  private readonly expressTimeoutMs: number;
   private readonly retryIntervalOverrides?: Record<string, number | number[]>;
   private readonly waitTimeOverrides?: Record<string, number>;
   private readonly machines = new Map<PreparedScope, StateMachine>();
   private readonly stateContexts: StateContext[];
   private readonly evaluator = new PayloadEvaluator();
   private readonly tokens: TaskTokenRegistry;
+  private readonly recorder: ExecutionHistory;
+  private readonly tasks: TaskStateRunner;
+  private readonly mapRunContext: MapRunStateContext;
   private readonly executions = new Map<string, ExecutionRecord>();
   private readonly arnsByName = new Map<string, string>();
   private readonly mapRuns = new Map<string, MapRunDescription>();
@@ -261,12 +158,9 @@ export class LocalWorkflow extends EventEmitter<LocalWorkflowEventMap> {
     const account = parsedArn.prefix.split(':')[4] ?? '000000000000';
     this.roleArn = options.roleArn ?? `arn:aws:iam::${account}:role/LocalWorkflowRole`;
     this.clock = options.clock ?? { now: () => new Date() };
-    this.invokeTask = options.invokeTask;
-    this.objectStore = options.objectStore;
-    this.concurrencyCap = options.maxDistributedConcurrency ?? DEFAULT_DISTRIBUTED_CONCURRENCY_CAP;
-    this.expressTimeoutMs = options.expressTimeoutMs ?? EXPRESS_EXECUTION_TIMEOUT_MS;
-    if (!(this.expressTimeoutMs > 0)) {
-      throw new RangeError(`expressTimeoutMs must be positive, got ${this.expressTimeoutMs}`);
+    const expressTimeoutMs = options.expressTimeoutMs ?? EXPRESS_EXECUTION_TIMEOUT_MS;
+    if (!(expressTimeoutMs > 0)) {
+      throw new RangeError(`expressTimeoutMs must be positive, got ${expressTimeoutMs}`);
     }
     this.retryIntervalOverrides = options.retryIntervalOverrides;
     this.waitTimeOverrides = options.waitTimeOverrides;
@@ -277,6 +171,29 @@ export class LocalWorkflow extends EventEmitter<LocalWorkflowEventMap> {
       () => this.clock.now(),
       (task, reason) => this.onTokenClosed(task, reason),
     );
+    this.recorder = new ExecutionHistory(
+      () => this.clock.now(),
+      (executionArn, event) => this.emit('history', { executionArn, event }),
+    );
+    this.tasks = new TaskStateRunner({
+      invokeTask: options.invokeTask,
+      tokens: this.tokens,
+      evaluator: this.evaluator,
+      history: this.recorder,
+    });
+    this.mapRunContext = {
+      evaluator: this.evaluator,
+      objectStore: options.objectStore,
+      now: () => this.clock.now(),
+      concurrencyCap: options.maxDistributedConcurrency ?? DEFAULT_DISTRIBUTED_CONCURRENCY_CAP,
+      expressTimeoutMs,
+      history: this.recorder,
+      runChild: (request, parent) => this.runChild(request, parent),
+      onMapRun: (description) => {
+        this.mapRuns.set(description.mapRunArn, description);
+        this.emit('mapRun', structuredClone(description));
+      },
+    };
   }
 
   private buildMachines(scope: PreparedScope): void {
@@ -315,22 +232,7 @@ export class LocalWorkflow extends EventEmitter<LocalWorkflowEventMap> {
     const arn = `${this.arnPrefix}:execution:${this.stateMachineName}:${name}`;
     const startDate = this.clock.now();
     const input = JSON.parse(inputJson) as JsonValue;
-    const record: ExecutionRecord = {
-      description: {
-        executionArn: arn,
-        stateMachineArn: this.stateMachineArn,
-        name,
-        status: 'RUNNING',
-        startDate,
-        input: inputJson,
-        mapRuns: [],
-      },
-      inputJson,
-      history: [],
-      pendingEvents: [],
-      activeMapRuns: new Set(),
-      done: Promise.resolve(undefined as unknown as ExecutionDescription),
-    };
+    const record = newExecutionRecord(this.stateMachineArn, arn, name, inputJson, startDate);
     this.executions.set(arn, record);
     this.arnsByName.set(name, arn);
     const scope = this.createScope({
@@ -364,7 +266,7 @@ export class LocalWorkflow extends EventEmitter<LocalWorkflowEventMap> {
     // The execution ended (its signal aborted whatever it left running): let its Map Runs settle
     // so the final description shows their final state.
     await Promise.allSettled([...record.activeMapRuns]);
-    this.flushTaskEvents(record);
+    this.recorder.flushTaskEvents(record);
     const description = record.description;
     description.status = outcome.status;
     description.stopDate = record.stopRequest?.stopDate ?? this.clock.now();
@@ -378,54 +280,12 @@ export class LocalWorkflow extends EventEmitter<LocalWorkflowEventMap> {
     return snapshot;
   }
 
-  private createScope(args: {
-    arn: string;
-    name: string;
-    stateMachineArn: string;
-    stateMachineName: string;
-    prepared: PreparedScope;
-    input: JsonValue;
-    startDate: Date;
-    root: ExecutionRecord;
-    isChild: boolean;
-  }): ExecutionScope {
-    const tokens = this.tokens;
-    const scope: ExecutionScope = {
-      arn: args.arn,
-      name: args.name,
-      stateMachineArn: args.stateMachineArn,
-      prepared: args.prepared,
-      abort: new AbortController(),
-      root: args.root,
-      isChild: args.isChild,
-      local: {
-        Execution: {
-          Id: args.arn,
-          Name: args.name,
-          Input: args.input,
-          StartTime: args.startDate.toISOString(),
-          RoleArn: this.roleArn,
-          RedriveCount: 0,
-        },
-        StateMachine: { Id: args.stateMachineArn, Name: args.stateMachineName },
-        States: this.stateContexts,
-        Task: {
-          // Parameters are evaluated synchronously right before the library calls the Task
-          // handler, which claims the token; a token nobody claimed is dropped after that turn.
-          get Token(): string {
-            if (scope.pendingToken === undefined) {
-              const token = tokens.issue();
-              scope.pendingToken = token;
-              queueMicrotask(() => {
-                if (scope.pendingToken === token) scope.pendingToken = undefined;
-              });
-            }
-            return scope.pendingToken;
-          },
-        },
-      },
-    };
-    return scope;
+  private createScope(args: ScopeArgs): ExecutionScope {
+    return createExecutionScope(args, {
+      roleArn: this.roleArn,
+      stateContexts: this.stateContexts,
+      tokens: this.tokens,
+    });
   }
 
   /** Runs one execution (top-level or child) to its end. Never rejects. */
@@ -444,7 +304,7 @@ export class LocalWorkflow extends EventEmitter<LocalWorkflowEventMap> {
     });
     const onAbort = (): void => run.abort();
     scope.abort.signal.addEventListener('abort', onAbort);
-    const historyDone = scope.isChild ? Promise.resolve() : this.consumeHistory(run.eventLogs, scope.root);
+    const historyDone = scope.isChild ? Promise.resolve() : this.recorder.consume(run.eventLogs, scope.root);
     let outcome: RunOutcome;
     try {
       outcome = { status: 'SUCCEEDED', output: await run.result };
@@ -503,132 +363,13 @@ export class LocalWorkflow extends EventEmitter<LocalWorkflowEventMap> {
         // Claim synchronously: the Parameters that issued it were evaluated in this same turn.
         const token = scope.pendingToken;
         scope.pendingToken = undefined;
-        return this.runTask(scope, info, input, token);
+        return this.tasks.run(scope, info, input, token);
       };
     }
     for (const [name, spec] of scope.prepared.distributedMaps) {
-      handlers[name] = (input) => this.runDistributedMapState(scope, spec, input);
+      handlers[name] = (input) => runMapRunState(scope, spec, input, this.mapRunContext);
     }
     return handlers;
-  }
-
-  /** The seconds value of a task: static, from a hidden parameter, or from a path (async). */
-  private secondsFor(
-    scope: ExecutionScope,
-    input: JsonValue,
-    value: number | undefined,
-    hidden: boolean,
-    hiddenKey: string,
-    path: string | undefined,
-  ): number | undefined | Promise<number | undefined> {
-    if (value !== undefined) return value;
-    if (hidden) return isRecord(input) ? numberFrom(input[hiddenKey]) : undefined;
-    if (path === undefined) return undefined;
-    return this.evaluator.path(path, input, { [LOCAL_CONTEXT_KEY]: scope.local }).then(numberFrom);
-  }
-
-  private async runTask(
-    scope: ExecutionScope,
-    info: TaskStateInfo,
-    input: JsonValue,
-    claimedToken: string | undefined,
-  ): Promise<JsonValue> {
-    let parameters: JsonValue = input;
-    if ((info.hiddenTimeout || info.hiddenHeartbeat) && isRecord(input)) {
-      const { [HIDDEN_TIMEOUT_KEY]: _timeout, [HIDDEN_HEARTBEAT_KEY]: _heartbeat, ...rest } = input;
-      parameters = rest;
-    }
-    // No await unless a path must be evaluated: the token's timers are then armed before the
-    // library arms its own task timer, so a timeout is recorded (TaskTimedOut) before it fails the state.
-    const timeoutOrPromise = this.secondsFor(
-      scope,
-      input,
-      info.timeoutSeconds,
-      info.hiddenTimeout,
-      HIDDEN_TIMEOUT_KEY,
-      info.timeoutSecondsPath,
-    );
-    const timeoutSeconds = timeoutOrPromise instanceof Promise ? await timeoutOrPromise : timeoutOrPromise;
-    const heartbeatOrPromise = this.secondsFor(
-      scope,
-      input,
-      info.heartbeatSeconds,
-      info.hiddenHeartbeat,
-      HIDDEN_HEARTBEAT_KEY,
-      info.heartbeatSecondsPath,
-    );
-    const heartbeatSeconds =
-      heartbeatOrPromise instanceof Promise ? await heartbeatOrPromise : heartbeatOrPromise;
-    const call: TaskCall = {
-      stateName: info.stateName,
-      resource: info.resource,
-      parameters,
-      execution: { arn: scope.arn, name: scope.name },
-      ...(timeoutSeconds !== undefined && { timeoutSeconds }),
-      ...(heartbeatSeconds !== undefined && { heartbeatSeconds }),
-    };
-    this.appendTaskEvent(scope, {
-      type: 'TaskScheduled',
-      stateName: info.stateName,
-      input: parameters,
-      details: { resource: info.resource },
-    });
-    if (scope.abort.signal.aborted) throw new ExecutionStoppedError('the execution ended');
-    let result: unknown;
-    if (info.waitForTaskToken) {
-      const taskToken = claimedToken ?? this.tokens.issue();
-      call.taskToken = taskToken;
-      const outcome = this.tokens
-        .wait(taskToken, {
-          executionArn: scope.arn,
-          stateName: info.stateName,
-          resource: info.resource,
-          parameters,
-          ...(timeoutSeconds !== undefined && { timeoutSeconds }),
-          ...(heartbeatSeconds !== undefined && { heartbeatSeconds }),
-        })
-        .then(
-          (value) => ({ ok: true as const, value }),
-          (error: unknown) => ({ ok: false as const, error: toError(error) }),
-        );
-      try {
-        await untilAborted(this.invokeTask(call), scope.abort.signal);
-      } catch (err) {
-        this.tokens.close(taskToken, 'integration-failed');
-        throw this.taskFailed(scope, info, toError(err));
-      }
-      this.appendTaskEvent(scope, {
-        type: 'TaskSubmitted',
-        stateName: info.stateName,
-        details: { taskToken },
-      });
-      const settled = await untilAborted(outcome, scope.abort.signal).catch((error: unknown) => ({
-        ok: false as const,
-        error: toError(error),
-      }));
-      if (!settled.ok) throw this.taskFailed(scope, info, settled.error);
-      result = settled.value;
-    } else {
-      try {
-        result = await untilAborted(this.invokeTask(call), scope.abort.signal);
-      } catch (err) {
-        throw this.taskFailed(scope, info, toError(err));
-      }
-    }
-    const output = toJson(result, `the result of task ${info.stateName}`);
-    this.appendTaskEvent(scope, { type: 'TaskSucceeded', stateName: info.stateName, output });
-    return output;
-  }
-
-  private taskFailed(scope: ExecutionScope, info: TaskStateInfo, error: Error): Error {
-    if (error instanceof ExecutionStoppedError) return error;
-    this.appendTaskEvent(scope, {
-      type: 'TaskFailed',
-      stateName: info.stateName,
-      error: error.name,
-      cause: error.message,
-    });
-    return error;
   }
 
   private onTokenClosed(task: WaitingTask, reason: TokenClosedReason): void {
@@ -636,198 +377,12 @@ export class LocalWorkflow extends EventEmitter<LocalWorkflowEventMap> {
     const record = this.executions.get(task.executionArn);
     const scope = record?.scope;
     if (scope === undefined) return;
-    this.appendTaskEvent(scope, {
+    this.recorder.appendTaskEvent(scope, {
       type: 'TaskTimedOut',
       stateName: task.stateName,
       error: reason === 'timeout' ? 'States.Timeout' : 'States.HeartbeatTimeout',
       details: { taskToken: task.taskToken },
     });
-  }
-
-  private runDistributedMapState(
-    scope: ExecutionScope,
-    spec: DistributedMapSpec,
-    input: JsonValue,
-  ): Promise<JsonValue> {
-    let started = false;
-    const active = scope.root.activeMapRuns;
-    const run = this.startDistributedMap(scope, spec, input, () => {
-      if (started) return false;
-      started = true;
-      return true;
-    });
-    active.add(run);
-    // Bookkeeping only: the caller awaits `run` itself; both outcomes are handled here.
-    void run.then(
-      () => active.delete(run),
-      () => active.delete(run),
-    );
-    return run;
-  }
-
-  private startDistributedMap(
-    scope: ExecutionScope,
-    spec: DistributedMapSpec,
-    input: JsonValue,
-    firstReport: () => boolean,
-  ): Promise<JsonValue> {
-    return runDistributedMap({
-      spec,
-      input,
-      context: { [LOCAL_CONTEXT_KEY]: scope.local },
-      executionArn: scope.arn,
-      stateMachineArn: scope.stateMachineArn,
-      signal: scope.abort.signal,
-      evaluator: this.evaluator,
-      objectStore: this.objectStore,
-      now: () => this.clock.now(),
-      concurrencyCap: this.concurrencyCap,
-      expressTimeoutMs: this.expressTimeoutMs,
-      runChild: (request) => this.runChild(request, scope),
-      report: (description) => {
-        this.mapRuns.set(description.mapRunArn, description);
-        const runs = scope.root.description.mapRuns;
-        const at = runs.findIndex((r) => r.mapRunArn === description.mapRunArn);
-        if (at === -1) runs.push(description);
-        else runs[at] = description;
-        if (firstReport()) {
-          this.appendTaskEvent(scope, {
-            type: 'MapRunStarted',
-            stateName: spec.stateName,
-            details: { mapRunArn: description.mapRunArn },
-          });
-        }
-        if (description.status !== 'RUNNING') {
-          const type =
-            description.status === 'SUCCEEDED'
-              ? 'MapRunSucceeded'
-              : description.status === 'ABORTED'
-                ? 'MapRunAborted'
-                : 'MapRunFailed';
-          this.appendTaskEvent(scope, {
-            type,
-            stateName: spec.stateName,
-            ...(description.error !== undefined && { error: description.error }),
-            ...(description.cause !== undefined && { cause: description.cause }),
-            details: { mapRunArn: description.mapRunArn },
-          });
-        }
-        this.emit('mapRun', structuredClone(description));
-      },
-    });
-  }
-
-  // ---------------------------------------------------------------- history
-
-  private appendHistory(
-    record: ExecutionRecord,
-    event: Omit<HistoryEvent, 'id' | 'timestamp'> & { timestamp?: Date },
-  ): void {
-    const full: HistoryEvent = {
-      ...event,
-      id: record.history.length + 1,
-      timestamp: event.timestamp ?? this.clock.now(),
-    };
-    record.history.push(full);
-    this.emit('history', { executionArn: record.description.executionArn, event: full });
-  }
-
-  /**
-   * Records a runner event for a top-level execution. The library's own events reach us through
-   * an async generator a few microtasks late, so runner events wait in a queue: it is flushed
-   * on the next macrotask, or just before a library event that closes a state (StateExited,
-   * StateFailed...) is recorded. That keeps StateEntered before TaskScheduled, and
-   * TaskSucceeded or MapRunSucceeded before StateExited.
-   */
-  private appendTaskEvent(scope: ExecutionScope, event: Omit<HistoryEvent, 'id' | 'timestamp'>): void {
-    if (scope.isChild) return;
-    const record = scope.root;
-    record.pendingEvents.push({ ...event, timestamp: this.clock.now() });
-    if (record.pendingEvents.length === 1) setImmediate(() => this.flushTaskEvents(record));
-  }
-
-  private flushTaskEvents(record: ExecutionRecord): void {
-    const pending = record.pendingEvents.splice(0);
-    for (const event of pending) this.appendHistory(record, event);
-  }
-
-  private async consumeHistory(events: AsyncGenerator<LibraryEvent>, record: ExecutionRecord): Promise<void> {
-    for await (const event of events) {
-      if (!OPENING_EVENTS.has(event.type)) this.flushTaskEvents(record);
-      this.appendHistory(record, this.fromLibraryEvent(event));
-    }
-  }
-
-  private fromLibraryEvent(event: LibraryEvent): Omit<HistoryEvent, 'id' | 'timestamp'> {
-    switch (event.type) {
-      case 'ExecutionStarted':
-        return { type: 'ExecutionStarted', input: event.input };
-      case 'ExecutionSucceeded':
-        return { type: 'ExecutionSucceeded', output: event.output };
-      case 'ExecutionFailed':
-        return { type: 'ExecutionFailed', error: event.Error, cause: causeText(event.Cause) };
-      case 'ExecutionAborted':
-        return { type: 'ExecutionAborted' };
-      case 'ExecutionTimeout':
-        return { type: 'ExecutionTimedOut' };
-      case 'StateEntered':
-        return {
-          type: 'StateEntered',
-          stateName: event.state.name,
-          input: event.state.input,
-          index: event.index,
-        };
-      case 'StateExited':
-        return {
-          type: 'StateExited',
-          stateName: event.state.name,
-          output: event.state.output,
-          index: event.index,
-        };
-      case 'StateFailed':
-        return {
-          type: 'StateFailed',
-          stateName: event.state.name,
-          index: event.index,
-          error: event.Error,
-          cause: causeText(event.Cause),
-        };
-      case 'StateRetried':
-        return {
-          type: 'StateRetried',
-          stateName: event.state.name,
-          index: event.index,
-          details: { attempt: event.retry.attempt, retrier: event.retry.retrier },
-        };
-      case 'StateCaught':
-        return {
-          type: 'StateCaught',
-          stateName: event.state.name,
-          index: event.index,
-          details: { catcher: event.catch.catcher },
-        };
-      case 'MapIterationStarted':
-      case 'MapIterationSucceeded':
-        return { type: event.type, stateName: event.parentState.name, index: event.index };
-      case 'MapIterationFailed':
-        return {
-          type: event.type,
-          stateName: event.parentState.name,
-          index: event.index,
-          error: event.Error,
-          cause: causeText(event.Cause),
-        };
-      case 'ParallelBranchStarted':
-      case 'ParallelBranchSucceeded':
-        return { type: event.type, stateName: event.parentState.name };
-      case 'ParallelBranchFailed':
-        return {
-          type: event.type,
-          stateName: event.parentState.name,
-          error: event.Error,
-          cause: causeText(event.Cause),
-        };
-    }
   }
 
   // ---------------------------------------------------------------- API
