@@ -36,7 +36,7 @@ interface JobSpan {
 }
 
 /**
- * Mode A slot use: Plan cuts N shards under a concurrent-jobs quota Q < N; a driver runs them as the workflow's batch
+ * Batch mode slot use: Plan cuts N shards under a concurrent-jobs quota Q < N; a driver runs them as the workflow's batch
  * Map does (MaxConcurrency from the plan; each child: SubmitJob's submitShardJob, the wait ended by the job's
  * state-change event through resumeWait as the job-state handler does it, then collectShard) against the simulator's
  * batch side, which enforces Q. Measured: the fraction of the time, while shards still wait to be submitted, that
@@ -44,7 +44,7 @@ interface JobSpan {
  */
 export const slotsBenchmark: Benchmark = {
   name: 'slots',
-  title: 'Mode A: batch job slot use under the concurrent-jobs quota',
+  title: 'Batch mode: batch job slot use under the concurrent-jobs quota',
   async run({ quick, log }): Promise<BenchResults> {
     const slots = quick ? 2 : 3;
     const records = quick ? 600 : 2_500;

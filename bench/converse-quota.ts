@@ -97,7 +97,7 @@ function records(count: number): WorkItem[] {
 }
 
 /**
- * Mode B against quotas: the simulator enforces RPM and TPM over a rolling minute; the records go through
+ * Converse mode against quotas: the simulator enforces RPM and TPM over a rolling minute; the records go through
  * processBatch as the Converse Map runs it (MAP_CONCURRENCY children at once, each taking the next batch of
  * BATCH_SIZE, ITEM_CONCURRENCY calls in flight per batch, the SDK retrying throttles with throttleBackoffMs), with
  * and without the client-side pacer, and through a naive fixed-concurrency loop with exponential backoff.
@@ -106,7 +106,7 @@ function records(count: number): WorkItem[] {
  */
 export const converseBenchmark: Benchmark = {
   name: 'converse',
-  title: 'Mode B throughput against RPM/TPM quotas',
+  title: 'Converse mode throughput against RPM/TPM quotas',
   async run({ quick, log }): Promise<BenchResults> {
     const scale = Number(process.env.BENCH_TIME_SCALE ?? (quick ? 30 : 2));
     const minutes = Number(process.env.BENCH_CONVERSE_MINUTES ?? (quick ? 1 : 5));

@@ -361,7 +361,7 @@ class AwsBackend implements Backend {
       nextToken = page.NextToken;
     } while (nextToken);
     throw new NotFoundError(
-      `stack ${this.outputs.stackName} has no Reconcile function (deployed before mode A?)`,
+      `stack ${this.outputs.stackName} has no Reconcile function (deployed before batch mode?)`,
     );
   }
 

@@ -21,7 +21,7 @@ export interface StackOutputs {
   readonly failureQueueUrl: string;
   /** The failure lane's dead-letter queue URL (the redrive source). */
   readonly failureDlqUrl: string;
-  /** Mode A's jobs table; absent on a stack deployed before mode A. */
+  /** Batch mode's jobs table; absent on a stack deployed before batch mode. */
   readonly jobsTableName?: string;
 }
 
@@ -60,7 +60,7 @@ export interface MapRunInfo {
   readonly toleratedFailurePercentage?: number;
 }
 
-/** A mode A batch job as the jobs table knows it, with Bedrock's live status and counters when asked for. */
+/** A batch mode batch job as the jobs table knows it, with Bedrock's live status and counters when asked for. */
 export interface JobInfo {
   readonly shard: number;
   readonly jobArn: string;

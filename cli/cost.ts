@@ -6,7 +6,7 @@ import { parseModelId } from '../lambda/shared/model-catalog';
  * The cost estimate of a run from the environment's price table (`pricing` in cdk.json, USD per million tokens; by
  * default the model catalog's list prices): Converse tokens at the on-demand price, batch tokens at the batch price
  * (`batchInputPerMillion` / `batchOutputPerMillion`, else the on-demand price times `batchDiscount`), and the saving
- * mode A made against running every token on demand. A run of a model the table does not price (an earlier model of
+ * batch mode made against running every token on demand. A run of a model the table does not price (an earlier model of
  * the environment) is priced from the catalog.
  */
 
@@ -44,7 +44,7 @@ export interface CostReport {
   readonly total: number | null;
   /** What every token would have cost on demand. */
   readonly allOnDemand: number | null;
-  /** allOnDemand - total: what mode A saved. */
+  /** allOnDemand - total: what batch mode saved. */
   readonly saving: number | null;
   /** The saving as a percentage of allOnDemand (0 to 100). */
   readonly savingPercent: number | null;

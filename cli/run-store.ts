@@ -72,12 +72,12 @@ export class RunStore {
     return getJson<RunManifest>(this.s3, this.bucket, runKeys.manifest(runId));
   }
 
-  /** Mode A's shard list. */
+  /** Batch mode's shard list. */
   shards(runId: string): Promise<ShardItem[] | undefined> {
     return getJson<ShardItem[]>(this.s3, this.bucket, runKeys.shards(runId));
   }
 
-  /** Mode A: the summaries Collect left for each shard it finished (`runs/<runId>/collect/shard-<n>.json`). */
+  /** Batch mode: the summaries Collect left for each shard it finished (`runs/<runId>/collect/shard-<n>.json`). */
   async collectMarkers(runId: string): Promise<CollectShardSummary[]> {
     const keys = await this.listKeys(collectPrefix(runId));
     const markers = await mapWithConcurrency(keys, 8, (key) =>

@@ -13,7 +13,7 @@ import { RunStore } from './run-store';
 
 /**
  * One run as the CLI shows it, assembled from the execution (AWS), plan.json and manifest.json, and its progress:
- * records done of total, rate, ETA, error rate, the batch jobs (mode A) and the Map Runs (AWS).
+ * records done of total, rate, ETA, error rate, the batch jobs (batch mode) and the Map Runs (AWS).
  */
 
 /** Statuses in which an execution is still going. */
@@ -207,11 +207,11 @@ export interface RunProgress {
 /** What {@link computeProgress} works from. */
 export interface ProgressInputs {
   readonly view: RunView;
-  /** Mode A's shard list. */
+  /** Batch mode's shard list. */
   readonly shards?: readonly ShardItem[];
-  /** Mode A's collect markers. */
+  /** Batch mode's collect markers. */
   readonly markers?: readonly CollectShardSummary[];
-  /** Mode A's jobs (jobs table, Bedrock). */
+  /** Batch mode's jobs (jobs table, Bedrock). */
   readonly jobs?: readonly JobInfo[];
   /** The execution's Map Runs (AWS). */
   readonly mapRuns?: readonly MapRunInfo[];
@@ -303,8 +303,8 @@ function jobRows(inputs: ProgressInputs): JobRow[] {
 
 /**
  * Records done of total, rate, ETA and error rate. Finalized runs are read from the manifest. While a run goes on:
- * mode A counts each shard's collected records (or Bedrock's processed counter while its job runs) plus the Converse
- * fan-out's Map Run; mode B counts the fan-out's Map Run (whose failures are the records of failed child batches:
+ * batch mode counts each shard's collected records (or Bedrock's processed counter while its job runs) plus the Converse
+ * fan-out's Map Run; converse mode counts the fan-out's Map Run (whose failures are the records of failed child batches:
  * records the model rejected one by one show in the manifest at the end).
  */
 export function computeProgress(inputs: ProgressInputs): RunProgress {

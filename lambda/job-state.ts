@@ -1,23 +1,12 @@
-import { BedrockClient } from '@aws-sdk/client-bedrock';
-import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import { SFNClient } from '@aws-sdk/client-sfn';
-import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
-import { JobStore } from './shared/batch-jobs';
 import { FUNCTION_ENV } from './shared/contracts/env';
 import { readEnv } from './shared/env';
+import { batchJobsContext } from './batch/batch-jobs-context';
 import { InvalidEventError } from './shared/errors';
-import { logger, traced, withObservability } from './shared/observability';
+import { logger, withObservability } from './shared/observability';
 import { jobStateEventSchema, type JobStateResult, handleJobStateChange } from './batch/job-state';
 
 const env = readEnv(FUNCTION_ENV.jobState);
-const bedrock = traced(new BedrockClient({}));
-const sfn = traced(new SFNClient({}));
-const ddb = traced(new DynamoDBClient({}));
-const store = new JobStore({
-  client: DynamoDBDocumentClient.from(ddb),
-  tableName: env.JOBS_TABLE,
-  ttlDays: env.JOBS_TTL_DAYS,
-});
+const { bedrock, sfn, store } = batchJobsContext(env);
 
 /** Lambda entry: target of the `aws.bedrock` / `Batch Inference Job State Change` rule. */
 export const handler = withObservability(async (event: unknown): Promise<JobStateResult> => {

@@ -1,14 +1,10 @@
-import { BedrockClient } from '@aws-sdk/client-bedrock';
-import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import { SFNClient } from '@aws-sdk/client-sfn';
-import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import * as z from 'zod';
-import { JobStore } from './shared/batch-jobs';
 import { submitJobEventSchema } from './shared/contracts';
 import { FUNCTION_ENV } from './shared/contracts/env';
 import { readEnv } from './shared/env';
+import { batchJobsContext } from './batch/batch-jobs-context';
 import { InvalidEventError } from './shared/errors';
-import { logger, traced, withObservability } from './shared/observability';
+import { logger, withObservability } from './shared/observability';
 import { type SubmitSettings, type SubmitJobResult, submitShardJob } from './batch/submit-job';
 
 /** SubmitJob's environment (lambda/shared/contracts/env.ts). */
@@ -31,14 +27,7 @@ export function settingsFromEnv(env: z.infer<typeof submitJobEnvSchema>): Submit
 }
 
 const env = readEnv(FUNCTION_ENV.submitJob);
-const bedrock = traced(new BedrockClient({}));
-const sfn = traced(new SFNClient({}));
-const ddb = traced(new DynamoDBClient({}));
-const store = new JobStore({
-  client: DynamoDBDocumentClient.from(ddb),
-  tableName: env.JOBS_TABLE,
-  ttlDays: env.JOBS_TTL_DAYS,
-});
+const { bedrock, sfn, store } = batchJobsContext(env);
 const settings = settingsFromEnv(env);
 
 /**

@@ -54,7 +54,7 @@ export interface BatchJobsVpc {
 export const BATCH_ENI_TAGS = { managed: 'BedrockManaged', jobArn: 'BedrockModelInvocationJobArn' } as const;
 
 /**
- * Mode A's jobs: the table that maps each Bedrock batch job (by ARN) to the task token its shard waits on, and the
+ * Batch mode's jobs: the table that maps each Bedrock batch job (by ARN) to the task token its shard waits on, and the
  * service role Bedrock assumes to run the jobs: it reads only shard input files, writes only shard output
  * prefixes, and invokes only the configured model.
  */

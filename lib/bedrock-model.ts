@@ -1,14 +1,8 @@
 import { ArnFormat, Stack } from 'aws-cdk-lib';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import type { IConstruct } from 'constructs';
-import { parseModelId, PROFILE_PREFIXES } from '../lambda/shared/model-catalog';
+import { parseModelId } from '../lambda/shared/model-catalog';
 import { acknowledgeWildcardResources } from './nag';
-
-/**
- * Geography prefixes of Bedrock cross-Region inference profile ids (`us.anthropic.claude-...`), from the model
- * catalog. A foundation model id starts with its provider (`anthropic.`, `amazon.`, `meta.`), never with one of these.
- */
-export const INFERENCE_PROFILE_PREFIXES = PROFILE_PREFIXES;
 
 /** Whether `modelId` is a cross-Region inference profile id rather than a foundation model id. */
 export function isInferenceProfileId(modelId: string): boolean {
@@ -75,7 +69,7 @@ export function grantModelInvoke(grantee: iam.IGrantable, scope: IConstruct, mod
 }
 
 /**
- * Lets `grantee` ask Bedrock whether the model can serve a run (lambda/shared/model-availability.ts), and nothing
+ * Lets `grantee` ask Bedrock whether the model can serve a run (lambda/plan/model-availability.ts), and nothing
  * more: bedrock:GetFoundationModel on the foundation model in this Region, bedrock:GetInferenceProfile on the
  * system-defined inference profile (for a profile id), and bedrock:GetFoundationModelAvailability, which supports no
  * resource-level permissions (Service Authorization Reference,

@@ -152,7 +152,7 @@ export const environmentConfigSchema = z
       })
       .strict()
       .prefault({}),
-    /** Mode B: the Distributed Map that fans Converse calls out. */
+    /** Converse mode: the Distributed Map that fans Converse calls out. */
     converse: z
       .object({
         /**
@@ -173,7 +173,7 @@ export const environmentConfigSchema = z
       })
       .strict()
       .prefault({}),
-    /** Mode A: Bedrock batch inference jobs. */
+    /** Batch mode: Bedrock batch inference jobs. */
     batch: z
       .object({
         /**

@@ -78,7 +78,7 @@ export interface PipelineFunctionsProps {
    * @default no results queue
    */
   readonly resultsQueue?: sqs.IQueue;
-  /** Mode A's batch jobs table (JOBS_TABLE). */
+  /** The batch jobs table (JOBS_TABLE). */
   readonly jobsTable: dynamodb.ITable;
   /** The role Bedrock runs batch jobs with (BATCH_ROLE_ARN). */
   readonly batchServiceRole: iam.IRole;
@@ -115,15 +115,15 @@ export class PipelineFunctions extends Construct {
   public readonly converse: PipelineFunction;
   /** Finalize: the run manifest and the completion event. */
   public readonly finalize: PipelineFunction;
-  /** Mode A SubmitJob: one CreateModelInvocationJob per shard; records the shard's task token by job ARN. */
+  /** Batch mode SubmitJob: one CreateModelInvocationJob per shard; records the shard's task token by job ARN. */
   public readonly submitJob: PipelineFunction;
-  /** Mode A job-state handler: resumes a shard's wait when its job ends (EventBridge). */
+  /** Batch mode job-state handler: resumes a shard's wait when its job ends (EventBridge). */
   public readonly jobState: PipelineFunction;
-  /** Mode A reconciler: resumes jobs whose event never came, heartbeats long waits (schedule). */
+  /** Batch mode reconciler: resumes jobs whose event never came, heartbeats long waits (schedule). */
   public readonly reconcile: PipelineFunction;
-  /** Mode A Collect: streams a job's output through the ledger. */
+  /** Batch mode Collect: streams a job's output through the ledger. */
   public readonly collect: PipelineFunction;
-  /** Mode A ConverseItems: gathers the records that go through Converse after the jobs. */
+  /** Batch mode ConverseItems: gathers the records that go through Converse after the jobs. */
   public readonly converseItems: PipelineFunction;
   /** The failure-lane consumer: retries retryable failures through Converse, dead-letters the rest with a reason. */
   public readonly failureLaneConsumer: PipelineFunction;
@@ -172,7 +172,7 @@ export class PipelineFunctions extends Construct {
       timeout: Duration.minutes(15),
       memorySize: config.plan.memorySize,
       environment: envFor('plan', {
-        // One parse worker per vCPU beyond the main thread's (lambda/shared/parse-pool.ts). Inside Lambda the CPU count
+        // One parse worker per vCPU beyond the main thread's (lambda/plan/parse-pool.ts). Inside Lambda the CPU count
         // Node sees does not follow the memory size, so the stack says it.
         PLAN_PARSE_WORKERS: String(lambdaVcpus(config.plan.memorySize) - 1),
         ...PLAN_RUNTIME_ENV,
@@ -276,7 +276,7 @@ export class PipelineFunctions extends Construct {
     });
   }
 
-  /** The jobs table of the Mode A functions that record and follow batch jobs. */
+  /** The jobs table of the batch-mode functions that record and follow batch jobs. */
   private jobsEnvironment(): { JOBS_TABLE: string; JOBS_TTL_DAYS: string } {
     return {
       JOBS_TABLE: this.props.jobsTable.tableName,

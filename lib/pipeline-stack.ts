@@ -57,9 +57,9 @@ export class PipelineStack extends Stack {
   public readonly resultsQueue: ResultsQueue | undefined;
   /** Dashboard, alarms and their topic. */
   public readonly monitoring: PipelineMonitoring;
-  /** Mode A: the jobs table and Bedrock's service role. */
+  /** Batch mode: the jobs table and Bedrock's service role. */
   public readonly batchJobs: BatchJobs;
-  /** Mode A: the job state-change rule and the reconciler's schedule. */
+  /** Batch mode: the job state-change rule and the reconciler's schedule. */
   public readonly batchJobTracking: BatchJobTracking;
 
   constructor(scope: Construct, id: string, props: PipelineStackProps) {

@@ -45,11 +45,11 @@ export interface PipelineWorkflowProps {
   readonly converseFunctionArn: string;
   /** ARN of the Finalize function (FinalizeFunctionArn). */
   readonly finalizeFunctionArn: string;
-  /** ARN of the mode A SubmitJob function (SubmitJobFunctionArn). */
+  /** ARN of the batch mode SubmitJob function (SubmitJobFunctionArn). */
   readonly submitJobFunctionArn: string;
-  /** ARN of the mode A Collect function (CollectFunctionArn). */
+  /** ARN of the batch mode Collect function (CollectFunctionArn). */
   readonly collectFunctionArn: string;
-  /** ARN of the mode A ConverseItems function (ConverseItemsFunctionArn). */
+  /** ARN of the batch mode ConverseItems function (ConverseItemsFunctionArn). */
   readonly converseItemsFunctionArn: string;
   /** The output bucket: items files are read from it, Distributed Map results written to it (OutputBucketName). */
   readonly outputBucket: s3.IBucket;

@@ -30,7 +30,7 @@ export interface RunReport {
   readonly startedAt: string;
   readonly finishedAt: string;
   readonly durationMs: number;
-  /** Mode A: the batch jobs by final status. */
+  /** Batch mode: the batch jobs by final status. */
   readonly jobs: { readonly total: number; readonly byStatus: Readonly<Record<string, number>> } | null;
   readonly cost: CostReport;
   readonly error?: { readonly code: string; readonly message: string };
@@ -76,7 +76,7 @@ export function reportCommand(ctx: CliContext): Command {
       .description(
         "A finished run's counts, tokens, duration and cost estimate: Converse tokens at the on-demand price, batch " +
           "tokens at the batch price, from the environment's pricing table in cdk.json (by default the model catalog's list prices), " +
-          'and the saving mode A made against all on-demand. --json has `tokens` and a `cost` object. ' +
+          'and the saving batch mode made against all on-demand. --json has `tokens` and a `cost` object. ' +
           'Exit code 1 when the run failed or has not finished.',
       )
       .argument('<run>', 'the runId (see `corpus runs`)'),
@@ -153,7 +153,7 @@ export function formatReport(r: RunReport): string {
     lines.push(
       `  all on demand it would have cost ${fmt.usd(cost.allOnDemand)}: ` +
         (cost.saving && cost.saving > 0
-          ? `mode A saved ${fmt.usd(cost.saving)} (${cost.savingPercent}%)`
+          ? `batch mode saved ${fmt.usd(cost.saving)} (${cost.savingPercent}%)`
           : 'no saving (no batch tokens)'),
     );
   }

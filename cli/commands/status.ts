@@ -27,8 +27,8 @@ export function statusCommand(ctx: CliContext): Command {
     new Command('status')
       .summary('how far along a run is (--watch: live progress until it ends)')
       .description(
-        'How far along a run is: records done of total, rate, ETA and error rate; in mode A a table of the batch ' +
-          "jobs with Bedrock's progress counters (live on AWS), in mode B the Distributed Map Run's counters (AWS). " +
+        'How far along a run is: records done of total, rate, ETA and error rate; in batch mode a table of the batch ' +
+          "jobs with Bedrock's progress counters (live on AWS), in converse mode the Distributed Map Run's counters (AWS). " +
           'Exit code 1 when the run failed.',
       )
       .argument('<run>', 'the runId (the execution name; see `corpus runs`)')

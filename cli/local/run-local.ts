@@ -13,6 +13,7 @@ import { Upload } from '@aws-sdk/lib-storage';
 import type { RequestedMode, RunManifest } from '../../lambda/shared/contracts';
 import { runKeys } from '../../lambda/shared/contracts';
 import { getJson, openObject } from '../../lambda/shared/s3-jsonl';
+import { STACK_OUTPUTS } from '../../lambda/shared/contracts/outputs';
 import { formatFaultReport, type FaultReport } from './fault-report';
 import { formatMapProgress, type MapRunProgress } from './progress';
 import {
@@ -288,8 +289,8 @@ async function waitForFailureLane(
   timeoutMs: number,
   progress: (line: string) => void,
 ): Promise<FailureLaneState> {
-  const queueUrl = runtime.stack.output('FailureQueueUrl');
-  const dlqUrl = runtime.stack.output('FailureDlqUrl');
+  const queueUrl = runtime.stack.output(STACK_OUTPUTS.failureQueueUrl);
+  const dlqUrl = runtime.stack.output(STACK_OUTPUTS.failureDlqUrl);
   const deadline = Date.now() + timeoutMs;
   let pending = await queueDepth(runtime.sqs, queueUrl);
   if (pending > 0) progress(`  failure lane: ${pending} messages being retried...`);

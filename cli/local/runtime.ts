@@ -12,6 +12,7 @@ import {
 } from '@corpus-pipeline/local-aws/workflow';
 import { defaultParseWorkers } from '../../lambda/plan/parse-pool';
 import { ENTRY_METADATA_KEY } from '../../lambda/shared/contracts/names';
+import { STACK_OUTPUTS } from '../../lambda/shared/contracts/outputs';
 import { ENTRY_METADATA_KEY as LOCAL_ENTRY_METADATA_KEY } from '@corpus-pipeline/local-aws/cloud/template-describe';
 import { faultReport, type FaultReport } from './fault-report';
 import { mapItemUnit } from './progress';
@@ -133,9 +134,9 @@ export async function startLocalRuntime(options: LocalRuntimeOptions): Promise<L
     stack,
     s3: cloud.s3,
     sqs: cloud.sqs,
-    ingestBucket: stack.output('IngestBucketName'),
-    ingestPrefix: stack.output('IngestPrefix'),
-    outputBucket: stack.output('OutputBucketName'),
+    ingestBucket: stack.output(STACK_OUTPUTS.ingestBucket),
+    ingestPrefix: stack.output(STACK_OUTPUTS.ingestPrefix),
+    outputBucket: stack.output(STACK_OUTPUTS.outputBucket),
     bedrock: cloud.bedrock,
     workflow: cloud.workflow,
     faultReport: () => faultReport(cloud.functions.values(), cloud.bedrock.stats(), cloud.pollers.stats()),

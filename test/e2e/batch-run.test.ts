@@ -5,7 +5,7 @@ import type { ManifestJob } from '../../lambda/shared/contracts';
 import { BAD_CORPUS, readJsonl, runCli, runLocal } from './cli';
 
 /**
- * Mode A end to end, offline: the real CLI, definition and handlers; Bedrock batch jobs on the simulator (which
+ * Batch mode end to end, offline: the real CLI, definition and handlers; Bedrock batch jobs on the simulator (which
  * enforces the `local` environment's quotas: 100 to 1,000 records per job, 2 jobs at once), job state-change events
  * through the local EventBridge rule, the reconciler on its schedule, Collect through the ledger.
  */
@@ -46,7 +46,7 @@ function maxInFlight(jobs: ManifestJob[]): number {
 
 jest.setTimeout(300_000);
 
-describe('corpus local run --mode batch (mode A)', () => {
+describe('corpus local run --mode batch', () => {
   const work = mkdtempSync(join(tmpdir(), 'corpus-e2e-batch-'));
   const stateDir = join(work, 'state');
   afterAll(() => rmSync(work, { recursive: true, force: true }));

@@ -7,7 +7,7 @@ import { readJsonl, runLocal } from './cli';
 /**
  * The local environment's model is the default one, us.amazon.nova-lite-v1:0 (cdk.json): Amazon Nova native records
  * (`schemaVersion: "messages-v1"`, `inferenceConfig.max_new_tokens`), Converse-shaped records and plain `{id, text}`
- * lines all succeed, with their tokens counted, through Converse/InvokeModel (mode B) and in mode A, where the native
+ * lines all succeed, with their tokens counted, through Converse/InvokeModel (converse mode) and in batch mode, where the native
  * records (the run's larger format) go into an InvokeModel batch job and the others through Converse in the same run
  * (a job takes one format; batch-run.test.ts covers Converse-format jobs).
  */
@@ -88,7 +88,7 @@ describe('the default model, Amazon Nova Lite through the US inference profile',
   writeFileSync(file, corpus());
   afterAll(() => rmSync(work, { recursive: true, force: true }));
 
-  it('mode B: native, Converse and plain records succeed, with their tokens', () => {
+  it('converse mode: native, Converse and plain records succeed, with their tokens', () => {
     const outDir = join(work, 'out-converse');
     const m = runLocal([
       '--corpus',
@@ -105,7 +105,7 @@ describe('the default model, Amazon Nova Lite through the US inference profile',
     expectAllAnswered(m, outDir);
   });
 
-  it('mode A: an InvokeModel batch job of Nova native records, the others through Converse', () => {
+  it('batch mode: an InvokeModel batch job of Nova native records, the others through Converse', () => {
     const outDir = join(work, 'out-batch');
     const m = runLocal([
       '--corpus',

@@ -13,7 +13,7 @@ export const LEDGER_TABLE = 'ledger-table';
 export const IDEMPOTENCY_TABLE = 'idempotency-table';
 /** RUNS_TABLE: one item per run. */
 export const RUNS_TABLE = 'runs-table';
-/** JOBS_TABLE: the batch inference jobs (mode A). */
+/** JOBS_TABLE: the batch inference jobs (batch mode). */
 export const JOBS_TABLE = 'jobs-table';
 /** FAILURE_QUEUE_URL: the failure lane. */
 export const FAILURE_QUEUE_URL = 'https://sqs.us-east-1.amazonaws.com/123456789012/failures';

@@ -13,13 +13,13 @@ export const runKeys = {
   failuresPrefix: (runId: string): string => `runs/${runId}/failures/`,
   results: (runId: string, part: string): string => `runs/${runId}/results/${part}.jsonl`,
   failures: (runId: string, part: string): string => `runs/${runId}/failures/${part}.jsonl`,
-  /** Mode A: the shard list (JSON array of ShardItem). */
+  /** Batch mode: the shard list (JSON array of ShardItem). */
   shards: (runId: string): string => `runs/${runId}/shards.json`,
-  /** Mode A: the records Plan sends through Converse (too few for another job). */
+  /** Batch mode: the records Plan sends through Converse (too few for another job). */
   converseTail: (runId: string): string => `runs/${runId}/converse-tail.jsonl`,
-  /** Mode A: what the Converse fan-out reads after the jobs (the tail plus records jobs left without output). */
+  /** Batch mode: what the Converse fan-out reads after the jobs (the tail plus records jobs left without output). */
   converseItems: (runId: string): string => `runs/${runId}/converse-items.jsonl`,
-  /** Mode A: per-shard records without output (written by Collect). */
+  /** Batch mode: per-shard records without output (written by Collect). */
   redrivePrefix: (runId: string): string => `runs/${runId}/redrive/`,
   /** Staged model answers of one unit of work (a Converse batch, a failure-lane record), before the ledger commit. */
   attemptsPrefix: (runId: string, unit: string): string => `runs/${runId}/attempts/${unit}/`,
@@ -31,7 +31,7 @@ export const runKeys = {
 /** A shard number as it appears in its keys: five digits, zero-padded. */
 const pad = (n: number): string => String(n).padStart(5, '0');
 
-/** Mode A: the S3 layout of one shard (batch job), unvalidated (sharding.ts validates run and shard first). */
+/** Batch mode: the S3 layout of one shard (batch job), unvalidated (sharding.ts validates run and shard first). */
 export const shardKeys = {
   /** The prefix holding a shard's input files (the job's inputDataConfig s3Uri). */
   inputPrefix: (runId: string, shard: number): string => `runs/${runId}/shards/${pad(shard)}/input/`,
@@ -49,7 +49,7 @@ export const collectKeys = {
     runKeys.results(runId, `shard-${shard}-${part}`),
   /** The shard's failures file. */
   failures: (runId: string, shard: number): string => runKeys.failures(runId, `shard-${shard}`),
-  /** The shard's records without output, as WorkItems for mode B. */
+  /** The shard's records without output, as WorkItems for converse mode. */
   redrive: (runId: string, shard: number): string => `${runKeys.redrivePrefix(runId)}shard-${shard}.jsonl`,
   /** The summary of a finished collect: a repeated collect of the same job returns it unchanged. */
   marker: (runId: string, shard: number): string => `runs/${runId}/collect/shard-${shard}.json`,
@@ -72,10 +72,10 @@ export const KEY_PATTERNS = {
   runFailures: 'runs/*/failures/*',
   /** The results files of every run (`runs/<runId>/results/<part>.jsonl`). */
   runResults: 'runs/*/results/*',
-  /** Mode A's re-drive files of every run (`runs/<runId>/redrive/shard-<n>.jsonl`). */
+  /** Batch mode's re-drive files of every run (`runs/<runId>/redrive/shard-<n>.jsonl`). */
   runRedrive: 'runs/*/redrive/*',
-  /** Mode A: every shard's input files, which Bedrock's batch role reads. */
+  /** Batch mode: every shard's input files, which Bedrock's batch role reads. */
   shardInput: 'runs/*/shards/*/input/*',
-  /** Mode A: every shard's job output, which Bedrock's batch role writes. */
+  /** Batch mode: every shard's job output, which Bedrock's batch role writes. */
   shardOutput: 'runs/*/shards/*/output/*',
 } as const;

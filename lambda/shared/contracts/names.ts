@@ -13,7 +13,7 @@ export const ENTRY_METADATA_KEY = 'corpus:entry';
 
 /** The workflow's Distributed Map states (statemachine/pipeline.asl.json), also their Map Run labels. */
 export const MAP_STATES = {
-  /** Mode A: one item per shard (batch job). */
+  /** Batch mode: one item per shard (batch job). */
   batchJobs: 'BatchJobs',
   /** Converse fan-out: one item per record, batched. */
   fanOut: 'FanOut',

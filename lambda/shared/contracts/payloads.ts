@@ -113,20 +113,20 @@ export interface PlanOutput {
   modelId: string;
   counts: PlanCounts;
   fanOut: FanOutSettings;
-  /** Mode A only: the shards (batch jobs) and the records that go through Converse instead. */
+  /** Batch mode only: the shards (batch jobs) and the records that go through Converse instead. */
   batch?: BatchPlan;
 }
 
-/** Mode B's Distributed Map settings, and the items it reads. */
+/** Converse mode's Distributed Map settings, and the items it reads. */
 export interface FanOutSettings {
-  /** The items file the Converse fan-out reads: every record in mode B, the leftovers of mode A. */
+  /** The items file the Converse fan-out reads: every record in converse mode, the leftovers of batch mode. */
   itemsKey: string;
   batchSize: number;
   maxConcurrency: number;
   toleratedFailurePercentage: number;
 }
 
-/** One shard of a mode A run: one Bedrock batch inference job. An item of the batch Map (`runs/<runId>/shards.json`). */
+/** One shard of a batch mode run: one Bedrock batch inference job. An item of the batch Map (`runs/<runId>/shards.json`). */
 export interface ShardItem {
   /** 0-based shard index. */
   shard: number;
@@ -142,7 +142,7 @@ export interface ShardItem {
   outputPrefix: string;
 }
 
-/** Mode A's part of the plan. */
+/** Batch mode's part of the plan. */
 export interface BatchPlan {
   /** JSON array of {@link ShardItem} in the output bucket: the batch Map's ItemReader. */
   shardsKey: string;
@@ -311,7 +311,7 @@ export interface RunManifest {
   ledgerScope: string | null;
   output: { bucket: string; manifestKey: string; resultsPrefix: string; failuresPrefix: string };
   batches?: { total: number; failed: number };
-  /** Mode A: one entry per shard (batch job), in shard order. */
+  /** Batch mode: one entry per shard (batch job), in shard order. */
   jobs?: ManifestJob[];
   error?: { code: string; message: string };
 }

@@ -1,6 +1,5 @@
 import { createHash } from 'node:crypto';
 
-import { SimulatorError } from './errors';
 import type { ModelSpec } from './models';
 import {
   validateLlamaRequest,
@@ -201,14 +200,6 @@ export function simulateConverse(
   return toConverseResponse(generate(request, options.outputLength), options.latencyMs ?? 0);
 }
 
-/** Deterministic InvokeModel for the Anthropic Messages format: a validated request in, the native body out. */
-export function simulateAnthropicMessages(
-  request: SimulationRequest,
-  options: SimulateOptions = {},
-): AnthropicMessagesResponse {
-  return toAnthropicResponse(generate(request, options.outputLength), request.model);
-}
-
 /**
  * Validates a native InvokeModel body in the format of the model's family (its `nativeFormat`) and returns the
  * validated request: Anthropic Messages, Amazon Nova, Meta Llama, Mistral AI, OpenAI Chat Completions.
@@ -319,9 +310,4 @@ export function invokeModelNative(
   const request = validateNativeRequest(parseJsonBody(rawBody), model);
   const generation = generate(request, options.outputLength);
   return { body: toNativeResponse(generation, model, request), generation };
-}
-
-/** True for errors the model logic raises on purpose (as opposed to bugs). */
-export function isSimulatorError(err: unknown): err is SimulatorError {
-  return err instanceof SimulatorError;
 }

@@ -15,15 +15,6 @@ export const NATIVE_FORMATS = [
 /** A native InvokeModel body format. */
 export type NativeFormat = (typeof NATIVE_FORMATS)[number];
 
-/** Each native format's name, for messages. */
-export const NATIVE_FORMAT_LABELS: Readonly<Record<NativeFormat, string>> = {
-  'anthropic-messages': 'Anthropic Messages',
-  'amazon-nova': 'Amazon Nova',
-  'meta-llama': 'Meta Llama',
-  'mistral-chat': 'Mistral AI chat completion',
-  'openai-chat': 'OpenAI Chat Completions',
-};
-
 /**
  * The message Bedrock answers a call to a model past its end of life with (ResourceNotFoundException), as the model
  * cards quote it.

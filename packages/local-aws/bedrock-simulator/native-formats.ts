@@ -1,5 +1,5 @@
 import { validationError, type SimulatorError } from './errors';
-import { NATIVE_FORMAT_LABELS, type ModelSpec } from './models';
+import type { ModelSpec } from './models';
 import {
   estimateTokens,
   validateConverseRequest,
@@ -316,9 +316,4 @@ export function validateOpenAiRequest(body: Record<string, unknown>, model: Mode
     model,
     chat.chars,
   );
-}
-
-/** The family's label, for messages. */
-export function familyLabel(model: ModelSpec): string {
-  return NATIVE_FORMAT_LABELS[model.nativeFormat];
 }

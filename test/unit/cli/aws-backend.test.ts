@@ -1,5 +1,5 @@
 // The CLI against a deployed environment, every AWS call answered by aws-sdk-client-mock: outputs discovery, runs,
-// status (mode A jobs with Bedrock's live counters, mode B Map Run counters), failures, report, start, redrive,
+// status (batch mode jobs with Bedrock's live counters, converse mode Map Run counters), failures, report, start, redrive,
 // reconcile, with the exit codes and JSON each command promises.
 import { BedrockClient, GetModelInvocationJobCommand } from '@aws-sdk/client-bedrock';
 import {
@@ -243,7 +243,7 @@ describe('corpus runs', () => {
 describe('corpus status', () => {
   const executionArn = `${STATE_MACHINE_ARN.replace('stateMachine', 'execution')}:run-b`;
 
-  it('mode B: records done of total, rate, ETA and error rate from the Map Run counters', async () => {
+  it('converse mode: records done of total, rate, ETA and error rate from the Map Run counters', async () => {
     put('runs/run-b/plan.json', plan('run-b', 'converse', { records: 1000 }));
     sfnMock.on(DescribeExecutionCommand).resolves({
       executionArn,
@@ -311,7 +311,7 @@ describe('corpus status', () => {
     expect(text.stdout).toMatch(/FanOut\s+RUNNING\s+1,000 records\s+400\s+20\s+40\s+560/);
   });
 
-  it("mode A: a job table from the jobs table, Bedrock's live counters and the collect markers", async () => {
+  it("batch mode: a job table from the jobs table, Bedrock's live counters and the collect markers", async () => {
     put('runs/run-a/plan.json', plan('run-a', 'batch', { records: 1000 }, {}));
     put('runs/run-a/shards.json', [shard('run-a', 0, 400), shard('run-a', 1, 400), shard('run-a', 2, 200)]);
     put(
@@ -548,7 +548,7 @@ describe('corpus failures', () => {
 });
 
 describe('corpus report', () => {
-  it('prices Converse tokens on demand and batch tokens at the batch discount, with the saving of mode A', async () => {
+  it('prices Converse tokens on demand and batch tokens at the batch discount, with the saving of batch mode', async () => {
     put('runs/run-a/plan.json', plan('run-a', 'batch', { records: 3000 }));
     put(
       'runs/run-a/manifest.json',
@@ -607,7 +607,7 @@ describe('corpus report', () => {
     const text = await cli(['report', 'run-a', '--env', 'dev']);
     expect(text.stdout).toMatch(/cost\s+\$0\.2640: on demand \$0\.1080 \+ batch \$0\.1560/);
     expect(text.stdout).toMatch(/\$0\.06 in, \$0\.24 out, batch \$0\.03 in, \$0\.12 out/);
-    expect(text.stdout).toMatch(/mode A saved \$0\.1560 \(37\.14%\)/);
+    expect(text.stdout).toMatch(/batch mode saved \$0\.1560 \(37\.14%\)/);
   });
 
   it('exit 1 for a run without a manifest yet', async () => {

@@ -158,7 +158,7 @@ export function manifest(
   };
 }
 
-/** A mode A shard item. */
+/** A batch mode shard item. */
 export function shard(runId: string, index: number, records: number): ShardItem {
   const base = `runs/${runId}/shards/${String(index).padStart(5, '0')}/`;
   return {

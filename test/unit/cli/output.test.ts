@@ -326,7 +326,7 @@ describe('report', () => {
     });
   });
 
-  it('formats counts, tokens and cost of a mode A run', () => {
+  it('formats counts, tokens and cost of a batch mode run', () => {
     const m = manifest(
       'run-a',
       'batch',

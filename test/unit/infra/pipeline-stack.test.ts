@@ -482,7 +482,7 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
     });
   });
 
-  test('mode A: a Distributed Map over the shards, STANDARD children that wait on a task token, then Collect', () => {
+  test('batch mode: a Distributed Map over the shards, STANDARD children that wait on a task token, then Collect', () => {
     const states = allStates(definitionOf(s).States);
     const map = states.find(([name]) => name === 'BatchJobs')?.[1] as AslState;
     expect(map.ItemProcessor?.ProcessorConfig).toEqual({ Mode: 'DISTRIBUTED', ExecutionType: 'STANDARD' });
@@ -885,7 +885,7 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
     expect(s.json.Outputs?.IngestPrefix).toEqual({ Value: 'corpora/' });
   });
 
-  test('mode A: the Bedrock service role trusts Bedrock jobs of this account only, reads shard inputs, writes shard outputs, invokes the model', () => {
+  test('batch mode: the Bedrock service role trusts Bedrock jobs of this account only, reads shard inputs, writes shard outputs, invokes the model', () => {
     const role = s.stack.batchJobs.serviceRole;
     const roleId = s.stack.getLogicalId(role.node.defaultChild as CfnElement);
     const trust = asRecord(s.json.Resources[roleId]?.Properties?.AssumeRolePolicyDocument, 'trust');
@@ -956,7 +956,7 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
     }
   });
 
-  test('mode A: SubmitJob may create and find jobs, pass only the service role to Bedrock, and record tokens', () => {
+  test('batch mode: SubmitJob may create and find jobs, pass only the service role to Bedrock, and record tokens', () => {
     const { submitJob } = s.stack.functions;
     const jobs = 'arn:aws:bedrock:us-east-1:<AWS::AccountId>:model-invocation-job/*';
     const perms = permissionsOf(s, submitJob.role);
@@ -984,7 +984,7 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
     });
   });
 
-  test('mode A: terminal job events of this environment resume the wait; the reconciler runs on a schedule', () => {
+  test('batch mode: terminal job events of this environment resume the wait; the reconciler runs on a schedule', () => {
     const tracking = s.stack.batchJobTracking;
     const ruleId = s.stack.getLogicalId(tracking.stateChangeRule.node.defaultChild as CfnElement);
     const rule = asRecord(s.json.Resources[ruleId]?.Properties, 'rule');
@@ -1011,7 +1011,7 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
     expect(s.json.Resources[scheduleId]?.Properties?.ScheduleExpression).toBe('rate(5 minutes)');
   });
 
-  test('mode A: the jobs table keys and indexes are the ones the handlers use', () => {
+  test('batch mode: the jobs table keys and indexes are the ones the handlers use', () => {
     const tableId = s.stack.getLogicalId(s.stack.batchJobs.jobsTable.node.defaultChild as CfnElement);
     const props = asRecord(s.json.Resources[tableId]?.Properties, 'jobs table');
     expect(props.KeySchema).toEqual([{ AttributeName: JOBS_TABLE_KEYS.partitionKey, KeyType: 'HASH' }]);

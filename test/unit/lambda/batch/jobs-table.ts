@@ -1,5 +1,5 @@
 /**
- * The jobs table the mode A suites run against: dynalite (a real DynamoDB emulator, so conditions, if_not_exists and
+ * The jobs table the batch mode suites run against: dynalite (a real DynamoDB emulator, so conditions, if_not_exists and
  * the sparse in-flight index behave as in DynamoDB) on a free port for the whole file, and a fresh table per test.
  */
 import type { Server } from 'node:http';

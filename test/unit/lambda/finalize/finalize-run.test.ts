@@ -893,7 +893,7 @@ describe('finalizeRun: the run event', () => {
   });
 });
 
-describe('finalizeRun for a batch (mode A) run', () => {
+describe('finalizeRun for a batch-mode run', () => {
   const JOB = (n: number): string => `arn:aws:bedrock:us-east-1:123456789012:model-invocation-job/job${n}`;
   const tail = items('t', 2, 100);
 

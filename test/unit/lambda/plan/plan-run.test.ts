@@ -662,7 +662,7 @@ function corpus(n: number, nativeEvery = 0): string {
   }).join('\n');
 }
 
-describe('planRun in batch mode (mode A sharding)', () => {
+describe('planRun in batch mode (sharding)', () => {
   function shardsOf(out: PlanOutput): ShardItem[] {
     return s3.json(OUT, out.batch?.shardsKey ?? 'missing') as ShardItem[];
   }

@@ -105,7 +105,7 @@ describe.each(MODEL_FAMILIES.map((f) => [f]))('%s', (family) => {
     else expect(usage).toMatchObject(fromHeaders);
   });
 
-  it("mode B's caller records the answer's tokens (Mistral's from the response headers)", async () => {
+  it("converse mode's caller records the answer's tokens (Mistral's from the response headers)", async () => {
     const call = bedrockCaller(client, MODEL_OF[family], family);
     const { modelOutput, usage } = await call(
       { recordId: 'r1', format: 'native', modelInput: request },

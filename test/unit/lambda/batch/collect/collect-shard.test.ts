@@ -429,7 +429,7 @@ describe('collectShard: model output formats', () => {
       totalTokens: 22,
     });
     expect(normaliseModelOutput(documented('mistral-chat')).usage.totalTokens).toBe(0);
-    // A Nova native answer looks like a Converse one: from a native shard it is kept whole, as mode B keeps it.
+    // A Nova native answer looks like a Converse one: from a native shard it is kept whole, as converse mode keeps it.
     expect(normaliseModelOutput(documented('amazon-nova'), 'native')).toEqual({
       modelOutput: documented('amazon-nova'),
       usage: { inputTokens: 12, outputTokens: 10, totalTokens: 22 },
