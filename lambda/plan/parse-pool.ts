@@ -6,14 +6,16 @@ import type { ModelFamily } from '../shared/model-catalog';
 import {
   cleanLine,
   lineTooLong,
+  MAX_ITEM_BYTES,
   MAX_LINE_BYTES,
-  parseLine,
-  serializedItem,
+  readRecord,
+  recordTooLarge,
+  sha256,
   type LineProblem,
   type PromptSettings,
+  type ReadRecord,
 } from '../shared/records';
 import { splitCr } from '../shared/s3-jsonl';
-import { batchLineBytes } from '../batch/shard-writer';
 
 /**
  * Plan's parse stage: the corpus cut into blocks of whole lines, each block decoded, split, validated, canonicalized
@@ -96,12 +98,11 @@ export function parseBlock(
   maxLineBytes = MAX_LINE_BYTES,
   family?: ModelFamily,
 ): ParsedBlock & { lines: number } {
-  const text = block.toString('utf8');
+  const valid = isUtf8(block);
   // toString turns invalid UTF-8 into U+FFFD silently; only a block that is not valid UTF-8 pays for finding the lines.
-  const notUtf8 = isUtf8(block) ? undefined : invalidUtf8Lines(block, firstLine);
+  const notUtf8 = valid ? undefined : invalidUtf8Lines(block, firstLine);
   const outcomes: LineOutcome[] = [];
-  const texts: string[] = [];
-  let offset = 0;
+  const encoder = new ItemEncoder();
   let lineNo = firstLine - 1;
   const take = (raw: string): void => {
     lineNo++;
@@ -112,49 +113,113 @@ export function parseBlock(
     }
     const line = cleanLine(raw, lineNo === 1);
     if (line.trim() === '') return;
-    const parsed = parseLine(line, lineNo, prompt, maxLineBytes, family);
-    if (!parsed.ok) {
-      outcomes.push({ ok: false, line: lineNo, problem: parsed.problem });
-      return;
+    const read = readRecord(line, lineNo, prompt, maxLineBytes, family);
+    outcomes.push(read.ok ? encoder.add(read, lineNo) : { ok: false, line: lineNo, problem: read.problem });
+  };
+  if (valid && block.indexOf(CR) === -1) {
+    // The common case: lines decoded one by one from the bytes, so a line of ASCII is a one-byte string (a block with
+    // one non-ASCII character decodes to a two-byte string, which every later step reads slower).
+    let start = 0;
+    for (let nl = block.indexOf(LF); nl !== -1; nl = block.indexOf(LF, start)) {
+      take(block.toString('utf8', start, nl));
+      start = nl + 1;
     }
-    const { item } = parsed;
-    const known = serializedItem(item);
-    const itemText = known?.text ?? JSON.stringify(item);
-    texts.push(itemText);
-    const start = offset;
-    offset += (known?.bytes ?? Buffer.byteLength(itemText)) + 1;
-    outcomes.push({
+    if (start < block.length) take(block.toString('utf8', start));
+  } else {
+    const text = block.toString('utf8');
+    let start = 0;
+    for (;;) {
+      const nl = text.indexOf('\n', start);
+      const raw = nl === -1 ? text.slice(start) : text.slice(start, nl);
+      // The text after the last LF is a line only when there is some (the last line of a file without a final LF).
+      if (nl !== -1 || raw !== '') {
+        if (raw.includes('\r')) for (const piece of splitCr(raw)) take(piece);
+        else take(raw);
+      }
+      if (nl === -1) break;
+      start = nl + 1;
+    }
+  }
+  return { outcomes, items: encoder.finish(outcomes), lines: lineNo - firstLine + 1 };
+}
+
+/** Room kept before a record's modelInput for its head: `{"recordId":` + the id's JSON (at most 514) + the format. */
+const HEAD_ROOM = 600;
+/** `,"modelInput":` and `}`, what a batch line has besides the recordId's head and the modelInput. */
+const BATCH_LINE_EXTRA = 15;
+/** A parse thread's working buffer for item lines, kept between blocks (it only grows to the largest block's needs). */
+let scratch = Buffer.allocUnsafeSlow(0);
+
+/**
+ * Encodes a block's work item lines (`{"recordId":R,"format":"F","modelInput":M,"line":N}`, as parseLine's text) into
+ * one buffer: each modelInput's canonical JSON is encoded to UTF-8 once, hashed from those bytes and copied once more
+ * into the block's items, never held as another string.
+ */
+class ItemEncoder {
+  /** Where each record's item line is in the scratch buffer, `[start, end)` pairs (the newline not included). */
+  private readonly ranges: number[] = [];
+  private used = 0;
+
+  /** Hashes and encodes one record; its outcome, or RecordTooLarge. */
+  add(read: Extract<ReadRecord, { ok: true }>, lineNo: number): LineOutcome {
+    const { canonicalInput, format } = read;
+    const inputStart = this.used + HEAD_ROOM;
+    const tail = `,"line":${lineNo}}`;
+    this.reserve(inputStart + canonicalInput.length * 3 + tail.length + 1);
+    const inputEnd = inputStart + scratch.write(canonicalInput, inputStart, 'utf8');
+    const inputBytes = inputEnd - inputStart;
+    const contentHash = sha256(scratch.subarray(inputStart, inputEnd)).slice(0, 32);
+    const recordId = read.recordId ?? `h-${contentHash}`;
+    const idHead = `{"recordId":${JSON.stringify(recordId)}`;
+    // recordIds are printable ASCII (records.ts), so the head's length in characters is its length in bytes.
+    const head = `${idHead},"format":"${format}","modelInput":`;
+    const bytes = head.length + inputBytes + tail.length;
+    if (bytes > MAX_ITEM_BYTES)
+      return { ok: false, line: lineNo, problem: recordTooLarge(lineNo, recordId, bytes) };
+    const start = inputStart - head.length;
+    scratch.write(head, start, 'latin1');
+    const end = inputEnd + scratch.write(tail, inputEnd, 'latin1');
+    this.ranges.push(start, end);
+    this.used = end;
+    return {
       ok: true,
       line: lineNo,
-      recordId: item.recordId,
-      format: item.format,
-      contentHash: parsed.contentHash,
-      start,
-      end: offset,
-      batchBytes: batchLineBytes(item),
-    });
-  };
-  const hasCr = text.includes('\r');
-  let start = 0;
-  for (;;) {
-    const nl = text.indexOf('\n', start);
-    const raw = nl === -1 ? text.slice(start) : text.slice(start, nl);
-    // The text after the last LF is a line only when there is some (the last line of a file without a final LF).
-    if (nl !== -1 || raw !== '') {
-      if (hasCr && raw.includes('\r')) for (const piece of splitCr(raw)) take(piece);
-      else take(raw);
+      recordId,
+      format,
+      contentHash,
+      // Placeholders: finish() sets where the line is in the block's items.
+      start: 0,
+      end: 0,
+      batchBytes: idHead.length + BATCH_LINE_EXTRA + inputBytes + 1,
+    };
+  }
+
+  /** The item lines, each ending in a newline, in a buffer of their own; sets the records' start and end in it. */
+  finish(outcomes: LineOutcome[]): Buffer {
+    const ranges = this.ranges;
+    let size = 0;
+    for (let i = 0; i < ranges.length; i += 2) size += (ranges[i + 1] as number) - (ranges[i] as number) + 1;
+    // Its own memory (never a slice of Buffer's shared pool), so it can be transferred from a worker.
+    const items = Buffer.allocUnsafeSlow(size);
+    let offset = 0;
+    let r = 0;
+    for (const outcome of outcomes) {
+      if (!outcome.ok) continue;
+      outcome.start = offset;
+      offset += scratch.copy(items, offset, ranges[r] as number, ranges[r + 1] as number);
+      items[offset++] = LF;
+      outcome.end = offset;
+      r += 2;
     }
-    if (nl === -1) break;
-    start = nl + 1;
+    return items;
   }
-  // Its own memory (never a slice of Buffer's shared pool), so it can be transferred from a worker.
-  const items = Buffer.allocUnsafeSlow(offset);
-  if (texts.length > 0) {
-    texts.push('');
-    const written = items.write(texts.join('\n'));
-    if (written !== offset) throw new Error(`item lines took ${written} bytes, ${offset} expected`);
+
+  private reserve(bytes: number): void {
+    if (bytes <= scratch.length) return;
+    const grown = Buffer.allocUnsafeSlow(Math.max(bytes, scratch.length * 2, BLOCK_BYTES * 2));
+    scratch.copy(grown, 0, 0, this.used);
+    scratch = grown;
   }
-  return { outcomes, items, lines: lineNo - firstLine + 1 };
 }
 
 /**

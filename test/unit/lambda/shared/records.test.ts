@@ -336,6 +336,77 @@ describe('helpers', () => {
     );
   });
 
+  it('canonicalJson writes the same text as a key-sorting walk for any JSON-parsed value, and pins the content hash', () => {
+    // The reference: what canonicalJson wrote before its JSON.stringify fast path (persisted content hashes and
+    // derived recordIds depend on it).
+    const reference = (value: unknown): string => {
+      if (value === null || typeof value !== 'object') return JSON.stringify(value);
+      if (Array.isArray(value)) return `[${value.map(reference).join(',')}]`;
+      const object = value as Record<string, unknown>;
+      return `{${Object.keys(object)
+        .sort()
+        .map((k) => `${JSON.stringify(k)}:${reference(object[k])}`)
+        .join(',')}}`;
+    };
+    let seed = 7;
+    const next = (n: number): number => {
+      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+      return seed % n;
+    };
+    const keys = [
+      'a',
+      'b',
+      'Z',
+      'role',
+      'content',
+      'text',
+      '__proto__',
+      '10',
+      '2',
+      '1a',
+      'é',
+      '\u{1f600}',
+      'x"y',
+      '',
+    ];
+    const build = (depth: number): unknown => {
+      switch (depth > 4 ? next(4) : next(7)) {
+        case 0:
+          return `s${next(100)}\u00e9"\n`;
+        case 1:
+          return next(3) === 0 ? -0 : next(1000) / 7;
+        case 2:
+          return next(2) === 0;
+        case 3:
+          return null;
+        case 4:
+          return Array.from({ length: next(4) }, () => build(depth + 1));
+        default: {
+          const members = Array.from(
+            { length: next(5) },
+            () => `${JSON.stringify(keys[next(keys.length)])}:${JSON.stringify(build(depth + 1))}`,
+          );
+          return JSON.parse(`{${members.join(',')}}`) as unknown;
+        }
+      }
+    };
+    for (let i = 0; i < 3000; i++) {
+      const value = JSON.parse(JSON.stringify(build(0)) ?? 'null') as unknown;
+      expect(canonicalJson(value)).toBe(reference(value));
+    }
+    expect(
+      canonicalJson({ messages: [{ role: 'user', content: [{ text: 'hi' }] }], system: [{ text: 's' }] }),
+    ).toBe('{"messages":[{"content":[{"text":"hi"}],"role":"user"}],"system":[{"text":"s"}]}');
+    // A persisted hash: changing it would report every published record as RecordIdReused on the next run.
+    expect(contentHashOf({ messages: [{ role: 'user', content: [{ text: 'No id here' }] }] })).toBe(
+      'ea7380af303e0db0ab92cb2e79705cb1',
+    );
+    // Values JSON.parse never makes take the general walk.
+    expect(canonicalJson({ b: new Date(0), a: [1, undefined], c: () => 1 })).toBe(
+      '{"a":[1,],"b":{},"c":undefined}',
+    );
+  });
+
   it('detectFormat: messages array means Converse unless anthropic_version says native', () => {
     expect(detectFormat({ messages: [] })).toBe('converse');
     expect(detectFormat({ messages: 'x' })).toBe('native');
