@@ -74,8 +74,10 @@ const WORKER_MAX_BLOCK_BYTES = 4 * 1024 * 1024;
  * A worker's heap: its live data is a block or two (at most WORKER_MAX_BLOCK_BYTES each, a few times that once
  * decoded and parsed). With V8's defaults (a young generation of up to 48 MiB, an old one sized for the whole
  * machine) each worker grew by tens of MB over a long corpus and used more CPU (cache misses) (bench/README.md).
+ * 16 MiB rather than 4: a record leaves about 8 KB of short-lived strings and objects, and with 4 MiB the scavenges
+ * (eight times as many) cost about 9% of the parse stage's CPU.
  */
-const WORKER_LIMITS = { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 64 };
+const WORKER_LIMITS = { maxYoungGenerationSizeMb: 16, maxOldGenerationSizeMb: 64 };
 
 /**
  * The worker threads worth starting on this machine: one per CPU beyond the main thread's, at most `max`. None on
