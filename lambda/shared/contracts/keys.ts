@@ -8,6 +8,8 @@ export const runKeys = {
   prefix: (runId: string): string => `runs/${runId}/`,
   items: (runId: string): string => `runs/${runId}/items.jsonl`,
   plan: (runId: string): string => `runs/${runId}/plan.json`,
+  /** The corpus's objects as Plan read them (JSON array of CorpusSourceEntry). */
+  sources: (runId: string): string => `runs/${runId}/sources.json`,
   manifest: (runId: string): string => `runs/${runId}/manifest.json`,
   resultsPrefix: (runId: string): string => `runs/${runId}/results/`,
   failuresPrefix: (runId: string): string => `runs/${runId}/failures/`,

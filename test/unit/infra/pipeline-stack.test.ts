@@ -243,6 +243,20 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
     });
   });
 
+  test('Plan lists the ingest bucket only under the ingest prefix (a corpus may be a prefix of files)', () => {
+    const ingest = ref(s, s.stack.storage.ingestBucket.bucketArn);
+    const listing = statementsOf(s, s.stack.functions.plan.role).filter(
+      (st) => st.actions.includes('s3:ListBucket') && st.resources.includes(ingest),
+    );
+    expect(listing).toEqual([
+      {
+        actions: ['s3:ListBucket'],
+        resources: [ingest],
+        condition: { StringLike: { 's3:prefix': ['corpora/*'] } },
+      },
+    ]);
+  });
+
   test('ConverseBatch may invoke only the configured model, use runs/, move records on in the ledger, send failures', () => {
     const { converse } = s.stack.functions;
     const out = s.stack.storage.outputBucket.bucketArn;

@@ -818,7 +818,7 @@ describe('finalizeRun on runs that stopped early', () => {
     await expectAccounted(manifest(), []);
   });
 
-  it('nothing to process: SUCCEEDED without reading a Map file or the ledger', async () => {
+  it('nothing to process: SUCCEEDED without reading a Map file or the ledger (only the sources Plan listed)', async () => {
     const plan = stagePlan([], { skipped: 6 });
     const out = await finalizeRun(event(plan), deps());
     expect(out.status).toBe('SUCCEEDED');
@@ -833,7 +833,8 @@ describe('finalizeRun on runs that stopped early', () => {
       pending: 0,
       recovered: 0,
     });
-    expect(s3Mock).not.toHaveReceivedCommand(GetObjectCommand);
+    expect(s3Mock).toHaveReceivedCommandTimes(GetObjectCommand, 1);
+    expect(s3Mock).toHaveReceivedCommandWith(GetObjectCommand, { Key: `runs/${RUN}/sources.json` });
     expect(s3Mock).not.toHaveReceivedCommand(ListObjectsV2Command);
     const m = manifest();
     expect(m.batches).toEqual({ total: 0, failed: 0 });
