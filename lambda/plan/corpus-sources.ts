@@ -2,7 +2,7 @@ import { isUtf8 } from 'node:buffer';
 import { Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import { ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
-import type { CorpusSourceEntry } from '../shared/contracts';
+import { DROP_MARKER, type CorpusSourceEntry } from '../shared/contracts';
 import { callDependency, CorpusNotFoundError } from '../shared/errors';
 import { MAX_LINE_BYTES } from '../shared/records';
 
@@ -12,9 +12,6 @@ import { MAX_LINE_BYTES } from '../shared/records';
  * as a whole when it is binary or not what its name says. Listing and opening are separate, and a listing is plain
  * data, so a later step that reads sources in parallel (one segment per Map item) can list once and open each.
  */
-
-/** The marker object that closes a drop folder: its upload starts the run of the folder. */
-export const DROP_MARKER = '_SUCCESS';
 
 /** A source Plan reads. */
 export interface CorpusSource {

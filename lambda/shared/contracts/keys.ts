@@ -3,6 +3,12 @@
  * access by. Builders only; callers validate their inputs (sharding.ts checks run ids and shard numbers).
  */
 
+/**
+ * The object that closes a drop folder under the ingest prefix (`<ingestPrefix><folder>/_SUCCESS`): its upload starts
+ * the run of the whole folder, whose other objects start nothing on their own.
+ */
+export const DROP_MARKER = '_SUCCESS';
+
 /** The S3 layout of one run in the output bucket. */
 export const runKeys = {
   prefix: (runId: string): string => `runs/${runId}/`,
