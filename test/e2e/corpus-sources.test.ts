@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import type { CorpusSourceEntry } from '../../lambda/shared/contracts';
-import { readJsonl, runLocal } from './cli';
+import { readJsonl, runCli, runLocal } from './cli';
 
 /**
  * End to end, offline: `corpus local run --corpus <folder>` puts the folder's corpus files under a drop prefix and
@@ -40,16 +40,8 @@ describe('corpus local run over a folder (a drop of several sources)', () => {
     writeFileSync(join(drop, 'zipped.jsonl'), gzipSync(plain('z', 4)));
     writeFileSync(join(drop, 'notes.txt'), 'not a corpus file: not put');
     const outDir = join(work, 'out');
-    const m = runLocal([
-      '--corpus',
-      drop,
-      '--mode',
-      'converse',
-      '--out',
-      outDir,
-      '--state-dir',
-      join(work, 'state'),
-    ]);
+    const stateDir = join(work, 'state');
+    const m = runLocal(['--corpus', drop, '--mode', 'converse', '--out', outDir, '--state-dir', stateDir]);
 
     expect(m.status).toBe('SUCCEEDED');
     expect(m.corpus?.key).toMatch(/drop-1\/$/);
@@ -92,5 +84,12 @@ describe('corpus local run over a folder (a drop of several sources)', () => {
       .map((r) => r.recordId)
       .sort();
     expect(ids).toEqual(['a-1', 'a-2', 'a-3', 'b-1', 'b-2', 'c-1', 'c-2', 'd-1']);
+
+    // Only the drop's _SUCCESS started a run: the five files put before it started none of their own.
+    const runs = runCli(['runs', '--local', '--state-dir', stateDir, '--json']);
+    expect(runs.status).toBe(0);
+    expect((JSON.parse(runs.stdout) as { runs: { runId: string }[] }).runs.map((r) => r.runId)).toEqual([
+      m.runId,
+    ]);
   });
 });
