@@ -333,7 +333,9 @@ describe('planRun input and corpus checks', () => {
     await expect(err).rejects.toThrow(/key: /);
     await expect(err).rejects.toThrow(/mode: mode must be one of auto, batch, converse/);
     await expect(err).rejects.toThrow(/extra/);
-    await expect(err).rejects.toThrow(/Expected \{"bucket": "<ingest bucket>", "key": "<corpus.jsonl>"/);
+    await expect(err).rejects.toThrow(
+      /Expected \{"bucket": "<ingest bucket>", "key": "<corpus.jsonl or prefix\/>"/,
+    );
     expect(s3Mock).not.toHaveReceivedAnyCommand();
   });
 
