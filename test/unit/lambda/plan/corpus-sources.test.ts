@@ -153,7 +153,7 @@ describe('planRun over a prefix', () => {
     batch: { toleratedFailurePercentage: 0, jobTimeoutHours: 24, reconcileIntervalMinutes: 5 },
   };
   let s3: FakeS3;
-  const deps = (): PlanDeps => ({
+  const deps = (overrides: Partial<PlanSettings> = {}): PlanDeps => ({
     s3: new S3Client({}),
     ledger: new Ledger({
       client: DynamoDBDocumentClient.from(new DynamoDBClient({})),
@@ -161,17 +161,17 @@ describe('planRun over a prefix', () => {
       ttlDays: 30,
     }),
     failureLane: new FailureLaneSender(new SQSClient({}), QUEUE, DLQ),
-    settings,
+    settings: { ...settings, ...overrides },
     batchQuotas: () => Promise.reject(new Error('converse only')),
   });
-  const run = (key: string) =>
+  const run = (key: string, overrides: Partial<PlanSettings> = {}) =>
     planRun(
       {
         runId: 'run-1',
         startedAt: '2025-01-02T03:04:05.000Z',
         input: { bucket: INGEST, key, mode: 'converse' },
       },
-      deps(),
+      deps(overrides),
     );
 
   beforeEach(() => {
@@ -255,6 +255,15 @@ describe('planRun over a prefix', () => {
       etag: 'etag-1',
     });
   });
+
+  it('parses each source in worker threads the same way', async () => {
+    const inThread = await run('corpora/drop-1/');
+    const inThreadItems = s3.lines<WorkItem>(OUT, 'runs/run-1/items.jsonl');
+    const inWorkers = await run('corpora/drop-1/', { parseWorkers: 2, parallelParseMinBytes: 0 });
+    expect(inWorkers.counts).toEqual(inThread.counts);
+    expect(s3.lines<WorkItem>(OUT, 'runs/run-1/items.jsonl')).toEqual(inThreadItems);
+    expect(s3.lines<FailureLine>(OUT, 'runs/run-1/failures/plan.jsonl')).toHaveLength(3);
+  }, 60_000);
 
   it('takes the run settings from the _SUCCESS marker, and reads the same prefix named directly', async () => {
     s3.put(INGEST, 'corpora/drop-1/_SUCCESS', '', { 'ledger-scope': 'from-marker' });
