@@ -163,6 +163,7 @@ export class SourceReader {
     const first = await firstBytes(raw, 2);
     const isGzip = first.head.length >= 2 && first.head[0] === 0x1f && first.head[1] === 0x8b;
     if (isGzip && !this.source.gzip) {
+      await raw.return?.();
       this.refuse(
         'GzipNotNamedGz',
         `${this.source.key} is gzip data (it starts with the gzip bytes 1f 8b) but its name does not end in .gz; name it .jsonl.gz to have it read`,
@@ -171,6 +172,7 @@ export class SourceReader {
     }
     if (!isGzip && this.source.gzip) {
       if (first.head.length === 0) return;
+      await raw.return?.();
       this.refuse(
         'NotGzip',
         `${this.source.key} is named .gz but is not gzip data (it does not start with the gzip bytes 1f 8b); compress it with gzip or drop the .gz from its name`,
@@ -209,6 +211,7 @@ export class SourceReader {
       );
     } finally {
       input.destroy();
+      gunzip.destroy();
     }
   }
 
@@ -291,16 +294,25 @@ async function* concatIterable(
   chunks: readonly Buffer[],
   it: AsyncIterator<Buffer | Uint8Array | string>,
 ): AsyncGenerator<Buffer> {
-  yield* chunks;
-  for (;;) {
-    const next = await it.next();
-    if (next.done) return;
-    const v = next.value;
-    yield typeof v === 'string'
-      ? Buffer.from(v)
-      : Buffer.isBuffer(v)
-        ? v
-        : Buffer.from(v.buffer, v.byteOffset, v.length);
+  let done = false;
+  try {
+    yield* chunks;
+    for (;;) {
+      const next = await it.next();
+      if (next.done) {
+        done = true;
+        return;
+      }
+      const v = next.value;
+      yield typeof v === 'string'
+        ? Buffer.from(v)
+        : Buffer.isBuffer(v)
+          ? v
+          : Buffer.from(v.buffer, v.byteOffset, v.length);
+    }
+  } finally {
+    // Left early (a refused source, a failed parse): the object's stream is released, not left open.
+    if (!done) await it.return?.();
   }
 }
 

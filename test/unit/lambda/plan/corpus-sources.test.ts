@@ -118,6 +118,22 @@ describe('SourceReader', () => {
     });
   });
 
+  it("releases a refused source's stream instead of reading it to its end", async () => {
+    const zipped = gzipSync(lines('big', 20_000));
+    for (const [bytes, key] of [
+      [zipped, 'p/sneaky.jsonl'],
+      [Buffer.concat([Buffer.alloc(64), Buffer.from(lines('x', 20_000))]), 'p/nul.jsonl'],
+    ] as const) {
+      const chunks: Buffer[] = [];
+      for (let i = 0; i < bytes.length; i += 1000) chunks.push(bytes.subarray(i, i + 1000));
+      const body = Readable.from(chunks);
+      const reader = new SourceReader(body, { key, gzip: false });
+      for await (const chunk of reader.bytes()) expect(chunk).toBeUndefined();
+      expect(reader.problem).toBeDefined();
+      expect(body.destroyed).toBe(true);
+    }
+  });
+
   it('refuses a binary file (NUL bytes, or mostly not UTF-8) whole, even gzipped', async () => {
     const png = Buffer.from([
       0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 0x0d, 0x49, 0x48, 0x44, 0x52,
