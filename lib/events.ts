@@ -8,6 +8,7 @@ import * as sqs from 'aws-cdk-lib/aws-sqs';
 import type * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct } from 'constructs';
 import { acknowledge } from './nag';
+import { DROP_MARKER } from '../lambda/shared/contracts/keys';
 
 /** Properties of {@link PipelineEventBus}. */
 export interface PipelineEventBusProps {
@@ -118,12 +119,38 @@ export const INGEST_TARGET_INPUT = {
 };
 
 /**
- * Starts a run when a corpus lands in the ingest bucket: a rule on the DEFAULT bus (where S3 sends its events)
- * matching `Object Created` under the ingest prefix, targeting the workflow with retries and a dead-letter queue.
+ * The key patterns of the ingest trigger (`prefix` is the ingest prefix). A corpus lands in one of two ways: one file
+ * directly under the prefix (`<prefix><name>.jsonl`, `.jsonl.gz` or `.gz`) starts a run of that file; a drop folder
+ * (`<prefix><folder>/...`) starts a run of the whole folder when its `_SUCCESS` object lands, never file by file.
+ *
+ * An event pattern ANDs fields but only ORs the conditions of one field, and a wildcard `*` also matches `/`
+ * (https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-create-pattern-operators.html): no single pattern on
+ * the key can say "directly under the prefix AND ending in .jsonl". So two rules AND them: `forward` (on the default
+ * bus, where S3 sends its events) passes on what is not inside a folder under the prefix, and every `_SUCCESS` under
+ * it, to the ingest bus; `start` (on the ingest bus) starts the workflow for corpus names and `_SUCCESS` objects.
+ */
+export function ingestKeyPatterns(prefix: string): { forward: unknown[]; start: unknown[] } {
+  // A literal * in the prefix would be a wildcard: escaped as the wildcard syntax says (\*).
+  const p = prefix.replace(/\\/g, '\\\\').replace(/\*/g, '\\*');
+  const marker = { wildcard: `${p}*/${DROP_MARKER}` };
+  return {
+    forward: [{ 'anything-but': { wildcard: `${p}*/*` } }, marker],
+    start: [{ wildcard: `${p}*.jsonl` }, { wildcard: `${p}*.gz` }, marker],
+  };
+}
+
+/**
+ * Starts a run when a corpus lands in the ingest bucket (see {@link ingestKeyPatterns}): a rule on the DEFAULT bus
+ * forwards the candidate `Object Created` events to the trigger's own bus, whose rule starts the workflow with retries
+ * and a dead-letter queue. The run input's key is the object's; Plan reads a `.../_SUCCESS` key as its folder.
  */
 export class IngestTrigger extends Construct {
-  /** The rule on the default bus. */
+  /** The rule that starts the workflow, on {@link bus}. */
   public readonly rule: events.Rule;
+  /** The rule on the default bus that forwards candidate uploads to {@link bus}. */
+  public readonly forwardRule: events.Rule;
+  /** The trigger's own bus, which only receives the forwarded S3 events. */
+  public readonly bus: events.EventBus;
   /** The role EventBridge assumes to start the workflow: only for this rule of this account. */
   public readonly role: iam.Role;
   /** Events EventBridge could not deliver to the workflow after its retries. */
@@ -137,13 +164,15 @@ export class IngestTrigger extends Construct {
     });
 
     const stack = Stack.of(this);
+    this.bus = new events.EventBus(this, 'Bus', { eventBusName: props.ruleName });
     // Confused-deputy protection for the target's role: EventBridge may assume it only for this rule of this account
     // (aws:SourceArn is the ARN of the rule that sends the event, aws:SourceAccount its account:
     // https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-use-conditions.html).
     const ruleArn = stack.formatArn({
       service: 'events',
       resource: 'rule',
-      resourceName: props.ruleName,
+      // A rule on a custom bus: rule/<bus name>/<rule name>.
+      resourceName: `${props.ruleName}/${props.ruleName}`,
       arnFormat: ArnFormat.SLASH_RESOURCE_NAME,
     });
     this.role = new iam.Role(this, 'TargetRole', {
@@ -156,17 +185,27 @@ export class IngestTrigger extends Construct {
       }),
     });
 
+    const keys = ingestKeyPatterns(props.keyPrefix);
+    const uploads = (key: unknown[]): events.EventPattern => ({
+      source: ['aws.s3'],
+      detailType: ['Object Created'],
+      detail: { bucket: { name: [props.bucket.bucketName] }, object: { key } },
+    });
+    this.forwardRule = new events.Rule(this, 'ForwardRule', {
+      ruleName: `${props.ruleName}-forward`.slice(0, 64),
+      description: `Forwards uploads directly under ${props.keyPrefix}, and drops' ${DROP_MARKER} objects, to the ingest bus`,
+      eventPattern: uploads(keys.forward),
+    });
+    this.forwardRule.addTarget(
+      new targets.EventBus(this.bus, {
+        deadLetterQueue: this.deadLetterQueue,
+      }),
+    );
     this.rule = new events.Rule(this, 'Rule', {
       ruleName: props.ruleName,
-      description: `Starts a corpus run for each object created under ${props.keyPrefix}`,
-      eventPattern: {
-        source: ['aws.s3'],
-        detailType: ['Object Created'],
-        detail: {
-          bucket: { name: [props.bucket.bucketName] },
-          object: { key: [{ prefix: props.keyPrefix }] },
-        },
-      },
+      eventBus: this.bus,
+      description: `Starts a corpus run for each .jsonl, .jsonl.gz or .gz file directly under ${props.keyPrefix} and each drop folder's ${DROP_MARKER}`,
+      eventPattern: uploads(keys.start),
     });
     this.rule.addTarget(
       new targets.SfnStateMachine(props.stateMachine, {

@@ -162,9 +162,12 @@ export class PipelineStorage extends Construct {
     );
   }
 
-  /** Lets `grantee` read corpora under the ingest prefix (s3:GetObject, s3:ListBucket, and KMS Decrypt). */
+  /**
+   * Lets `grantee` read corpora under the ingest prefix: s3:GetObject on its keys, s3:ListBucket only for listings
+   * under it (a corpus may be a prefix of files), and KMS Decrypt.
+   */
   public grantIngestRead(grantee: iam.IGrantable): iam.Grant {
-    return grantObjectRead(this.ingestBucket, grantee, `${this.ingestPrefix}*`, true);
+    return grantObjectRead(this.ingestBucket, grantee, `${this.ingestPrefix}*`, this.ingestPrefix);
   }
 
   /**
@@ -239,12 +242,23 @@ function grantObjectRead(
   bucket: s3.IBucket,
   grantee: iam.IGrantable,
   keyPattern: string,
-  listBucket: boolean,
+  listBucket: boolean | string,
   reason = `Reads are confined to the ${keyPattern} key prefix; the object keys are only known at run time.`,
 ): iam.Grant {
   const objects = bucket.arnForObjects(keyPattern);
   const grant = iam.Grant.addToPrincipal({ grantee, actions: ['s3:GetObject'], resourceArns: [objects] });
-  if (listBucket) {
+  if (typeof listBucket === 'string') {
+    // ListObjectsV2 is authorized by s3:ListBucket on the bucket; the s3:prefix condition key is the request's
+    // Prefix, so only listings under this prefix are allowed
+    // (https://docs.aws.amazon.com/AmazonS3/latest/userguide/amazon-s3-policy-keys.html).
+    grantee.grantPrincipal.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        actions: ['s3:ListBucket'],
+        resources: [bucket.bucketArn],
+        conditions: { StringLike: { 's3:prefix': [`${listBucket}*`] } },
+      }),
+    );
+  } else if (listBucket) {
     iam.Grant.addToPrincipal({ grantee, actions: ['s3:ListBucket'], resourceArns: [bucket.bucketArn] });
   }
   bucket.encryptionKey?.grant(grantee, 'kms:Decrypt');

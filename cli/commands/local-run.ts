@@ -65,7 +65,10 @@ export function localCommand(
         'manifest.json, results.jsonl and failures.jsonl into --out. Exit codes: 0 the run finished (failed records ' +
         'included), 1 the run failed, 2 bad usage, 3 the local runtime could not start or run.',
     )
-    .requiredOption('--corpus <file>', 'the JSONL corpus to run')
+    .requiredOption(
+      '--corpus <path>',
+      'the corpus: a .jsonl or .jsonl.gz file, or a folder of them (put as a drop, closed by _SUCCESS)',
+    )
     .addOption(
       new Option(
         '--mode <mode>',

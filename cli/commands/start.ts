@@ -28,13 +28,10 @@ interface StartOptions extends BackendOptions {
  */
 export function runInputOf(corpusUri: string, mode: RequestedMode, ledgerScope?: string): RunInput {
   const match = /^s3:\/\/([^/]+)\/(.+)$/.exec(corpusUri);
-  if (!match) throw new CliUsageError(`--corpus must be s3://bucket/key, not "${corpusUri}"`);
+  if (!match)
+    throw new CliUsageError(`--corpus must be s3://bucket/key or s3://bucket/prefix/, not "${corpusUri}"`);
+  // A key ending in / is a prefix: Plan reads its .jsonl, .jsonl.gz and .gz files in key order.
   const [, bucket, key] = match as unknown as [string, string, string];
-  if (key.endsWith('/')) {
-    throw new CliUsageError(
-      `--corpus ${corpusUri} is a prefix: a run reads one JSONL object, name it (s3://${bucket}/${key}corpus.jsonl)`,
-    );
-  }
   const parsed = runInputSchema.safeParse({
     bucket,
     key,
@@ -58,7 +55,10 @@ export function startCommand(ctx: CliContext): Command {
         'Start a run on a deployed environment: StartExecution with a validated input {bucket, key, mode}. ' +
           'The corpus may be in any bucket the pipeline can read. Offline, runs start with `corpus local run`.',
       )
-      .requiredOption('--corpus <s3uri>', 'the JSONL corpus object, s3://bucket/key')
+      .requiredOption(
+        '--corpus <s3uri>',
+        'the corpus: one object s3://bucket/key (.jsonl, .jsonl.gz) or a prefix s3://bucket/prefix/ of such files',
+      )
       .addOption(
         new Option(
           '--mode <mode>',

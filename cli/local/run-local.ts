@@ -1,5 +1,5 @@
 import { createReadStream, createWriteStream, existsSync, statSync } from 'node:fs';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { finished } from 'node:stream/promises';
 import { ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
@@ -11,7 +11,7 @@ import {
 } from '@aws-sdk/client-sqs';
 import { Upload } from '@aws-sdk/lib-storage';
 import type { RequestedMode, RunManifest } from '../../lambda/shared/contracts';
-import { runKeys } from '../../lambda/shared/contracts';
+import { DROP_MARKER, runKeys } from '../../lambda/shared/contracts';
 import { getJson, openObject } from '../../lambda/shared/s3-jsonl';
 import { STACK_OUTPUTS } from '../../lambda/shared/contracts/outputs';
 import { formatFaultReport, type FaultReport } from './fault-report';
@@ -23,6 +23,41 @@ import {
   type LocalRuntimeOptions,
 } from './runtime';
 
+/** Whether a file name is one the ingest rule starts a run for (directly under the prefix) and Plan reads in a drop. */
+function isCorpusName(name: string): boolean {
+  return !name.startsWith('.') && (name.endsWith('.jsonl') || name.endsWith('.gz'));
+}
+
+/** The key name of a corpus file: its own, or `<name>.jsonl` for a name the ingest rule would not start a run for. */
+function corpusName(name: string): string {
+  return isCorpusName(name) ? name : `${name}.jsonl`;
+}
+
+/** Puts a file (or an empty object) into S3, streaming it. */
+async function putFile(
+  s3: S3Client,
+  bucket: string,
+  key: string,
+  file: string | undefined,
+  metadata?: Record<string, string>,
+): Promise<void> {
+  await new Upload({
+    client: s3,
+    params: {
+      Bucket: bucket,
+      Key: key,
+      Body: file === undefined ? '' : createReadStream(file),
+      ContentType:
+        file === undefined
+          ? 'text/plain'
+          : file.endsWith('.gz')
+            ? 'application/gzip'
+            : 'application/x-ndjson',
+      ...(metadata ? { Metadata: metadata } : {}),
+    },
+  }).done();
+}
+
 /** A mistake in how the command was called: exit code 2, no stack trace. */
 export class UsageError extends Error {
   override readonly name = 'UsageError';
@@ -30,6 +65,10 @@ export class UsageError extends Error {
 
 /** What `corpus local run` needs. */
 export interface LocalRunOptions {
+  /**
+   * A corpus file (`.jsonl`, `.jsonl.gz`, `.gz`; another name is put as `<name>.jsonl`), or a folder: its `.jsonl`,
+   * `.jsonl.gz` and `.gz` files are put under a drop prefix, then its `_SUCCESS`, which starts the run of the drop.
+   */
   corpusFile: string;
   mode: RequestedMode;
   /**
@@ -101,7 +140,9 @@ export async function runLocalCorpora(
   options: Omit<LocalRunOptions, 'corpusFile'> & { corpusFiles: string[] },
 ): Promise<LocalRunOutcome[]> {
   for (const file of options.corpusFiles) {
-    if (!existsSync(file) || !statSync(file).isFile()) throw new UsageError(`--corpus ${file}: no such file`);
+    if (!existsSync(file) || !(statSync(file).isFile() || statSync(file).isDirectory())) {
+      throw new UsageError(`--corpus ${file}: no such file or folder`);
+    }
   }
   if (options.ledgerScope !== undefined && !LEDGER_SCOPE_METADATA.test(options.ledgerScope)) {
     throw new UsageError(
@@ -117,27 +158,41 @@ export async function runLocalCorpora(
     const runs = await Promise.all(
       options.corpusFiles.map(async (corpusFile, index) => {
         const name = single ? basename(corpusFile) : `${index}-${basename(corpusFile)}`;
-        const key = `${runtime.ingestPrefix}${name}`;
+        const metadata = {
+          mode: options.mode,
+          ...(options.ledgerScope !== undefined ? { 'ledger-scope': options.ledgerScope } : {}),
+        };
+        const drop = statSync(corpusFile).isDirectory();
+        // The key whose upload starts the run: the file itself, or the drop's _SUCCESS (the ingest rule's convention).
+        const key = drop
+          ? `${runtime.ingestPrefix}${name}/${DROP_MARKER}`
+          : `${runtime.ingestPrefix}${corpusName(name)}`;
         const started = runtime.nextExecution(
           (e) => (JSON.parse(e.input) as { key?: unknown }).key === key,
           START_TIMEOUT_MS,
         );
-        progress(
-          `putting ${basename(corpusFile)} into s3://${runtime.ingestBucket}/${key} (mode ${options.mode}${options.ledgerScope !== undefined ? `, ledger scope ${options.ledgerScope}` : ''})`,
-        );
-        await new Upload({
-          client: runtime.s3,
-          params: {
-            Bucket: runtime.ingestBucket,
-            Key: key,
-            Body: createReadStream(corpusFile),
-            ContentType: 'application/x-ndjson',
-            Metadata: {
-              mode: options.mode,
-              ...(options.ledgerScope !== undefined ? { 'ledger-scope': options.ledgerScope } : {}),
-            },
-          },
-        }).done();
+        const settings = `mode ${options.mode}${options.ledgerScope !== undefined ? `, ledger scope ${options.ledgerScope}` : ''}`;
+        if (drop) {
+          const files = (await readdir(corpusFile, { withFileTypes: true }))
+            .filter((f) => f.isFile() && isCorpusName(f.name))
+            .map((f) => f.name)
+            .sort();
+          if (files.length === 0) {
+            throw new UsageError(`--corpus ${corpusFile}: the folder holds no .jsonl, .jsonl.gz or .gz file`);
+          }
+          const dropPrefix = `${runtime.ingestPrefix}${name}/`;
+          progress(
+            `putting ${files.length} files of ${basename(corpusFile)}/ into s3://${runtime.ingestBucket}/${dropPrefix}`,
+          );
+          for (const file of files) {
+            await putFile(runtime.s3, runtime.ingestBucket, `${dropPrefix}${file}`, join(corpusFile, file));
+          }
+          progress(`closing the drop with s3://${runtime.ingestBucket}/${key} (${settings})`);
+          await putFile(runtime.s3, runtime.ingestBucket, key, undefined, metadata);
+        } else {
+          progress(`putting ${basename(corpusFile)} into s3://${runtime.ingestBucket}/${key} (${settings})`);
+          await putFile(runtime.s3, runtime.ingestBucket, key, corpusFile, metadata);
+        }
         const execution = await started.catch((err: unknown) => {
           throw new Error(
             `no execution started for s3://${runtime.ingestBucket}/${key}: the S3 -> EventBridge -> Step Functions path did not fire (${String(err)})`,

@@ -49,8 +49,9 @@ import { PIPELINE_METRICS } from '../shared/contracts/metrics';
 /** A failure-lane message as it arrives (validated: the queue is fed by this pipeline, but a redrive may carry anything). */
 export const failureLaneMessageSchema = z.object({
   recordId: z.string().min(1).optional(),
+  source: z.string().min(1).optional(),
   line: z.number().int().positive().optional(),
-  stage: z.enum(['plan', 'converse', 'batch', 'fanout', 'finalize']),
+  stage: z.enum(['source', 'plan', 'converse', 'batch', 'fanout', 'finalize']),
   error: z.object({ code: z.string(), message: z.string(), retryable: z.boolean().optional() }),
   runId: z.string().min(1),
   ledgerScope: z.string().min(1),

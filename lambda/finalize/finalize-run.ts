@@ -1,8 +1,10 @@
 import * as z from 'zod';
 import {
+  MAX_MANIFEST_SOURCES,
   RUN_COMPLETED,
   RUN_FAILED,
   runKeys,
+  type CorpusSourceEntry,
   type ManifestJob,
   type PlanOutput,
   type RunManifest,
@@ -10,6 +12,7 @@ import {
 import { faultPoint } from '../shared/fault-points';
 import { logger, metrics } from '../shared/observability';
 import { putRunEvent } from '../shared/run-events';
+import { getJson } from '../shared/s3-jsonl';
 import { writeManifest, type ManifestBase } from '../shared/run-state';
 import { tallyBatchRun } from './batch-tally';
 import { describeCause, type StepFunctionsError } from './map-results';
@@ -67,7 +70,19 @@ export async function finalizeRun(event: FinalizeEvent, deps: FinalizeDeps): Pro
   const finishedAt = (deps.now ?? (() => new Date()))();
   const status = error ? 'FAILED' : 'SUCCEEDED';
   const manifestKey = runKeys.manifest(runId);
-  const base = manifestBase(event, deps, { plan, tally, jobs, error, status, finishedAt, manifestKey });
+  const sources = plan
+    ? await getJson<CorpusSourceEntry[]>(deps.s3, deps.outputBucket, runKeys.sources(runId))
+    : undefined;
+  const base = manifestBase(event, deps, {
+    plan,
+    tally,
+    jobs,
+    error,
+    status,
+    finishedAt,
+    manifestKey,
+    sources,
+  });
   const revision = await deps.runs.putBase(runId, base);
   // The lane may have settled some of the run's records already: the manifest folds them in.
   const manifest = await writeManifest(deps.runs, deps.s3, deps.outputBucket, runId, revision);
@@ -113,12 +128,14 @@ interface RunOutcome {
   status: 'SUCCEEDED' | 'FAILED';
   finishedAt: Date;
   manifestKey: string;
+  /** The corpus's objects as Plan read them (runs/<runId>/sources.json). */
+  sources: CorpusSourceEntry[] | undefined;
 }
 
 /** The run manifest's base: what Finalize found, before the failure lane's later outcomes fold in. */
 function manifestBase(event: FinalizeEvent, deps: FinalizeDeps, outcome: RunOutcome): ManifestBase {
   const { runId, state } = event;
-  const { plan, tally, jobs, error, status, finishedAt, manifestKey } = outcome;
+  const { plan, tally, jobs, error, status, finishedAt, manifestKey, sources } = outcome;
   return {
     runId,
     mode: plan?.mode ?? null,
@@ -140,6 +157,12 @@ function manifestBase(event: FinalizeEvent, deps: FinalizeDeps, outcome: RunOutc
     finishedAt: finishedAt.toISOString(),
     durationMs: Math.max(0, finishedAt.getTime() - Date.parse(event.startedAt)),
     corpus: plan ? { bucket: plan.corpus.bucket, key: plan.corpus.key } : corpusOf(state),
+    ...(sources
+      ? {
+          sources: sources.slice(0, MAX_MANIFEST_SOURCES),
+          sourcesFile: { key: runKeys.sources(runId), count: sources.length },
+        }
+      : {}),
     modelId: plan?.modelId ?? null,
     ledgerScope: plan?.ledgerScope ?? null,
     output: {

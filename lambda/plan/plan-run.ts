@@ -16,6 +16,7 @@ import type { ModelFamily } from '../shared/model-catalog';
 import { logger, metrics } from '../shared/observability';
 import type { PromptSettings } from '../shared/records';
 import { openObject, putJson } from '../shared/s3-jsonl';
+import { corpusKey, listCorpus, SourceReader, skippedEntry, type CorpusListing } from './corpus-sources';
 import type { BatchQuotas } from '../batch/quotas';
 import { writeShards, type FormatTotals } from '../batch/shard-writer';
 import { autoMode } from '../batch/sharding';
@@ -113,16 +114,25 @@ export async function planRun(event: PlanEvent, deps: PlanDeps): Promise<PlanOut
   const { settings } = deps;
   const { runId } = event;
   const input = parseRunInput(event.input);
-  checkInputScope(input.bucket, input.key, settings.input, settings.outputBucket);
+  const corpus = corpusKey(input.key);
+  checkInputScope(input.bucket, corpus.key, settings.input, settings.outputBucket);
   // Before anything is read: a model that cannot answer fails the run once, not each record.
   if (deps.checkModel) await deps.checkModel();
-  const head = await headCorpus(deps.s3, input.bucket, input.key);
-  const requestedMode = resolveRequestedMode(input.mode, head.metadataMode);
-  const ledgerScope = resolveLedgerScope(input.ledgerScope, head.metadataLedgerScope, settings.ledgerScope);
+  // One object: its HeadObject gives its size and the run settings in its metadata. A prefix: its listing, and the
+  // settings in the metadata of its _SUCCESS marker, when it has one.
+  const single = corpus.prefix ? undefined : await headCorpus(deps.s3, input.bucket, corpus.key);
+  const listing = await listCorpus(deps.s3, input.bucket, corpus, single);
+  const head: CorpusHead | undefined =
+    single ?? (listing.marker ? await headCorpus(deps.s3, input.bucket, listing.marker) : undefined);
+  const requestedMode = resolveRequestedMode(input.mode, head?.metadataMode);
+  const ledgerScope = resolveLedgerScope(input.ledgerScope, head?.metadataLedgerScope, settings.ledgerScope);
+  const size = listing.sources.reduce((n, s) => n + s.size, 0);
   logger.appendKeys({ runId });
   logger.info('planning run', {
-    corpus: `s3://${input.bucket}/${input.key}`,
-    size: head.size,
+    corpus: `s3://${input.bucket}/${corpus.key}`,
+    size,
+    sources: listing.sources.length,
+    skipped: listing.skipped.length,
     requestedMode,
     ledgerScope,
   });
@@ -131,10 +141,13 @@ export async function planRun(event: PlanEvent, deps: PlanDeps): Promise<PlanOut
     runId,
     ledgerScope,
     bucket: input.bucket,
-    key: input.key,
-    head,
+    listing,
     requestedMode,
   });
+  const sources = [...pass.sourceEntries(), ...listing.skipped.map(skippedEntry)].sort((a, b) =>
+    a.key < b.key ? -1 : a.key > b.key ? 1 : 0,
+  );
+  await putJson(deps.s3, settings.outputBucket, runKeys.sources(runId), sources);
   const { mode, batch } = await planMode(deps, runId, requestedMode, pass.counts.toProcess, pass.totals);
   const output: PlanOutput = {
     runId,
@@ -143,9 +156,10 @@ export async function planRun(event: PlanEvent, deps: PlanDeps): Promise<PlanOut
     requestedMode,
     corpus: {
       bucket: input.bucket,
-      key: input.key,
-      ...(head.etag ? { etag: head.etag } : {}),
-      size: head.size,
+      key: corpus.key,
+      ...(single?.etag ? { etag: single.etag } : {}),
+      size,
+      sources: listing.sources.length,
     },
     output: { bucket: settings.outputBucket, prefix: runKeys.prefix(runId) },
     itemsKey: runKeys.items(runId),
@@ -174,12 +188,11 @@ interface CorpusToRead {
   runId: string;
   ledgerScope: string;
   bucket: string;
-  key: string;
-  head: CorpusHead;
+  listing: CorpusListing;
   requestedMode: RequestedMode;
 }
 
-/** Streams the corpus once through a {@link CorpusPass}: the items file written, its counts and totals. */
+/** Streams the corpus's sources once, in order, through a {@link CorpusPass}: the items file written, its counts. */
 async function readCorpus(deps: PlanDeps, corpus: CorpusToRead): Promise<CorpusPass> {
   const { settings } = deps;
   const pass = new CorpusPass({
@@ -191,14 +204,22 @@ async function readCorpus(deps: PlanDeps, corpus: CorpusToRead): Promise<CorpusP
     ledgerScope: corpus.ledgerScope,
     batchPossible: corpus.requestedMode !== 'converse',
   });
-  const body = await openObject(deps.s3, corpus.bucket, corpus.key);
-  if (!body)
-    throw new CorpusNotFoundError(`s3://${corpus.bucket}/${corpus.key} disappeared while the run started`);
-  // Small corpora parse in this thread: starting workers would cost more than it saves.
-  const parallel = corpus.head.size >= (settings.parallelParseMinBytes ?? PARALLEL_PARSE_MIN_BYTES);
-  await pass.run(body, {
+  const minParallel = settings.parallelParseMinBytes ?? PARALLEL_PARSE_MIN_BYTES;
+  const sources = corpus.listing.sources.map((source) => ({
+    source,
+    open: async (): Promise<SourceReader> => {
+      const body = await openObject(deps.s3, corpus.bucket, source.key);
+      if (!body)
+        throw new CorpusNotFoundError(
+          `s3://${corpus.bucket}/${source.key} disappeared while the run read its corpus`,
+        );
+      return new SourceReader(body, source);
+    },
+    // Small sources parse in this thread: starting workers would cost more than it saves.
+    workers: source.size >= minParallel ? (settings.parseWorkers ?? defaultParseWorkers()) : 0,
+  }));
+  await pass.run(sources, {
     prompt: settings.prompt,
-    workers: parallel ? (settings.parseWorkers ?? defaultParseWorkers()) : 0,
     ...(settings.family ? { family: settings.family } : {}),
   });
   return pass;

@@ -21,7 +21,7 @@ export function parseRunInput(input: unknown): RunInput {
   if (parsed.success) return parsed.data;
   const problems = parsed.error.issues.map((i) => `${i.path.join('.') || 'input'}: ${i.message}`).join('; ');
   throw new InvalidRunInputError(
-    `Invalid run input (${problems}). Expected {"bucket": "<ingest bucket>", "key": "<corpus.jsonl>", "mode": "auto|batch|converse", "ledgerScope": "<optional>"}`,
+    `Invalid run input (${problems}). Expected {"bucket": "<ingest bucket>", "key": "<corpus.jsonl or prefix/>", "mode": "auto|batch|converse", "ledgerScope": "<optional>"}`,
   );
 }
 

@@ -194,7 +194,7 @@ export async function startLocalCloud(options: LocalCloudOptions): Promise<Local
     }
 
     addRules(bus, stack);
-    router.route(stack, workflow, functions, clients.sqs);
+    router.route(stack, workflow, functions, clients.sqs, bus);
 
     // Added after the functions, so stopped before them.
     const pollers = await startPollers(stack, functions, clients.sqs, location, options);
@@ -352,7 +352,10 @@ function addRules(bus: LocalEventBus, stack: ProvisionedStack): void {
   }
 }
 
-/** Delivers rule and schedule targets: the state machine, a queue or a function. Delivers nothing until routed. */
+/**
+ * Delivers rule and schedule targets: the state machine, a queue, a function or another event bus (the event passed
+ * on as it is, as a rule targeting a bus does). Delivers nothing until routed.
+ */
 class TargetRouter {
   private deliverTo: (target: LocalTarget, inputJson: string) => Promise<void> = () => Promise.resolve();
 
@@ -365,11 +368,20 @@ class TargetRouter {
     workflow: LocalWorkflow,
     functions: ReadonlyMap<string, LocalFunction>,
     sqs: SQSClient,
+    bus: LocalEventBus,
   ): void {
     const machineArn = stack.stateMachines[0]?.arn;
     this.deliverTo = async (target, inputJson) => {
       if (target.arn === machineArn) {
         workflow.start({ input: JSON.parse(inputJson) });
+        return;
+      }
+      const busMarker = target.arn.indexOf(':event-bus/');
+      if (busMarker !== -1) {
+        bus.emit(
+          JSON.parse(inputJson) as Parameters<LocalEventBus['emit']>[0],
+          target.arn.slice(busMarker + 11),
+        );
         return;
       }
       const queue = stack.queues.find((q) => q.arn === target.arn);

@@ -3,11 +3,19 @@
  * access by. Builders only; callers validate their inputs (sharding.ts checks run ids and shard numbers).
  */
 
+/**
+ * The object that closes a drop folder under the ingest prefix (`<ingestPrefix><folder>/_SUCCESS`): its upload starts
+ * the run of the whole folder, whose other objects start nothing on their own.
+ */
+export const DROP_MARKER = '_SUCCESS';
+
 /** The S3 layout of one run in the output bucket. */
 export const runKeys = {
   prefix: (runId: string): string => `runs/${runId}/`,
   items: (runId: string): string => `runs/${runId}/items.jsonl`,
   plan: (runId: string): string => `runs/${runId}/plan.json`,
+  /** The corpus's objects as Plan read them (JSON array of CorpusSourceEntry). */
+  sources: (runId: string): string => `runs/${runId}/sources.json`,
   manifest: (runId: string): string => `runs/${runId}/manifest.json`,
   resultsPrefix: (runId: string): string => `runs/${runId}/results/`,
   failuresPrefix: (runId: string): string => `runs/${runId}/failures/`,

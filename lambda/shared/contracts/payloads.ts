@@ -19,7 +19,12 @@ export type RunMode = 'batch' | 'converse';
 export const runInputSchema = z
   .object({
     bucket: z.string().min(3, 'bucket must be an S3 bucket name').max(63),
-    key: z.string().min(1, 'key must name the corpus object (a JSONL file)'),
+    key: z
+      .string()
+      .min(
+        1,
+        'key must name the corpus: a JSONL object, or a prefix ending in / (or its drop marker <prefix>_SUCCESS)',
+      ),
     mode: z.enum(MODES, { message: `mode must be one of ${MODES.join(', ')}` }).optional(),
     ledgerScope: z.string().min(1).max(200).optional(),
     etag: z.string().optional(),
@@ -106,7 +111,8 @@ export interface PlanOutput {
   startedAt: string;
   mode: RunMode;
   requestedMode: RequestedMode;
-  corpus: { bucket: string; key: string; etag?: string; size?: number };
+  /** The corpus: one object or a prefix (`key` ends in `/`); `size` sums its sources, `sources` counts them. */
+  corpus: { bucket: string; key: string; etag?: string; size?: number; sources?: number };
   output: { bucket: string; prefix: string };
   itemsKey: string;
   ledgerScope: string;
@@ -252,13 +258,15 @@ export interface ResultLine {
   usage: Usage;
 }
 
-/** Where a failure happened. */
-export type FailureStage = 'plan' | 'converse' | 'batch' | 'fanout' | 'finalize';
+/** Where a failure happened: `source` is a corpus file Plan could not read (binary, not gzip as named, corrupt gzip). */
+export type FailureStage = 'source' | 'plan' | 'converse' | 'batch' | 'fanout' | 'finalize';
 
 /** One line of `runs/<runId>/failures/*.jsonl`: a failed record or a bad line, with a reason a person can act on. */
 export interface FailureLine {
   recordId?: string;
-  /** 1-based line number in the corpus. */
+  /** The corpus file (source) the line is in: the object key. Plan's failures always name it. */
+  source?: string;
+  /** 1-based line number in the corpus file (`source`). */
   line?: number;
   stage: FailureStage;
   error: { code: string; message: string; retryable?: boolean };
@@ -270,6 +278,21 @@ export interface FailureLaneMessage extends FailureLine {
   ledgerScope: string;
   format?: RecordFormat;
   modelInput?: Record<string, unknown>;
+}
+
+/**
+ * One object of the corpus in the manifest's `sources`, in reading order: a source read (its non-blank `lines`, of which
+ * `records` distinct valid records, and the `error` that refused it or its rest), or an object under the corpus prefix
+ * left unread (`skipped`: why). A refused source counts one invalid line (its failure line).
+ */
+export interface CorpusSourceEntry {
+  key: string;
+  size: number;
+  etag?: string;
+  lines?: number;
+  records?: number;
+  error?: { code: string; message: string };
+  skipped?: string;
 }
 
 /** Final run status. */
@@ -307,6 +330,13 @@ export interface RunManifest {
   finishedAt: string;
   durationMs: number;
   corpus: { bucket: string; key: string } | null;
+  /**
+   * The corpus's objects (at most {@link MAX_MANIFEST_SOURCES}; `sourcesFile` holds them all): their `lines` add up to
+   * `counts.lines`, their `records` to `counts.records`.
+   */
+  sources?: CorpusSourceEntry[];
+  /** The JSON array of every {@link CorpusSourceEntry} in the output bucket, and how many there are. */
+  sourcesFile?: { key: string; count: number };
   modelId: string | null;
   ledgerScope: string | null;
   output: { bucket: string; manifestKey: string; resultsPrefix: string; failuresPrefix: string };
@@ -315,6 +345,9 @@ export interface RunManifest {
   jobs?: ManifestJob[];
   error?: { code: string; message: string };
 }
+
+/** The most `sources` entries a manifest holds inline (the manifest's base is a DynamoDB item, at most 400 KB). */
+export const MAX_MANIFEST_SOURCES = 500;
 
 /** EventBridge `source` of the pipeline's own events. */
 export const EVENT_SOURCE = 'corpus.pipeline';

@@ -653,10 +653,34 @@ describe('corpus start', () => {
     expect(res.json()).toMatchObject({ runId: 'my-run', status: 'RUNNING' });
   });
 
+  it('starts the run of a prefix: its key is passed on as it is', async () => {
+    sfnMock.on(StartExecutionCommand).resolves({
+      executionArn: `${STATE_MACHINE_ARN.replace('stateMachine', 'execution')}:drop-run`,
+      startDate: new Date(T0),
+    });
+    const res = await cli([
+      'start',
+      '--env',
+      'dev',
+      '--corpus',
+      's3://corpus-ingest/corpora/drop-1/',
+      '--json',
+    ]);
+    expect(res.code).toBe(0);
+    expect(sfnMock).toHaveReceivedCommandWith(StartExecutionCommand, {
+      input: JSON.stringify({
+        bucket: 'corpus-ingest',
+        key: 'corpora/drop-1/',
+        mode: 'auto',
+        trigger: 'cli',
+      }),
+    });
+  });
+
   it('refuses a bad input before calling AWS (exit 2)', async () => {
     for (const args of [
       ['--corpus', 'corpus-ingest/c.jsonl'],
-      ['--corpus', 's3://corpus-ingest/corpora/'],
+      ['--corpus', 's3://corpus-ingest/'],
       ['--corpus', 's3://ab/c.jsonl'],
       ['--corpus', 's3://corpus-ingest/c.jsonl', '--mode', 'fast'],
     ]) {

@@ -509,6 +509,13 @@ describe('inputs and formatting', () => {
       mode: 'auto',
       trigger: 'cli',
     });
+    // A prefix is a corpus of its .jsonl, .jsonl.gz and .gz files: passed on as it is.
+    expect(runInputOf('s3://corpus-ingest/corpora/drop-1/', 'converse')).toEqual({
+      bucket: 'corpus-ingest',
+      key: 'corpora/drop-1/',
+      mode: 'converse',
+      trigger: 'cli',
+    });
     expect(() => runInputOf('https://x/y', 'auto')).toThrow(CliUsageError);
     expect(() => checkRunId('a'.repeat(81))).toThrow(CliUsageError);
   });

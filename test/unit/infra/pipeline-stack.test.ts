@@ -243,6 +243,20 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
     });
   });
 
+  test('Plan lists the ingest bucket only under the ingest prefix (a corpus may be a prefix of files)', () => {
+    const ingest = ref(s, s.stack.storage.ingestBucket.bucketArn);
+    const listing = statementsOf(s, s.stack.functions.plan.role).filter(
+      (st) => st.actions.includes('s3:ListBucket') && st.resources.includes(ingest),
+    );
+    expect(listing).toEqual([
+      {
+        actions: ['s3:ListBucket'],
+        resources: [ingest],
+        condition: { StringLike: { 's3:prefix': ['corpora/*'] } },
+      },
+    ]);
+  });
+
   test('ConverseBatch may invoke only the configured model, use runs/, move records on in the ledger, send failures', () => {
     const { converse } = s.stack.functions;
     const out = s.stack.storage.outputBucket.bucketArn;
@@ -618,12 +632,30 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
     const dlqId = s.stack.getLogicalId(s.stack.ingestTrigger.deadLetterQueue.node.defaultChild as CfnElement);
     const ruleId = s.stack.getLogicalId(s.stack.ingestTrigger.rule.node.defaultChild as CfnElement);
     const rule = asRecord(s.json.Resources[ruleId]?.Properties, 'rule');
-    expect(rule.EventBusName).toBeUndefined(); // the default bus, where S3 sends its events
-    expect(rule.EventPattern).toEqual({
+    const busId = s.stack.getLogicalId(s.stack.ingestTrigger.bus.node.defaultChild as CfnElement);
+    const forwardId = s.stack.getLogicalId(s.stack.ingestTrigger.forwardRule.node.defaultChild as CfnElement);
+    const forward = asRecord(s.json.Resources[forwardId]?.Properties, 'forward rule');
+    // The forward rule is on the default bus, where S3 sends its events; the rule that starts runs on the ingest bus.
+    expect(forward.EventBusName).toBeUndefined();
+    expect(rule.EventBusName).toEqual({ Ref: busId });
+    const uploads = (key: unknown[]): unknown => ({
       source: ['aws.s3'],
       'detail-type': ['Object Created'],
-      detail: { bucket: { name: [{ Ref: ingestId }] }, object: { key: [{ prefix: 'corpora/' }] } },
+      detail: { bucket: { name: [{ Ref: ingestId }] }, object: { key } },
     });
+    expect(forward.EventPattern).toEqual(
+      uploads([{ 'anything-but': { wildcard: 'corpora/*/*' } }, { wildcard: 'corpora/*/_SUCCESS' }]),
+    );
+    expect(asList(forward.Targets).map((t) => asRecord(t, 'target').Arn)).toEqual([
+      { 'Fn::GetAtt': [busId, 'Arn'] },
+    ]);
+    expect(rule.EventPattern).toEqual(
+      uploads([
+        { wildcard: 'corpora/*.jsonl' },
+        { wildcard: 'corpora/*.gz' },
+        { wildcard: 'corpora/*/_SUCCESS' },
+      ]),
+    );
     const targets = asList(rule.Targets).map((t) => asRecord(t, 'target'));
     expect(targets).toHaveLength(1);
     const target = targets[0] as Record<string, unknown>;
@@ -667,7 +699,8 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
         Condition: {
           StringEquals: { 'aws:SourceAccount': '<AWS::AccountId>' },
           ArnEquals: {
-            'aws:SourceArn': 'arn:aws:events:us-east-1:<AWS::AccountId>:rule/CorpusPipeline-dev-ingest',
+            'aws:SourceArn':
+              'arn:aws:events:us-east-1:<AWS::AccountId>:rule/CorpusPipeline-dev-ingest/CorpusPipeline-dev-ingest',
           },
         },
       },

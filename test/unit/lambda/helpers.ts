@@ -131,7 +131,14 @@ export class FakeS3 {
         const page = keys.slice(start, start + pageSize);
         const truncated = start + pageSize < keys.length;
         return {
-          Contents: page.map((Key) => ({ Key })),
+          Contents: page.map((Key) => {
+            const object = this.objects.get(`${input.Bucket}/${Key}`);
+            return {
+              Key,
+              Size: object?.bytes?.length ?? Buffer.byteLength(object?.body ?? ''),
+              ETag: '"etag-1"',
+            };
+          }),
           KeyCount: page.length,
           IsTruncated: truncated,
           ...(truncated ? { NextContinuationToken: String(start + pageSize) } : {}),

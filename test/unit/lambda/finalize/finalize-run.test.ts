@@ -17,7 +17,9 @@ import {
 import {
   runKeys,
   type ItemBatchEvent,
+  MAX_MANIFEST_SOURCES,
   type BatchJobOutcome,
+  type CorpusSourceEntry,
   type ItemBatchSummary,
   type FailureLaneMessage,
   type FailureLine,
@@ -818,7 +820,7 @@ describe('finalizeRun on runs that stopped early', () => {
     await expectAccounted(manifest(), []);
   });
 
-  it('nothing to process: SUCCEEDED without reading a Map file or the ledger', async () => {
+  it('nothing to process: SUCCEEDED without reading a Map file or the ledger (only the sources Plan listed)', async () => {
     const plan = stagePlan([], { skipped: 6 });
     const out = await finalizeRun(event(plan), deps());
     expect(out.status).toBe('SUCCEEDED');
@@ -833,12 +835,28 @@ describe('finalizeRun on runs that stopped early', () => {
       pending: 0,
       recovered: 0,
     });
-    expect(s3Mock).not.toHaveReceivedCommand(GetObjectCommand);
+    expect(s3Mock).toHaveReceivedCommandTimes(GetObjectCommand, 1);
+    expect(s3Mock).toHaveReceivedCommandWith(GetObjectCommand, { Key: `runs/${RUN}/sources.json` });
     expect(s3Mock).not.toHaveReceivedCommand(ListObjectsV2Command);
     const m = manifest();
     expect(m.batches).toEqual({ total: 0, failed: 0 });
     await expectAccounted(m, []);
     expect(putEvents().map((e) => e.DetailType)).toEqual(['Corpus Run Completed']);
+  });
+
+  it("lists the corpus's sources Plan read in the manifest, at most MAX_MANIFEST_SOURCES, the rest in sourcesFile", async () => {
+    const plan = stagePlan([], { skipped: 6 });
+    const sources: CorpusSourceEntry[] = Array.from({ length: MAX_MANIFEST_SOURCES + 2 }, (_, i) => ({
+      key: `corpora/drop/part-${String(i).padStart(4, '0')}.jsonl`,
+      size: 10,
+      lines: 1,
+      records: 1,
+    }));
+    s3.put(OUT, `runs/${RUN}/sources.json`, JSON.stringify(sources));
+    await finalizeRun(event(plan), deps());
+    const m = manifest();
+    expect(m.sources).toEqual(sources.slice(0, MAX_MANIFEST_SOURCES));
+    expect(m.sourcesFile).toEqual({ key: `runs/${RUN}/sources.json`, count: MAX_MANIFEST_SOURCES + 2 });
   });
 
   it('throws when the ResultWriter manifest is missing', async () => {

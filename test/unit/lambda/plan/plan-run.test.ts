@@ -132,6 +132,7 @@ describe('planRun over the bad-input fixture', () => {
         key: FIXTURE_KEY,
         etag: 'etag-1',
         size: Buffer.byteLength(fixture('bad-input-corpus.jsonl')),
+        sources: 1,
       },
       output: { bucket: OUT, prefix: 'runs/run-1/' },
       itemsKey: 'runs/run-1/items.jsonl',
@@ -332,7 +333,9 @@ describe('planRun input and corpus checks', () => {
     await expect(err).rejects.toThrow(/key: /);
     await expect(err).rejects.toThrow(/mode: mode must be one of auto, batch, converse/);
     await expect(err).rejects.toThrow(/extra/);
-    await expect(err).rejects.toThrow(/Expected \{"bucket": "<ingest bucket>", "key": "<corpus.jsonl>"/);
+    await expect(err).rejects.toThrow(
+      /Expected \{"bucket": "<ingest bucket>", "key": "<corpus.jsonl or prefix\/>"/,
+    );
     expect(s3Mock).not.toHaveReceivedAnyCommand();
   });
 
@@ -573,7 +576,7 @@ describe('planRun and the failure lane', () => {
     ]);
     // Each one reached the DLQ with the same failure it has in the file.
     const dead = accepted.flatMap((b) => b.messages);
-    expect(dead.map(({ line, stage, error }) => ({ line, stage, error }))).toEqual(failures);
+    expect(dead.map(({ source, line, stage, error }) => ({ source, line, stage, error }))).toEqual(failures);
     expect(dead[0]?.error.message).toContain('emoji-😀');
   });
 
