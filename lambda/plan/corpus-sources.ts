@@ -143,7 +143,7 @@ const LF = 0x0a;
  * One source's JSONL bytes, ready for the parse: iterate {@link bytes}; once it ends, {@link problem} says whether the
  * source (or its rest) was refused. A gzip source is gunzipped (several members one after another are one stream);
  * the content decides, not only the name: gzip data in a file not named `.gz`, a `.gz` file that is not gzip, and
- * binary data (a NUL byte or invalid UTF-8 in its first 8 KiB) are refused whole, before any line; gzip data that is
+ * binary data (more than one byte in ten a control character or not UTF-8 in its first 8 KiB) are refused whole, before any line; gzip data that is
  * corrupt or cut short ends the source there, keeping the whole lines before it (the partial line is dropped).
  */
 export class SourceReader {
@@ -317,15 +317,34 @@ async function* concatIterable(
 }
 
 /**
- * Why the first bytes of a source are not text, or undefined when they may be: a NUL byte (never in JSONL text), or
- * invalid UTF-8 in more than one byte of 20. A text file with a few bad characters is text: its bad lines fail one
- * by one (InvalidUtf8) and the rest is read.
+ * Why the first bytes of a source are not text, or undefined when they may be: more than one byte in ten is a control
+ * character other than tab, line feed and carriage return (NUL among them) or not UTF-8. Binary formats (images,
+ * archives, Parquet, compressed data) are far past that; a text corpus with a few bad lines (a NUL or another control
+ * character, Latin-1 bytes) is text: its bad lines fail one by one (InvalidUtf8, InvalidJson) and the rest is read.
  */
 export function binaryReason(head: Buffer): string | undefined {
-  const nul = head.indexOf(0);
-  if (nul !== -1) return `a NUL byte at offset ${nul}`;
-  if (isUtf8(head)) return undefined;
-  // The sample may end inside a character: a sequence cut at its end is not counted.
+  let controls = 0;
+  let firstNul = -1;
+  for (let i = 0; i < head.length; i++) {
+    const b = head[i]!;
+    if ((b < 0x20 && b !== 0x09 && b !== 0x0a && b !== 0x0d) || b === 0x7f) {
+      controls++;
+      if (b === 0 && firstNul === -1) firstNul = i;
+    }
+  }
+  const invalid = isUtf8(head) ? 0 : invalidUtf8Bytes(head);
+  if ((controls + invalid) * 10 <= head.length) return undefined;
+  const parts = [
+    ...(controls > 0
+      ? [`${controls} control characters${firstNul === -1 ? '' : ` (a NUL byte at offset ${firstNul})`}`]
+      : []),
+    ...(invalid > 0 ? [`${invalid} bytes that are not UTF-8`] : []),
+  ];
+  return `${parts.join(' and ')} in its first ${head.length} bytes`;
+}
+
+/** Bytes of `head` that are not part of a valid UTF-8 sequence; a sequence cut at its end is not counted. */
+function invalidUtf8Bytes(head: Buffer): number {
   let invalid = 0;
   for (let i = 0; i < head.length;) {
     const b = head[i]!;
@@ -344,8 +363,7 @@ export function binaryReason(head: Buffer): string | undefined {
     }
     i += len;
   }
-  if (invalid * 20 > head.length) return `${invalid} of its first ${head.length} bytes are not UTF-8`;
-  return undefined;
+  return invalid;
 }
 
 /** A source's entry in the manifest: a read source with its counts (and its problem), or a skipped object. */

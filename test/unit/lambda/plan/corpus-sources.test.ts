@@ -122,7 +122,7 @@ describe('SourceReader', () => {
     const zipped = gzipSync(lines('big', 20_000));
     for (const [bytes, key] of [
       [zipped, 'p/sneaky.jsonl'],
-      [Buffer.concat([Buffer.alloc(64), Buffer.from(lines('x', 20_000))]), 'p/nul.jsonl'],
+      [Buffer.concat([Buffer.alloc(1024), Buffer.from(lines('x', 20_000))]), 'p/nul.jsonl'],
     ] as const) {
       const chunks: Buffer[] = [];
       for (let i = 0; i < bytes.length; i += 1000) chunks.push(bytes.subarray(i, i + 1000));
@@ -142,7 +142,7 @@ describe('SourceReader', () => {
     const noise = Buffer.from(Array.from({ length: 4000 }, (_, i) => 0x80 + ((i * 7) % 120)));
     expect((await read(noise, 'p/noise.jsonl')).problem).toEqual({
       code: 'BinarySource',
-      message: expect.stringContaining('are not UTF-8'),
+      message: expect.stringContaining('bytes that are not UTF-8'),
     });
     expect((await read(gzipSync(png), 'p/image.gz')).problem?.code).toBe('BinarySource');
   });
@@ -151,6 +151,13 @@ describe('SourceReader', () => {
     const latin1 = Buffer.concat([Buffer.from(lines('l', 20)), Buffer.from([0xe9, 0x0a])]);
     expect(binaryReason(latin1)).toBeUndefined();
     expect((await read(latin1, 'p/latin1.jsonl')).problem).toBeUndefined();
+    // A corpus with a line holding a raw NUL and other control characters is text: that line fails on its own.
+    const nulLine = Buffer.concat([
+      Buffer.from(lines('n', 5)),
+      Buffer.from('{"text":"a\u0000\u0001\u001b"}\n'),
+    ]);
+    expect(binaryReason(nulLine)).toBeUndefined();
+    expect((await read(nulLine, 'p/nul-line.jsonl')).problem).toBeUndefined();
     // A sample cut inside a character is still text.
     expect(binaryReason(Buffer.from('{"text":"é', 'utf8').subarray(0, 10))).toBeUndefined();
   });
