@@ -153,6 +153,8 @@ export class IngestTrigger extends Construct {
   public readonly bus: events.EventBus;
   /** The role EventBridge assumes to start the workflow: only for this rule of this account. */
   public readonly role: iam.Role;
+  /** The role EventBridge assumes to put forwarded events on {@link bus}: only for the forward rule of this account. */
+  public readonly forwardRole: iam.Role;
   /** Events EventBridge could not deliver to the workflow after its retries. */
   public readonly deadLetterQueue: sqs.Queue;
 
@@ -191,13 +193,33 @@ export class IngestTrigger extends Construct {
       detailType: ['Object Created'],
       detail: { bucket: { name: [props.bucket.bucketName] }, object: { key } },
     });
+    const forwardRuleName = `${props.ruleName}-forward`.slice(0, 64);
+    // The forwarding role gets the same confused-deputy conditions: only the forward rule (on the default bus) of
+    // this account may have EventBridge assume it.
+    this.forwardRole = new iam.Role(this, 'ForwardRole', {
+      description: `Assumed by EventBridge to forward uploads from the ${forwardRuleName} rule to the ingest bus`,
+      assumedBy: new iam.ServicePrincipal('events.amazonaws.com', {
+        conditions: {
+          StringEquals: { 'aws:SourceAccount': stack.account },
+          ArnEquals: {
+            'aws:SourceArn': stack.formatArn({
+              service: 'events',
+              resource: 'rule',
+              resourceName: forwardRuleName,
+              arnFormat: ArnFormat.SLASH_RESOURCE_NAME,
+            }),
+          },
+        },
+      }),
+    });
     this.forwardRule = new events.Rule(this, 'ForwardRule', {
-      ruleName: `${props.ruleName}-forward`.slice(0, 64),
+      ruleName: forwardRuleName,
       description: `Forwards uploads directly under ${props.keyPrefix}, and drops' ${DROP_MARKER} objects, to the ingest bus`,
       eventPattern: uploads(keys.forward),
     });
     this.forwardRule.addTarget(
       new targets.EventBus(this.bus, {
+        role: this.forwardRole,
         deadLetterQueue: this.deadLetterQueue,
       }),
     );

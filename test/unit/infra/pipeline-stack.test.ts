@@ -710,6 +710,29 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
     expect(permissionsOf(s, role)).toEqual({ [machine]: ['states:StartExecution'] });
   });
 
+  test('EventBridge may assume the forwarding role only for the forward rule of this account, to put on the ingest bus', () => {
+    const { forwardRule, forwardRole, bus } = s.stack.ingestTrigger;
+    const ruleId = s.stack.getLogicalId(forwardRule.node.defaultChild as CfnElement);
+    const roleId = s.stack.getLogicalId(forwardRole.node.defaultChild as CfnElement);
+    const ruleProps = asRecord(s.json.Resources[ruleId]?.Properties, 'forward rule');
+    expect(ruleProps.Name).toBe('CorpusPipeline-dev-ingest-forward');
+    expect(asRecord(asList(ruleProps.Targets)[0], 'target').RoleArn).toEqual({
+      'Fn::GetAtt': [roleId, 'Arn'],
+    });
+    const trust = asRecord(s.json.Resources[roleId]?.Properties?.AssumeRolePolicyDocument, 'trust');
+    expect(
+      (asList(trust.Statement) as Record<string, unknown>[]).map((st) => flattenConditions(st.Condition)),
+    ).toEqual([
+      {
+        StringEquals: { 'aws:SourceAccount': '<AWS::AccountId>' },
+        ArnEquals: {
+          'aws:SourceArn': 'arn:aws:events:us-east-1:<AWS::AccountId>:rule/CorpusPipeline-dev-ingest-forward',
+        },
+      },
+    ]);
+    expect(permissionsOf(s, forwardRole)).toEqual({ [ref(s, bus.eventBusArn)]: ['events:PutEvents'] });
+  });
+
   test('the pipeline bus is named after the environment', () => {
     s.template.hasResourceProperties('AWS::Events::EventBus', { Name: 'CorpusPipeline-dev' });
   });
