@@ -2,7 +2,7 @@ import { BedrockClient, GetModelInvocationJobCommand } from '@aws-sdk/client-bed
 import { CreateTableCommand, DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { SendTaskSuccessCommand, type SFNClient } from '@aws-sdk/client-sfn';
 import { toCollectInput } from '../lambda/batch/collect/collect-event';
-import { planRun } from '../lambda/plan/plan-run';
+import { planInProcess } from '../lambda/plan/plan-run';
 import { BatchQuotaBusyError, jobsTableDefinition, JobStore, resumeWait } from '../lambda/shared/batch-jobs';
 import type { BatchQuotas } from '../lambda/batch/quotas';
 import { collectShard } from '../lambda/batch/collect/collect-shard';
@@ -109,7 +109,7 @@ export const slotsBenchmark: Benchmark = {
       }
       await uploadChunks(services.s3, INGEST, 'corpus.jsonl', [`${lines.join('\n')}\n`]);
       const ledger = new Ledger({ client: services.ddb, tableName: LEDGER_TABLE, ttlDays: 1 });
-      const plan = await planRun(
+      const plan = await planInProcess(
         {
           runId: 'bench-slots',
           startedAt: new Date().toISOString(),

@@ -1,5 +1,5 @@
 /**
- * Child process of the plan benchmark: `plan <bucket> <key> <outputBucket> <ledgerTable> <runId>` runs planRun
+ * Child process of the plan benchmark: `plan <bucket> <key> <outputBucket> <ledgerTable> <runId>` runs planInProcess
  * (batch mode, so both passes and the shard files run) or `bare <bucket> <key>` runs the reference loop, and reports
  * the time, counts and this process's peak memory. Started by plan-throughput.ts with the emulators' endpoints and
  * Plan's environment set.
@@ -7,7 +7,7 @@
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { S3Client } from '@aws-sdk/client-s3';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
-import { planRun } from '../lambda/plan/plan-run';
+import { planInProcess } from '../lambda/plan/plan-run';
 import { DEFAULT_BATCH_QUOTAS } from '../lambda/batch/quotas';
 import { FailureLaneSender } from '../lambda/shared/failure-lane';
 import { Ledger } from '../lambda/shared/ledger';
@@ -40,7 +40,7 @@ childMain(async () => {
     // counted as Plan's (peak RSS comes from getrusage, not from here).
   }, 250);
   const started = performance.now();
-  const output = await planRun(
+  const output = await planInProcess(
     { runId, startedAt: new Date().toISOString(), input: { bucket, key, mode: 'batch' } },
     {
       s3,

@@ -1,6 +1,6 @@
 import type { CollectShardSummary } from '../lambda/batch/collect/collect-contract';
 import {
-  MAP_STATES,
+  mapItemUnit,
   type PlanOutput,
   type RunManifest,
   type RunMode,
@@ -164,7 +164,7 @@ export interface JobRow {
 export interface MapRunRow {
   readonly stateName: string;
   /** What the Map's items are: shards (BatchJobs) or records (FanOut). */
-  readonly unit: 'shards' | 'records';
+  readonly unit: 'shards' | 'segments' | 'records';
   readonly status: string;
   readonly total: number;
   /** Items that ended (succeeded, failed, timed out or aborted). */
@@ -226,7 +226,7 @@ function mapRunRow(run: MapRunInfo): MapRunRow {
   const failed = i.failed + i.timedOut + i.aborted;
   return {
     stateName: run.stateName,
-    unit: run.stateName === MAP_STATES.batchJobs ? 'shards' : 'records',
+    unit: mapItemUnit(run.stateName),
     status: run.status,
     total: i.total,
     done: i.succeeded + failed,

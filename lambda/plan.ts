@@ -7,7 +7,8 @@ import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { IdempotencyConfig, makeIdempotent } from '@aws-lambda-powertools/idempotency';
 import { DynamoDBPersistenceLayer } from '@aws-lambda-powertools/idempotency/dynamodb';
 import type { Context } from 'aws-lambda';
-import type { PlanOutput } from './shared/contracts';
+import * as z from 'zod';
+import type { PlanOutput, PlanPrepared } from './shared/contracts';
 import { withInProgressLock } from './shared/idempotency';
 import { FUNCTION_ENV } from './shared/contracts/env';
 import { readEnv } from './shared/env';
@@ -18,7 +19,17 @@ import { traced, withObservability } from './shared/observability';
 import { modelFamily } from './shared/model-catalog';
 import { BATCH_QUOTA_KEYS, readBatchQuotas, type BatchQuotas } from './batch/quotas';
 import { ModelAvailabilityCache } from './plan/model-availability';
-import { planEventSchema, planRun, type PlanDeps, type QuotaAnswer } from './plan/plan-run';
+import {
+  countEventSchema,
+  countPartLines,
+  mergePlan,
+  planEventSchema,
+  planSegment,
+  preparePlan,
+  segmentEventSchema,
+  type PlanDeps,
+  type QuotaAnswer,
+} from './plan/plan-run';
 
 const env = readEnv(FUNCTION_ENV.plan);
 
@@ -93,6 +104,8 @@ const baseDeps: Omit<PlanDeps, 'failureLane'> = {
       ...(env.BATCH_MAP_CONCURRENCY ? { mapConcurrency: env.BATCH_MAP_CONCURRENCY } : {}),
     },
     ...(env.PLAN_PARSE_WORKERS !== undefined ? { parseWorkers: env.PLAN_PARSE_WORKERS } : {}),
+    ...(env.PLAN_SEGMENT_BYTES !== undefined ? { segmentBytes: env.PLAN_SEGMENT_BYTES } : {}),
+    ...(env.PLAN_MAP_CONCURRENCY !== undefined ? { planMapConcurrency: env.PLAN_MAP_CONCURRENCY } : {}),
   },
   batchQuotas,
   checkModel,
@@ -103,25 +116,65 @@ const persistenceStore = new DynamoDBPersistenceLayer({
   awsSdkV3Client: ddb,
 });
 
-const idempotent = makeIdempotent(
-  async (event: unknown, _context: Context): Promise<PlanOutput> => {
+/** Plan's event: the workflow's Plan task names the step (prepare, count, segment, merge) it runs. */
+const phaseSchema = z.object({ phase: z.enum(['prepare', 'count', 'segment', 'merge']) }).passthrough();
+
+// Plan only sends non-retryable failures (bad lines): they go straight to the DLQ with their reason.
+const laneSender = (): FailureLaneSender => new FailureLaneSender(sqs, env.FAILURE_DLQ_URL, env.FAILURE_DLQ_URL);
+
+/** Prepare and merge are idempotent per run and step (a repeated invocation returns the first answer). */
+const idempotency = new IdempotencyConfig({ eventKeyJmesPath: '[phase, runId]', expiresAfterSeconds: 3600 });
+
+const prepare = makeIdempotent(
+  async (event: unknown, _context: Context): Promise<PlanPrepared> => {
     const parsed = planEventSchema.safeParse(event);
     if (!parsed.success)
-      throw new InvalidEventError(`Plan expects {runId, startedAt, input}: ${parsed.error.message}`);
-    // Plan only sends non-retryable failures (bad lines): they go straight to the DLQ with their reason.
-    const failureLane = new FailureLaneSender(sqs, env.FAILURE_DLQ_URL, env.FAILURE_DLQ_URL);
-    return planRun(parsed.data, { ...baseDeps, failureLane });
+      throw new InvalidEventError(`Plan expects {phase, runId, startedAt, input}: ${parsed.error.message}`);
+    return preparePlan(parsed.data, { ...baseDeps, failureLane: laneSender() });
   },
-  {
-    persistenceStore,
-    config: new IdempotencyConfig({ eventKeyJmesPath: 'runId', expiresAfterSeconds: 3600 }),
-  },
+  { persistenceStore, config: idempotency },
 );
 
-/**
- * Lambda entry: Plan, idempotent per run (a repeated invocation returns the first answer), its in-progress lock held
- * only as long as a retry waits (lambda/shared/idempotency.ts).
- */
-export const handler = withObservability((event: unknown, context: Context): Promise<PlanOutput> =>
-  idempotent(event, withInProgressLock(context)),
+const merge = makeIdempotent(
+  async (event: unknown, _context: Context): Promise<PlanOutput> => {
+    const parsed = preparedSchema.safeParse(event);
+    if (!parsed.success)
+      throw new InvalidEventError(`Plan's merge expects {phase, prepared}: ${parsed.error.message}`);
+    // The workflow hands the prepare step's own output back.
+    return mergePlan(parsed.data.prepared as unknown as PlanPrepared, { ...baseDeps, failureLane: laneSender() });
+  },
+  { persistenceStore, config: idempotency },
 );
+
+const preparedSchema = z.object({
+  runId: z.string().min(1),
+  prepared: z.object({ runId: z.string().min(1), segments: z.object({ key: z.string() }) }).passthrough(),
+});
+
+/**
+ * Lambda entry: one step of Plan, by `phase`. Prepare and merge are idempotent per run (their in-progress lock held
+ * only as long as a retry waits, lambda/shared/idempotency.ts); a line count and a segment write the same objects
+ * whenever they run, so a retry simply redoes them.
+ */
+export const handler = withObservability(async (event: unknown, context: Context): Promise<unknown> => {
+  const step = phaseSchema.safeParse(event);
+  if (!step.success) throw new InvalidEventError(`Plan expects a phase: ${step.error.message}`);
+  switch (step.data.phase) {
+    case 'prepare':
+      return prepare(event, withInProgressLock(context));
+    case 'merge':
+      return merge(event, withInProgressLock(context));
+    case 'count': {
+      const parsed = countEventSchema.safeParse(event);
+      if (!parsed.success) throw new InvalidEventError(`Plan's line count expects {runId, bucket, part}: ${parsed.error.message}`);
+      return { lines: await countPartLines(parsed.data, baseDeps) };
+    }
+    case 'segment': {
+      const parsed = segmentEventSchema.safeParse(event);
+      if (!parsed.success)
+        throw new InvalidEventError(`Plan's segment expects {runId, bucket, ledgerScope, sources, segment}: ${parsed.error.message}`);
+      const summary = await planSegment(parsed.data, { ...baseDeps, failureLane: laneSender() });
+      return { segment: summary.segment, lines: summary.lines };
+    }
+  }
+});

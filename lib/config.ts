@@ -272,6 +272,18 @@ export const environmentConfigSchema = z
          * (bench/README.md has what each plans in 15 minutes). @default 3008
          */
         memorySize: z.number().int().min(512).max(LAMBDA_MAX_MEMORY_MB).default(DEFAULT_PLAN_MEMORY_MB),
+        /**
+         * Bytes of corpus per Plan segment, one invocation of the Plan Map each: whole small files packed together,
+         * larger uncompressed objects cut in byte ranges at line ends, a gzip file whole. 256 MiB takes about 10 s of
+         * CPU at 3,008 MB (bench/README.md); a segment must stay well inside one 15-minute invocation.
+         * @default 268435456 (256 MiB)
+         */
+        segmentBytes: z.number().int().min(1).default(256 * 1024 * 1024),
+        /**
+         * Segments planned at once (the Plan Map's MaxConcurrency). Plan runs before anything else of the run, but a
+         * new account may run only about ten functions at once, the failure-lane consumer among them. @default 8
+         */
+        mapConcurrency: z.number().int().min(1).max(1000).default(8),
       })
       .strict()
       .prefault({}),

@@ -109,7 +109,11 @@ export interface PipelineFunctionsProps {
  * each one exactly what it uses.
  */
 export class PipelineFunctions extends Construct {
-  /** Plan: validates and normalises the corpus, skips ledgered records, writes the items file. */
+  /**
+   * Plan, all four steps (`phase`): prepare (input, model, listing, segments), a segment's line count, a segment (one
+   * Plan Map child: validates, normalises, looks up the ledger, writes its items) and the merge (items file, mode,
+   * shards).
+   */
   public readonly plan: PipelineFunction;
   /** ConverseBatch: one Distributed Map child batch, Converse per record, results through the ledger. */
   public readonly converse: PipelineFunction;
@@ -175,6 +179,8 @@ export class PipelineFunctions extends Construct {
         // One parse worker per vCPU beyond the main thread's (lambda/plan/parse-pool.ts). Inside Lambda the CPU count
         // Node sees does not follow the memory size, so the stack says it.
         PLAN_PARSE_WORKERS: String(lambdaVcpus(config.plan.memorySize) - 1),
+        PLAN_SEGMENT_BYTES: String(config.plan.segmentBytes),
+        PLAN_MAP_CONCURRENCY: String(config.plan.mapConcurrency),
         ...PLAN_RUNTIME_ENV,
         OUTPUT_BUCKET: props.outputBucket.bucketName,
         // The buckets a run's input may name (lambda/plan.ts refuses any other, and the output bucket always).

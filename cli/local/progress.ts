@@ -3,14 +3,11 @@
  * (`{state, unit, done, total, failed}`); the pipeline says what a Map's items are, and how a progress line reads.
  */
 import type { MapRunProgress } from '@corpus-pipeline/local-aws/local-cloud';
-import { MAP_STATES } from '../../lambda/shared/contracts/names';
+import { mapItemUnit } from '../../lambda/shared/contracts/names';
 
 export type { MapRunProgress };
 
-/** What the items of a Map state are: shards (one batch job each) in the batch Map, records in every other. */
-export function mapItemUnit(stateName: string): 'shards' | 'records' {
-  return stateName === MAP_STATES.batchJobs ? 'shards' : 'records';
-}
+export { mapItemUnit };
 
 /** A Map's progress as a line: `  FanOut: 120 of 400 records done (3 failed)`. */
 export function formatMapProgress(progress: MapRunProgress): string {

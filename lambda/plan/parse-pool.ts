@@ -465,6 +465,8 @@ export interface ParseCorpusOptions {
   maxLineBytes?: number;
   /** The configured model's family: tells its native bodies from Converse requests (records.ts detectFormat). */
   family?: ModelFamily;
+  /** The number of the stream's first line in its source (a byte range of a source starts after its earlier lines). @default 1 */
+  firstLine?: number;
 }
 
 /**
@@ -479,7 +481,7 @@ export async function* parseCorpus(
   const maxLineBytes = options.maxLineBytes ?? MAX_LINE_BYTES;
   const blocks = cutBlocks(stream, options.blockBytes, maxLineBytes);
   if (options.workers <= 0) {
-    let nextLine = 1;
+    let nextLine = options.firstLine ?? 1;
     for await (const block of blocks) {
       if (!Buffer.isBuffer(block)) {
         yield skippedLine(nextLine++, block, maxLineBytes);
@@ -494,7 +496,7 @@ export async function* parseCorpus(
   const pool = new ParsePool(options.workers, options.prompt, maxLineBytes, options.family);
   const window: Promise<ParsedBlock>[] = [];
   try {
-    let nextLine = 1;
+    let nextLine = options.firstLine ?? 1;
     for await (const block of blocks) {
       const firstLine = nextLine;
       if (!Buffer.isBuffer(block)) {

@@ -13,7 +13,9 @@
  */
 export const FAULT_POINTS = {
   plan: {
-    'after-items': 'items file written, before plan.json',
+    'segment-before-summary': "a segment's items, failures and index written, before its summary",
+    'before-items': 'merge: recordIds resolved (its failures sent), before the items file is written',
+    'after-items': 'merge: items file written, before plan.json',
   },
   'converse-batch': {
     'after-claim': 'records claimed, before any model call',

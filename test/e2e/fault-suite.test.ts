@@ -132,13 +132,15 @@ const SCENARIOS: Scenario[] = [
   {
     name: 'Plan and Finalize killed (converse)',
     mode: 'converse',
-    faults: 'crash=plan@after-items:1,crash=finalize@after-manifest:1',
+    faults:
+      'crash=plan@segment-before-summary:1,crash=plan@before-items:1,crash=plan@after-items:1,crash=finalize@after-manifest:1',
     onlyRejectedFail: true,
   },
   {
     name: 'Plan and Finalize killed (batch)',
     mode: 'batch',
-    faults: 'crash=plan@after-items:1,crash=finalize@after-manifest:1,crash=converse-items@return:1',
+    faults:
+      'crash=plan@segment-before-summary:1,crash=plan@after-items:1,crash=finalize@after-manifest:1,crash=converse-items@return:1',
     onlyRejectedFail: true,
   },
   {

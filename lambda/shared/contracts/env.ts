@@ -121,6 +121,10 @@ const planEnv = z.object({
   BATCH_RECONCILE_INTERVAL_MINUTES: positiveInt,
   /** Parse worker threads; unset: one per vCPU beyond the first. */
   PLAN_PARSE_WORKERS: z.coerce.number().int().min(0).max(64).optional(),
+  /** Bytes of corpus per Plan segment (`plan.segmentBytes`); unset: 256 MiB. */
+  PLAN_SEGMENT_BYTES: z.coerce.number().int().min(1).optional(),
+  /** Segments planned at once (`plan.mapConcurrency`); unset: 8. */
+  PLAN_MAP_CONCURRENCY: positiveInt.optional(),
 });
 
 /** ConverseBatch's environment. */

@@ -36,6 +36,35 @@ export const runKeys = {
     `runs/${runId}/attempts/${unit}/${attempt}.jsonl`,
 };
 
+/**
+ * Plan's working files of one run (`runs/<runId>/plan/`): the segments and what each wrote before the merge joined
+ * them into the run's items and failures files.
+ */
+export const planKeys = {
+  prefix: (runId: string): string => `runs/${runId}/plan/`,
+  /** The corpus listing the prepare step made (sources read and objects skipped). */
+  listing: (runId: string): string => `runs/${runId}/plan/listing.json`,
+  /** The Plan Map's items (JSON array of PlanSegment). */
+  segments: (runId: string): string => `runs/${runId}/plan/segments.json`,
+  /** The line-count Map's items (JSON array of CountPart). */
+  countParts: (runId: string): string => `runs/${runId}/plan/count-parts.json`,
+  /** The lines of one byte-range part (`{"lines": n}`), from the line-count Map. */
+  lineCount: (runId: string, source: number, start: number): string =>
+    `runs/${runId}/plan/line-counts/${source}-${start}.json`,
+  /** One segment's work item lines (its records to process as far as it can tell). */
+  segmentItems: (runId: string, segment: number): string => `runs/${runId}/plan/segments/${pad(segment)}/items.jsonl`,
+  /** One segment's bad lines (final: a line's own problem does not depend on other segments). */
+  segmentFailures: (runId: string, segment: number): string =>
+    `runs/${runId}/plan/segments/${pad(segment)}/failures.jsonl`,
+  /** One segment's records by recordId (sorted TSV), for the merge to resolve ids across segments. */
+  segmentIndex: (runId: string, segment: number): string => `runs/${runId}/plan/segments/${pad(segment)}/index.tsv`,
+  /** One segment's summary (JSON SegmentSummary), written last: the segment is done when it exists. */
+  segmentSummary: (runId: string, segment: number): string =>
+    `runs/${runId}/plan/segments/${pad(segment)}/summary.json`,
+  /** The merge's failures: records whose recordId the merge found reused (across segments or in the ledger). */
+  mergeFailures: (runId: string): string => `runs/${runId}/plan/merge-failures.jsonl`,
+};
+
 /** A shard number as it appears in its keys: five digits, zero-padded. */
 const pad = (n: number): string => String(n).padStart(5, '0');
 

@@ -13,6 +13,10 @@ export const ENTRY_METADATA_KEY = 'corpus:entry';
 
 /** The workflow's Distributed Map states (statemachine/pipeline.asl.json), also their Map Run labels. */
 export const MAP_STATES = {
+  /** Plan: one item per segment of the corpus. */
+  planSegments: 'PlanSegments',
+  /** Plan: one item per byte-range part whose lines a later part starts after. */
+  countLines: 'CountLines',
   /** Batch mode: one item per shard (batch job). */
   batchJobs: 'BatchJobs',
   /** Converse fan-out: one item per record, batched. */
@@ -38,3 +42,10 @@ export const JOBS_TABLE_KEYS = {
   /** TTL attribute (epoch seconds). */
   ttlAttribute: 'expiresAt',
 } as const;
+
+/** What the items of a Map state are: shards (one batch job each), corpus segments (Plan's Maps) or records. */
+export function mapItemUnit(stateName: string): 'shards' | 'segments' | 'records' {
+  if (stateName === MAP_STATES.batchJobs) return 'shards';
+  if (stateName === MAP_STATES.planSegments || stateName === MAP_STATES.countLines) return 'segments';
+  return 'records';
+}

@@ -105,6 +105,31 @@ export interface PlanCounts {
   toProcess: number;
 }
 
+/**
+ * Plan's first step (prepare): the run input checked, the corpus listed and cut into segments, the workflow state
+ * until the merge. The Plan Map reads `segmentsKey` (a JSON array of segments); when `counting.parts > 0`, the
+ * line-count Map reads `counting.key` first (the byte-range parts whose line counts later parts start from).
+ */
+export interface PlanPrepared {
+  runId: string;
+  startedAt: string;
+  requestedMode: RequestedMode;
+  ledgerScope: string;
+  corpus: { bucket: string; key: string; etag?: string; size: number; sources: number };
+  segments: {
+    /** `runs/<runId>/plan/segments.json`: the Plan Map's items. */
+    key: string;
+    count: number;
+    /** The Plan Map's MaxConcurrency (`plan.mapConcurrency`). */
+    maxConcurrency: number;
+  };
+  counting: {
+    /** `runs/<runId>/plan/count-parts.json`: the line-count Map's items. */
+    key: string;
+    parts: number;
+  };
+}
+
 /** Plan's output: the workflow state from Plan on. */
 export interface PlanOutput {
   runId: string;

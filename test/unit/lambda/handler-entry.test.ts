@@ -19,7 +19,13 @@ import { handler as converseHandler } from '../../../lambda/converse-batch';
 import { handler as finalizeHandler } from '../../../lambda/finalize';
 import { handler as planHandler } from '../../../lambda/plan';
 import { batchIdOf } from '../../../lambda/converse/item-batch-id';
-import type { ItemBatchEvent, FailureLine, ResultLine } from '../../../lambda/shared/contracts';
+import type {
+  ItemBatchEvent,
+  FailureLine,
+  PlanOutput,
+  PlanPrepared,
+  ResultLine,
+} from '../../../lambda/shared/contracts';
 import { Ledger } from '../../../lambda/shared/ledger';
 import {
   createRunsTable,
@@ -220,6 +226,28 @@ function modelAvailable(access: 'AVAILABLE' | 'NOT_AVAILABLE' = 'AVAILABLE'): vo
   });
 }
 
+/** Plan through its handler, step by step as the workflow invokes it: prepare, line counts, segments, merge. */
+async function planThroughHandler(event: { runId: string; startedAt: string; input: unknown }): Promise<PlanOutput> {
+  const prepared = (await planHandler({ phase: 'prepare', ...event }, lambdaContext())) as PlanPrepared;
+  const read = <T>(key: string): T => JSON.parse(s3.text(OUT, key) ?? 'null') as T;
+  const bucket = prepared.corpus.bucket;
+  for (const part of read<unknown[]>(prepared.counting.key))
+    await planHandler({ phase: 'count', runId: event.runId, bucket, part }, lambdaContext());
+  for (const segment of read<unknown[]>(prepared.segments.key))
+    await planHandler(
+      {
+        phase: 'segment',
+        runId: event.runId,
+        bucket,
+        ledgerScope: prepared.ledgerScope,
+        sources: prepared.corpus.sources,
+        segment,
+      },
+      lambdaContext(),
+    );
+  return (await planHandler({ phase: 'merge', runId: event.runId, prepared }, lambdaContext())) as PlanOutput;
+}
+
 describe('Plan and Finalize handlers', () => {
   it('Plan fails fast, before reading the corpus, when model access is not enabled', async () => {
     modelAvailable('NOT_AVAILABLE');
@@ -227,6 +255,7 @@ describe('Plan and Finalize handlers', () => {
     await expect(
       planHandler(
         {
+          phase: 'prepare',
           runId: 'exec-6',
           startedAt: '2025-01-01T00:00:00Z',
           input: { bucket: 'ingest-bucket', key: 'corpora/c.jsonl' },
@@ -247,14 +276,11 @@ describe('Plan and Finalize handlers', () => {
   it('Plan sends every bad line to the DLQ of its environment and returns the plan', async () => {
     modelAvailable();
     s3.put('ingest-bucket', 'corpora/c.jsonl', fixture('bad-input-corpus.jsonl'));
-    const out = await planHandler(
-      {
-        runId: 'exec-2',
-        startedAt: '2025-01-01T00:00:00Z',
-        input: { bucket: 'ingest-bucket', key: 'corpora/c.jsonl' },
-      },
-      lambdaContext(),
-    );
+    const out = await planThroughHandler({
+      runId: 'exec-2',
+      startedAt: '2025-01-01T00:00:00Z',
+      input: { bucket: 'ingest-bucket', key: 'corpora/c.jsonl' },
+    });
     expect(out.counts).toMatchObject({ lines: 24, records: 17, invalid: 6, toProcess: 17 });
     expect(out).toMatchObject({
       modelId: MODEL,
@@ -273,7 +299,7 @@ describe('Plan and Finalize handlers', () => {
       ['exec-5', { bucket: 'ingest-bucket', key: 'elsewhere/c.jsonl' }],
     ] as const) {
       await expect(
-        planHandler({ runId, startedAt: '2025-01-01T00:00:00Z', input }, lambdaContext()),
+        planHandler({ phase: 'prepare', runId, startedAt: '2025-01-01T00:00:00Z', input }, lambdaContext()),
       ).rejects.toMatchObject({
         name: 'InvalidRunInputError',
         message: expect.stringContaining('a corpus must be under s3://ingest-bucket/corpora/'),

@@ -13,6 +13,7 @@ import {
   NotFound,
   PutObjectCommand,
   UploadPartCommand,
+  UploadPartCopyCommand,
   type S3Client,
 } from '@aws-sdk/client-s3';
 import { ConditionalCheckFailedException } from '@aws-sdk/client-dynamodb';
@@ -47,16 +48,34 @@ export interface StoredObject {
 
 /** Reads any PutObject/UploadPart body the SDK accepts (string, bytes, Node stream) as UTF-8 text. */
 async function bodyText(body: unknown): Promise<string> {
-  if (body === undefined || body === null) return '';
-  if (typeof body === 'string') return body;
-  if (body instanceof Uint8Array) return Buffer.from(body).toString('utf8');
+  return (await bodyBytes(body)).toString('utf8');
+}
+
+async function bodyBytes(body: unknown): Promise<Buffer> {
+  if (body === undefined || body === null) return Buffer.alloc(0);
+  if (typeof body === 'string') return Buffer.from(body, 'utf8');
+  if (body instanceof Uint8Array) return Buffer.from(body);
   if (body instanceof Readable) {
     const chunks: Buffer[] = [];
     for await (const chunk of body)
       chunks.push(typeof chunk === 'string' ? Buffer.from(chunk) : (chunk as Buffer));
-    return Buffer.concat(chunks).toString('utf8');
+    return Buffer.concat(chunks);
   }
   throw new TypeError(`unsupported body type ${Object.prototype.toString.call(body)}`);
+}
+
+/** An HTTP byte range (`bytes=a-b` or `bytes=a-`) over an object of `size` bytes: `[start, end)`. */
+function byteRange(range: string, size: number): { start: number; end: number } {
+  const m = /^bytes=(\d+)-(\d*)$/.exec(range);
+  if (!m) throw new Error(`unsupported range ${range}`);
+  const start = Number(m[1]);
+  const end = m[2] === '' ? size : Math.min(size, Number(m[2]) + 1);
+  if (start >= size)
+    throw Object.assign(new Error('The requested range is not satisfiable'), {
+      name: 'InvalidRange',
+      $metadata: { httpStatusCode: 416 },
+    });
+  return { start, end };
 }
 
 /** A streaming GetObject body, as the SDK returns it in Node. */
@@ -77,7 +96,7 @@ export interface FakeS3Options {
 export class FakeS3 {
   /** Stored objects by `bucket/key`. */
   readonly objects = new Map<string, StoredObject>();
-  private readonly uploads = new Map<string, { bucket: string; key: string; parts: Map<number, string> }>();
+  private readonly uploads = new Map<string, { bucket: string; key: string; parts: Map<number, Buffer> }>();
   private nextUpload = 0;
 
   constructor(
@@ -96,13 +115,24 @@ export class FakeS3 {
           return { ETag: '"put"' };
         },
       );
-    mock.on(GetObjectCommand).callsFake(async (input: { Bucket: string; Key: string }) => {
+    mock.on(GetObjectCommand).callsFake(async (input: { Bucket: string; Key: string; Range?: string }) => {
       const object = this.objects.get(`${input.Bucket}/${input.Key}`);
       if (!object)
         throw new NoSuchKey({
           message: 'The specified key does not exist.',
           $metadata: { httpStatusCode: 404 },
         });
+      if (input.Range !== undefined) {
+        const bytes = object.bytes ?? Buffer.from(object.body, 'utf8');
+        const { start, end } = byteRange(input.Range, bytes.length);
+        return {
+          Body: sdkStreamMixin(Readable.from([bytes.subarray(start, end)])),
+          ContentLength: end - start,
+          ContentRange: `bytes ${start}-${end - 1}/${bytes.length}`,
+          ETag: '"etag-1"',
+          Metadata: object.metadata,
+        };
+      }
       return {
         Body: object.bytes ? sdkStreamMixin(Readable.from([object.bytes])) : streamBody(object.body),
         ContentLength: object.bytes?.length ?? Buffer.byteLength(object.body),
@@ -154,14 +184,32 @@ export class FakeS3 {
       .callsFake(async (input: { UploadId: string; PartNumber: number; Body?: unknown }) => {
         const upload = this.uploads.get(input.UploadId);
         if (!upload) throw new Error(`unknown upload ${input.UploadId}`);
-        upload.parts.set(input.PartNumber, await bodyText(input.Body));
+        upload.parts.set(input.PartNumber, await bodyBytes(input.Body));
         return { ETag: `"part-${input.PartNumber}"` };
       });
+    mock
+      .on(UploadPartCopyCommand)
+      .callsFake(
+        async (input: { UploadId: string; PartNumber: number; CopySource: string; CopySourceRange?: string }) => {
+          const upload = this.uploads.get(input.UploadId);
+          if (!upload) throw new Error(`unknown upload ${input.UploadId}`);
+          const source = decodeURIComponent(input.CopySource).replace(/^\//, '');
+          const object = this.objects.get(source);
+          if (!object)
+            throw new NoSuchKey({ message: 'The specified key does not exist.', $metadata: { httpStatusCode: 404 } });
+          const bytes = object.bytes ?? Buffer.from(object.body, 'utf8');
+          const { start, end } = input.CopySourceRange
+            ? byteRange(input.CopySourceRange, bytes.length)
+            : { start: 0, end: bytes.length };
+          upload.parts.set(input.PartNumber, bytes.subarray(start, end));
+          return { CopyPartResult: { ETag: `"part-${input.PartNumber}"` } };
+        },
+      );
     mock.on(CompleteMultipartUploadCommand).callsFake(async (input: { UploadId: string }) => {
       const upload = this.uploads.get(input.UploadId);
       if (!upload) throw new Error(`unknown upload ${input.UploadId}`);
-      const ordered = [...upload.parts.entries()].sort(([a], [b]) => a - b).map(([, text]) => text);
-      this.put(upload.bucket, upload.key, ordered.join(''));
+      const ordered = [...upload.parts.entries()].sort(([a], [b]) => a - b).map(([, bytes]) => bytes);
+      this.putBytes(upload.bucket, upload.key, Buffer.concat(ordered));
       this.uploads.delete(input.UploadId);
       return { ETag: '"multipart"' };
     });

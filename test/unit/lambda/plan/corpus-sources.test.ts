@@ -7,7 +7,7 @@ import { S3Client } from '@aws-sdk/client-s3';
 import { SQSClient } from '@aws-sdk/client-sqs';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { binaryReason, classifyKey, corpusKey, SourceReader } from '../../../../lambda/plan/corpus-sources';
-import { planRun, type PlanDeps, type PlanSettings } from '../../../../lambda/plan/plan-run';
+import { planInProcess, type PlanDeps, type PlanSettings } from '../../../../lambda/plan/plan-run';
 import type { CorpusSourceEntry, FailureLine, WorkItem } from '../../../../lambda/shared/contracts';
 import { CorpusNotFoundError } from '../../../../lambda/shared/errors';
 import { FailureLaneSender } from '../../../../lambda/shared/failure-lane';
@@ -163,7 +163,7 @@ describe('SourceReader', () => {
   });
 });
 
-describe('planRun over a prefix', () => {
+describe('Plan over a prefix', () => {
   const settings: PlanSettings = {
     outputBucket: OUT,
     input: { ingestBucket: INGEST, ingestPrefix: 'corpora/', allowedBuckets: [] },
@@ -188,7 +188,7 @@ describe('planRun over a prefix', () => {
     batchQuotas: () => Promise.reject(new Error('converse only')),
   });
   const run = (key: string, overrides: Partial<PlanSettings> = {}) =>
-    planRun(
+    planInProcess(
       {
         runId: 'run-1',
         startedAt: '2025-01-02T03:04:05.000Z',

@@ -5,7 +5,7 @@ import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { HeadObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { SendMessageBatchCommand, SQSClient, type SendMessageBatchCommandInput } from '@aws-sdk/client-sqs';
 import { BatchGetCommand, DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
-import { planRun, type PlanDeps, type PlanEvent, type PlanSettings } from '../../../../lambda/plan/plan-run';
+import { planInProcess, type PlanDeps, type PlanEvent, type PlanSettings } from '../../../../lambda/plan/plan-run';
 import type {
   FailureLaneMessage,
   FailureLine,
@@ -101,10 +101,10 @@ afterEach(() => {
   jest.restoreAllMocks();
 });
 
-describe('planRun over the bad-input fixture', () => {
+describe('Plan over the bad-input fixture', () => {
   let out: PlanOutput;
   beforeEach(async () => {
-    out = await planRun(event({ bucket: INGEST, key: FIXTURE_KEY }), deps());
+    out = await planInProcess(event({ bucket: INGEST, key: FIXTURE_KEY }), deps());
   });
 
   it('counts every line: lines = records + invalid + duplicates, toProcess = records - skipped', () => {
@@ -209,10 +209,10 @@ describe('planRun over the bad-input fixture', () => {
   });
 });
 
-describe('planRun and the ledger', () => {
+describe('Plan and the ledger', () => {
   it('skips records the ledger holds as published, keeping the order of the rest', async () => {
     table.published.add('ok-1').add('ok-5').add('plain-1');
-    const out = await planRun(event({ bucket: INGEST, key: FIXTURE_KEY }), deps());
+    const out = await planInProcess(event({ bucket: INGEST, key: FIXTURE_KEY }), deps());
     expect(out.counts).toMatchObject({ records: 17, skipped: 3, toProcess: 14 });
     const ids = s3.lines<WorkItem>(OUT, out.itemsKey).map((i) => i.recordId);
     expect(ids).toEqual(FIXTURE_RECORDS.filter((id) => !['ok-1', 'ok-5', 'plain-1'].includes(id)));
@@ -221,14 +221,14 @@ describe('planRun and the ledger', () => {
   it('refuses a recordId published earlier in the scope with different content, and skips the same content', async () => {
     const items = s3.lines<WorkItem>(
       OUT,
-      (await planRun(event({ bucket: INGEST, key: FIXTURE_KEY }), deps())).itemsKey,
+      (await planInProcess(event({ bucket: INGEST, key: FIXTURE_KEY }), deps())).itemsKey,
     );
     const ok3 = items.find((i) => i.recordId === 'ok-3');
     table.published.add('ok-3');
     table.publishedHashes.set('ok-3', contentHashOf(ok3?.modelInput));
     table.published.add('ok-4');
     table.publishedHashes.set('ok-4', 'a-different-record');
-    const out = await planRun(event({ bucket: INGEST, key: FIXTURE_KEY }, 'run-2'), deps());
+    const out = await planInProcess(event({ bucket: INGEST, key: FIXTURE_KEY }, 'run-2'), deps());
     expect(out.counts).toEqual({
       lines: 24,
       records: 16,
@@ -263,7 +263,7 @@ describe('planRun and the ledger', () => {
           ],
         },
       });
-    const out = await planRun(event({ bucket: INGEST, key: FIXTURE_KEY }), deps());
+    const out = await planInProcess(event({ bucket: INGEST, key: FIXTURE_KEY }), deps());
     expect(ddbMock).toHaveReceivedCommandTimes(BatchGetCommand, 2);
     expect(ddbMock).toHaveReceivedNthCommandWith(2, BatchGetCommand, {
       RequestItems: {
@@ -278,7 +278,7 @@ describe('planRun and the ledger', () => {
 
   it('fails with TransientDependencyError when the ledger lookup is throttled', async () => {
     ddbMock.on(BatchGetCommand).rejects(awsError('ProvisionedThroughputExceededException', 400));
-    await expect(planRun(event({ bucket: INGEST, key: FIXTURE_KEY }), deps())).rejects.toMatchObject({
+    await expect(planInProcess(event({ bucket: INGEST, key: FIXTURE_KEY }), deps())).rejects.toMatchObject({
       name: 'TransientDependencyError',
       message: expect.stringContaining('ledger BatchGetItem failed transiently'),
     });
@@ -287,14 +287,14 @@ describe('planRun and the ledger', () => {
 
   it('fails with TransientDependencyError when writing the items file is throttled', async () => {
     s3Mock.on(PutObjectCommand).rejects(awsError('SlowDown', 503));
-    await expect(planRun(event({ bucket: INGEST, key: FIXTURE_KEY }), deps())).rejects.toMatchObject({
+    await expect(planInProcess(event({ bucket: INGEST, key: FIXTURE_KEY }), deps())).rejects.toMatchObject({
       name: 'TransientDependencyError',
     });
   });
 
   it('writes an empty items file when the ledger holds every record', async () => {
     FIXTURE_RECORDS.forEach((id) => table.published.add(id));
-    const out = await planRun(event({ bucket: INGEST, key: FIXTURE_KEY }), deps());
+    const out = await planInProcess(event({ bucket: INGEST, key: FIXTURE_KEY }), deps());
     expect(out.counts).toMatchObject({ records: 17, skipped: 17, toProcess: 0 });
     expect(s3.text(OUT, out.itemsKey)).toBe('');
   });
@@ -305,7 +305,7 @@ describe('planRun and the ledger', () => {
     );
     s3.put(INGEST, 'big.jsonl', `${lines.join('\n')}\n`);
     for (let i = 0; i < 1250; i += 7) table.published.add(`r${i}`);
-    const out = await planRun(event({ bucket: INGEST, key: 'big.jsonl' }), deps());
+    const out = await planInProcess(event({ bucket: INGEST, key: 'big.jsonl' }), deps());
     expect(ddbMock).toHaveReceivedCommandTimes(BatchGetCommand, 13);
     for (const call of ddbMock.commandCalls(BatchGetCommand)) {
       expect(call.args[0].input.RequestItems?.[TABLE]?.Keys?.length).toBeLessThanOrEqual(100);
@@ -325,9 +325,9 @@ describe('planRun and the ledger', () => {
   });
 });
 
-describe('planRun input and corpus checks', () => {
+describe('Plan input and corpus checks', () => {
   it('rejects an invalid input with a message naming each field', async () => {
-    const err = planRun(event({ bucket: 'b', mode: 'fast', extra: 1 }), deps());
+    const err = planInProcess(event({ bucket: 'b', mode: 'fast', extra: 1 }), deps());
     await expect(err).rejects.toMatchObject({ name: 'InvalidRunInputError' });
     await expect(err).rejects.toThrow(/bucket: bucket must be an S3 bucket name/);
     await expect(err).rejects.toThrow(/key: /);
@@ -340,37 +340,37 @@ describe('planRun input and corpus checks', () => {
   });
 
   it('rejects a non-object input', async () => {
-    await expect(planRun(event('s3://bucket/key'), deps())).rejects.toThrow(/Invalid run input \(input: /);
+    await expect(planInProcess(event('s3://bucket/key'), deps())).rejects.toThrow(/Invalid run input \(input: /);
   });
 
   it('fails with CorpusNotFoundError naming the object when the corpus is missing', async () => {
-    const err = planRun(event({ bucket: INGEST, key: 'nope.jsonl' }), deps());
+    const err = planInProcess(event({ bucket: INGEST, key: 'nope.jsonl' }), deps());
     await expect(err).rejects.toMatchObject({ name: 'CorpusNotFoundError' });
     await expect(err).rejects.toThrow('Cannot read the corpus s3://ingest-bucket/nope.jsonl (NotFound)');
   });
 
   it('turns a throttled HeadObject into TransientDependencyError (the workflow retries it)', async () => {
     s3Mock.on(HeadObjectCommand).rejects(awsError('SlowDown', 503));
-    await expect(planRun(event({ bucket: INGEST, key: FIXTURE_KEY }), deps())).rejects.toMatchObject({
+    await expect(planInProcess(event({ bucket: INGEST, key: FIXTURE_KEY }), deps())).rejects.toMatchObject({
       name: 'TransientDependencyError',
     });
   });
 
   it('takes the mode from the corpus object metadata when the input has none', async () => {
     s3.put(INGEST, 'meta.jsonl', fixture('bad-input-corpus.jsonl'), { mode: 'Converse' });
-    const out = await planRun(event({ bucket: INGEST, key: 'meta.jsonl' }), deps());
+    const out = await planInProcess(event({ bucket: INGEST, key: 'meta.jsonl' }), deps());
     expect(out).toMatchObject({ requestedMode: 'converse', mode: 'converse' });
   });
 
   it('lets the input mode win over the metadata', async () => {
     s3.put(INGEST, 'meta.jsonl', fixture('bad-input-corpus.jsonl'), { mode: 'batch' });
-    const out = await planRun(event({ bucket: INGEST, key: 'meta.jsonl', mode: 'auto' }), deps());
+    const out = await planInProcess(event({ bucket: INGEST, key: 'meta.jsonl', mode: 'auto' }), deps());
     expect(out.requestedMode).toBe('auto');
   });
 
   it('rejects a metadata mode it does not know', async () => {
     s3.put(INGEST, 'meta.jsonl', '', { mode: 'turbo' });
-    await expect(planRun(event({ bucket: INGEST, key: 'meta.jsonl' }), deps())).rejects.toMatchObject({
+    await expect(planInProcess(event({ bucket: INGEST, key: 'meta.jsonl' }), deps())).rejects.toMatchObject({
       name: 'InvalidRunInputError',
       message: expect.stringContaining('metadata mode=turbo is not one of auto, batch, converse'),
     });
@@ -383,7 +383,7 @@ describe('planRun input and corpus checks', () => {
     'runs batch asked for in %s through Converse when the records are too few for one job',
     async (_where, input, metadata) => {
       s3.put(INGEST, 'meta.jsonl', fixture('bad-input-corpus.jsonl'), metadata);
-      const out = await planRun(event(input), deps());
+      const out = await planInProcess(event(input), deps());
       expect(out).toMatchObject({ requestedMode: 'batch', mode: 'converse' });
       expect(out.batch).toBeUndefined();
       expect(out.fanOut.itemsKey).toBe(out.itemsKey);
@@ -392,7 +392,7 @@ describe('planRun input and corpus checks', () => {
 
   it("refuses the output bucket, even a key that exists there (another run's items file)", async () => {
     s3.put(OUT, 'runs/run-0/items.jsonl', fixture('bad-input-corpus.jsonl'));
-    const err = planRun(event({ bucket: OUT, key: 'runs/run-0/items.jsonl' }), deps());
+    const err = planInProcess(event({ bucket: OUT, key: 'runs/run-0/items.jsonl' }), deps());
     await expect(err).rejects.toMatchObject({ name: 'InvalidRunInputError' });
     await expect(err).rejects.toThrow(
       "The run input names s3://output-bucket/runs/run-0/items.jsonl, in the pipeline's output bucket, which holds " +
@@ -412,12 +412,12 @@ describe('planRun input and corpus checks', () => {
       },
     };
     s3.put('elsewhere', 'corpora/x.jsonl', fixture('bad-input-corpus.jsonl'));
-    await expect(planRun(event({ bucket: 'elsewhere', key: 'corpora/x.jsonl' }), d)).rejects.toThrow(
+    await expect(planInProcess(event({ bucket: 'elsewhere', key: 'corpora/x.jsonl' }), d)).rejects.toThrow(
       'The run input names the bucket elsewhere, which runs may not read; a corpus must be under ' +
         "s3://ingest-bucket/corpora/, s3://partner-corpora/, s3://archive/ (the environment's ingest.allowedBuckets " +
         'setting allows other buckets)',
     );
-    await expect(planRun(event({ bucket: INGEST, key: 'elsewhere/x.jsonl' }), d)).rejects.toMatchObject({
+    await expect(planInProcess(event({ bucket: INGEST, key: 'elsewhere/x.jsonl' }), d)).rejects.toMatchObject({
       name: 'InvalidRunInputError',
       message: expect.stringContaining(
         'names s3://ingest-bucket/elsewhere/x.jsonl, outside the ingest prefix corpora/',
@@ -433,15 +433,15 @@ describe('planRun input and corpus checks', () => {
       input: { ingestBucket: INGEST, ingestPrefix: 'corpora/', allowedBuckets: ['partner-corpora', OUT] },
     };
     s3.put('partner-corpora', 'any/where.jsonl', fixture('bad-input-corpus.jsonl'));
-    const out = await planRun(event({ bucket: 'partner-corpora', key: 'any/where.jsonl' }), d);
+    const out = await planInProcess(event({ bucket: 'partner-corpora', key: 'any/where.jsonl' }), d);
     expect(out.corpus).toMatchObject({ bucket: 'partner-corpora', key: 'any/where.jsonl' });
     expect(out.counts.records).toBe(17);
-    const inPrefix = await planRun(event({ bucket: INGEST, key: FIXTURE_KEY }, 'run-2'), d);
+    const inPrefix = await planInProcess(event({ bucket: INGEST, key: FIXTURE_KEY }, 'run-2'), d);
     expect(inPrefix.counts.records).toBe(17);
     // Allowing the output bucket by mistake changes nothing.
     s3.put(OUT, 'runs/run-1/items.jsonl', fixture('bad-input-corpus.jsonl'));
     await expect(
-      planRun(event({ bucket: OUT, key: 'runs/run-1/items.jsonl' }, 'run-3'), d),
+      planInProcess(event({ bucket: OUT, key: 'runs/run-1/items.jsonl' }, 'run-3'), d),
     ).rejects.toMatchObject({
       name: 'InvalidRunInputError',
     });
@@ -449,11 +449,11 @@ describe('planRun input and corpus checks', () => {
 
   it('takes the ledger scope from the corpus object metadata, unless the input names one', async () => {
     s3.put(INGEST, 'meta.jsonl', fixture('bad-input-corpus.jsonl'), { 'ledger-scope': 'tenant-b' });
-    const fromMetadata = await planRun(event({ bucket: INGEST, key: 'meta.jsonl' }), deps());
+    const fromMetadata = await planInProcess(event({ bucket: INGEST, key: 'meta.jsonl' }), deps());
     expect(fromMetadata.ledgerScope).toBe('tenant-b');
     const keys = ddbMock.commandCalls(BatchGetCommand)[0]?.args[0].input.RequestItems?.[TABLE]?.Keys;
     expect(keys?.[0]).toEqual({ pk: 'tenant-b#ok-1' });
-    const fromInput = await planRun(
+    const fromInput = await planInProcess(
       event({ bucket: INGEST, key: 'meta.jsonl', ledgerScope: 'tenant-a' }, 'run-2'),
       deps(),
     );
@@ -476,7 +476,7 @@ describe('planRun input and corpus checks', () => {
     'refuses a ledger scope from %s that is not printable text',
     async (_where, metadata, ledgerScope, message) => {
       s3.put(INGEST, 'meta.jsonl', fixture('bad-input-corpus.jsonl'), metadata);
-      const err = planRun(
+      const err = planInProcess(
         event({ bucket: INGEST, key: 'meta.jsonl', ...(ledgerScope ? { ledgerScope } : {}) }),
         deps(),
       );
@@ -486,7 +486,7 @@ describe('planRun input and corpus checks', () => {
   );
 
   it('uses the ledger scope of the input over the deployment default', async () => {
-    const out = await planRun(event({ bucket: INGEST, key: FIXTURE_KEY, ledgerScope: 'tenant-a' }), deps());
+    const out = await planInProcess(event({ bucket: INGEST, key: FIXTURE_KEY, ledgerScope: 'tenant-a' }), deps());
     expect(out.ledgerScope).toBe('tenant-a');
     const keys = ddbMock.commandCalls(BatchGetCommand)[0]?.args[0].input.RequestItems?.[TABLE]?.Keys;
     expect(keys?.[0]).toEqual({ pk: 'tenant-a#ok-1' });
@@ -498,7 +498,7 @@ describe('planRun input and corpus checks', () => {
       modelInput: { messages: [{ role: 'user', content: [{ text: 'x'.repeat(MAX_ITEM_BYTES) }] }] },
     });
     s3.put(INGEST, 'big.jsonl', `${big}\n{"id": "small", "text": "hi"}\n`);
-    const out = await planRun(event({ bucket: INGEST, key: 'big.jsonl' }), deps());
+    const out = await planInProcess(event({ bucket: INGEST, key: 'big.jsonl' }), deps());
     expect(out.counts).toMatchObject({ lines: 2, records: 1, invalid: 1, toProcess: 1 });
     const [failure] = s3.lines<FailureLine>(OUT, 'runs/run-1/failures/plan.jsonl');
     expect(failure).toMatchObject({
@@ -511,7 +511,7 @@ describe('planRun input and corpus checks', () => {
 
   it('writes no failures file for a clean corpus, and counts an empty corpus as zero', async () => {
     s3.put(INGEST, 'empty.jsonl', '\n\n');
-    const out = await planRun(event({ bucket: INGEST, key: 'empty.jsonl' }), deps());
+    const out = await planInProcess(event({ bucket: INGEST, key: 'empty.jsonl' }), deps());
     expect(out.counts).toEqual({ lines: 0, records: 0, invalid: 0, duplicates: 0, skipped: 0, toProcess: 0 });
     expect(s3.text(OUT, 'runs/run-1/failures/plan.jsonl')).toBeUndefined();
     expect(ddbMock).not.toHaveReceivedAnyCommand();
@@ -555,7 +555,7 @@ function strictSqs(refuse: (m: FailureLaneMessage) => boolean = () => false): Se
   return accepted;
 }
 
-describe('planRun and the failure lane', () => {
+describe('Plan and the failure lane', () => {
   it('dead-letters bad lines holding text SQS refuses (emoji ids, U+FFFF, controls) and goes on', async () => {
     const request = { messages: [{ role: 'user', content: [{ text: 'hi' }] }] };
     const lines = [
@@ -566,7 +566,7 @@ describe('planRun and the failure lane', () => {
     ];
     s3.put(INGEST, 'corpora/odd.jsonl', `${lines.join('\n')}\n`);
     const accepted = strictSqs();
-    const out = await planRun(event({ bucket: INGEST, key: 'corpora/odd.jsonl' }), deps());
+    const out = await planInProcess(event({ bucket: INGEST, key: 'corpora/odd.jsonl' }), deps());
     expect(out.counts).toMatchObject({ lines: 4, records: 1, invalid: 3 });
     const failures = s3.lines<FailureLine>(OUT, 'runs/run-1/failures/plan.jsonl');
     expect(failures.map((f) => [f.line, f.error.code])).toEqual([
@@ -582,7 +582,7 @@ describe('planRun and the failure lane', () => {
 
   it('loses only the DLQ copy of a line whose message SQS refuses, and says so in the failures file', async () => {
     const accepted = strictSqs((m) => m.line === 5);
-    const out = await planRun(event({ bucket: INGEST, key: FIXTURE_KEY }), deps());
+    const out = await planInProcess(event({ bucket: INGEST, key: FIXTURE_KEY }), deps());
     expect(out.counts).toMatchObject({ lines: 24, records: 17, invalid: 6, duplicates: 1 });
     expect(accepted.flatMap((b) => b.messages).map((m) => m.line)).toEqual([4, 6, 7, 8, 10]);
     const failures = s3.lines<FailureLine>(OUT, 'runs/run-1/failures/plan.jsonl');
@@ -597,7 +597,7 @@ describe('planRun and the failure lane', () => {
   });
 });
 
-describe('planRun over lines no record can be made of', () => {
+describe('Plan over lines no record can be made of', () => {
   it('rejects invalid UTF-8, 5,000-deep nesting and an over-long line each on its own line, and plans the rest', async () => {
     const request = (text: string): Record<string, unknown> => ({
       messages: [{ role: 'user', content: [{ text }] }],
@@ -620,7 +620,7 @@ describe('planRun over lines no record can be made of', () => {
       ok('r11', 'after \u{1d400}'),
     ]);
     s3.putBytes(INGEST, 'corpora/hostile.jsonl', corpus);
-    const out = await planRun(event({ bucket: INGEST, key: 'corpora/hostile.jsonl' }), deps());
+    const out = await planInProcess(event({ bucket: INGEST, key: 'corpora/hostile.jsonl' }), deps());
     expect(out.counts).toMatchObject({ lines: 11, records: 3, invalid: 8, duplicates: 0 });
     const failures = s3.lines<FailureLine>(OUT, 'runs/run-1/failures/plan.jsonl');
     expect(failures.map((f) => [f.line, f.error.code])).toEqual([
@@ -665,14 +665,14 @@ function corpus(n: number, nativeEvery = 0): string {
   }).join('\n');
 }
 
-describe('planRun in batch mode (sharding)', () => {
+describe('Plan in batch mode (sharding)', () => {
   function shardsOf(out: PlanOutput): ShardItem[] {
     return s3.json(OUT, out.batch?.shardsKey ?? 'missing') as ShardItem[];
   }
 
   it('cuts 2,550 records into three balanced shards within the job and file limits', async () => {
     s3.put(INGEST, 'big.jsonl', corpus(2550));
-    const out = await planRun(event({ bucket: INGEST, key: 'big.jsonl', mode: 'batch' }), deps());
+    const out = await planInProcess(event({ bucket: INGEST, key: 'big.jsonl', mode: 'batch' }), deps());
     expect(out.mode).toBe('batch');
     expect(out.batch).toMatchObject({
       shardsKey: 'runs/run-1/shards.json',
@@ -717,12 +717,12 @@ describe('planRun in batch mode (sharding)', () => {
   it('sends records too few for another job through Converse (the tail)', async () => {
     // 1,050 records with a 1,000 cap: 2 shards of 525 (balanced, no 50-record job).
     s3.put(INGEST, 'c.jsonl', corpus(1050));
-    const out = await planRun(event({ bucket: INGEST, key: 'c.jsonl', mode: 'batch' }), deps());
+    const out = await planInProcess(event({ bucket: INGEST, key: 'c.jsonl', mode: 'batch' }), deps());
     expect(shardsOf(out).map((s) => s.records)).toEqual([525, 525]);
     // 150 records: one job of 150. 99 records: none, all via Converse.
     quotas = { ...QUOTAS, maxRecordsPerJob: 100, maxRecordsPerFile: 100 };
     s3.put(INGEST, 'd.jsonl', corpus(150));
-    const tail = await planRun(event({ bucket: INGEST, key: 'd.jsonl', mode: 'batch' }, 'run-2'), deps());
+    const tail = await planInProcess(event({ bucket: INGEST, key: 'd.jsonl', mode: 'batch' }, 'run-2'), deps());
     expect(tail.batch).toMatchObject({ shards: 1, records: 100, viaConverse: 50 });
     expect(s3.lines<WorkItem>(OUT, 'runs/run-2/converse-tail.jsonl').map((i) => i.recordId)).toEqual(
       Array.from({ length: 50 }, (_, i) => `r-${String(i + 100).padStart(5, '0')}`),
@@ -735,7 +735,7 @@ describe('planRun in batch mode (sharding)', () => {
 
   it('puts the minority format through Converse: a job takes one format', async () => {
     s3.put(INGEST, 'mixed.jsonl', corpus(600, 10));
-    const out = await planRun(event({ bucket: INGEST, key: 'mixed.jsonl', mode: 'batch' }), deps());
+    const out = await planInProcess(event({ bucket: INGEST, key: 'mixed.jsonl', mode: 'batch' }), deps());
     expect(out.batch).toMatchObject({ records: 540, viaConverse: 60 });
     expect(shardsOf(out).every((s) => s.format === 'converse')).toBe(true);
     const tail = s3.lines<WorkItem>(OUT, 'runs/run-1/converse-tail.jsonl');
@@ -746,8 +746,8 @@ describe('planRun in batch mode (sharding)', () => {
   it('auto picks batch at the job minimum and converse one record below it', async () => {
     s3.put(INGEST, 'a.jsonl', corpus(100));
     s3.put(INGEST, 'b.jsonl', corpus(99));
-    const atMin = await planRun(event({ bucket: INGEST, key: 'a.jsonl' }), deps());
-    const below = await planRun(event({ bucket: INGEST, key: 'b.jsonl' }, 'run-2'), deps());
+    const atMin = await planInProcess(event({ bucket: INGEST, key: 'a.jsonl' }), deps());
+    const below = await planInProcess(event({ bucket: INGEST, key: 'b.jsonl' }, 'run-2'), deps());
     expect(atMin).toMatchObject({ requestedMode: 'auto', mode: 'batch', batch: { shards: 1 } });
     expect(below).toMatchObject({ requestedMode: 'auto', mode: 'converse' });
   });
@@ -756,11 +756,11 @@ describe('planRun in batch mode (sharding)', () => {
     s3.put(INGEST, 'big.jsonl', corpus(2550));
     const capped = deps();
     capped.settings = { ...settings, batch: { ...settings.batch, mapConcurrency: 1 } };
-    const one = await planRun(event({ bucket: INGEST, key: 'big.jsonl', mode: 'batch' }), capped);
+    const one = await planInProcess(event({ bucket: INGEST, key: 'big.jsonl', mode: 'batch' }), capped);
     expect(one.batch?.maxConcurrency).toBe(1);
     const above = deps();
     above.settings = { ...settings, batch: { ...settings.batch, mapConcurrency: 8 } };
-    const quota = await planRun(event({ bucket: INGEST, key: 'big.jsonl', mode: 'batch' }, 'run-2'), above);
+    const quota = await planInProcess(event({ bucket: INGEST, key: 'big.jsonl', mode: 'batch' }, 'run-2'), above);
     expect(quota.batch?.maxConcurrency).toBe(QUOTAS.maxConcurrentJobs);
   });
 
@@ -768,7 +768,7 @@ describe('planRun in batch mode (sharding)', () => {
     s3.put(INGEST, 'a.jsonl', corpus(300));
     const d = deps();
     d.settings = { ...settings, batch: { ...settings.batch, autoThreshold: 500 } };
-    expect((await planRun(event({ bucket: INGEST, key: 'a.jsonl' }), d)).mode).toBe('converse');
+    expect((await planInProcess(event({ bucket: INGEST, key: 'a.jsonl' }), d)).mode).toBe('converse');
   });
 
   it('never reads the quotas for a converse run', async () => {
@@ -776,7 +776,7 @@ describe('planRun in batch mode (sharding)', () => {
     const d = deps();
     const read = jest.fn(d.batchQuotas);
     d.batchQuotas = read;
-    expect((await planRun(event({ bucket: INGEST, key: 'a.jsonl', mode: 'converse' }), d)).mode).toBe(
+    expect((await planInProcess(event({ bucket: INGEST, key: 'a.jsonl', mode: 'converse' }), d)).mode).toBe(
       'converse',
     );
     expect(read).not.toHaveBeenCalled();
@@ -786,7 +786,7 @@ describe('planRun in batch mode (sharding)', () => {
     // Each record is ~80 bytes in a shard file: 20 KB per file fits ~250 of them, under the 400-record cap.
     quotas = { ...QUOTAS, maxBytesPerFile: 20_000, maxBytesPerJob: 60_000 };
     s3.put(INGEST, 'a.jsonl', corpus(2000));
-    const out = await planRun(event({ bucket: INGEST, key: 'a.jsonl', mode: 'batch' }), deps());
+    const out = await planInProcess(event({ bucket: INGEST, key: 'a.jsonl', mode: 'batch' }), deps());
     const shards = shardsOf(out);
     for (const shard of shards) {
       expect(shard.bytes).toBeLessThanOrEqual(60_000);
@@ -803,7 +803,7 @@ describe('planRun in batch mode (sharding)', () => {
     // 100-record minimum cannot be made: one job as large as the limit allows, the remainder through Converse.
     quotas = { ...QUOTAS, maxBytesPerFile: 9_000, maxBytesPerJob: 9_000 };
     s3.put(INGEST, 'few-big.jsonl', corpus(150));
-    const out = await planRun(event({ bucket: INGEST, key: 'few-big.jsonl', mode: 'batch' }), deps());
+    const out = await planInProcess(event({ bucket: INGEST, key: 'few-big.jsonl', mode: 'batch' }), deps());
     const shards = out.batch ? shardsOf(out) : [];
     for (const shard of shards) {
       expect(shard.records).toBeGreaterThanOrEqual(100);
@@ -819,20 +819,20 @@ describe('planRun in batch mode (sharding)', () => {
 
   it('a corpus of only bad lines: nothing to process, every line has its reason', async () => {
     s3.put(INGEST, 'bad.jsonl', '{"recordId": 1\n[1]\n"x"\n');
-    const out = await planRun(event({ bucket: INGEST, key: 'bad.jsonl', mode: 'batch' }), deps());
+    const out = await planInProcess(event({ bucket: INGEST, key: 'bad.jsonl', mode: 'batch' }), deps());
     expect(out.counts).toEqual({ lines: 3, records: 0, invalid: 3, duplicates: 0, skipped: 0, toProcess: 0 });
     expect(out.batch).toBeUndefined();
     expect(s3.lines<FailureLine>(OUT, 'runs/run-1/failures/plan.jsonl')).toHaveLength(3);
   });
 });
 
-describe('planRun with parse workers', () => {
+describe('Plan with parse workers', () => {
   it('plans the same run in worker threads as in one thread: items, failures, counts and shards', async () => {
     const bad = ['{"recordId": "cut', '[1]', fixture('bad-input-corpus.jsonl')];
     s3.put(INGEST, 'mixed.jsonl', `${corpus(2550, 9)}\n${bad.join('\n')}`);
     for (let i = 0; i < 2550; i += 11) table.published.add(`r-${String(i).padStart(5, '0')}`);
     const run = async (runId: string, parse: Partial<PlanSettings>) => {
-      const out = await planRun(event({ bucket: INGEST, key: 'mixed.jsonl', mode: 'batch' }, runId), {
+      const out = await planInProcess(event({ bucket: INGEST, key: 'mixed.jsonl', mode: 'batch' }, runId), {
         ...deps(),
         settings: { ...settings, ...parse },
       });
