@@ -9,10 +9,11 @@ import { callDependency } from './errors';
 const WRITE_BLOCK_BYTES = 256 * 1024;
 const NEWLINE = Buffer.from('\n');
 /**
- * S3's smallest part, so an open writer holds as little as it can; with at most 10,000 parts an object may reach
- * 48.8 GiB, twice the items file of the 20 GB design point.
+ * S3's smallest part of a multipart upload but the last (5 MiB), the part size of {@link JsonlObjectWriter} so an open
+ * writer holds as little as it can; with at most 10,000 parts an object may reach 48.8 GiB, twice the items file of the
+ * 20 GB design point.
  */
-const PART_BYTES = 5 * 1024 * 1024;
+export const MIN_PART_BYTES = 5 * 1024 * 1024;
 
 /**
  * Streams JSON lines into one S3 object through a multipart upload, so memory stays flat whatever the size.
@@ -41,7 +42,7 @@ export class JsonlObjectWriter {
       client,
       params: { Bucket: bucket, Key: key, Body: this.body, ContentType: 'application/x-ndjson' },
       queueSize: 2,
-      partSize: PART_BYTES,
+      partSize: MIN_PART_BYTES,
     });
     // Mapped once, so write() and close() both surface a throttled upload as TransientDependencyError.
     this.done = callDependency('S3 upload', () => this.upload.done()).catch((err: unknown) => {

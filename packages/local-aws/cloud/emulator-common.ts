@@ -1,5 +1,6 @@
 /** What the emulators share: their endpoints, the shapes they report, their error. */
 import type { AddressInfo } from 'node:net';
+import { types } from 'node:util';
 import type { SqsMoveTaskService } from './sqs-move-tasks';
 
 /** The region the emulators and their clients use unless told otherwise. */
@@ -127,9 +128,12 @@ export class EmulatorError extends Error {
   }
 }
 
-/** Whether an error carries a Node.js errno code. */
+/**
+ * Whether an error carries a Node.js errno code. `isNativeError`, not `instanceof Error`: an error Node.js raises is
+ * not an instance of the Error of another realm (a jest test's sandbox, where the emulators also run).
+ */
 export function isErrnoException(error: unknown): error is NodeJS.ErrnoException {
-  return error instanceof Error && 'code' in error;
+  return types.isNativeError(error) && 'code' in error;
 }
 
 /** The endpoint of a server listening on 127.0.0.1. */

@@ -27,7 +27,29 @@ declare module 's3rver' {
     close(): Promise<void>;
     httpServer?: Server;
     /** The filesystem store. */
-    store: { getMetadata(bucket: string, key: string): Promise<Record<string, string | undefined>> };
+    store: S3rverFilesystemStore;
+  }
+
+  /** s3rver's filesystem store (lib/stores/filesystem.js). */
+  interface S3rverFilesystemStore {
+    getMetadata(bucket: string, key: string): Promise<Record<string, string | undefined>>;
+    getBucket(bucket: string): Promise<unknown>;
+    existsObject(bucket: string, key: string): Promise<boolean>;
+    /** The path of an object's file (`resource` 'object'), or of a bucket's `uploads` folder when `key` is undefined. */
+    getResourcePath(bucket: string, key: string | undefined, resource: string): string;
+    /** Stores part `partNumber` of upload `uploadId` from a stream; resolves with its size and MD5 (hex). */
+    putPart(
+      bucket: string,
+      uploadId: string,
+      partNumber: number,
+      content: NodeJS.ReadableStream,
+    ): Promise<{ size: number; md5: string }>;
+    /** Assembles the parts (ETags without quotes) into the upload's object. */
+    putObjectMultipart(
+      bucket: string,
+      uploadId: string,
+      parts: Array<{ number: number; etag: string }>,
+    ): Promise<{ size: number; md5: string }>;
   }
   export = S3rver;
 }
@@ -35,6 +57,12 @@ declare module 's3rver' {
 declare module 's3rver/lib/controllers/bucket' {
   /** The Koa handler for GET Bucket (ListObjects / ListObjectsV2); looked up on this module per request. */
   export let getBucket: (ctx: unknown) => Promise<void>;
+}
+
+declare module 's3rver/lib/middleware/authentication' {
+  /** Makes s3rver's request-signature middleware; it reads `ctx.params.bucket` and `ctx.params.key`. */
+  function authenticationMiddleware(): (ctx: unknown, next: () => Promise<unknown>) => Promise<unknown>;
+  export = authenticationMiddleware;
 }
 
 declare module 's3rver/lib/models/error' {
