@@ -120,7 +120,8 @@ const persistenceStore = new DynamoDBPersistenceLayer({
 const phaseSchema = z.object({ phase: z.enum(['prepare', 'count', 'segment', 'merge']) }).passthrough();
 
 // Plan only sends non-retryable failures (bad lines): they go straight to the DLQ with their reason.
-const laneSender = (): FailureLaneSender => new FailureLaneSender(sqs, env.FAILURE_DLQ_URL, env.FAILURE_DLQ_URL);
+const laneSender = (): FailureLaneSender =>
+  new FailureLaneSender(sqs, env.FAILURE_DLQ_URL, env.FAILURE_DLQ_URL);
 
 /** Prepare and merge are idempotent per run and step (a repeated invocation returns the first answer). */
 const idempotency = new IdempotencyConfig({ eventKeyJmesPath: '[phase, runId]', expiresAfterSeconds: 3600 });
@@ -141,7 +142,10 @@ const merge = makeIdempotent(
     if (!parsed.success)
       throw new InvalidEventError(`Plan's merge expects {phase, prepared}: ${parsed.error.message}`);
     // The workflow hands the prepare step's own output back.
-    return mergePlan(parsed.data.prepared as unknown as PlanPrepared, { ...baseDeps, failureLane: laneSender() });
+    return mergePlan(parsed.data.prepared as unknown as PlanPrepared, {
+      ...baseDeps,
+      failureLane: laneSender(),
+    });
   },
   { persistenceStore, config: idempotency },
 );
@@ -166,13 +170,18 @@ export const handler = withObservability(async (event: unknown, context: Context
       return merge(event, withInProgressLock(context));
     case 'count': {
       const parsed = countEventSchema.safeParse(event);
-      if (!parsed.success) throw new InvalidEventError(`Plan's line count expects {runId, bucket, part}: ${parsed.error.message}`);
+      if (!parsed.success)
+        throw new InvalidEventError(
+          `Plan's line count expects {runId, bucket, part}: ${parsed.error.message}`,
+        );
       return { lines: await countPartLines(parsed.data, baseDeps) };
     }
     case 'segment': {
       const parsed = segmentEventSchema.safeParse(event);
       if (!parsed.success)
-        throw new InvalidEventError(`Plan's segment expects {runId, bucket, ledgerScope, sources, segment}: ${parsed.error.message}`);
+        throw new InvalidEventError(
+          `Plan's segment expects {runId, bucket, ledgerScope, sources, segment}: ${parsed.error.message}`,
+        );
       const summary = await planSegment(parsed.data, { ...baseDeps, failureLane: laneSender() });
       return { segment: summary.segment, lines: summary.lines };
     }

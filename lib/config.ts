@@ -278,7 +278,11 @@ export const environmentConfigSchema = z
          * CPU at 3,008 MB (bench/README.md); a segment must stay well inside one 15-minute invocation.
          * @default 268435456 (256 MiB)
          */
-        segmentBytes: z.number().int().min(1).default(256 * 1024 * 1024),
+        segmentBytes: z
+          .number()
+          .int()
+          .min(1)
+          .default(256 * 1024 * 1024),
         /**
          * Segments planned at once (the Plan Map's MaxConcurrency). Plan runs before anything else of the run, but a
          * new account may run only about ten functions at once, the failure-lane consumer among them. @default 8

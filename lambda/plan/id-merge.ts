@@ -156,16 +156,16 @@ export async function resolveIds(options: IdMergeOptions): Promise<IdResolution>
   const fail = async (failure: FailureLine): Promise<void> => {
     resolution.invalid++;
     await writeFailure(failure);
-    await options.failureLane.add(
-      { ...failure, runId, ledgerScope: options.ledgerScope },
-      onLaneRefused,
-    );
+    await options.failureLane.add({ ...failure, runId, ledgerScope: options.ledgerScope }, onLaneRefused);
   };
   try {
     for (const segment of options.segments) {
       const key = planKeys.segmentIndex(runId, segment.index);
       const body = await openObject(s3, outputBucket, key);
-      if (!body) throw new CorpusNotFoundError(`Plan segment ${segment.index} wrote no index (s3://${outputBucket}/${key})`);
+      if (!body)
+        throw new CorpusNotFoundError(
+          `Plan segment ${segment.index} wrote no index (s3://${outputBucket}/${key})`,
+        );
       bodies.push(body);
       const cursor = new IndexCursor(segment.index, body);
       await cursor.advance();
@@ -211,7 +211,10 @@ async function decide(
   } else {
     // The first line of a recordId in the corpus is the first of its segment: P, S or R, never O.
     resolution.records++;
-    resolution.sourceRecords.set(firstSource.source, (resolution.sourceRecords.get(firstSource.source) ?? 0) + 1);
+    resolution.sourceRecords.set(
+      firstSource.source,
+      (resolution.sourceRecords.get(firstSource.source) ?? 0) + 1,
+    );
     if (first.kind === 'S') resolution.skipped++;
     else {
       resolution.toProcess++;
@@ -234,7 +237,9 @@ async function decide(
     }
     const laterSource = sourceOf(options, later);
     const firstWhere =
-      firstSource.source === laterSource.source ? `line ${first.line}` : `line ${first.line} of ${firstSource.key}`;
+      firstSource.source === laterSource.source
+        ? `line ${first.line}`
+        : `line ${first.line} of ${firstSource.key}`;
     const message = `line ${later.line} reuses recordId ${JSON.stringify(later.recordId)} of ${firstWhere} with different content; give it its own recordId`;
     await fail({
       source: laterSource.key,
@@ -251,7 +256,8 @@ async function decide(
 
 function sourceOf(options: IdMergeOptions, entry: Located): { source: number; key: string } {
   const part = options.segments[entry.segment]?.parts[entry.part];
-  if (!part) throw new Error(`Plan index names part ${entry.part} of segment ${entry.segment}, which does not exist`);
+  if (!part)
+    throw new Error(`Plan index names part ${entry.part} of segment ${entry.segment}, which does not exist`);
   return { source: part.source, key: part.key };
 }
 

@@ -267,7 +267,8 @@ function countParts(segments: readonly PlannedSegment[]): CountPart[] {
   const parts: CountPart[] = [];
   for (const segment of segments)
     for (const { source, key, size, etag, start, end } of segment.parts)
-      if (needed.has(`${source}:${start}`)) parts.push({ source, key, size, ...(etag ? { etag } : {}), start, end });
+      if (needed.has(`${source}:${start}`))
+        parts.push({ source, key, size, ...(etag ? { etag } : {}), start, end });
   return parts;
 }
 
@@ -288,10 +289,15 @@ export const countEventSchema = z.object({
 export type CountEvent = z.infer<typeof countEventSchema>;
 
 /** Counts the lines a byte-range part owns (blank ones included, as the parse numbers them) and writes the count. */
-export async function countPartLines(event: CountEvent, deps: Pick<PlanDeps, 's3' | 'settings'>): Promise<number> {
+export async function countPartLines(
+  event: CountEvent,
+  deps: Pick<PlanDeps, 's3' | 'settings'>,
+): Promise<number> {
   const { runId, bucket, part } = event;
   const lines = await countLines(ownedBytes(openRangeFromS3(deps.s3, bucket, part.key, part.etag), part));
-  await putJson(deps.s3, deps.settings.outputBucket, planKeys.lineCount(runId, part.source, part.start), { lines });
+  await putJson(deps.s3, deps.settings.outputBucket, planKeys.lineCount(runId, part.source, part.start), {
+    lines,
+  });
   return lines;
 }
 
@@ -333,20 +339,30 @@ export async function planSegment(event: SegmentEvent, deps: PlanDeps): Promise<
   const inputs = (async function* (): AsyncGenerator<PartInput> {
     for (const part of segment.parts) {
       // Small parts parse in this thread: starting workers would cost more than it saves.
-      const workers = part.end - part.start >= minParallel ? (settings.parseWorkers ?? defaultParseWorkers()) : 0;
+      const workers =
+        part.end - part.start >= minParallel ? (settings.parseWorkers ?? defaultParseWorkers()) : 0;
       if (part.start === 0 && part.end === part.size) {
         const body = await openObject(deps.s3, bucket, part.key);
         if (!body)
-          throw new CorpusNotFoundError(`s3://${bucket}/${part.key} disappeared while the run read its corpus`);
+          throw new CorpusNotFoundError(
+            `s3://${bucket}/${part.key} disappeared while the run read its corpus`,
+          );
         const reader = new SourceReader(body, part);
         yield { bytes: reader.bytes(), reader, firstLine: 1, workers };
       } else {
         const before = await linesBefore(deps, runId, part);
-        yield { bytes: ownedBytes(openRangeFromS3(deps.s3, bucket, part.key, part.etag), part), firstLine: before + 1, workers };
+        yield {
+          bytes: ownedBytes(openRangeFromS3(deps.s3, bucket, part.key, part.etag), part),
+          firstLine: before + 1,
+          workers,
+        };
       }
     }
   })();
-  const summary = await pass.run(inputs, { prompt: settings.prompt, ...(settings.family ? { family: settings.family } : {}) });
+  const summary = await pass.run(inputs, {
+    prompt: settings.prompt,
+    ...(settings.family ? { family: settings.family } : {}),
+  });
   logger.info('segment planned', { segment: segment.index, lines: summary.lines, invalid: summary.invalid });
   return summary;
 }
@@ -358,7 +374,9 @@ async function linesBefore(deps: PlanDeps, runId: string, part: PlannedPart): Pr
     const key = planKeys.lineCount(runId, part.source, start);
     const count = await getJson<{ lines: number }>(deps.s3, deps.settings.outputBucket, key);
     if (count === undefined)
-      throw new PlanSegmentMissingError(`the line count of s3://${deps.settings.outputBucket}/${key} is missing`);
+      throw new PlanSegmentMissingError(
+        `the line count of s3://${deps.settings.outputBucket}/${key} is missing`,
+      );
     total += count.lines;
   });
   return total;
@@ -377,7 +395,10 @@ export async function mergePlan(prepared: PlanPrepared, deps: PlanDeps): Promise
   const listing = await requireJson<CorpusListing>(deps, planKeys.listing(runId));
   const summaries: SegmentSummary[] = new Array<SegmentSummary>(segments.length);
   await mapWithConcurrency(segments, SMALL_READS_IN_FLIGHT, async (segment) => {
-    summaries[segment.index] = await requireJson<SegmentSummary>(deps, planKeys.segmentSummary(runId, segment.index));
+    summaries[segment.index] = await requireJson<SegmentSummary>(
+      deps,
+      planKeys.segmentSummary(runId, segment.index),
+    );
   });
   const resolution = await resolveIds({
     s3: deps.s3,
@@ -419,11 +440,18 @@ export async function mergePlan(prepared: PlanPrepared, deps: PlanDeps): Promise
     skipped: resolution.skipped,
     toProcess: resolution.toProcess,
   };
-  const sources = [...sourceEntries(listing, segments, summaries, resolution), ...listing.skipped.map(skippedEntry)].sort(
-    (a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0),
-  );
+  const sources = [
+    ...sourceEntries(listing, segments, summaries, resolution),
+    ...listing.skipped.map(skippedEntry),
+  ].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   await putJson(deps.s3, settings.outputBucket, runKeys.sources(runId), sources);
-  const { mode, batch } = await planMode(deps, runId, prepared.requestedMode, counts.toProcess, resolution.totals);
+  const { mode, batch } = await planMode(
+    deps,
+    runId,
+    prepared.requestedMode,
+    counts.toProcess,
+    resolution.totals,
+  );
   const output: PlanOutput = {
     runId,
     startedAt: prepared.startedAt,
@@ -485,7 +513,9 @@ export class PlanSegmentMissingError extends Error {
 async function requireJson<T>(deps: Pick<PlanDeps, 's3' | 'settings'>, key: string): Promise<T> {
   const value = await getJson<T>(deps.s3, deps.settings.outputBucket, key);
   if (value === undefined)
-    throw new PlanSegmentMissingError(`s3://${deps.settings.outputBucket}/${key} is missing: an earlier step of Plan did not finish`);
+    throw new PlanSegmentMissingError(
+      `s3://${deps.settings.outputBucket}/${key} is missing: an earlier step of Plan did not finish`,
+    );
   return value;
 }
 

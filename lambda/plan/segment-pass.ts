@@ -282,10 +282,15 @@ export class SegmentPass {
     await writeRun();
   }
 
-  /** The index, sorted by recordId (stable: a recordId's lines stay in segment order), as TSV. */
+  /**
+   * The index as TSV, sorted by recordId, then by where the line is (part, line): a recordId's first line (indexed
+   * when its ledger lookup settled, after later lines of it may have been) comes first.
+   */
   private async writeIndex(): Promise<{ bytes: number }> {
     const { s3, outputBucket, runId, segment } = this.options;
-    this.entries.sort((a, b) => (a.recordId < b.recordId ? -1 : a.recordId > b.recordId ? 1 : 0));
+    this.entries.sort((a, b) =>
+      a.recordId !== b.recordId ? (a.recordId < b.recordId ? -1 : 1) : a.part - b.part || a.line - b.line,
+    );
     const writer = new JsonlObjectWriter(s3, outputBucket, planKeys.segmentIndex(runId, segment.index));
     for (const e of this.entries) await writer.writeLine(formatIndexEntry(e));
     const { bytes } = await writer.close();

@@ -52,12 +52,14 @@ export const planKeys = {
   lineCount: (runId: string, source: number, start: number): string =>
     `runs/${runId}/plan/line-counts/${source}-${start}.json`,
   /** One segment's work item lines (its records to process as far as it can tell). */
-  segmentItems: (runId: string, segment: number): string => `runs/${runId}/plan/segments/${pad(segment)}/items.jsonl`,
+  segmentItems: (runId: string, segment: number): string =>
+    `runs/${runId}/plan/segments/${pad(segment)}/items.jsonl`,
   /** One segment's bad lines (final: a line's own problem does not depend on other segments). */
   segmentFailures: (runId: string, segment: number): string =>
     `runs/${runId}/plan/segments/${pad(segment)}/failures.jsonl`,
   /** One segment's records by recordId (sorted TSV), for the merge to resolve ids across segments. */
-  segmentIndex: (runId: string, segment: number): string => `runs/${runId}/plan/segments/${pad(segment)}/index.tsv`,
+  segmentIndex: (runId: string, segment: number): string =>
+    `runs/${runId}/plan/segments/${pad(segment)}/index.tsv`,
   /** One segment's summary (JSON SegmentSummary), written last: the segment is done when it exists. */
   segmentSummary: (runId: string, segment: number): string =>
     `runs/${runId}/plan/segments/${pad(segment)}/summary.json`,

@@ -227,7 +227,11 @@ function modelAvailable(access: 'AVAILABLE' | 'NOT_AVAILABLE' = 'AVAILABLE'): vo
 }
 
 /** Plan through its handler, step by step as the workflow invokes it: prepare, line counts, segments, merge. */
-async function planThroughHandler(event: { runId: string; startedAt: string; input: unknown }): Promise<PlanOutput> {
+async function planThroughHandler(event: {
+  runId: string;
+  startedAt: string;
+  input: unknown;
+}): Promise<PlanOutput> {
   const prepared = (await planHandler({ phase: 'prepare', ...event }, lambdaContext())) as PlanPrepared;
   const read = <T>(key: string): T => JSON.parse(s3.text(OUT, key) ?? 'null') as T;
   const bucket = prepared.corpus.bucket;

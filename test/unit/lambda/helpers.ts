@@ -190,13 +190,21 @@ export class FakeS3 {
     mock
       .on(UploadPartCopyCommand)
       .callsFake(
-        async (input: { UploadId: string; PartNumber: number; CopySource: string; CopySourceRange?: string }) => {
+        async (input: {
+          UploadId: string;
+          PartNumber: number;
+          CopySource: string;
+          CopySourceRange?: string;
+        }) => {
           const upload = this.uploads.get(input.UploadId);
           if (!upload) throw new Error(`unknown upload ${input.UploadId}`);
           const source = decodeURIComponent(input.CopySource).replace(/^\//, '');
           const object = this.objects.get(source);
           if (!object)
-            throw new NoSuchKey({ message: 'The specified key does not exist.', $metadata: { httpStatusCode: 404 } });
+            throw new NoSuchKey({
+              message: 'The specified key does not exist.',
+              $metadata: { httpStatusCode: 404 },
+            });
           const bytes = object.bytes ?? Buffer.from(object.body, 'utf8');
           const { start, end } = input.CopySourceRange
             ? byteRange(input.CopySourceRange, bytes.length)

@@ -62,7 +62,11 @@ beforeEach(() => {
 function deps(segmentBytes: number): PlanDeps {
   return {
     s3: new S3Client({}),
-    ledger: new Ledger({ client: DynamoDBDocumentClient.from(new DynamoDBClient({})), tableName: TABLE, ttlDays: 30 }),
+    ledger: new Ledger({
+      client: DynamoDBDocumentClient.from(new DynamoDBClient({})),
+      tableName: TABLE,
+      ttlDays: 30,
+    }),
     failureLane: new FailureLaneSender(new SQSClient({}), QUEUE, DLQ),
     settings: { ...settings, segmentBytes },
     batchQuotas: () =>
@@ -151,20 +155,24 @@ function expectSamePlan(whole: Planned, cut: Planned): void {
 }
 
 describe('Plan scaled out over segments', () => {
-  it.each([1, 2, 3, 4, 5])('plans a single object cut in byte ranges as one pass does (seed %i)', async (seed) => {
-    const next = random(seed);
-    s3.put(INGEST, 'corpus.jsonl', '\uFEFF' + corpusText(next, 150));
-    table.published.add('r-1').add('r-2');
-    table.publishedHashes.set('r-2', 'other content');
-    const whole = await plan('whole', 'corpus.jsonl', 1 << 30);
-    const cut = await plan('cut', 'corpus.jsonl', 200 + seed * 37);
-    expect(whole.segments).toHaveLength(1);
-    expect(cut.segments.length).toBeGreaterThan(10);
-    expect(cut.out.counts.duplicates).toBeGreaterThan(0);
-    expect(cut.failures.some((f) => f.includes('ConflictingRecordId'))).toBe(true);
-    expect(cut.failures.some((f) => f.includes('RecordIdReused'))).toBe(true);
-    expectSamePlan(whole, cut);
-  });
+  it.each([1, 2, 3, 4, 5])(
+    'plans a single object cut in byte ranges as one pass does (seed %i)',
+    async (seed) => {
+      const next = random(seed);
+      s3.put(INGEST, 'corpus.jsonl', '\uFEFF' + corpusText(next, 150));
+      for (const id of ['r-1', 'r-2', 'r-3', 'r-4', 'r-5']) table.published.add(id);
+      table.publishedHashes.set('r-3', 'other content');
+      table.publishedHashes.set('r-4', 'other content');
+      const whole = await plan('whole', 'corpus.jsonl', 1 << 30);
+      const cut = await plan('cut', 'corpus.jsonl', 200 + seed * 37);
+      expect(whole.segments).toHaveLength(1);
+      expect(cut.segments.length).toBeGreaterThan(10);
+      expect(cut.out.counts.duplicates).toBeGreaterThan(0);
+      expect(cut.failures.some((f) => f.includes('ConflictingRecordId'))).toBe(true);
+      expect(cut.failures.some((f) => f.includes('RecordIdReused'))).toBe(true);
+      expectSamePlan(whole, cut);
+    },
+  );
 
   it('plans a prefix of plain, gzip and large files as one pass does', async () => {
     const next = random(42);
@@ -173,7 +181,11 @@ describe('Plan scaled out over segments', () => {
     s3.put(INGEST, 'drop/c.jsonl', corpusText(next, 200));
     s3.put(INGEST, 'drop/d.jsonl', '');
     s3.put(INGEST, 'drop/e.jsonl', corpusText(next, 5));
-    s3.putBytes(INGEST, 'drop/f.jsonl', Buffer.concat([Buffer.from([0x1f, 0x8b, 8, 0]), Buffer.alloc(3000, 7)]));
+    s3.putBytes(
+      INGEST,
+      'drop/f.jsonl',
+      Buffer.concat([Buffer.from([0x1f, 0x8b, 8, 0]), Buffer.alloc(3000, 7)]),
+    );
     const whole = await plan('whole', 'drop/', 1 << 30);
     const cut = await plan('cut', 'drop/', 500);
     expect(cut.segments.some((s) => s.parts.some((p) => p.start > 0))).toBe(true);
@@ -183,14 +195,19 @@ describe('Plan scaled out over segments', () => {
   });
 
   it('numbers the lines of every byte range from the start of its source', async () => {
-    const lines = Array.from({ length: 300 }, (_, i) => (i % 7 === 3 ? '{oops' : JSON.stringify({ id: `n-${i}`, text: 'x' })));
+    const lines = Array.from({ length: 300 }, (_, i) =>
+      i % 7 === 3 ? '{oops' : JSON.stringify({ id: `n-${i}`, text: 'x' }),
+    );
     s3.put(INGEST, 'numbered.jsonl', lines.join('\n') + '\n');
     const cut = await plan('cut', 'numbered.jsonl', 256);
     const failures = cut.failures.map((f) => JSON.parse(f) as { line: number });
     expect(failures.map((f) => f.line).sort((a, b) => a - b)).toEqual(
       lines.flatMap((l, i) => (l === '{oops' ? [i + 1] : [])),
     );
-    const items = cut.items.split('\n').filter(Boolean).map((l) => JSON.parse(l) as { recordId: string; line: number });
+    const items = cut.items
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as { recordId: string; line: number });
     for (const item of items) expect(item.recordId).toBe(`n-${item.line - 1}`);
   });
 });
