@@ -249,6 +249,8 @@ describe('local progress lines', () => {
   it('names the items of both Maps of the runtime and writes their progress as lines', () => {
     expect(mapItemUnit('BatchJobs')).toBe('shards');
     expect(mapItemUnit('FanOut')).toBe('records');
+    expect(mapItemUnit('PlanSegments')).toBe('segments');
+    expect(mapItemUnit('CountLines')).toBe('segments');
     expect(formatMapProgress({ state: 'BatchJobs', unit: 'shards', done: 3, total: 4, failed: 1 })).toBe(
       '  BatchJobs: 3 of 4 shards (batch jobs) done (1 failed)',
     );

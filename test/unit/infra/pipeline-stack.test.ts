@@ -474,7 +474,18 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
       ([, state]) =>
         state.Type === 'Map' && JSON.stringify(state.ItemProcessor?.ProcessorConfig).includes('DISTRIBUTED'),
     );
-    expect(maps.map(([name]) => name)).toEqual(['BatchJobs', 'FanOut']);
+    expect(maps.map(([name]) => name)).toEqual(['CountLines', 'PlanSegments', 'BatchJobs', 'FanOut']);
+    // Plan's Maps: STANDARD children (a segment may take minutes), items from the prepare step's JSON lists, at most
+    // plan.mapConcurrency at once, their results dropped (each segment writes its own files).
+    for (const [name, plan] of maps.slice(0, 2) as [string, AslState][]) {
+      expect({ name, config: plan.ItemProcessor?.ProcessorConfig }).toEqual({
+        name,
+        config: { Mode: 'DISTRIBUTED', ExecutionType: 'STANDARD' },
+      });
+      expect(plan.ItemReader).toMatchObject({ ReaderConfig: { InputType: 'JSON' } });
+      expect(plan.MaxConcurrencyPath).toBe('$.segments.maxConcurrency');
+      expect(plan.ResultPath).toBeNull();
+    }
     const map = maps.find(([name]) => name === 'FanOut')?.[1] as AslState;
     expect(map.ItemProcessor?.ProcessorConfig).toEqual({ Mode: 'DISTRIBUTED', ExecutionType: 'EXPRESS' });
     expect(map.ItemReader).toMatchObject({
@@ -533,9 +544,12 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
       'BatchJobs/CollectShard',
       'BatchJobs/SubmitJob',
       'ConverseItems',
+      'CountLines/CountPartLines',
       'FanOut/ConverseBatch',
       'Finalize',
+      'MergePlan',
       'Plan',
+      'PlanSegments/PlanSegment',
     ]);
     for (const [name, task] of tasks) {
       expect({ name, retries: (task.Retry ?? []).length > 0 }).toEqual({ name, retries: true });
@@ -557,7 +571,7 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
       ([, state]) =>
         state.Type === 'Task' && String(state.Resource).startsWith('arn:aws:states:::lambda:invoke'),
     );
-    expect(lambdaTasks).toHaveLength(6);
+    expect(lambdaTasks).toHaveLength(9);
     const checked: Record<string, string> = {};
     for (const [name, task] of lambdaTasks) {
       const functionTimeout = timeoutOf(asRecord(task.Parameters, `${name} parameters`).FunctionName);
@@ -577,6 +591,9 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
     }
     expect(checked).toEqual({
       Plan: '960 > 900',
+      'CountLines/CountPartLines': '960 > 900',
+      'PlanSegments/PlanSegment': '960 > 900',
+      MergePlan: '960 > 900',
       'BatchJobs/SubmitJob': 'path > 60',
       'BatchJobs/CollectShard': '960 > 900',
       ConverseItems: '960 > 900',
@@ -765,7 +782,9 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
         'BATCH_TOLERATED_FAILURE_PERCENTAGE',
         'BATCH_JOB_TIMEOUT_HOURS',
         'BATCH_RECONCILE_INTERVAL_MINUTES',
+        'PLAN_MAP_CONCURRENCY',
         'PLAN_PARSE_WORKERS',
+        'PLAN_SEGMENT_BYTES',
         'MALLOC_ARENA_MAX',
       ],
       'lambda/converse-batch.ts': [
