@@ -74,19 +74,21 @@ export function lambdaCpuShare(memoryMb: number): number {
 }
 
 /**
- * The Lambda invocations one run of an environment can hold at once, at most: the wider of the two Distributed Maps
- * (each ConverseBatch child, or each shard's SubmitJob / Collect, is one invocation), the failure lane's consumers, and
- * two for the rest (Plan or Finalize or ConverseItems, and the job-state handler or the reconciler). Invocations beyond
- * the account's concurrency are throttled: Step Functions retries them (Lambda.TooManyRequestsException), but
- * throttled children spend their five minutes waiting.
+ * The Lambda invocations one run of an environment can hold at once, at most: the widest of its Distributed Maps
+ * (each Plan segment or line count, each ConverseBatch child, or each shard's SubmitJob / Collect, is one
+ * invocation; they never run at the same time), the failure lane's consumers, and two for the rest (Plan's prepare or
+ * merge, Finalize or ConverseItems, and the job-state handler or the reconciler). Invocations beyond the account's
+ * concurrency are throttled: Step Functions retries them (Lambda.TooManyRequestsException), but throttled children
+ * spend their five minutes waiting.
  */
 export function runLambdaConcurrency(config: {
+  plan: { mapConcurrency: number };
   converse: { mapConcurrency: number };
   batch: { mapConcurrency: number };
   failureLane: { consumerConcurrency: number };
 }): number {
   return (
-    Math.max(config.converse.mapConcurrency, config.batch.mapConcurrency) +
+    Math.max(config.plan.mapConcurrency, config.converse.mapConcurrency, config.batch.mapConcurrency) +
     config.failureLane.consumerConcurrency +
     2
   );
@@ -284,10 +286,10 @@ export const environmentConfigSchema = z
           .min(1)
           .default(256 * 1024 * 1024),
         /**
-         * Segments planned at once (the Plan Map's MaxConcurrency). Plan runs before anything else of the run, but a
-         * new account may run only about ten functions at once, the failure-lane consumer among them. @default 8
+         * Segments planned at once (the Plan Maps' MaxConcurrency). Like the Converse and batch Maps' 4, so a run
+         * holds at most 8 invocations (README "Before the first deploy"). @default 4
          */
-        mapConcurrency: z.number().int().min(1).max(1000).default(8),
+        mapConcurrency: z.number().int().min(1).max(1000).default(4),
       })
       .strict()
       .prefault({}),

@@ -205,8 +205,8 @@ export async function preparePlan(event: PlanEvent, deps: PlanDeps): Promise<Pla
   };
 }
 
-/** The Plan Map's concurrency when none is configured (a new account runs about ten functions at once). */
-export const DEFAULT_PLAN_MAP_CONCURRENCY = 8;
+/** The Plan Map's concurrency when none is configured (lib/config.ts `plan.mapConcurrency`). */
+export const DEFAULT_PLAN_MAP_CONCURRENCY = 4;
 
 /**
  * The sources that may be cut in byte ranges: uncompressed ones larger than a segment whose first 8 KiB are text.

@@ -123,7 +123,7 @@ const planEnv = z.object({
   PLAN_PARSE_WORKERS: z.coerce.number().int().min(0).max(64).optional(),
   /** Bytes of corpus per Plan segment (`plan.segmentBytes`); unset: 256 MiB. */
   PLAN_SEGMENT_BYTES: z.coerce.number().int().min(1).optional(),
-  /** Segments planned at once (`plan.mapConcurrency`); unset: 8. */
+  /** Segments planned at once (`plan.mapConcurrency`); unset: 4. */
   PLAN_MAP_CONCURRENCY: positiveInt.optional(),
 });
 

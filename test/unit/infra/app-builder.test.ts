@@ -207,6 +207,7 @@ describe('helpers', () => {
     });
     expect(config.converse.mapConcurrency).toBe(4);
     expect(config.batch.mapConcurrency).toBe(4);
+    expect(config.plan.mapConcurrency).toBe(4);
     expect(config.failureLane.consumerConcurrency).toBe(2);
     expect(runLambdaConcurrency(config)).toBe(8);
     expect(runLambdaConcurrency(config)).toBeLessThanOrEqual(NEW_ACCOUNT_CONCURRENT_EXECUTIONS);
@@ -218,6 +219,8 @@ describe('helpers', () => {
       failureLane: { consumerConcurrency: 5 },
     });
     expect(runLambdaConcurrency(raised)).toBe(47);
+    // Plan's segments count too: a wider Plan Map than the others is the widest.
+    expect(runLambdaConcurrency({ ...raised, plan: { mapConcurrency: 60 } })).toBe(67);
   });
 
   test('a misspelt setting is refused at every level, named by its full path', () => {

@@ -5,7 +5,12 @@ import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { HeadObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { SendMessageBatchCommand, SQSClient, type SendMessageBatchCommandInput } from '@aws-sdk/client-sqs';
 import { BatchGetCommand, DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
-import { planInProcess, type PlanDeps, type PlanEvent, type PlanSettings } from '../../../../lambda/plan/plan-run';
+import {
+  planInProcess,
+  type PlanDeps,
+  type PlanEvent,
+  type PlanSettings,
+} from '../../../../lambda/plan/plan-run';
 import type {
   FailureLaneMessage,
   FailureLine,
@@ -340,7 +345,9 @@ describe('Plan input and corpus checks', () => {
   });
 
   it('rejects a non-object input', async () => {
-    await expect(planInProcess(event('s3://bucket/key'), deps())).rejects.toThrow(/Invalid run input \(input: /);
+    await expect(planInProcess(event('s3://bucket/key'), deps())).rejects.toThrow(
+      /Invalid run input \(input: /,
+    );
   });
 
   it('fails with CorpusNotFoundError naming the object when the corpus is missing', async () => {
@@ -417,12 +424,14 @@ describe('Plan input and corpus checks', () => {
         "s3://ingest-bucket/corpora/, s3://partner-corpora/, s3://archive/ (the environment's ingest.allowedBuckets " +
         'setting allows other buckets)',
     );
-    await expect(planInProcess(event({ bucket: INGEST, key: 'elsewhere/x.jsonl' }), d)).rejects.toMatchObject({
-      name: 'InvalidRunInputError',
-      message: expect.stringContaining(
-        'names s3://ingest-bucket/elsewhere/x.jsonl, outside the ingest prefix corpora/',
-      ),
-    });
+    await expect(planInProcess(event({ bucket: INGEST, key: 'elsewhere/x.jsonl' }), d)).rejects.toMatchObject(
+      {
+        name: 'InvalidRunInputError',
+        message: expect.stringContaining(
+          'names s3://ingest-bucket/elsewhere/x.jsonl, outside the ingest prefix corpora/',
+        ),
+      },
+    );
     expect(s3Mock).not.toHaveReceivedAnyCommand();
   });
 
@@ -486,7 +495,10 @@ describe('Plan input and corpus checks', () => {
   );
 
   it('uses the ledger scope of the input over the deployment default', async () => {
-    const out = await planInProcess(event({ bucket: INGEST, key: FIXTURE_KEY, ledgerScope: 'tenant-a' }), deps());
+    const out = await planInProcess(
+      event({ bucket: INGEST, key: FIXTURE_KEY, ledgerScope: 'tenant-a' }),
+      deps(),
+    );
     expect(out.ledgerScope).toBe('tenant-a');
     const keys = ddbMock.commandCalls(BatchGetCommand)[0]?.args[0].input.RequestItems?.[TABLE]?.Keys;
     expect(keys?.[0]).toEqual({ pk: 'tenant-a#ok-1' });
@@ -722,7 +734,10 @@ describe('Plan in batch mode (sharding)', () => {
     // 150 records: one job of 150. 99 records: none, all via Converse.
     quotas = { ...QUOTAS, maxRecordsPerJob: 100, maxRecordsPerFile: 100 };
     s3.put(INGEST, 'd.jsonl', corpus(150));
-    const tail = await planInProcess(event({ bucket: INGEST, key: 'd.jsonl', mode: 'batch' }, 'run-2'), deps());
+    const tail = await planInProcess(
+      event({ bucket: INGEST, key: 'd.jsonl', mode: 'batch' }, 'run-2'),
+      deps(),
+    );
     expect(tail.batch).toMatchObject({ shards: 1, records: 100, viaConverse: 50 });
     expect(s3.lines<WorkItem>(OUT, 'runs/run-2/converse-tail.jsonl').map((i) => i.recordId)).toEqual(
       Array.from({ length: 50 }, (_, i) => `r-${String(i + 100).padStart(5, '0')}`),
@@ -760,7 +775,10 @@ describe('Plan in batch mode (sharding)', () => {
     expect(one.batch?.maxConcurrency).toBe(1);
     const above = deps();
     above.settings = { ...settings, batch: { ...settings.batch, mapConcurrency: 8 } };
-    const quota = await planInProcess(event({ bucket: INGEST, key: 'big.jsonl', mode: 'batch' }, 'run-2'), above);
+    const quota = await planInProcess(
+      event({ bucket: INGEST, key: 'big.jsonl', mode: 'batch' }, 'run-2'),
+      above,
+    );
     expect(quota.batch?.maxConcurrency).toBe(QUOTAS.maxConcurrentJobs);
   });
 
