@@ -21,6 +21,7 @@ import {
   shardOutputPrefix,
   type ShardingSummary,
 } from '../../../../lambda/batch/sharding';
+import { prng } from '../../../support/random';
 
 const Q = DEFAULT_BATCH_QUOTAS;
 /** Small limits so byte and file limits can be exercised with a few records. */
@@ -64,18 +65,6 @@ function expectWithinLimits(summary: ShardingSummary, quotas: BatchQuotas): void
       expect(file.bytes).toBeLessThanOrEqual(quotas.maxBytesPerFile);
     }
   }
-}
-
-/** mulberry32: a small seeded PRNG for reproducible random streams. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 describe('planShards', () => {

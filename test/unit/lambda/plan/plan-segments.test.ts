@@ -18,6 +18,7 @@ import { FailureLaneSender } from '../../../../lambda/shared/failure-lane';
 import { Ledger } from '../../../../lambda/shared/ledger';
 import { FakeLedgerTable, FakeS3, recordSqs, type SentBatch } from '../helpers';
 import { useClientMocks } from '../../../support/aws-mocks';
+import { prng } from '../../../support/random';
 import {
   FAILURE_DLQ_URL as DLQ,
   FAILURE_QUEUE_URL as QUEUE,
@@ -84,17 +85,6 @@ function deps(segmentBytes: number): PlanDeps {
   };
 }
 
-/** A seeded generator (mulberry32): the same corpus on every run. */
-function random(seed: number): () => number {
-  let a = seed;
-  return () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 const TEXTS = ['hello', 'Grüße 👋🏽', 'مرحبا', '你好，世界', 'a\u200db', 'tab\there', 'same text'];
 
 /** A corpus line: records with ids from a small pool (duplicates and conflicts), plain lines, bad lines, blanks. */
@@ -158,7 +148,7 @@ describe('Plan scaled out over segments', () => {
   it.each([1, 2, 3, 4, 5])(
     'plans a single object cut in byte ranges as one pass does (seed %i)',
     async (seed) => {
-      const next = random(seed);
+      const next = prng(seed);
       s3.put(INGEST, 'corpus.jsonl', '\uFEFF' + corpusText(next, 150));
       for (const id of ['r-1', 'r-2', 'r-3', 'r-4', 'r-5']) table.published.add(id);
       table.publishedHashes.set('r-3', 'other content');
@@ -175,7 +165,7 @@ describe('Plan scaled out over segments', () => {
   );
 
   it('plans a prefix of plain, gzip and large files as one pass does', async () => {
-    const next = random(42);
+    const next = prng(42);
     s3.put(INGEST, 'drop/a.jsonl', corpusText(next, 40));
     s3.putBytes(INGEST, 'drop/b.jsonl.gz', gzipSync(Buffer.from(corpusText(next, 60))));
     s3.put(INGEST, 'drop/c.jsonl', corpusText(next, 200));

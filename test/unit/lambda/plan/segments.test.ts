@@ -21,21 +21,10 @@ import {
   type SegmentPart,
 } from '../../../../lambda/plan/segments';
 import type { PromptSettings } from '../../../../lambda/shared/records';
+import { prng } from '../../../support/random';
 
 const PROMPT: PromptSettings = { template: 'Answer: {{text}}', maxTokens: 64 };
 const MAX_CHUNK = 9;
-
-/** mulberry32: a small seeded PRNG, so every random case is the same on every run. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** What an in-memory opener did: the object offset past the last chunk it handed out, and whether it was closed. */
 interface OpenLog {
