@@ -44,6 +44,7 @@ const FORMAT_KEYS: Record<RecordFormat, Buffer> = {
 };
 const MODEL_INPUT_KEY = Buffer.from(',"modelInput":');
 const LINE_KEY = Buffer.from(',"line":');
+const SOURCE_KEY = Buffer.from(',"source":"');
 const CLOSE = Buffer.from('}');
 
 /** An items-file line cut into what a batch line is made of, without parsing it. */
@@ -102,7 +103,14 @@ export function cutItemLine(line: Buffer): RawItem | undefined {
     const byte = line[i] as number;
     if (byte < 0x30 || byte > 0x39) return undefined;
   }
-  return { format, head: line.subarray(0, idEnd), modelInput: line.subarray(inputStart, lineKey) };
+  // A modelInput ends in `}`; a quote before the line number ends the source string Plan writes between them (an
+  // unescaped `,"source":"` cannot be inside that string, so the last one is where it starts).
+  let inputEnd = lineKey;
+  if (line[lineKey - 1] === 0x22) {
+    inputEnd = line.lastIndexOf(SOURCE_KEY, lineKey);
+    if (inputEnd <= inputStart) return undefined;
+  }
+  return { format, head: line.subarray(0, idEnd), modelInput: line.subarray(inputStart, inputEnd) };
 }
 
 function batchLine(item: Pick<WorkItem, 'recordId' | 'modelInput'>): {

@@ -349,6 +349,7 @@ function historyLine(recordId: string, attempt: string, step: Step, at: Date): A
 function toUnitRecord(item: WorkItem): UnitRecord {
   return {
     recordId: item.recordId,
+    ...(item.source !== undefined ? { source: item.source } : {}),
     line: item.line,
     request: { format: item.format, modelInput: item.modelInput },
   };

@@ -137,7 +137,9 @@ export type UnitOutcome =
 /** A record of a unit: what the outcome files and a lane message need of it. */
 export interface UnitRecord {
   recordId: string;
-  /** 1-based line number in the corpus, when known. */
+  /** The corpus object the record's line is in, when known. */
+  source?: string;
+  /** 1-based line number in that object, when known. */
   line?: number;
   /** The request, for a failure-lane hand-over. */
   request?: { format: RecordFormat; modelInput: Record<string, unknown> };
@@ -218,6 +220,7 @@ export async function settleUnit(
         counts.failed++;
         const failure: FailureLine = {
           recordId: record.recordId,
+          ...(record.source !== undefined ? { source: record.source } : {}),
           ...(record.line !== undefined ? { line: record.line } : {}),
           stage: unit.stage,
           error: { ...outcome.error, retryable: false },
@@ -231,6 +234,7 @@ export async function settleUnit(
         if (outcome.send) {
           toLane.push({
             recordId: record.recordId,
+            ...(record.source !== undefined ? { source: record.source } : {}),
             ...(record.line !== undefined ? { line: record.line } : {}),
             stage: unit.stage,
             error: { ...outcome.error, retryable: true },
@@ -284,6 +288,7 @@ export async function settleUnit(
     counts.failed++;
     failures.push({
       recordId,
+      ...(message.source !== undefined ? { source: message.source } : {}),
       ...(message.line !== undefined ? { line: message.line } : {}),
       stage: unit.stage,
       error: { ...error, retryable: false },

@@ -457,6 +457,7 @@ async function failForGood(
   }
   const failure: FailureLine = {
     recordId,
+    ...(message.source !== undefined ? { source: message.source } : {}),
     ...(message.line !== undefined ? { line: message.line } : {}),
     stage: message.stage,
     error: { code: reason.code, message: reason.message, retryable: false },

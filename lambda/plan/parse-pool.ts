@@ -99,12 +99,13 @@ export function parseBlock(
   prompt: PromptSettings,
   maxLineBytes = MAX_LINE_BYTES,
   family?: ModelFamily,
+  source?: string,
 ): ParsedBlock & { lines: number } {
   const valid = isUtf8(block);
   // toString turns invalid UTF-8 into U+FFFD silently; only a block that is not valid UTF-8 pays for finding the lines.
   const notUtf8 = valid ? undefined : invalidUtf8Lines(block, firstLine);
   const outcomes: LineOutcome[] = [];
-  const encoder = new ItemEncoder();
+  const encoder = new ItemEncoder(source);
   let lineNo = firstLine - 1;
   const take = (raw: string): void => {
     lineNo++;
@@ -153,7 +154,8 @@ const BATCH_LINE_EXTRA = 15;
 let scratch = Buffer.allocUnsafeSlow(0);
 
 /**
- * Encodes a block's work item lines (`{"recordId":R,"format":"F","modelInput":M,"line":N}`, as parseLine's text) into
+ * Encodes a block's work item lines (`{"recordId":R,"format":"F","modelInput":M,"source":S,"line":N}`; `source` when
+ * known) into
  * one buffer: each modelInput's canonical JSON is encoded to UTF-8 once, hashed from those bytes and copied once more
  * into the block's items, never held as another string.
  */
@@ -161,13 +163,23 @@ class ItemEncoder {
   /** Where each record's item line is in the scratch buffer, `[start, end)` pairs (the newline not included). */
   private readonly ranges: number[] = [];
   private used = 0;
+  /** `,"source":S` when the source is known, written before each item's line number. */
+  private readonly sourceField: string;
+  private readonly sourceBytes: number;
+
+  constructor(source: string | undefined) {
+    this.sourceField = source === undefined ? '' : `,"source":${JSON.stringify(source)}`;
+    this.sourceBytes = Buffer.byteLength(this.sourceField);
+  }
 
   /** Hashes and encodes one record; its outcome, or RecordTooLarge. */
   add(read: Extract<ReadRecord, { ok: true }>, lineNo: number): LineOutcome {
     const { canonicalInput, format } = read;
     const inputStart = this.used + HEAD_ROOM;
-    const tail = `,"line":${lineNo}}`;
-    this.reserve(inputStart + canonicalInput.length * 3 + tail.length + 1);
+    // An object key may be any UTF-8: the tail's size in bytes is the source's plus the ASCII rest.
+    const tail = `${this.sourceField},"line":${lineNo}}`;
+    const tailBytes = this.sourceBytes + tail.length - this.sourceField.length;
+    this.reserve(inputStart + canonicalInput.length * 3 + tailBytes + 1);
     const inputEnd = inputStart + scratch.write(canonicalInput, inputStart, 'utf8');
     const inputBytes = inputEnd - inputStart;
     const contentHash = sha256(scratch.subarray(inputStart, inputEnd)).slice(0, 32);
@@ -175,12 +187,12 @@ class ItemEncoder {
     const idHead = `{"recordId":${JSON.stringify(recordId)}`;
     // recordIds are printable ASCII (records.ts), so the head's length in characters is its length in bytes.
     const head = `${idHead},"format":"${format}","modelInput":`;
-    const bytes = head.length + inputBytes + tail.length;
+    const bytes = head.length + inputBytes + tailBytes;
     if (bytes > MAX_ITEM_BYTES)
       return { ok: false, line: lineNo, problem: recordTooLarge(lineNo, recordId, bytes) };
     const start = inputStart - head.length;
     scratch.write(head, start, 'latin1');
-    const end = inputEnd + scratch.write(tail, inputEnd, 'latin1');
+    const end = inputEnd + scratch.write(tail, inputEnd, 'utf8');
     this.ranges.push(start, end);
     this.used = end;
     return {
@@ -467,6 +479,8 @@ export interface ParseCorpusOptions {
   family?: ModelFamily;
   /** The number of the stream's first line in its source (a byte range of a source starts after its earlier lines). @default 1 */
   firstLine?: number;
+  /** The corpus object the stream is read from: each work item names it (`source`), so later failures can too. */
+  source?: string;
 }
 
 /**
@@ -487,13 +501,25 @@ export async function* parseCorpus(
         yield skippedLine(nextLine++, block, maxLineBytes);
         continue;
       }
-      const parsed = parseBlock(block, nextLine, options.prompt, maxLineBytes, options.family);
+      const parsed = parseBlock(
+        block,
+        nextLine,
+        options.prompt,
+        maxLineBytes,
+        options.family,
+        options.source,
+      );
       nextLine += parsed.lines;
       yield parsed;
     }
     return;
   }
-  const pool = new ParsePool(options.workers, options.prompt, maxLineBytes, options.family);
+  const pool = new ParsePool(options.workers, {
+    prompt: options.prompt,
+    maxLineBytes,
+    family: options.family,
+    source: options.source,
+  });
   const window: Promise<ParsedBlock>[] = [];
   try {
     let nextLine = options.firstLine ?? 1;
@@ -508,7 +534,9 @@ export async function* parseCorpus(
       nextLine += countLines(block);
       const parsed =
         block.length > WORKER_MAX_BLOCK_BYTES
-          ? Promise.resolve(parseBlock(block, firstLine, options.prompt, maxLineBytes, options.family))
+          ? Promise.resolve(
+              parseBlock(block, firstLine, options.prompt, maxLineBytes, options.family, options.source),
+            )
           : pool.parse(block, firstLine);
       parsed.catch(() => undefined); // awaited in order below
       window.push(parsed);
@@ -550,9 +578,9 @@ class ParsePool {
   private nextId = 0;
   private closing = false;
 
-  constructor(count: number, prompt: PromptSettings, maxLineBytes: number, family: ModelFamily | undefined) {
+  constructor(count: number, settings: Omit<WorkerSettings, 'role'>) {
     for (let i = 0; i < count; i++) {
-      const worker = startWorker({ role: WORKER_ROLE, prompt, maxLineBytes, family });
+      const worker = startWorker({ role: WORKER_ROLE, ...settings });
       worker.on('message', (reply: ParseReply) => this.settle(reply));
       worker.on('error', (err) => this.failAll(new ParseWorkerError(`parse worker failed: ${err.message}`)));
       worker.on('exit', (code) => {
@@ -611,16 +639,18 @@ interface WorkerSettings {
   prompt: PromptSettings;
   maxLineBytes: number;
   family: ModelFamily | undefined;
+  /** The corpus object the blocks come from (each work item names it). */
+  source: string | undefined;
 }
 
 // In a parse worker: answer blocks until terminated.
 if (!isMainThread && parentPort && (workerData as { role?: string } | null)?.role === WORKER_ROLE) {
   const port = parentPort;
-  const { prompt, maxLineBytes, family } = workerData as WorkerSettings;
+  const { prompt, maxLineBytes, family, source } = workerData as WorkerSettings;
   port.on('message', (request: ParseRequest) => {
     try {
       const block = Buffer.from(request.block.buffer, request.block.byteOffset, request.block.byteLength);
-      const { outcomes, items } = parseBlock(block, request.firstLine, prompt, maxLineBytes, family);
+      const { outcomes, items } = parseBlock(block, request.firstLine, prompt, maxLineBytes, family, source);
       const reply: ParseReply = { id: request.id, outcomes, items };
       port.postMessage(reply, [items.buffer as ArrayBuffer]);
     } catch (err) {

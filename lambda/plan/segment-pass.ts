@@ -181,6 +181,7 @@ export class SegmentPass {
       prompt: parse.prompt,
       workers: input.workers,
       firstLine: input.firstLine,
+      source: this.keyOf(part),
       ...(parse.family ? { family: parse.family } : {}),
     });
     for await (const block of blocks) {

@@ -43,6 +43,8 @@ export const workItemSchema = z.object({
   recordId: z.string().min(1),
   format: z.enum(['converse', 'native']),
   modelInput: z.record(z.string(), z.unknown()),
+  /** The corpus object (key) the record's line is in. */
+  source: z.string().optional(),
   line: z.number().int().positive(),
 });
 /** A record to process. */

@@ -83,9 +83,12 @@ afterEach(() => {
   delete (globalThis as { __corpusFaultPoint?: unknown }).__corpusFaultPoint;
 });
 
+const SOURCE = 'drop/part-1.jsonl';
+
 function item(recordId: string, line: number, text = `question ${recordId}`): WorkItem {
   return {
     recordId,
+    source: SOURCE,
     line,
     format: 'converse',
     modelInput: { messages: [{ role: 'user', content: [{ text }] }] },
@@ -264,6 +267,7 @@ describe('processBatch: one attempt over a mixed batch', () => {
     expect(failures(ev)).toEqual([
       {
         recordId: 'bad',
+        source: SOURCE,
         line: 3,
         stage: 'converse',
         error: {
@@ -274,6 +278,7 @@ describe('processBatch: one attempt over a mixed batch', () => {
       },
       {
         recordId: 'reused',
+        source: SOURCE,
         line: 9,
         stage: 'converse',
         error: expect.objectContaining({ code: 'RecordIdReused', retryable: false }),
@@ -286,6 +291,7 @@ describe('processBatch: one attempt over a mixed batch', () => {
     expect(laneMessages(QUEUE)).toEqual([
       {
         recordId: 'slow',
+        source: SOURCE,
         line: 2,
         stage: 'converse',
         error: {

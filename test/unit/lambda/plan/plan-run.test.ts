@@ -163,6 +163,8 @@ describe('Plan over the bad-input fixture', () => {
     expect(items[0]).toEqual({
       recordId: 'ok-1',
       format: 'converse',
+      // The source and line, so a record's later failure (Converse, the lane) can name both.
+      source: FIXTURE_KEY,
       line: 1,
       modelInput: { messages: [{ role: 'user', content: [{ text: 'Hello one' }] }] },
     });
