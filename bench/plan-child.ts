@@ -35,7 +35,7 @@ import { noopSqs } from './lib/noop-sqs';
 
 /** S3 bytes one step moved, counted by a middleware on its client. */
 export interface S3Traffic {
-  /** Bytes of GetObject responses. */
+  /** Bytes of GetObject responses (ContentLength: an open-ended range counts whole, however little is read). */
   read: number;
   /** Bytes of PutObject and UploadPart bodies. */
   written: number;

@@ -73,7 +73,7 @@ export const planBenchmark: Benchmark = {
   title: 'Plan (scaled out) CPU, memory and the 20 GB projection',
   async run({ quick, log }): Promise<BenchResults> {
     // BENCH_PLAN_MB="<small>,<large>" overrides the corpus sizes (MB), e.g. for a run between quick and full.
-    const [smallMb, largeMb] = (process.env.BENCH_PLAN_MB ?? (quick ? '2,8' : '100,1024'))
+    const [smallMb, largeMb] = (process.env.BENCH_PLAN_MB ?? (quick ? '2,8' : '100,1000'))
       .split(',')
       .map(Number);
     // Quick mode cuts 3 MiB segments so its large corpus still has several; full size keeps Plan's default.
@@ -94,7 +94,8 @@ export const planBenchmark: Benchmark = {
       };
       for (const [name, bytes, seed] of [
         ['small', (smallMb ?? 100) * MB, 11],
-        ['large', (largeMb ?? 1024) * MB, 12],
+        // 1,000 MiB: four segments of Plan's default 256 MiB (a byte over 1 GiB would make five smaller ones).
+        ['large', (largeMb ?? 1000) * MB, 12],
       ] as const) {
         log(`generating the ${name} corpus (${Math.round(bytes / MB)} MB)`);
         await uploadChunks(
@@ -257,7 +258,8 @@ async function planSteps(
     log(
       `${name}: segment ${segment.index} (${mb(segment.bytes)} MB) ${run.seconds.toFixed(1)} s, ` +
         `${run.cpuSeconds.toFixed(1)} s CPU (main ${run.mainThreadCpuSeconds?.toFixed(1) ?? '?'}), ` +
-        `peak ${Math.round(run.maxRssMb)} MB`,
+        `peak ${Math.round(run.maxRssMb)} MB, asked for ${mb(run.traffic.read)} MB, wrote ${mb(run.traffic.written)} MB ` +
+        `(items ${mb(run.output.items.bytes)} MB, index ${mb(run.output.index.bytes)} MB)`,
     );
     segments.push({ segment, run });
   }
@@ -328,7 +330,9 @@ function segmentCosts(small: PlanRun, large: PlanRun): SegmentCosts {
   const mbs = (meanSegmentBytes(large) - one.segment.bytes) / MB;
   const mainSecondsPerMb = (mean(main) - main(one.run)) / mbs;
   const totalSecondsPerMb = (mean((r) => r.cpuSeconds) - one.run.cpuSeconds) / mbs;
-  const segmentTraffic = large.segments.reduce((n, s) => n + s.run.traffic.read + s.run.traffic.written, 0);
+  // A byte-range part asks for the rest of its object (its last line may run past its end) and drops the stream
+  // once past it: GetObject's ContentLength overstates what it read, the segment's own bytes do not.
+  const segmentTraffic = large.segments.reduce((n, s) => n + s.segment.bytes + s.run.traffic.written, 0);
   const countBytes = large.counts.reduce((n, r) => n + r.traffic.read, 0);
   const countCpu = large.counts.reduce((n, r) => n + r.cpuSeconds, 0);
   return {
@@ -482,7 +486,7 @@ function describeProjection(
     `${(merge.secondsPerRecord * 1e6).toFixed(1)} cpu-us per record, ${merge.s3BytesPerRecord.toFixed(0)} S3 bytes ` +
     `per record streamed, ${(merge.copiedPerByte * 100).toFixed(0)}% of the corpus copied server-side; second pass ` +
     `${(1 / merge.shardSecondsPerMb).toFixed(1)} MB/cpu-s, ${merge.shardS3PerItemsByte.toFixed(2)} S3 bytes per ` +
-    `items byte. Assumed: S3 at ${s3Mbps} MB/s per invocation (read and written together, overlapping the CPU; ` +
+    `items byte; the items file is ${merge.itemsPerByte.toFixed(2)} bytes per corpus byte. Assumed: S3 at ${s3Mbps} MB/s per invocation (read and written together, overlapping the CPU; ` +
     `server-side copies at that rate each, ${CONCAT_COPIES_IN_FLIGHT} in flight), ${CHILD_OVERHEAD_SECONDS} s per ` +
     `Map round and per single step to start a child execution and invoke Lambda, DynamoDB keeping pace.`
   );
