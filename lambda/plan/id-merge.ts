@@ -25,12 +25,19 @@ export interface IdResolution {
   /** Failures the merge wrote (RecordIdReused, ConflictingRecordId). */
   invalid: number;
   totals: Record<RecordFormat, FormatTotals>;
-  /** Per segment, the work items (0-based lines of its items file) to leave out. */
-  drops: Map<number, Set<number>>;
+  /** Per segment, the work items to leave out of its items file: their lines and byte ranges. */
+  drops: Map<number, ItemDrop[]>;
   /** Distinct records per source (its index in the listing). */
   sourceRecords: Map<number, number>;
   /** The merge's failures file (`planKeys.mergeFailures`), when it wrote one. */
   failures?: { key: string; lines: number; bytes: number };
+}
+
+/** A work item to leave out of a segment's items file: its line (0-based) and its bytes `[offset, offset + bytes)`. */
+export interface ItemDrop {
+  ordinal: number;
+  offset: number;
+  bytes: number;
 }
 
 /** What the id merge needs. */
@@ -228,8 +235,8 @@ async function decide(
     const later = group[i]!;
     if (later.kind === 'P') {
       let drops = resolution.drops.get(later.segment);
-      if (!drops) resolution.drops.set(later.segment, (drops = new Set()));
-      drops.add(later.ordinal);
+      if (!drops) resolution.drops.set(later.segment, (drops = []));
+      drops.push({ ordinal: later.ordinal, offset: later.itemOffset, bytes: later.itemBytes });
     }
     if (later.contentHash === first.contentHash) {
       resolution.duplicates++;

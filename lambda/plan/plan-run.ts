@@ -19,7 +19,7 @@ import type { Ledger } from '../shared/ledger';
 import type { ModelFamily } from '../shared/model-catalog';
 import { logger, metrics } from '../shared/observability';
 import type { PromptSettings } from '../shared/records';
-import { concatenateObjects } from '../shared/s3-concat';
+import { concatenateObjects, type ConcatPiece } from '../shared/s3-concat';
 import { mapWithConcurrency } from '../shared/pool';
 import { getJson, openObject, putJson } from '../shared/s3-jsonl';
 import {
@@ -34,7 +34,7 @@ import {
 import type { BatchQuotas } from '../batch/quotas';
 import { writeShards, type FormatTotals } from '../batch/shard-writer';
 import { autoMode } from '../batch/sharding';
-import { resolveIds, type IdResolution } from './id-merge';
+import { resolveIds, type IdResolution, type ItemDrop } from './id-merge';
 import { defaultParseWorkers } from './parse-pool';
 import {
   checkInputScope,
@@ -415,11 +415,13 @@ export async function mergePlan(prepared: PlanPrepared, deps: PlanDeps): Promise
     deps.s3,
     settings.outputBucket,
     runKeys.items(runId),
-    segments.map((segment) => ({
-      key: planKeys.segmentItems(runId, segment.index),
-      size: summaries[segment.index]!.items.bytes,
-      ...(resolution.drops.has(segment.index) ? { dropLines: resolution.drops.get(segment.index)! } : {}),
-    })),
+    segments.flatMap((segment) =>
+      keptRanges(
+        planKeys.segmentItems(runId, segment.index),
+        summaries[segment.index]!.items.bytes,
+        resolution.drops.get(segment.index),
+      ),
+    ),
   );
   const failurePieces = [
     ...segments
@@ -478,6 +480,29 @@ export async function mergePlan(prepared: PlanPrepared, deps: PlanDeps): Promise
   metrics.addMetric(PIPELINE_METRICS.recordsSkipped, 'Count', counts.skipped);
   logger.info('plan written', { counts, mode, segments: segments.length, dropped: resolution.drops.size });
   return output;
+}
+
+/** Items left out of a segment less often than once per this many bytes are cut around (see {@link keptRanges}). */
+const SPARSE_DROP_BYTES = 16 * 1024 * 1024;
+
+/**
+ * A segment's items file as pieces of the run's items file, leaving out the items an earlier segment holds. Few such
+ * items: the byte ranges around them, each of which S3 copies server-side when it is at least a part (5 MiB), so a
+ * rare duplicate costs a cut, not a rewrite. Many: the whole file streamed without those lines (ranges under 5 MiB
+ * would be streamed anyway, one GET each).
+ */
+export function keptRanges(key: string, size: number, drops: readonly ItemDrop[] | undefined): ConcatPiece[] {
+  if (!drops || drops.length === 0) return [{ key, size }];
+  if ((drops.length + 1) * SPARSE_DROP_BYTES > size)
+    return [{ key, size, dropLines: new Set(drops.map((d) => d.ordinal)) }];
+  const pieces: ConcatPiece[] = [];
+  let from = 0;
+  for (const drop of [...drops].sort((a, b) => a.offset - b.offset)) {
+    if (drop.offset > from) pieces.push({ key, offset: from, size: drop.offset - from });
+    from = drop.offset + drop.bytes;
+  }
+  if (size > from) pieces.push({ key, offset: from, size: size - from });
+  return pieces;
 }
 
 /** The manifest's entry of each source read: its lines and bad lines from the segments, its records from the merge. */

@@ -72,6 +72,10 @@ export interface IndexEntry {
   kind: IndexKind;
   /** `P`: the work item's line number (0-based) in the segment's items file. */
   ordinal: number;
+  /** `P`: where its work item line starts in the segment's items file (bytes). */
+  itemOffset: number;
+  /** `P`: its work item line's size, newline included. */
+  itemBytes: number;
   format: RecordFormat;
   /** `P`: its size in a batch input file. */
   batchBytes: number;
@@ -136,6 +140,7 @@ export class SegmentPass {
   private readonly lookups: { chunk: Pending[]; published: Promise<Map<string, PublishedEntry>> }[] = [];
   private chunk: Pending[] = [];
   private itemLines = 0;
+  private itemBytes = 0;
   private lines = 0;
   private invalid = 0;
 
@@ -270,7 +275,14 @@ export class SegmentPass {
         this.entries.push({ ...entry(record, part, 'R'), ledgerRun: found.runId });
       } else if (found) this.entries.push(entry(record, part, 'S'));
       else {
-        this.entries.push({ ...entry(record, part, 'P'), ordinal: this.itemLines++ });
+        const itemBytes = record.end - record.start;
+        this.entries.push({
+          ...entry(record, part, 'P'),
+          ordinal: this.itemLines++,
+          itemOffset: this.itemBytes,
+          itemBytes,
+        });
+        this.itemBytes += itemBytes;
         if (run && run.items === blockItems && run.end === record.start) {
           run.end = record.end;
           run.lines++;
@@ -326,6 +338,8 @@ function entry(record: RecordOutcome, part: number, kind: IndexKind): IndexEntry
     line: record.line,
     kind,
     ordinal: -1,
+    itemOffset: -1,
+    itemBytes: 0,
     format: record.format,
     batchBytes: record.batchBytes,
     ledgerRun: '',
@@ -337,13 +351,13 @@ function entry(record: RecordOutcome, part: number, kind: IndexKind): IndexEntry
  * end can be in one; a ledger run id is an execution name (no tabs either).
  */
 export function formatIndexEntry(e: IndexEntry): string {
-  return `${e.recordId}\t${e.contentHash}\t${e.part}\t${e.line}\t${e.kind}\t${e.ordinal}\t${e.format}\t${e.batchBytes}\t${e.ledgerRun}`;
+  return `${e.recordId}\t${e.contentHash}\t${e.part}\t${e.line}\t${e.kind}\t${e.ordinal}\t${e.itemOffset}\t${e.itemBytes}\t${e.format}\t${e.batchBytes}\t${e.ledgerRun}`;
 }
 
 /** Reads one index line (without its newline), as {@link formatIndexEntry} wrote it. */
 export function parseIndexEntry(text: string): IndexEntry {
   const f = text.split('\t');
-  if (f.length !== 9) throw new Error(`not a Plan index line: ${JSON.stringify(text.slice(0, 200))}`);
+  if (f.length !== 11) throw new Error(`not a Plan index line: ${JSON.stringify(text.slice(0, 200))}`);
   return {
     recordId: f[0]!,
     contentHash: f[1]!,
@@ -351,9 +365,11 @@ export function parseIndexEntry(text: string): IndexEntry {
     line: Number(f[3]),
     kind: f[4] as IndexKind,
     ordinal: Number(f[5]),
-    format: f[6] as RecordFormat,
-    batchBytes: Number(f[7]),
-    ledgerRun: f[8]!,
+    itemOffset: Number(f[6]),
+    itemBytes: Number(f[7]),
+    format: f[8] as RecordFormat,
+    batchBytes: Number(f[9]),
+    ledgerRun: f[10]!,
   };
 }
 

@@ -28,8 +28,13 @@ const LF = 0x0a;
 export interface ConcatPiece {
   /** Its key, in the target's bucket. */
   key: string;
-  /** Its size in bytes, from its writer (no HeadObject is made); it must be exact. */
+  /**
+   * Its size in bytes, from its writer (no HeadObject is made); it must be exact. With `offset`, the size of the byte
+   * range `[offset, offset + size)` of the object that is appended.
+   */
   size: number;
+  /** Where in the object the appended bytes start (a byte range of it). @default 0, the whole object */
+  offset?: number;
   /** 0-based ordinals of lines (LF-terminated; a last line without LF counts) of this object to leave out. */
   dropLines?: ReadonlySet<number>;
 }
@@ -216,17 +221,22 @@ class ConcatUpload {
     drops: ReadonlySet<number> | undefined,
     length?: number,
   ): Promise<void> {
+    const offset = piece.offset ?? 0;
+    const ranged = length !== undefined || piece.offset !== undefined;
     const out = await callDependency('S3 GetObject', () =>
       this.s3.send(
         new GetObjectCommand({
           Bucket: this.bucket,
           Key: piece.key,
-          Range: length === undefined ? undefined : `bytes=0-${length - 1}`,
+          Range: ranged ? `bytes=${offset}-${offset + (length ?? piece.size) - 1}` : undefined,
         }),
       ),
     );
-    const objectSize = length === undefined ? out.ContentLength : Number(out.ContentRange?.split('/')[1]);
-    if (objectSize !== piece.size) this.sizeMismatch(piece, objectSize);
+    // A whole piece's size is checked against the object's; a range's, by the bytes read below.
+    if (piece.offset === undefined) {
+      const objectSize = length === undefined ? out.ContentLength : Number(out.ContentRange?.split('/')[1]);
+      if (objectSize !== piece.size) this.sizeMismatch(piece, objectSize);
+    }
     const line = { ordinal: 0 };
     let read = 0;
     for await (const chunk of out.Body as Readable) {
@@ -278,7 +288,7 @@ class ConcatUpload {
     const length = piece.size - from;
     const count = Math.ceil(length / this.maxPartBytes);
     const copySource = `${this.bucket}/${piece.key.split('/').map(encodeURIComponent).join('/')}`;
-    let start = from;
+    let start = (piece.offset ?? 0) + from;
     for (let index = 0; index < count; index++) {
       const size = Math.floor(length / count) + (index < length % count ? 1 : 0);
       const partNumber = this.nextPartNumber();

@@ -5,7 +5,12 @@ import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { S3Client } from '@aws-sdk/client-s3';
 import { SQSClient } from '@aws-sdk/client-sqs';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
-import { planInProcess, type PlanDeps, type PlanSettings } from '../../../../lambda/plan/plan-run';
+import {
+  keptRanges,
+  planInProcess,
+  type PlanDeps,
+  type PlanSettings,
+} from '../../../../lambda/plan/plan-run';
 import type { PlannedSegment } from '../../../../lambda/plan/segment-pass';
 import {
   planKeys,
@@ -199,5 +204,25 @@ describe('Plan scaled out over segments', () => {
       .filter(Boolean)
       .map((l) => JSON.parse(l) as { recordId: string; line: number });
     for (const item of items) expect(item.recordId).toBe(`n-${item.line - 1}`);
+  });
+
+  it('joins a segment around the few items it leaves out as byte ranges, and streams one with many', () => {
+    const MIB = 1024 * 1024;
+    expect(keptRanges('k', 100, undefined)).toEqual([{ key: 'k', size: 100 }]);
+    const drops = [
+      { ordinal: 2, offset: 40 * MIB, bytes: 10 },
+      { ordinal: 0, offset: 0, bytes: 5 },
+      { ordinal: 9, offset: 90 * MIB, bytes: 10 },
+      { ordinal: 3, offset: 50 * MIB, bytes: 10 },
+    ];
+    expect(keptRanges('k', 100 * MIB, drops)).toEqual([
+      { key: 'k', offset: 5, size: 40 * MIB - 5 },
+      { key: 'k', offset: 40 * MIB + 10, size: 10 * MIB - 10 },
+      { key: 'k', offset: 50 * MIB + 10, size: 40 * MIB - 10 },
+      { key: 'k', offset: 90 * MIB + 10, size: 10 * MIB - 10 },
+    ]);
+    expect(keptRanges('k', 60 * MIB, drops.slice(0, 4))).toEqual([
+      { key: 'k', size: 60 * MIB, dropLines: new Set([2, 0, 9, 3]) },
+    ]);
   });
 });
