@@ -133,7 +133,8 @@ interface ItemRun {
 /** Reads one segment (see the module comment); {@link run} returns its summary once its files are written. */
 export class SegmentPass {
   private readonly tallies: PartTally[] = [];
-  private readonly entries: IndexEntry[] = [];
+  /** The index lines (formatIndexEntry): a string each, half the memory of an object per record line. */
+  private readonly entries: string[] = [];
   private readonly seen = new Set<string>();
   private readonly items: JsonlObjectWriter;
   private failures: JsonlObjectWriter | undefined;
@@ -228,7 +229,7 @@ export class SegmentPass {
     if (this.seen.has(outcome.recordId)) {
       // A later line of a recordId seen in this segment: the merge decides (duplicate or conflict) against the
       // recordId's first line in the corpus, which may be in an earlier segment.
-      this.entries.push(entry(outcome, part, 'O'));
+      this.entries.push(formatIndexEntry(entry(outcome, part, 'O')));
       return;
     }
     this.seen.add(outcome.recordId);
@@ -272,16 +273,18 @@ export class SegmentPass {
     for (const { record, items: blockItems, part } of next.chunk) {
       const found = published.get(record.recordId);
       if (found?.contentHash !== undefined && found.contentHash !== record.contentHash) {
-        this.entries.push({ ...entry(record, part, 'R'), ledgerRun: found.runId });
-      } else if (found) this.entries.push(entry(record, part, 'S'));
+        this.entries.push(formatIndexEntry({ ...entry(record, part, 'R'), ledgerRun: found.runId }));
+      } else if (found) this.entries.push(formatIndexEntry(entry(record, part, 'S')));
       else {
         const itemBytes = record.end - record.start;
-        this.entries.push({
-          ...entry(record, part, 'P'),
-          ordinal: this.itemLines++,
-          itemOffset: this.itemBytes,
-          itemBytes,
-        });
+        this.entries.push(
+          formatIndexEntry({
+            ...entry(record, part, 'P'),
+            ordinal: this.itemLines++,
+            itemOffset: this.itemBytes,
+            itemBytes,
+          }),
+        );
         this.itemBytes += itemBytes;
         if (run && run.items === blockItems && run.end === record.start) {
           run.end = record.end;
@@ -296,16 +299,15 @@ export class SegmentPass {
   }
 
   /**
-   * The index as TSV, sorted by recordId, then by where the line is (part, line): a recordId's first line (indexed
-   * when its ledger lookup settled, after later lines of it may have been) comes first.
+   * The index, sorted by recordId, then by where the line is (part, line): a recordId's first line (indexed when its
+   * ledger lookup settled, after later lines of it may have been) comes first. The lines sort as plain strings (see
+   * {@link formatIndexEntry}).
    */
   private async writeIndex(): Promise<{ bytes: number }> {
     const { s3, outputBucket, runId, segment } = this.options;
-    this.entries.sort((a, b) =>
-      a.recordId !== b.recordId ? (a.recordId < b.recordId ? -1 : 1) : a.part - b.part || a.line - b.line,
-    );
+    this.entries.sort();
     const writer = new JsonlObjectWriter(s3, outputBucket, planKeys.segmentIndex(runId, segment.index));
-    for (const e of this.entries) await writer.writeLine(formatIndexEntry(e));
+    for (const line of this.entries) await writer.writeLine(line);
     const { bytes } = await writer.close();
     return { bytes };
   }
@@ -347,12 +349,21 @@ function entry(record: RecordOutcome, part: number, kind: IndexKind): IndexEntry
 }
 
 /**
- * One index line (without its newline): tab-separated fields. recordIds are printable ASCII (records.ts), so no tab or line
- * end can be in one; a ledger run id is an execution name (no tabs either).
+ * One index line (without its newline): tab-separated fields, the recordId first, then the part and the line
+ * zero-padded, so that lines sort as strings by (recordId, part, line). recordIds are printable ASCII (records.ts), so
+ * no tab or line end can be in one, and a tab sorts before any character of an id: `a` before `a-1`. A ledger run id
+ * is an execution name (no tabs either).
  */
 export function formatIndexEntry(e: IndexEntry): string {
-  return `${e.recordId}\t${e.contentHash}\t${e.part}\t${e.line}\t${e.kind}\t${e.ordinal}\t${e.itemOffset}\t${e.itemBytes}\t${e.format}\t${e.batchBytes}\t${e.ledgerRun}`;
+  const part = String(e.part).padStart(PART_DIGITS, '0');
+  const line = String(e.line).padStart(LINE_DIGITS, '0');
+  return `${e.recordId}\t${part}\t${line}\t${e.contentHash}\t${e.kind}\t${e.ordinal}\t${e.itemOffset}\t${e.itemBytes}\t${e.format}\t${e.batchBytes}\t${e.ledgerRun}`;
 }
+
+/** Digits of a part's index in an index line (a segment holds at most MAX_PARTS_PER_SEGMENT parts). */
+const PART_DIGITS = 4;
+/** Digits of a line number in an index line (a source of up to 10^12 lines). */
+const LINE_DIGITS = 12;
 
 /** Reads one index line (without its newline), as {@link formatIndexEntry} wrote it. */
 export function parseIndexEntry(text: string): IndexEntry {
@@ -360,9 +371,9 @@ export function parseIndexEntry(text: string): IndexEntry {
   if (f.length !== 11) throw new Error(`not a Plan index line: ${JSON.stringify(text.slice(0, 200))}`);
   return {
     recordId: f[0]!,
-    contentHash: f[1]!,
-    part: Number(f[2]),
-    line: Number(f[3]),
+    part: Number(f[1]),
+    line: Number(f[2]),
+    contentHash: f[3]!,
     kind: f[4] as IndexKind,
     ordinal: Number(f[5]),
     itemOffset: Number(f[6]),
