@@ -23,6 +23,10 @@ import {
   type CountEvent,
   type PlanDeps,
   type SegmentEvent,
+  joinTail,
+  planSlices,
+  type SliceEvent,
+  type TailEvent,
 } from '../lambda/plan/plan-run';
 import { DEFAULT_BATCH_QUOTAS } from '../lambda/batch/quotas';
 import { FailureLaneSender } from '../lambda/shared/failure-lane';
@@ -149,6 +153,12 @@ childMain(async () => {
       break;
     case 'merge':
       output = await mergePlan(event as PlanPrepared, deps);
+      break;
+    case 'slice':
+      output = await planSlices(event as SliceEvent, deps);
+      break;
+    case 'tail':
+      output = await joinTail(event as TailEvent, deps);
       break;
     default:
       throw new Error(`unknown plan step ${String(step)}`);

@@ -57,9 +57,12 @@ interface PlanRun {
   counts: StepReport<{ lines: number }>[];
   /** With the segment each planned. */
   segments: { segment: PlannedSegment; run: StepReport<SegmentSummary> }[];
-  /** The merge without the second pass (requested mode converse), then the real one (batch, writeShards). */
+  /** The merge without the shard cut (requested mode converse), then the real one (batch: assignShards). */
   mergeConverse: StepReport<PlanOutput>;
   merge: StepReport<PlanOutput>;
+  /** Batch mode: each segment's slices of the shard files (the WriteShardSlices Map), with its items bytes. */
+  slices: { itemsBytes: number; run: StepReport<{ records: number; tail: number }> }[];
+  tail: StepReport<{ bytes: number }> | undefined;
 }
 
 /**
@@ -274,12 +277,35 @@ async function planSteps(
         `${mb(run.traffic.read)} MB, wrote ${mb(run.traffic.written)} MB, copied ${mb(run.traffic.copied)} MB, ` +
         `peak ${Math.round(run.maxRssMb)} MB`,
     );
-  return { bytes: prepared.corpus.size, prepare, counts, segments, mergeConverse, merge };
+  const slices: PlanRun['slices'] = [];
+  let tail: PlanRun['tail'];
+  const batch = merge.output.batch;
+  if (batch) {
+    for (const { segment } of await read<{ segment: number }[]>(batch.slicesKey)) {
+      const run = await step<{ records: number; tail: number }>('slice', { runId, segment });
+      const itemsBytes = segments[segment]?.run.output.items.bytes ?? 0;
+      log(
+        `${name}: slices of segment ${segment} ${run.seconds.toFixed(1)} s, ${run.cpuSeconds.toFixed(1)} s CPU, ` +
+          `${run.output.records} records, read ${mb(run.traffic.read)} MB, wrote ${mb(run.traffic.written)} MB, ` +
+          `peak ${Math.round(run.maxRssMb)} MB`,
+      );
+      slices.push({ itemsBytes, run });
+    }
+    tail = await step<{ bytes: number }>('tail', { runId, slicesKey: batch.slicesKey });
+  }
+  return { bytes: prepared.corpus.size, prepare, counts, segments, mergeConverse, merge, slices, tail };
 }
 
 /** Plan's steps one after the other (the batch merge, not the converse one). */
 function planStepsOf(run: PlanRun): (ChildReport & { seconds: number })[] {
-  return [run.prepare, ...run.counts, ...run.segments.map((s) => s.run), run.merge];
+  return [
+    run.prepare,
+    ...run.counts,
+    ...run.segments.map((s) => s.run),
+    run.merge,
+    ...run.slices.map((s) => s.run),
+    ...(run.tail ? [run.tail] : []),
+  ];
 }
 
 function wallSeconds(run: PlanRun): number {
@@ -352,12 +378,21 @@ interface MergeCosts {
   s3BytesPerRecord: number;
   /** Bytes the concatenation copied inside S3 per corpus byte. */
   copiedPerByte: number;
-  /** CPU seconds of the second pass (writeShards) per MB of items file. */
-  shardSecondsPerMb: number;
-  /** S3 bytes the second pass reads and writes per items byte. */
-  shardS3PerItemsByte: number;
+  /** CPU seconds per record of the shard cut in the merge (assignShards over the segments' sizes). */
+  assignSecondsPerRecord: number;
+  /** CPU seconds per MB of items of one segment's slice invocation (start-up included: leans high). */
+  sliceSecondsPerMb: number;
+  /** S3 bytes one slice invocation reads and writes per items byte. */
+  sliceS3PerItemsByte: number;
   /** Items file bytes per corpus byte. */
   itemsPerByte: number;
+}
+
+function sliceItems(run: PlanRun): number {
+  return Math.max(
+    1,
+    run.slices.reduce((n, s) => n + s.itemsBytes, 0),
+  );
 }
 
 function mergeCosts(small: PlanRun, large: PlanRun): MergeCosts {
@@ -370,9 +405,10 @@ function mergeCosts(small: PlanRun, large: PlanRun): MergeCosts {
     secondsPerRecord: (c.cpuSeconds - small.mergeConverse.cpuSeconds) / (records(large) - records(small)),
     s3BytesPerRecord: traffic(c.traffic) / records(large),
     copiedPerByte: c.traffic.copied / large.bytes,
-    // The same process start-up on both sides: the difference is the second pass.
-    shardSecondsPerMb: Math.max(0, b.cpuSeconds - c.cpuSeconds) / (itemsBytes / MB),
-    shardS3PerItemsByte: Math.max(0, traffic(b.traffic) - traffic(c.traffic)) / itemsBytes,
+    // The same process start-up on both sides: the difference is the shard cut.
+    assignSecondsPerRecord: Math.max(0, b.cpuSeconds - c.cpuSeconds) / records(large),
+    sliceSecondsPerMb: large.slices.reduce((n, s) => n + s.run.cpuSeconds, 0) / (sliceItems(large) / MB),
+    sliceS3PerItemsByte: large.slices.reduce((n, s) => n + traffic(s.run.traffic), 0) / sliceItems(large),
     itemsPerByte: itemsBytes / large.bytes,
   };
 }
@@ -392,8 +428,10 @@ interface FanOutProjection {
   segment: number;
   segmentBound: string;
   overhead: number;
-  /** The merge: index merge and concatenation, then the second pass (batch only). */
-  merge: { ids: number; concat: number; shards: number; shardBound: string; total: number };
+  /** The merge: index merge and concatenation, then the shard cut (batch only). */
+  merge: { ids: number; concat: number; assign: number; total: number };
+  /** Batch only: one segment's slices (the larger of CPU and S3), the rounds of the WriteShardSlices Map, the tail. */
+  slices: { slice: number; bound: string; rounds: number; tail: number; total: number };
   minutes: number;
 }
 
@@ -433,14 +471,30 @@ function projectFanOut(
     (merge.s3BytesPerRecord * DESIGN_RECORDS) / MB / s3Mbps,
   );
   const concat = (merge.copiedPerByte * DESIGN_MB) / (s3Mbps * CONCAT_COPIES_IN_FLIGHT);
-  const itemsMb = merge.itemsPerByte * DESIGN_MB;
-  const shardCpu = merge.shardSecondsPerMb * itemsMb;
-  const shardS3 = (merge.shardS3PerItemsByte * itemsMb) / s3Mbps;
-  const shards = batch ? Math.max(shardCpu, shardS3) : 0;
-  const mergeTotal = ids + concat + shards;
+  const assign = batch ? merge.assignSecondsPerRecord * DESIGN_RECORDS : 0;
+  const mergeTotal = ids + concat + assign;
+  const segmentItemsMb = merge.itemsPerByte * segmentMb;
+  const sliceCpu = merge.sliceSecondsPerMb * segmentItemsMb;
+  const sliceS3 = (merge.sliceS3PerItemsByte * segmentItemsMb) / s3Mbps;
+  const slice = Math.max(sliceCpu, sliceS3);
+  // The tail (records no job takes) is small at the design point: its join is one step.
+  const slices = batch
+    ? {
+        slice,
+        bound: sliceCpu >= sliceS3 ? 'CPU' : 'S3',
+        rounds: rounds.segment,
+        tail: CHILD_OVERHEAD_SECONDS,
+        total: rounds.segment * (slice + CHILD_OVERHEAD_SECONDS) + CHILD_OVERHEAD_SECONDS,
+      }
+    : { slice: 0, bound: '-', rounds: 0, tail: 0, total: 0 };
   const overhead = (rounds.count + rounds.segment + 2) * CHILD_OVERHEAD_SECONDS;
   const seconds =
-    small.prepare.seconds + rounds.count * count + rounds.segment * segment + overhead + mergeTotal;
+    small.prepare.seconds +
+    rounds.count * count +
+    rounds.segment * segment +
+    overhead +
+    mergeTotal +
+    slices.total;
   return {
     memoryMb,
     workers,
@@ -453,7 +507,8 @@ function projectFanOut(
     segment,
     segmentBound,
     overhead,
-    merge: { ids, concat, shards, shardBound: shardCpu >= shardS3 ? 'CPU' : 'S3', total: mergeTotal },
+    merge: { ids, concat, assign, total: mergeTotal },
+    slices,
     minutes: seconds / 60,
   };
 }
@@ -464,8 +519,13 @@ function breakdown(p: FanOutProjection): string {
     `prepare ${p.prepare.toFixed(1)} s + line counts ${p.rounds.count} rounds x ${s(p.count)} + segments ` +
     `${p.rounds.segment} rounds x ${s(p.segment)} (bound: ${p.segmentBound}) + child overhead ${s(p.overhead)} + ` +
     `merge ${s(p.merge.total)} (index merge ${s(p.merge.ids)}, server-side copies ${s(p.merge.concat)}` +
-    (p.merge.shards > 0 ? `, second pass ${s(p.merge.shards)} bound by ${p.merge.shardBound}` : '') +
-    `) = ${p.minutes.toFixed(1)} min; the merge alone is ${(p.merge.total / 60).toFixed(1)} min of its ` +
+    (p.merge.assign > 0 ? `, shard cut ${s(p.merge.assign)}` : '') +
+    ')' +
+    (p.slices.total > 0
+      ? ` + shard slices ${p.slices.rounds} rounds x ${s(p.slices.slice)} (bound: ${p.slices.bound}) with their ` +
+        `overhead and the tail's join = ${s(p.slices.total)}`
+      : '') +
+    ` = ${p.minutes.toFixed(1)} min; the merge alone is ${(p.merge.total / 60).toFixed(1)} min of its ` +
     `invocation's 15`
   );
 }
@@ -484,8 +544,9 @@ function describeProjection(
     `${(1 / costs.workerSecondsPerMb).toFixed(1)} MB/cpu-s, ${costs.s3BytesPerByte.toFixed(2)} S3 bytes per corpus ` +
     `byte; line count ${(1 / costs.countSecondsPerMb).toFixed(0)} MB/cpu-s; merge ` +
     `${(merge.secondsPerRecord * 1e6).toFixed(1)} cpu-us per record, ${merge.s3BytesPerRecord.toFixed(0)} S3 bytes ` +
-    `per record streamed, ${(merge.copiedPerByte * 100).toFixed(0)}% of the corpus copied server-side; second pass ` +
-    `${(1 / merge.shardSecondsPerMb).toFixed(1)} MB/cpu-s, ${merge.shardS3PerItemsByte.toFixed(2)} S3 bytes per ` +
+    `per record streamed, ${(merge.copiedPerByte * 100).toFixed(0)}% of the corpus copied server-side; shard cut ` +
+    `${(merge.assignSecondsPerRecord * 1e6).toFixed(2)} cpu-us per record; slices ` +
+    `${(1 / merge.sliceSecondsPerMb).toFixed(1)} MB/cpu-s, ${merge.sliceS3PerItemsByte.toFixed(2)} S3 bytes per ` +
     `items byte; the items file is ${merge.itemsPerByte.toFixed(2)} bytes per corpus byte. Assumed: S3 at ${s3Mbps} MB/s per invocation (read and written together, overlapping the CPU; ` +
     `server-side copies at that rate each, ${CONCAT_COPIES_IN_FLIGHT} in flight), ${CHILD_OVERHEAD_SECONDS} s per ` +
     `Map round and per single step to start a child execution and invoke Lambda, DynamoDB keeping pace.`

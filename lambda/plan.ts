@@ -24,9 +24,13 @@ import {
   countPartLines,
   mergePlan,
   planEventSchema,
+  joinTail,
   planSegment,
+  planSlices,
   preparePlan,
   segmentEventSchema,
+  sliceEventSchema,
+  tailEventSchema,
   type PlanDeps,
   type QuotaAnswer,
 } from './plan/plan-run';
@@ -116,8 +120,10 @@ const persistenceStore = new DynamoDBPersistenceLayer({
   awsSdkV3Client: ddb,
 });
 
-/** Plan's event: the workflow's Plan task names the step (prepare, count, segment, merge) it runs. */
-const phaseSchema = z.object({ phase: z.enum(['prepare', 'count', 'segment', 'merge']) }).passthrough();
+/** Plan's event: the workflow's Plan task names the step (prepare, count, segment, merge, slice, tail) it runs. */
+const phaseSchema = z
+  .object({ phase: z.enum(['prepare', 'count', 'segment', 'merge', 'slice', 'tail']) })
+  .passthrough();
 
 // Plan only sends non-retryable failures (bad lines): they go straight to the DLQ with their reason.
 const laneSender = (): FailureLaneSender =>
@@ -184,6 +190,19 @@ export const handler = withObservability(async (event: unknown, context: Context
         );
       const summary = await planSegment(parsed.data, { ...baseDeps, failureLane: laneSender() });
       return { segment: summary.segment, lines: summary.lines };
+    }
+    case 'slice': {
+      const parsed = sliceEventSchema.safeParse(event);
+      if (!parsed.success)
+        throw new InvalidEventError(`Plan's slice step expects {runId, segment}: ${parsed.error.message}`);
+      const written = await planSlices(parsed.data, baseDeps);
+      return { lines: written.records + written.tail };
+    }
+    case 'tail': {
+      const parsed = tailEventSchema.safeParse(event);
+      if (!parsed.success)
+        throw new InvalidEventError(`Plan's tail step expects {runId, slicesKey}: ${parsed.error.message}`);
+      return joinTail(parsed.data, baseDeps);
     }
   }
 });

@@ -1,17 +1,5 @@
-import type { S3Client } from '@aws-sdk/client-s3';
-import type { BatchQuotas } from './quotas';
-import { runKeys, type RecordFormat, type ShardItem, type WorkItem } from '../shared/contracts';
-import { logger } from '../shared/observability';
+import type { RecordFormat, WorkItem } from '../shared/contracts';
 import { serializedItem } from '../shared/records';
-import { JsonlObjectWriter, openObject, readLineBuffers, readLines } from '../shared/s3-jsonl';
-import {
-  RecordNotShardableError,
-  ShardAssigner,
-  shardFileKey,
-  shardInputPrefix,
-  shardOutputPrefix,
-  type ShardAssignment,
-} from './sharding';
 
 /** The size of a record in a batch input file: its `{"recordId", "modelInput"}` line plus the newline. */
 export function batchLineBytes(item: Pick<WorkItem, 'recordId' | 'modelInput'>): number {
@@ -113,6 +101,18 @@ export function cutItemLine(line: Buffer): RawItem | undefined {
   return { format, head: line.subarray(0, idEnd), modelInput: line.subarray(inputStart, inputEnd) };
 }
 
+/**
+ * An items-file line as a batch input line: the parts of `{"recordId":R,"modelInput":M}` cut from its bytes, or, for a
+ * line of another shape (an older writer), the object to serialize.
+ */
+export function batchLineOf(
+  raw: Buffer,
+): Buffer[] | { recordId: string; modelInput: Record<string, unknown> } {
+  const cut = cutItemLine(raw);
+  if (cut) return [cut.head, MODEL_INPUT_KEY, cut.modelInput, CLOSE];
+  return batchLine(JSON.parse(raw.toString('utf8')) as WorkItem);
+}
+
 function batchLine(item: Pick<WorkItem, 'recordId' | 'modelInput'>): {
   recordId: string;
   modelInput: Record<string, unknown>;
@@ -124,222 +124,4 @@ function batchLine(item: Pick<WorkItem, 'recordId' | 'modelInput'>): {
 export interface FormatTotals {
   records: number;
   bytes: number;
-}
-
-/** What {@link writeShards} needs. */
-export interface WriteShardsOptions {
-  s3: S3Client;
-  bucket: string;
-  runId: string;
-  /** The items file to cut (every record to process, in corpus order). */
-  itemsKey: string;
-  /** The first pass's totals per format. */
-  totals: Record<RecordFormat, FormatTotals>;
-  quotas: BatchQuotas;
-}
-
-/** What {@link writeShards} wrote. */
-export interface WrittenShards {
-  /** The records' format in the shards. */
-  format: RecordFormat;
-  shards: ShardItem[];
-  /** Records written to the Converse tail (`runKeys.converseTail`). */
-  viaConverse: number;
-  /** Why records went to the tail, for the log. */
-  notes: string[];
-}
-
-/**
- * Plan's second pass in batch mode: streams the items file once and writes each record either into a shard's input file
- * (balanced shards within every batch quota, see {@link ShardAssigner}) or into the Converse tail. A job takes one
- * record format, so the format with more records goes into jobs and the other one through Converse. Memory stays
- * flat: one shard file and the tail are open at a time.
- */
-export async function writeShards(options: WriteShardsOptions): Promise<WrittenShards> {
-  const { s3, bucket, totals, quotas } = options;
-  const format: RecordFormat = totals.native.records > totals.converse.records ? 'native' : 'converse';
-  const other: RecordFormat = format === 'native' ? 'converse' : 'native';
-  const notes: string[] = [];
-  if (totals[other].records > 0) {
-    notes.push(
-      `${totals[other].records} records in ${other} format go through Converse: a batch job takes one format and this run's jobs use ${format}`,
-    );
-  }
-  const assigner =
-    totals[format].records > 0
-      ? new ShardAssigner({ quotas, totalRecords: totals[format].records, totalBytes: totals[format].bytes })
-      : undefined;
-  const writing = new ShardFiles(options, format);
-
-  const body = await openObject(s3, bucket, options.itemsKey);
-  if (!body) throw new Error(`items file s3://${bucket}/${options.itemsKey} is missing`);
-  for await (const lines of readLineBuffers(body)) {
-    for (const raw of lines) {
-      if (raw.length > 0) await writing.place(raw, assigner);
-    }
-  }
-  await writing.closeShardFile();
-  if (writing.tooLarge > 0)
-    notes.push(
-      `${writing.tooLarge} records are larger than a batch input file may be: they go through Converse`,
-    );
-
-  const summary = assigner?.finish();
-  let kept = writing.shards;
-  if (summary && summary.underMinimum.length > 0) {
-    kept = await writing.dropShards(new Set(summary.underMinimum));
-    notes.push(
-      `shards ${summary.underMinimum.join(', ')} ended under the job minimum (byte limits): their records go through Converse`,
-    );
-  }
-  const viaConverse = await writing.closeTail();
-  if (summary && summary.viaConverse > 0) {
-    notes.push(
-      `${summary.viaConverse} records are too few for another job of at least ${quotas.minRecordsPerJob} records: they go through Converse`,
-    );
-  }
-  if (notes.length > 0) logger.info('records routed through Converse', { notes });
-  return { format, shards: kept, viaConverse, notes };
-}
-
-/**
- * The files of {@link writeShards}' pass: the shards with their input files (one open at a time) and the Converse
- * tail, and how many records were too large for a batch input file.
- */
-class ShardFiles {
-  /** The shards so far, in order. */
-  readonly shards: ShardItem[] = [];
-  /** Records too large for a batch input file (sent to the tail). */
-  tooLarge = 0;
-  private file: JsonlObjectWriter | undefined;
-  private tail: JsonlObjectWriter | undefined;
-
-  constructor(
-    private readonly options: WriteShardsOptions,
-    private readonly format: RecordFormat,
-  ) {}
-
-  /**
-   * Places one items line: into the current shard file, a new file or shard, or the tail. The line is cut as bytes,
-   * not parsed: a batch line is the item's own recordId and modelInput text. Lines of another shape (an older
-   * writer) are parsed and serialized instead.
-   */
-  async place(raw: Buffer, assigner: ShardAssigner | undefined): Promise<void> {
-    const cut = cutItemLine(raw);
-    const parsed = cut ? undefined : (JSON.parse(raw.toString('utf8')) as WorkItem);
-    const recordFormat = cut ? cut.format : (parsed as WorkItem).format;
-    const bytes = cut
-      ? cut.head.length + MODEL_INPUT_KEY.length + cut.modelInput.length + CLOSE.length + 1
-      : batchLineBytes(parsed as WorkItem);
-    if (recordFormat !== this.format || !assigner) return this.toTailRaw(raw, parsed);
-    let placed: ShardAssignment;
-    try {
-      placed = assigner.assign(bytes);
-    } catch (err) {
-      if (!(err instanceof RecordNotShardableError)) throw err;
-      // Too large for a batch input file, yet a valid request: Converse takes it.
-      this.tooLarge++;
-      return this.toTailRaw(raw, parsed);
-    }
-    if (placed.mode === 'converse') return this.toTailRaw(raw, parsed);
-    const { shard, file } = await this.shardFileFor(placed);
-    if (cut) await file.writeLine([cut.head, MODEL_INPUT_KEY, cut.modelInput, CLOSE]);
-    else if (parsed) await file.write(batchLine(parsed));
-    shard.records++;
-    shard.bytes += bytes;
-  }
-
-  /** The shard and the open input file an assignment goes to, starting a new shard or file when it says so. */
-  private async shardFileFor(
-    placed: Extract<ShardAssignment, { mode: 'batch' }>,
-  ): Promise<{ shard: ShardItem; file: JsonlObjectWriter }> {
-    const { runId } = this.options;
-    if (placed.newShard) {
-      this.shards.push({
-        shard: placed.shard,
-        records: 0,
-        bytes: 0,
-        format: this.format,
-        inputKeys: [],
-        inputPrefix: shardInputPrefix(runId, placed.shard),
-        outputPrefix: shardOutputPrefix(runId, placed.shard),
-      });
-    }
-    const shard = this.shards[this.shards.length - 1];
-    if (!shard) throw new Error('shard assignment out of order');
-    if (placed.newFile || placed.newShard) {
-      await this.closeShardFile();
-      const key = shardFileKey(runId, placed.shard, placed.file);
-      shard.inputKeys.push(key);
-      this.file = new JsonlObjectWriter(this.options.s3, this.options.bucket, key);
-    }
-    if (!this.file) throw new Error('shard file not open');
-    return { shard, file: this.file };
-  }
-
-  /** Completes the open shard input file, if any. */
-  async closeShardFile(): Promise<void> {
-    if (this.file) await this.file.close();
-    this.file = undefined;
-  }
-
-  /**
-   * Sends the records of `dropped` shards through Converse (a third pass over the items, for their corpus line
-   * numbers) and renumbers the shards kept.
-   */
-  async dropShards(dropped: Set<number>): Promise<ShardItem[]> {
-    const { s3, bucket, itemsKey, runId } = this.options;
-    // Only possible with quotas where the minimum number of the largest records passes the job byte limit.
-    const ids = new Set<string>();
-    for (const shard of this.shards.filter((s) => dropped.has(s.shard))) {
-      for (const key of shard.inputKeys) {
-        const part = await openObject(s3, bucket, key);
-        if (!part) throw new Error(`shard file s3://${bucket}/${key} is missing`);
-        for await (const line of readLines(part)) {
-          if (line) ids.add((JSON.parse(line) as { recordId: string }).recordId);
-        }
-      }
-    }
-    const again = await openObject(s3, bucket, itemsKey);
-    if (!again) throw new Error(`items file s3://${bucket}/${itemsKey} is missing`);
-    for await (const line of readLines(again)) {
-      if (!line) continue;
-      const item = JSON.parse(line) as WorkItem;
-      if (ids.has(item.recordId)) await this.toTail(item);
-    }
-    return this.shards.filter((s) => !dropped.has(s.shard)).map((s, i) => renumbered(runId, s, i));
-  }
-
-  /** Completes the tail; the records it holds. */
-  async closeTail(): Promise<number> {
-    if (this.tail) await this.tail.close();
-    return this.tail?.lines ?? 0;
-  }
-
-  private async toTail(item: WorkItem): Promise<void> {
-    await this.openTail().write(item);
-  }
-
-  /** An items line goes to the tail as it is (it is a WorkItem already); a parsed one is written back. */
-  private async toTailRaw(raw: Buffer, parsed: WorkItem | undefined): Promise<void> {
-    if (parsed) return this.toTail(parsed);
-    await this.openTail().writeLine(raw);
-  }
-
-  private openTail(): JsonlObjectWriter {
-    this.tail ??= new JsonlObjectWriter(
-      this.options.s3,
-      this.options.bucket,
-      runKeys.converseTail(this.options.runId),
-    );
-    return this.tail;
-  }
-}
-
-/**
- * A kept shard after under-minimum ones were dropped keeps its files (already written under its original index); only
- * its position in the list changes, so the job name and token follow the list position.
- */
-function renumbered(_runId: string, shard: ShardItem, index: number): ShardItem {
-  return { ...shard, shard: index };
 }

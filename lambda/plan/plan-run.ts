@@ -8,7 +8,6 @@ import {
   type PlanCounts,
   type PlanOutput,
   type PlanPrepared,
-  type RecordFormat,
   type RequestedMode,
   type RunMode,
 } from '../shared/contracts';
@@ -32,7 +31,12 @@ import {
   type CorpusSource,
 } from './corpus-sources';
 import type { BatchQuotas } from '../batch/quotas';
-import { writeShards, type FormatTotals } from '../batch/shard-writer';
+import {
+  assignShards,
+  joinConverseTail,
+  writeSegmentSlices,
+  type AssignShardsOptions,
+} from '../batch/shard-slices';
 import { autoMode } from '../batch/sharding';
 import { resolveIds, type IdResolution, type ItemDrop } from './id-merge';
 import { defaultParseWorkers } from './parse-pool';
@@ -447,13 +451,16 @@ export async function mergePlan(prepared: PlanPrepared, deps: PlanDeps): Promise
     ...listing.skipped.map(skippedEntry),
   ].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   await putJson(deps.s3, settings.outputBucket, runKeys.sources(runId), sources);
-  const { mode, batch } = await planMode(
-    deps,
-    runId,
-    prepared.requestedMode,
-    counts.toProcess,
-    resolution.totals,
-  );
+  const { mode, batch } = await planMode(deps, runId, prepared.requestedMode, counts.toProcess, {
+    totals: resolution.totals,
+    segments: segments.map((segment) => ({
+      index: segment.index,
+      items: summaries[segment.index]!.items.lines,
+    })),
+    drops: new Map(
+      [...resolution.drops].map(([segment, drops]) => [segment, new Set(drops.map((d) => d.ordinal))]),
+    ),
+  });
   const output: PlanOutput = {
     runId,
     startedAt: prepared.startedAt,
@@ -566,7 +573,13 @@ export async function planInProcess(event: PlanEvent, deps: PlanDeps): Promise<P
       { runId, bucket: corpus.bucket, ledgerScope: prepared.ledgerScope, sources: corpus.sources, segment },
       deps,
     );
-  return mergePlan(prepared, deps);
+  const output = await mergePlan(prepared, deps);
+  if (output.batch) {
+    const slices = await requireJson<{ segment: number }[]>(deps, output.batch.slicesKey);
+    for (const { segment } of slices) await planSlices({ runId, segment }, deps);
+    await joinTail({ runId, slicesKey: output.batch.slicesKey }, deps);
+  }
+  return output;
 }
 
 /**
@@ -578,21 +591,14 @@ async function planMode(
   runId: string,
   requestedMode: RequestedMode,
   toProcess: number,
-  totals: Record<RecordFormat, FormatTotals>,
+  cut: Pick<AssignShardsOptions, 'totals' | 'segments' | 'drops'>,
 ): Promise<{ mode: RunMode; batch?: BatchPlan }> {
   const { settings } = deps;
   if (requestedMode === 'converse' || toProcess === 0) return { mode: 'converse' };
   const { quotas, sources } = await deps.batchQuotas();
   const mode = chooseMode(requestedMode, toProcess, quotas, settings.batch.autoThreshold);
   if (mode !== 'batch') return { mode };
-  const written = await writeShards({
-    s3: deps.s3,
-    bucket: settings.outputBucket,
-    runId,
-    itemsKey: runKeys.items(runId),
-    totals,
-    quotas,
-  });
+  const written = await assignShards({ s3: deps.s3, bucket: settings.outputBucket, runId, quotas, ...cut });
   if (written.shards.length === 0) {
     // Nothing can make a job of the minimum size: every record goes through Converse.
     logger.info('batch requested, but no job of the minimum size can be made: using Converse', {
@@ -619,8 +625,44 @@ async function planMode(
       heartbeatSeconds: settings.batch.reconcileIntervalMinutes * 60 * 3 + 60,
       quotas: { ...quotas },
       quotaSources: sources,
+      slicesKey: written.slicesKey,
+      slices: written.slices,
+      sliceConcurrency: settings.planMapConcurrency ?? DEFAULT_PLAN_MAP_CONCURRENCY,
     },
   };
+}
+
+/** The WriteShardSlices Map's event: one segment whose slices of the shard files and the Converse tail to write. */
+export const sliceEventSchema = z.object({ runId: z.string().min(1), segment: z.number().int().min(0) });
+/** The WriteShardSlices Map's event. */
+export type SliceEvent = z.infer<typeof sliceEventSchema>;
+
+/** Writes one segment's slices of the shard files and its part of the Converse tail (batch/shard-slices.ts). */
+export async function planSlices(
+  event: SliceEvent,
+  deps: Pick<PlanDeps, 's3' | 'settings'>,
+): Promise<{ records: number; tail: number }> {
+  return writeSegmentSlices(deps.s3, deps.settings.outputBucket, event.runId, event.segment);
+}
+
+/** The tail step's event: the run whose segments' tail parts to join. */
+export const tailEventSchema = z.object({ runId: z.string().min(1), slicesKey: z.string().min(1) });
+/** The tail step's event. */
+export type TailEvent = z.infer<typeof tailEventSchema>;
+
+/** Joins the segments' parts of the Converse tail into the run's tail file, after the WriteShardSlices Map. */
+export async function joinTail(
+  event: TailEvent,
+  deps: Pick<PlanDeps, 's3' | 'settings'>,
+): Promise<{ bytes: number }> {
+  const slices = await requireJson<{ segment: number }[]>(deps, event.slicesKey);
+  const bytes = await joinConverseTail(
+    deps.s3,
+    deps.settings.outputBucket,
+    event.runId,
+    slices.map((s) => s.segment),
+  );
+  return { bytes };
 }
 
 /**

@@ -9,6 +9,7 @@ import { JsonlObjectWriter, putJson } from '../shared/s3-jsonl';
 import type { SourceReader } from './corpus-sources';
 import { parseCorpus, type LineOutcome, type RecordOutcome } from './parse-pool';
 import type { SegmentPart } from './segments';
+import { sizeLine } from '../batch/shard-slices';
 
 /**
  * One segment of Plan (one item of the Plan Map): its parts read in order, every line checked on its own, records
@@ -141,6 +142,8 @@ export class SegmentPass {
   private readonly lookups: { chunk: Pending[]; published: Promise<Map<string, PublishedEntry>> }[] = [];
   private chunk: Pending[] = [];
   private itemLines = 0;
+  /** The records to process as the shard cut sizes them, in items order (batch/shard-slices.ts). */
+  private readonly sizes: JsonlObjectWriter;
   private itemBytes = 0;
   private lines = 0;
   private invalid = 0;
@@ -151,6 +154,11 @@ export class SegmentPass {
       options.outputBucket,
       planKeys.segmentItems(options.runId, options.segment.index),
     );
+    this.sizes = new JsonlObjectWriter(
+      options.s3,
+      options.outputBucket,
+      planKeys.segmentSizes(options.runId, options.segment.index),
+    );
   }
 
   /** Reads the parts in order, writes the segment's items, failures, index and (last) summary. */
@@ -160,6 +168,7 @@ export class SegmentPass {
     await this.submitChunk();
     while (this.lookups.length > 0) await this.writeOldestChunk();
     const items = await this.items.close();
+    await this.sizes.close();
     // Before the failures file closes: a message SQS refuses adds a line to it.
     await this.options.failureLane.flush();
     const failures = this.failures ? await this.failures.close() : { lines: 0, bytes: 0 };
@@ -277,6 +286,7 @@ export class SegmentPass {
       } else if (found) this.entries.push(formatIndexEntry(entry(record, part, 'S')));
       else {
         const itemBytes = record.end - record.start;
+        await this.sizes.writeLine(sizeLine(record.format, record.batchBytes));
         this.entries.push(
           formatIndexEntry({
             ...entry(record, part, 'P'),

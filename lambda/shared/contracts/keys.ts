@@ -63,6 +63,17 @@ export const planKeys = {
   /** One segment's summary (JSON SegmentSummary), written last: the segment is done when it exists. */
   segmentSummary: (runId: string, segment: number): string =>
     `runs/${runId}/plan/segments/${pad(segment)}/summary.json`,
+  /** One segment's records to process in items order, a size line each (`c<bytes>`/`n<bytes>`), for the shard cut. */
+  segmentSizes: (runId: string, segment: number): string =>
+    `runs/${runId}/plan/segments/${pad(segment)}/sizes.txt`,
+  /** Batch mode: where each run of a segment's items goes (JSON array of SliceRoute, lambda/batch/shard-slices.ts). */
+  segmentRoutes: (runId: string, segment: number): string =>
+    `runs/${runId}/plan/segments/${pad(segment)}/routes.json`,
+  /** Batch mode: a segment's part of the Converse tail, joined into `runKeys.converseTail`. */
+  segmentTail: (runId: string, segment: number): string =>
+    `runs/${runId}/plan/segments/${pad(segment)}/tail.jsonl`,
+  /** Batch mode: the WriteShardSlices Map's items (JSON array of `{segment}`). */
+  slices: (runId: string): string => `runs/${runId}/plan/slices.json`,
   /** The merge's failures: records whose recordId the merge found reused (across segments or in the ledger). */
   mergeFailures: (runId: string): string => `runs/${runId}/plan/merge-failures.jsonl`,
 };
@@ -77,6 +88,9 @@ export const shardKeys = {
   /** One input file of a shard: `runs/<runId>/shards/<shard>/input/part-<file>.jsonl`. */
   inputFile: (runId: string, shard: number, file: number): string =>
     `${shardKeys.inputPrefix(runId, shard)}part-${pad(file)}.jsonl`,
+  /** One segment's slice of a shard's input file: `runs/<runId>/shards/<shard>/input/part-<file>-<segment>.jsonl`. */
+  inputSlice: (runId: string, shard: number, file: number, segment: number): string =>
+    `${shardKeys.inputPrefix(runId, shard)}part-${pad(file)}-${pad(segment)}.jsonl`,
   /** The prefix a shard's job writes to (outputDataConfig s3Uri); Bedrock adds `<jobId>/`. */
   outputPrefix: (runId: string, shard: number): string => `runs/${runId}/shards/${pad(shard)}/output/`,
 };

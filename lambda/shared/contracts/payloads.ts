@@ -194,6 +194,15 @@ export interface BatchPlan {
   /** The limits the shards were cut to, and where each came from. */
   quotas: Record<string, number>;
   quotaSources: Record<string, string>;
+  /**
+   * The WriteShardSlices Map's items (`runs/<runId>/plan/slices.json`: one `{segment}` per segment with records for
+   * the shard files or the Converse tail): each writes its slices before the jobs start.
+   */
+  slicesKey: string;
+  /** How many (0: nothing to write). */
+  slices: number;
+  /** The WriteShardSlices Map's MaxConcurrency (`plan.mapConcurrency`). */
+  sliceConcurrency: number;
 }
 
 /** What a shard's child execution hands the SubmitJob function (with `$$.Task.Token`). */

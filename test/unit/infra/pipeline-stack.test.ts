@@ -474,16 +474,24 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
       ([, state]) =>
         state.Type === 'Map' && JSON.stringify(state.ItemProcessor?.ProcessorConfig).includes('DISTRIBUTED'),
     );
-    expect(maps.map(([name]) => name)).toEqual(['CountLines', 'PlanSegments', 'BatchJobs', 'FanOut']);
+    expect(maps.map(([name]) => name)).toEqual([
+      'CountLines',
+      'PlanSegments',
+      'WriteShardSlices',
+      'BatchJobs',
+      'FanOut',
+    ]);
     // Plan's Maps: STANDARD children (a segment may take minutes), items from the prepare step's JSON lists, at most
     // plan.mapConcurrency at once, their results dropped (each segment writes its own files).
-    for (const [name, plan] of maps.slice(0, 2) as [string, AslState][]) {
+    for (const [name, plan] of maps.slice(0, 3) as [string, AslState][]) {
       expect({ name, config: plan.ItemProcessor?.ProcessorConfig }).toEqual({
         name,
         config: { Mode: 'DISTRIBUTED', ExecutionType: 'STANDARD' },
       });
       expect(plan.ItemReader).toMatchObject({ ReaderConfig: { InputType: 'JSON' } });
-      expect(plan.MaxConcurrencyPath).toBe('$.segments.maxConcurrency');
+      expect(plan.MaxConcurrencyPath).toBe(
+        name === 'WriteShardSlices' ? '$.batch.sliceConcurrency' : '$.segments.maxConcurrency',
+      );
       expect(plan.ResultPath).toBeNull();
     }
     const map = maps.find(([name]) => name === 'FanOut')?.[1] as AslState;
@@ -547,9 +555,11 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
       'CountLines/CountPartLines',
       'FanOut/ConverseBatch',
       'Finalize',
+      'JoinConverseTail',
       'MergePlan',
       'Plan',
       'PlanSegments/PlanSegment',
+      'WriteShardSlices/WriteSegmentSlices',
     ]);
     for (const [name, task] of tasks) {
       expect({ name, retries: (task.Retry ?? []).length > 0 }).toEqual({ name, retries: true });
@@ -571,7 +581,7 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
       ([, state]) =>
         state.Type === 'Task' && String(state.Resource).startsWith('arn:aws:states:::lambda:invoke'),
     );
-    expect(lambdaTasks).toHaveLength(9);
+    expect(lambdaTasks).toHaveLength(11);
     const checked: Record<string, string> = {};
     for (const [name, task] of lambdaTasks) {
       const functionTimeout = timeoutOf(asRecord(task.Parameters, `${name} parameters`).FunctionName);
@@ -594,6 +604,8 @@ describe('PipelineStack (dev: service-managed encryption)', () => {
       'CountLines/CountPartLines': '960 > 900',
       'PlanSegments/PlanSegment': '960 > 900',
       MergePlan: '960 > 900',
+      'WriteShardSlices/WriteSegmentSlices': '960 > 900',
+      JoinConverseTail: '960 > 900',
       'BatchJobs/SubmitJob': 'path > 60',
       'BatchJobs/CollectShard': '960 > 900',
       ConverseItems: '960 > 900',

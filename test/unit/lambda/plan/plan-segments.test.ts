@@ -18,6 +18,7 @@ import {
   type CorpusSourceEntry,
   type FailureLaneMessage,
   type PlanOutput,
+  type ShardItem,
 } from '../../../../lambda/shared/contracts';
 import { FailureLaneSender } from '../../../../lambda/shared/failure-lane';
 import { Ledger } from '../../../../lambda/shared/ledger';
@@ -116,6 +117,9 @@ interface Planned {
   sources: CorpusSourceEntry[];
   lane: string[];
   segments: PlannedSegment[];
+  /** Batch mode: each shard's counts and the concatenation of its input files, and the Converse tail. */
+  shards: { records: number; bytes: number; format: string; input: string }[];
+  tail: string;
 }
 
 async function plan(runId: string, key: string, segmentBytes: number): Promise<Planned> {
@@ -134,6 +138,13 @@ async function plan(runId: string, key: string, segmentBytes: number): Promise<P
     sources: JSON.parse(s3.text(OUT, runKeys.sources(runId)) ?? '[]') as CorpusSourceEntry[],
     lane: lane.sort(),
     segments: JSON.parse(s3.text(OUT, planKeys.segments(runId)) ?? '[]') as PlannedSegment[],
+    shards: (JSON.parse(s3.text(OUT, runKeys.shards(runId)) ?? '[]') as ShardItem[]).map((s) => ({
+      records: s.records,
+      bytes: s.bytes,
+      format: s.format,
+      input: s.inputKeys.map((k) => s3.text(OUT, k) ?? '').join(''),
+    })),
+    tail: s3.text(OUT, runKeys.converseTail(runId)) ?? '',
   };
 }
 
@@ -147,6 +158,9 @@ function expectSamePlan(whole: Planned, cut: Planned): void {
   expect(cut.failures).toHaveLength(counts.invalid);
   expect(cut.lane).toEqual(whole.lane);
   expect(cut.sources).toEqual(whole.sources);
+  // The shard files, cut by the segments' own invocations, hold the same records in the same order as one pass.
+  expect(cut.shards).toEqual(whole.shards);
+  expect(cut.tail).toBe(whole.tail);
 }
 
 describe('Plan scaled out over segments', () => {
@@ -166,6 +180,11 @@ describe('Plan scaled out over segments', () => {
       expect(cut.failures.some((f) => f.includes('ConflictingRecordId'))).toBe(true);
       expect(cut.failures.some((f) => f.includes('RecordIdReused'))).toBe(true);
       expectSamePlan(whole, cut);
+      expect(cut.out.mode).toBe('batch');
+      expect(cut.shards.length).toBeGreaterThan(0);
+      // A shard's input spans segments: one file per segment it takes records from.
+      const inputs = JSON.parse(s3.text(OUT, runKeys.shards('cut')) ?? '[]') as ShardItem[];
+      expect(inputs.some((shard) => shard.inputKeys.length > 1)).toBe(true);
     },
   );
 
