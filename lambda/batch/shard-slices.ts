@@ -281,12 +281,11 @@ export async function joinConverseTail(
   runId: string,
   segments: readonly number[],
 ): Promise<number> {
-  const pieces: { key: string; size: number }[] = [];
-  for (const segment of segments) {
+  const sized = await mapWithConcurrency(segments, 16, async (segment) => {
     const key = planKeys.segmentTail(runId, segment);
-    const size = await objectSize(s3, bucket, key);
-    if (size !== undefined && size > 0) pieces.push({ key, size });
-  }
+    return { key, size: (await objectSize(s3, bucket, key)) ?? 0 };
+  });
+  const pieces = sized.filter((p) => p.size > 0);
   if (pieces.length === 0) return 0;
   const { bytes } = await concatenateObjects(s3, bucket, runKeys.converseTail(runId), pieces);
   return bytes;
