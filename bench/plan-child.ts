@@ -5,7 +5,9 @@
  * - `count <outputBucket> <ledgerTable> <runId> <CountEvent>` counts one byte-range part's lines;
  * - `segment <outputBucket> <ledgerTable> <runId> <SegmentEvent>` plans one segment;
  * - `merge <outputBucket> <ledgerTable> <runId> <PlanPrepared>` merges the segments (the prepared output's
- *   `requestedMode` decides whether the second pass, writeShards, runs);
+ *   `requestedMode` decides whether the shard cut, assignShards, runs);
+ * - `slice <outputBucket> <ledgerTable> <runId> <SliceEvent>` writes one segment's shard slices and tail part;
+ * - `tail <outputBucket> <ledgerTable> <runId> <TailEvent>` joins the tail parts;
  * - `bare <bucket> <key>` runs the reference loop.
  *
  * Each reports its wall seconds, the S3 bytes it read, wrote and had copied server-side, its output, and (report())

@@ -67,7 +67,7 @@ interface PlanRun {
 
 /**
  * Plan in its scaled-out form: each step of the workflow (prepare, the line counts, the segments, the merge in batch
- * mode with its second pass) in its own process over a small corpus (one segment) and a large one (several), against
+ * mode with its shard cut, each segment's shard slices, the tail's join) in its own process over a small corpus (one segment) and a large one (several), against
  * s3rver and an empty dynalite ledger. Figures: Plan's CPU per MB in the segment step against the bare loop's, the
  * peak memory of one segment and of the merge, and the projection of the 20 GB design point onto the fan-out.
  */
@@ -189,7 +189,7 @@ export const planBenchmark: Benchmark = {
           mergeRss(small),
           'ratio <= 1.2 and value < 256',
           (r, v) => r <= 1.2 && v < 256,
-          `peak RSS of the merge invocation (the higher of the merge without and with the second pass), ` +
+          `peak RSS of the merge invocation (the higher of the merge without and with the shard cut), ` +
             `${mb(large.bytes)} MB corpus (${large.segments.length} segments, ${c.records} records) vs ` +
             `${mb(small.bytes)} MB (one segment, ${small.merge.output.counts.records} records); prepare took ` +
             `${Math.round(large.prepare.maxRssMb)} MB, a line count ${Math.round(large.counts[0]?.maxRssMb ?? 0)} MB`,
@@ -209,7 +209,7 @@ export const planBenchmark: Benchmark = {
           LAMBDA_LIMIT_MINUTES,
           'ratio <= 1',
           (r) => r <= 1,
-          `the same without batch mode's second pass (requested mode converse: no shard files): ` +
+          `the same without batch mode's shard cut and slices (requested mode converse: no shard files): ` +
             `${breakdown(converse)}`,
         ),
       };
@@ -370,11 +370,11 @@ function segmentCosts(small: PlanRun, large: PlanRun): SegmentCosts {
   };
 }
 
-/** The merge's costs, measured by running it without (converse) and with (batch) its second pass. */
+/** The merge's costs, measured by running it without (converse) and with (batch) its shard cut, and the slices'. */
 interface MergeCosts {
-  /** CPU seconds per record of the merge without the second pass (index merge, concatenation, sources). */
+  /** CPU seconds per record of the merge without the shard cut (index merge, concatenation, sources). */
   secondsPerRecord: number;
-  /** S3 bytes the merge without the second pass reads and writes (indexes, streamed pieces) per record. */
+  /** S3 bytes the merge without the shard cut reads and writes (indexes, streamed pieces) per record. */
   s3BytesPerRecord: number;
   /** Bytes the concatenation copied inside S3 per corpus byte. */
   copiedPerByte: number;
