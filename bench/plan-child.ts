@@ -17,19 +17,10 @@
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { S3Client } from '@aws-sdk/client-s3';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
-import {
-  countPartLines,
-  mergePlan,
-  planSegment,
-  preparePlan,
-  type CountEvent,
-  type PlanDeps,
-  type SegmentEvent,
-  joinTail,
-  planSlices,
-  type SliceEvent,
-  type TailEvent,
-} from '../lambda/plan/plan-run';
+import type { PlanDeps } from '../lambda/plan/plan-run';
+import { preparePlan } from '../lambda/plan/prepare';
+import { countPartLines, planSegment, type CountEvent, type SegmentEvent } from '../lambda/plan/segment-step';
+import { joinTail, mergePlan, planSlices, type SliceEvent, type TailEvent } from '../lambda/plan/merge-plan';
 import { DEFAULT_BATCH_QUOTAS } from '../lambda/batch/quotas';
 import { FailureLaneSender } from '../lambda/shared/failure-lane';
 import { Ledger } from '../lambda/shared/ledger';

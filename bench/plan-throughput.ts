@@ -6,7 +6,7 @@ import {
   lambdaVcpus,
   PLAN_RUNTIME_ENV,
 } from '../lib/config';
-import { DEFAULT_PLAN_MAP_CONCURRENCY, type CountPart } from '../lambda/plan/plan-run';
+import { DEFAULT_PLAN_MAP_CONCURRENCY, type CountPart } from '../lambda/plan/prepare';
 import { DEFAULT_SEGMENT_BYTES } from '../lambda/plan/segments';
 import type { PlannedSegment, SegmentSummary } from '../lambda/plan/segment-pass';
 import type { PlanOutput, PlanPrepared } from '../lambda/shared/contracts';

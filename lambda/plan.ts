@@ -19,21 +19,10 @@ import { traced, withObservability } from './shared/observability';
 import { modelFamily } from './shared/model-catalog';
 import { BATCH_QUOTA_KEYS, readBatchQuotas, type BatchQuotas } from './batch/quotas';
 import { ModelAvailabilityCache } from './plan/model-availability';
-import {
-  countEventSchema,
-  countPartLines,
-  mergePlan,
-  planEventSchema,
-  joinTail,
-  planSegment,
-  planSlices,
-  preparePlan,
-  segmentEventSchema,
-  sliceEventSchema,
-  tailEventSchema,
-  type PlanDeps,
-  type QuotaAnswer,
-} from './plan/plan-run';
+import { planEventSchema, type PlanDeps, type QuotaAnswer } from './plan/plan-run';
+import { preparePlan } from './plan/prepare';
+import { countEventSchema, countPartLines, planSegment, segmentEventSchema } from './plan/segment-step';
+import { joinTail, mergePlan, planSlices, sliceEventSchema, tailEventSchema } from './plan/merge-plan';
 
 const env = readEnv(FUNCTION_ENV.plan);
 

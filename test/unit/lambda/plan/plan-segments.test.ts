@@ -5,12 +5,8 @@ import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { S3Client } from '@aws-sdk/client-s3';
 import { SQSClient } from '@aws-sdk/client-sqs';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
-import {
-  keptRanges,
-  planInProcess,
-  type PlanDeps,
-  type PlanSettings,
-} from '../../../../lambda/plan/plan-run';
+import { keptRanges } from '../../../../lambda/plan/merge-plan';
+import { planInProcess, type PlanDeps, type PlanSettings } from '../../../../lambda/plan/plan-run';
 import type { PlannedSegment } from '../../../../lambda/plan/segment-pass';
 import {
   planKeys,
