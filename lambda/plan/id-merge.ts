@@ -2,10 +2,10 @@ import type { Readable } from 'node:stream';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { planKeys, type FailureLine, type RecordFormat } from '../shared/contracts';
 import { CorpusNotFoundError } from '../shared/errors';
-import type { FailureLaneSender, RefusalHandler } from '../shared/failure-lane';
-import { JsonlObjectWriter, openObject, readLines } from '../shared/s3-jsonl';
+import type { FailureLaneSender } from '../shared/failure-lane';
+import { openObject, readLines } from '../shared/s3-jsonl';
 import type { FormatTotals } from '../batch/shard-writer';
-import { laneRefusal, parseIndexEntry, type IndexEntry, type PlannedSegment } from './segment-pass';
+import { parseIndexEntry, PlanFailureFile, type IndexEntry, type PlannedSegment } from './segment-pass';
 
 /**
  * The merge's pass over the segments' indexes: a k-way merge of the sorted index files, one recordId at a time with
@@ -153,17 +153,10 @@ export async function resolveIds(options: IdMergeOptions): Promise<IdResolution>
   };
   const heap = new CursorHeap();
   const bodies: Readable[] = [];
-  let failures: JsonlObjectWriter | undefined;
-  const writeFailure = async (failure: FailureLine): Promise<void> => {
-    failures ??= new JsonlObjectWriter(s3, outputBucket, planKeys.mergeFailures(runId));
-    await failures.write(failure);
-  };
-  const onLaneRefused: RefusalHandler = ({ message, code, reason }) =>
-    writeFailure(laneRefusal(message, code, reason));
+  const failures = new PlanFailureFile(options, planKeys.mergeFailures(runId));
   const fail = async (failure: FailureLine): Promise<void> => {
     resolution.invalid++;
-    await writeFailure(failure);
-    await options.failureLane.add({ ...failure, runId, ledgerScope: options.ledgerScope }, onLaneRefused);
+    await failures.record(failure);
   };
   try {
     for (const segment of options.segments) {
@@ -193,11 +186,8 @@ export async function resolveIds(options: IdMergeOptions): Promise<IdResolution>
       }
       await decide(group, resolution, options, fail);
     }
-    await options.failureLane.flush();
-    if (failures) {
-      const written = await (failures as JsonlObjectWriter).close();
-      resolution.failures = { key: planKeys.mergeFailures(runId), ...written };
-    }
+    const written = await failures.close();
+    if (written) resolution.failures = written;
   } finally {
     for (const body of bodies) body.destroy();
   }

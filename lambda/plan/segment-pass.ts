@@ -138,7 +138,7 @@ export class SegmentPass {
   private readonly entries: string[] = [];
   private readonly seen = new Set<string>();
   private readonly items: JsonlObjectWriter;
-  private failures: JsonlObjectWriter | undefined;
+  private readonly failures: PlanFailureFile;
   private readonly lookups: { chunk: Pending[]; published: Promise<Map<string, PublishedEntry>> }[] = [];
   private chunk: Pending[] = [];
   private itemLines = 0;
@@ -159,6 +159,10 @@ export class SegmentPass {
       options.outputBucket,
       planKeys.segmentSizes(options.runId, options.segment.index),
     );
+    this.failures = new PlanFailureFile(
+      options,
+      planKeys.segmentFailures(options.runId, options.segment.index),
+    );
   }
 
   /** Reads the parts in order, writes the segment's items, failures, index and (last) summary. */
@@ -169,9 +173,7 @@ export class SegmentPass {
     while (this.lookups.length > 0) await this.writeOldestChunk();
     const items = await this.items.close();
     await this.sizes.close();
-    // Before the failures file closes: a message SQS refuses adds a line to it.
-    await this.options.failureLane.flush();
-    const failures = this.failures ? await this.failures.close() : { lines: 0, bytes: 0 };
+    const failures = (await this.failures.close()) ?? { lines: 0, bytes: 0 };
     const index = await this.writeIndex();
     const summary: SegmentSummary = {
       segment: this.options.segment.index,
@@ -324,21 +326,48 @@ export class SegmentPass {
 
   /** A bad line: counted, written to the segment's failures file and sent to the failure lane. */
   private async recordFailure(tally: PartTally, failure: FailureLine): Promise<void> {
-    const { runId, ledgerScope } = this.options;
     this.invalid++;
     tally.invalid++;
-    await this.writeFailure(failure);
+    await this.failures.record(failure);
+  }
+}
+
+/**
+ * A failures file of Plan (a segment's, the merge's), created with its first line: each failure is written to it and
+ * sent to the failure lane, and a message SQS refuses adds a line saying so.
+ */
+export class PlanFailureFile {
+  private writer: JsonlObjectWriter | undefined;
+
+  constructor(
+    private readonly options: Pick<
+      SegmentPassOptions,
+      's3' | 'outputBucket' | 'runId' | 'ledgerScope' | 'failureLane'
+    >,
+    private readonly key: string,
+  ) {}
+
+  /** Writes the failure and hands it to the failure lane. */
+  async record(failure: FailureLine): Promise<void> {
+    const { runId, ledgerScope } = this.options;
+    await this.write(failure);
     await this.options.failureLane.add({ ...failure, runId, ledgerScope }, this.onLaneRefused);
+  }
+
+  /** Flushes the failure lane (its refusals add lines), then closes the file: what it holds, if it was written. */
+  async close(): Promise<{ key: string; lines: number; bytes: number } | undefined> {
+    await this.options.failureLane.flush();
+    if (!this.writer) return undefined;
+    return { key: this.key, ...(await this.writer.close()) };
   }
 
   // The bad line keeps its own failure line; what SQS refused is only its copy in the DLQ, which this line says.
   private readonly onLaneRefused: RefusalHandler = ({ message, code, reason }) =>
-    this.writeFailure(laneRefusal(message, code, reason));
+    this.write(laneRefusal(message, code, reason));
 
-  private async writeFailure(failure: FailureLine): Promise<void> {
-    const { s3, outputBucket, runId, segment } = this.options;
-    this.failures ??= new JsonlObjectWriter(s3, outputBucket, planKeys.segmentFailures(runId, segment.index));
-    await this.failures.write(failure);
+  private async write(failure: FailureLine): Promise<void> {
+    this.writer ??= new JsonlObjectWriter(this.options.s3, this.options.outputBucket, this.key);
+    await this.writer.write(failure);
   }
 }
 
@@ -409,7 +438,7 @@ export function parseIndexEntry(text: string): IndexEntry {
 }
 
 /** The failure line of a bad line whose failure-lane message SQS refused (the DLQ does not hold it). */
-export function laneRefusal(message: FailureLine, code: string, reason: string): FailureLine {
+function laneRefusal(message: FailureLine, code: string, reason: string): FailureLine {
   const where = message.line === undefined ? 'a bad line' : `line ${message.line}`;
   return {
     ...(message.recordId ? { recordId: message.recordId } : {}),
