@@ -43,11 +43,12 @@ export const MIN_LANE_CONSUMER_CONCURRENCY = 2;
 
 /**
  * Process settings of the Plan function, which the plan benchmark runs Plan with (bench/README.md has the figures):
- * a 4 MiB semi-space (V8's young generation) instead of up to 16 MiB, and two glibc malloc arenas instead of one per
- * thread, which with parse workers kept freed memory from going back (+24 MB peak at 1 GiB). No measurable CPU cost.
+ * two glibc malloc arenas instead of one per thread, which with parse workers kept freed memory from going back
+ * (+24 MB peak at 1 GiB). No V8 heap flags: Lambda's Node.js bootstrap puts its own on the command line (a tenth of
+ * the memory for the new space), where they win over NODE_OPTIONS; with them a segment costs a third less CPU than with
+ * the 4 MiB semi-space this once asked for (bench/README.md, "Plan's heap as deployed").
  */
 export const PLAN_RUNTIME_ENV = {
-  NODE_OPTIONS: '--enable-source-maps --max-semi-space-size=4',
   MALLOC_ARENA_MAX: '2',
 } as const;
 
