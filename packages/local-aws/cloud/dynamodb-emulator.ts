@@ -10,28 +10,29 @@ import { EmulatorError, endpointOf, type DynamoDbEmulator } from './emulator-com
 
 /** Options of {@link startDynamoDbEmulator}. */
 export interface StartDynamoDbOptions {
-  /** LevelDB directory (persisted across runs). */
-  directory: string;
+  /** LevelDB directory (persisted across runs). Without one, tables live in memory and go with the server (tests). */
+  directory?: string;
   /** Receives the warning when the native LevelDB binding cannot load. @default console.warn */
   onWarning?: (message: string) => void;
 }
 
 /**
- * Starts dynalite on 127.0.0.1 with a free port, persisted with LevelDB (classic-level) under `directory`.
- * Tables are ACTIVE at once (no CREATING delay). When the classic-level native prebuild cannot load, dynalite runs
- * in memory and a warning says so; a database held by another process is an error.
+ * Starts dynalite on 127.0.0.1 with a free port, persisted with LevelDB (classic-level) under `directory`, or in
+ * memory without one. Tables are ACTIVE at once (no CREATING delay). When a directory is given but the classic-level
+ * native prebuild cannot load, dynalite runs in memory and a warning says so; a database held by another process is
+ * an error.
  */
-export async function startDynamoDbEmulator(options: StartDynamoDbOptions): Promise<DynamoDbEmulator> {
-  const directory = path.resolve(options.directory);
+export async function startDynamoDbEmulator(options: StartDynamoDbOptions = {}): Promise<DynamoDbEmulator> {
+  const directory = options.directory === undefined ? undefined : path.resolve(options.directory);
   const warn = options.onWarning ?? ((message: string) => console.warn(message));
   const native = probeNativeLevel();
-  const persistent = native.ok;
-  if (!native.ok) {
+  const persistent = native.ok && directory !== undefined;
+  if (directory !== undefined && !native.ok) {
     warn(
       `[local dynamodb] LevelDB native binding unavailable (${native.reason}); tables are in memory and will not ` +
         'survive a restart',
     );
-  } else {
+  } else if (directory !== undefined) {
     await fs.mkdir(directory, { recursive: true });
     await assertLevelDbOpens(directory);
   }

@@ -56,7 +56,7 @@ export interface S3Emulator extends EmulatorEndpoint {
 
 /** The running DynamoDB emulator. */
 export interface DynamoDbEmulator extends EmulatorEndpoint {
-  /** The LevelDB directory, or undefined when running in memory (the native LevelDB binding did not load). */
+  /** The LevelDB directory, or undefined when running in memory (none given, or the native LevelDB binding did not load). */
   readonly directory: string | undefined;
   /** Whether tables survive a restart. */
   readonly persistent: boolean;

@@ -1,4 +1,3 @@
-import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import {
   BedrockRuntimeClient,
@@ -63,7 +62,7 @@ let ledger: Ledger;
 
 beforeAll(async () => {
   server = await startLedgerServer();
-  process.env.AWS_ENDPOINT_URL_DYNAMODB = `http://127.0.0.1:${(server.server.address() as AddressInfo).port}`;
+  process.env.AWS_ENDPOINT_URL_DYNAMODB = server.dynamodb.endpoint;
   ({ ledger } = await freshLedger(server, LEDGER_TABLE));
   await createRunsTable(server, RUNS_TABLE);
 });

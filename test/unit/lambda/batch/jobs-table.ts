@@ -1,8 +1,7 @@
 /**
- * The jobs table the batch mode suites run against: dynalite (a real DynamoDB emulator, so conditions, if_not_exists and
+ * The jobs table the batch mode suites run against: the local runtime's dynalite (a real DynamoDB emulator, in memory, so conditions, if_not_exists and
  * the sparse in-flight index behave as in DynamoDB) on a free port for the whole file, and a fresh table per test.
  */
-import type { Server } from 'node:http';
 import { afterAll, beforeAll, beforeEach } from '@jest/globals';
 import { mockClient, type AwsClientStub } from 'aws-sdk-client-mock';
 import { BedrockClient, type GetModelInvocationJobCommandOutput } from '@aws-sdk/client-bedrock';
@@ -10,16 +9,8 @@ import { CreateTableCommand, DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { SFNClient } from '@aws-sdk/client-sfn';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { jobsTableDefinition, JobStore, type JobStoreOptions } from '../../../../lambda/shared/batch-jobs';
-import { listenLocal } from '@corpus-pipeline/local-aws/listen';
+import { startDynamoDbEmulator, type DynamoDbEmulator } from '@corpus-pipeline/local-aws/cloud/emulators';
 import { useClientMocks } from '../../../support/aws-mocks';
-
-type Dynalite = (options: {
-  createTableMs?: number;
-  deleteTableMs?: number;
-  updateTableMs?: number;
-}) => Server;
-// eslint-disable-next-line @typescript-eslint/no-require-imports -- untyped CommonJS package
-const dynalite = require('dynalite') as Dynalite;
 
 /** A jobs table accessor used outside the tests' lifetime (before `beforeAll` or `beforeEach` ran). */
 export class JobsTableNotReadyError extends Error {
@@ -66,7 +57,7 @@ function ready<T>(value: T | undefined, what: string): T {
  * @param options the clock of the per-test store
  */
 export function useJobsTable(options: JobsTableOptions = {}): JobsTable {
-  let server: Server | undefined;
+  let dynamodb: DynamoDbEmulator | undefined;
   let raw: DynamoDBClient | undefined;
   let docClient: DynamoDBDocumentClient | undefined;
   let tableName: string | undefined;
@@ -84,10 +75,9 @@ export function useJobsTable(options: JobsTableOptions = {}): JobsTable {
   }
 
   beforeAll(async () => {
-    server = dynalite({ createTableMs: 0, deleteTableMs: 0, updateTableMs: 0 });
-    const { endpoint } = await listenLocal(server, 0, '127.0.0.1');
+    dynamodb = await startDynamoDbEmulator();
     raw = new DynamoDBClient({
-      endpoint,
+      endpoint: dynamodb.endpoint,
       region: 'us-east-1',
       credentials: { accessKeyId: 'test', secretAccessKey: 'test' },
       maxAttempts: 1,
@@ -97,10 +87,7 @@ export function useJobsTable(options: JobsTableOptions = {}): JobsTable {
 
   afterAll(async () => {
     raw?.destroy();
-    const running = server;
-    if (running === undefined) return;
-    running.closeAllConnections();
-    await new Promise<void>((resolve) => running.close(() => resolve()));
+    await dynamodb?.stop();
   });
 
   beforeEach(async () => {

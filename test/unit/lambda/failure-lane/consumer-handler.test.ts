@@ -1,4 +1,3 @@
-import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import { BedrockRuntimeClient, ConverseCommand, ThrottlingException } from '@aws-sdk/client-bedrock-runtime';
 import { EventBridgeClient, PutEventsCommand } from '@aws-sdk/client-eventbridge';
@@ -44,7 +43,6 @@ beforeAll(async () => {
   const runsTable = `runs-entry-${tables}`;
   ({ ledger } = await freshLedger(server, ledgerTable));
   await createRunsTable(server, runsTable);
-  const { port } = server.server.address() as AddressInfo;
   const saved = { ...process.env };
   const env = {
     RESULTS_QUEUE_URL: RESULTS,
@@ -52,7 +50,7 @@ beforeAll(async () => {
     MAX_ATTEMPTS: '1',
     LEDGER_TABLE: ledgerTable,
     RUNS_TABLE: runsTable,
-    AWS_ENDPOINT_URL_DYNAMODB: `http://127.0.0.1:${port}`,
+    AWS_ENDPOINT_URL_DYNAMODB: server.dynamodb.endpoint,
   };
   Object.assign(process.env, env);
   try {

@@ -1,51 +1,37 @@
-import type { Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { CreateTableCommand, DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import type { SQSEvent, SQSRecord } from 'aws-lambda';
 import type { FailureLaneMessage } from '../../../../lambda/shared/contracts';
 import { Ledger } from '../../../../lambda/shared/ledger';
+import { startDynamoDbEmulator, type DynamoDbEmulator } from '@corpus-pipeline/local-aws/cloud/emulators';
 
 /**
  * Fixtures for the failure-lane tests: a ledger table on dynalite (real conditional writes), failure-lane messages and
  * SQS events as Lambda's event source mapping delivers them.
  */
 
-type Dynalite = (options: {
-  createTableMs?: number;
-  deleteTableMs?: number;
-  updateTableMs?: number;
-}) => Server;
-// eslint-disable-next-line @typescript-eslint/no-require-imports -- untyped CommonJS package
-const dynalite = require('dynalite') as Dynalite;
-
-/** A dynalite server with a document client bound to it. */
+/** A DynamoDB emulator (in memory) with a document client bound to it. */
 export interface LedgerServer {
-  server: Server;
+  dynamodb: DynamoDbEmulator;
   doc: DynamoDBDocumentClient;
   raw: DynamoDBClient;
 }
 
-/** Starts dynalite on a free loopback port. */
+/** Starts the local runtime's DynamoDB emulator in memory on a free loopback port. */
 export async function startLedgerServer(): Promise<LedgerServer> {
-  const server = dynalite({ createTableMs: 0, deleteTableMs: 0, updateTableMs: 0 });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
-  });
-  const { port } = server.address() as AddressInfo;
+  const dynamodb = await startDynamoDbEmulator();
   const raw = new DynamoDBClient({
-    endpoint: `http://127.0.0.1:${port}`,
+    endpoint: dynamodb.endpoint,
     region: 'us-east-1',
     credentials: { accessKeyId: 'test', secretAccessKey: 'test' },
   });
-  return { server, raw, doc: DynamoDBDocumentClient.from(raw) };
+  return { dynamodb, raw, doc: DynamoDBDocumentClient.from(raw) };
 }
 
 /** Stops the server. */
 export async function stopLedgerServer(ledger: LedgerServer): Promise<void> {
   ledger.raw.destroy();
-  await new Promise<void>((resolve) => ledger.server.close(() => resolve()));
+  await ledger.dynamodb.stop();
 }
 
 /** Creates a fresh ledger table (`pk` string hash key) and a Ledger on it. */

@@ -1,5 +1,4 @@
 import 'aws-sdk-client-mock-jest';
-import type { AddressInfo } from 'node:net';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, jest } from '@jest/globals';
 import { mockClient } from 'aws-sdk-client-mock';
 import { ConditionalCheckFailedException, DynamoDBClient } from '@aws-sdk/client-dynamodb';
@@ -479,9 +478,8 @@ function recordingClient(): {
   doc: DynamoDBDocumentClient;
   requests: { op: string; body: Record<string, unknown> }[];
 } {
-  const { port } = server.server.address() as AddressInfo;
   const raw = new DynamoDBClient({
-    endpoint: `http://127.0.0.1:${port}`,
+    endpoint: server.dynamodb.endpoint,
     region: 'us-east-1',
     credentials: { accessKeyId: 'test', secretAccessKey: 'test' },
   });

@@ -4,7 +4,14 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 
-import { DescribeTableCommand, DynamoDBClient, PutItemCommand, QueryCommand } from '@aws-sdk/client-dynamodb';
+import {
+  CreateTableCommand,
+  DescribeTableCommand,
+  DynamoDBClient,
+  ListTablesCommand,
+  PutItemCommand,
+  QueryCommand,
+} from '@aws-sdk/client-dynamodb';
 import {
   CopyObjectCommand,
   GetObjectCommand,
@@ -306,6 +313,34 @@ describe('S3 and DynamoDB emulators', () => {
     } finally {
       await Promise.all([first.stop(), second.stop(), firstDb.stop(), secondDb.stop()]);
     }
+  });
+
+  it('keeps DynamoDB tables in memory without a directory: nothing after a restart', async () => {
+    const startAndList = async (create: boolean): Promise<string[]> => {
+      const dynamodb = await startDynamoDbEmulator();
+      expect({ persistent: dynamodb.persistent, directory: dynamodb.directory }).toEqual({
+        persistent: false,
+        directory: undefined,
+      });
+      const client = dynamoClient(dynamodb);
+      try {
+        if (create)
+          await client.send(
+            new CreateTableCommand({
+              TableName: 'scratch',
+              AttributeDefinitions: [{ AttributeName: 'pk', AttributeType: 'S' }],
+              KeySchema: [{ AttributeName: 'pk', KeyType: 'HASH' }],
+              BillingMode: 'PAY_PER_REQUEST',
+            }),
+          );
+        return (await client.send(new ListTablesCommand({}))).TableNames ?? [];
+      } finally {
+        client.destroy();
+        await dynamodb.stop();
+      }
+    };
+    expect(await startAndList(true)).toEqual(['scratch']);
+    expect(await startAndList(false)).toEqual([]);
   });
 
   it('refuses a DynamoDB state directory another emulator holds', async () => {

@@ -1,4 +1,3 @@
-import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import { S3Client } from '@aws-sdk/client-s3';
 import { SQSClient } from '@aws-sdk/client-sqs';
@@ -41,8 +40,7 @@ const saved: Record<string, string | undefined> = {};
 
 beforeAll(async () => {
   server = await startLedgerServer();
-  const { port } = server.server.address() as AddressInfo;
-  const env = { AWS_ENDPOINT_URL_DYNAMODB: `http://127.0.0.1:${port}`, CLAIM_LEASE_SECONDS: '1200' };
+  const env = { AWS_ENDPOINT_URL_DYNAMODB: server.dynamodb.endpoint, CLAIM_LEASE_SECONDS: '1200' };
   for (const [k, v] of Object.entries(env)) {
     saved[k] = process.env[k];
     process.env[k] = v;
