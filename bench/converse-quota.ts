@@ -12,7 +12,7 @@ import {
 } from '../lambda/converse/model-caller';
 import { pacedCaller, QuotaPacer } from '../lambda/converse/pacing';
 import { startBedrockSimulator, type TimelinePoint } from '@corpus-pipeline/local-aws/bedrock-simulator';
-import { prng } from './lib/corpus';
+import { mulberry32 } from '@corpus-pipeline/local-aws/bedrock-simulator/engine';
 import { noopSqs } from './lib/noop-sqs';
 import { figure, type Benchmark, type BenchResults } from './lib/results';
 import { LOCAL_CREDENTIALS } from '@corpus-pipeline/local-aws/cloud/emulators';
@@ -76,7 +76,7 @@ function scaledTime(scale: number): ScaledTime {
 
 /** Records of realistic sizes: 500 to 2,000 input tokens, answers capped at 400 tokens. */
 function records(count: number): WorkItem[] {
-  const random = prng(7);
+  const random = mulberry32(7);
   const words = 'please summarise the customer review below and list the main complaint and the tone'.split(
     ' ',
   );

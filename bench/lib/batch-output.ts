@@ -2,7 +2,7 @@ import type { S3Client } from '@aws-sdk/client-s3';
 import { PutObjectCommand } from '@aws-sdk/client-s3';
 import { FaultInjector, processBatchRecord } from '@corpus-pipeline/local-aws/bedrock-simulator';
 import { CATALOG_MODELS } from '../../cli/local/simulator-models';
-import { prng } from './corpus';
+import { mulberry32 } from '@corpus-pipeline/local-aws/bedrock-simulator/engine';
 import { uploadChunks } from './services';
 
 /** Records whose text holds this are rejected by the simulator's marker fault: the error lines. */
@@ -38,7 +38,7 @@ export async function writeBatchShard(
   errorShare: number,
   textChars: number,
 ): Promise<GeneratedShard> {
-  const random = prng(records);
+  const random = mulberry32(records);
   const model = CATALOG_MODELS[0];
   if (!model) throw new Error('the simulator has no model');
   const faults = new FaultInjector({ rejectWhenTextIncludes: REJECT_MARKER });

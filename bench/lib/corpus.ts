@@ -5,17 +5,7 @@
  * line on average, so 10M records make about 20 GB), with quotes, escapes and non-ASCII text.
  */
 
-/** mulberry32: small, fast and seedable. */
-export function prng(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { mulberry32 } from '@corpus-pipeline/local-aws/bedrock-simulator/engine';
 
 // prettier-ignore
 const WORDS = [
@@ -63,7 +53,7 @@ export interface CorpusStats {
  * @param stats filled in as the chunks are produced
  */
 export function* corpusChunks(targetBytes: number, seed: number, stats: CorpusStats): Generator<string> {
-  const random = prng(seed);
+  const random = mulberry32(seed);
   const pool = textPool(random, 1 << 20);
   const slice = (length: number): string => {
     const start = Math.floor(random() * (pool.length - length - 1));

@@ -21,7 +21,7 @@ import {
   shardOutputPrefix,
   type ShardingSummary,
 } from '../../../../lambda/batch/sharding';
-import { prng } from '../../../support/random';
+import { mulberry32 } from '@corpus-pipeline/local-aws/bedrock-simulator/engine';
 
 const Q = DEFAULT_BATCH_QUOTAS;
 /** Small limits so byte and file limits can be exercised with a few records. */
@@ -299,7 +299,7 @@ describe('ShardAssigner', () => {
 
   /** Random record sizes (seeded), sometimes with a run of near-largest records to force early closes. */
   function randomSizes(seed: number, maxCount: number, largest: number): number[] {
-    const random = prng(seed);
+    const random = mulberry32(seed);
     const count = 1 + Math.floor(random() * maxCount);
     const skew = random() < 0.5;
     return Array.from({ length: count }, (_, i) =>

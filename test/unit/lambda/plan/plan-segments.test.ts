@@ -20,7 +20,7 @@ import { FailureLaneSender } from '../../../../lambda/shared/failure-lane';
 import { Ledger } from '../../../../lambda/shared/ledger';
 import { FakeLedgerTable, FakeS3, recordSqs, type SentBatch } from '../helpers';
 import { useClientMocks } from '../../../support/aws-mocks';
-import { prng } from '../../../support/random';
+import { mulberry32 } from '@corpus-pipeline/local-aws/bedrock-simulator/engine';
 import {
   FAILURE_DLQ_URL as DLQ,
   FAILURE_QUEUE_URL as QUEUE,
@@ -163,7 +163,7 @@ describe('Plan scaled out over segments', () => {
   it.each([1, 2, 3, 4, 5])(
     'plans a single object cut in byte ranges as one pass does (seed %i)',
     async (seed) => {
-      const next = prng(seed);
+      const next = mulberry32(seed);
       s3.put(INGEST, 'corpus.jsonl', '\uFEFF' + corpusText(next, 150));
       for (const id of ['r-1', 'r-2', 'r-3', 'r-4', 'r-5']) table.published.add(id);
       table.publishedHashes.set('r-3', 'other content');
@@ -185,7 +185,7 @@ describe('Plan scaled out over segments', () => {
   );
 
   it('plans a prefix of plain, gzip and large files as one pass does', async () => {
-    const next = prng(42);
+    const next = mulberry32(42);
     s3.put(INGEST, 'drop/a.jsonl', corpusText(next, 40));
     s3.putBytes(INGEST, 'drop/b.jsonl.gz', gzipSync(Buffer.from(corpusText(next, 60))));
     s3.put(INGEST, 'drop/c.jsonl', corpusText(next, 200));

@@ -21,7 +21,7 @@ import {
   type SegmentPart,
 } from '../../../../lambda/plan/segments';
 import type { PromptSettings } from '../../../../lambda/shared/records';
-import { prng } from '../../../support/random';
+import { mulberry32 } from '@corpus-pipeline/local-aws/bedrock-simulator/engine';
 
 const PROMPT: PromptSettings = { template: 'Answer: {{text}}', maxTokens: 64 };
 const MAX_CHUNK = 9;
@@ -126,7 +126,7 @@ describe('cutSegments', () => {
   });
 
   it('ranges are ceil(size / segmentBytes), contiguous, at most segmentBytes, sizes within one byte', () => {
-    const random = prng(3);
+    const random = mulberry32(3);
     for (let round = 0; round < 200; round++) {
       const size = 1 + Math.floor(random() * 100_000);
       const segmentBytes = 1 + Math.floor(random() * size);
@@ -162,7 +162,7 @@ describe('cutSegments', () => {
   });
 
   it('is deterministic and lists every source, in order', () => {
-    const random = prng(11);
+    const random = mulberry32(11);
     const sources = Array.from({ length: 300 }, (_, i) =>
       source(`s${i}`, Math.floor(random() ** 4 * 5000), { gzip: random() < 0.2 }),
     );
@@ -282,7 +282,7 @@ describe('countLines', () => {
   });
 
   it('agrees with parseBlock for any text cut into any chunks', async () => {
-    const random = prng(5);
+    const random = mulberry32(5);
     const alphabet = ['\n', '\r', '\r\n', 'a', '{}', ' ', 'é'];
     for (let round = 0; round < 500; round++) {
       const text = Array.from(
@@ -337,7 +337,7 @@ function randomRanges(size: number, random: () => number): Pick<SegmentPart, 'st
 
 describe('ownedBytes and countLines over random texts', () => {
   it('the parts of an object own it all, once, in whole lines counted as parseBlock counts them', async () => {
-    const random = prng(2024);
+    const random = mulberry32(2024);
     for (let round = 0; round < 400; round++) {
       const object = randomText(random);
       const size = object.length;
@@ -395,7 +395,7 @@ describe('openRangeFromS3', () => {
   });
 
   it('reads the lines of each part with ranged GetObjects, the parts together being the object', async () => {
-    const random = prng(9);
+    const random = mulberry32(9);
     const object = Buffer.concat(Array.from({ length: 20 }, () => randomText(random)));
     const put = await s3.send(new PutObjectCommand({ Bucket: BUCKET, Key: 'c/a.jsonl', Body: object }));
     const etag = put.ETag!.replace(/"/g, '');
