@@ -2,7 +2,6 @@ import 'aws-sdk-client-mock-jest';
 import { gzipSync } from 'node:zlib';
 import { Readable } from 'node:stream';
 import { beforeEach, describe, expect, it } from '@jest/globals';
-import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { S3Client } from '@aws-sdk/client-s3';
 import { SQSClient } from '@aws-sdk/client-sqs';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
@@ -10,17 +9,10 @@ import { binaryReason, classifyKey, corpusKey, SourceReader } from '../../../../
 import { planInProcess, type PlanDeps, type PlanSettings } from '../../../../lambda/plan/plan-run';
 import type { CorpusSourceEntry, FailureLine, WorkItem } from '../../../../lambda/shared/contracts';
 import { CorpusNotFoundError } from '../../../../lambda/shared/errors';
-import { FailureLaneSender } from '../../../../lambda/shared/failure-lane';
-import { Ledger } from '../../../../lambda/shared/ledger';
 import { FakeLedgerTable, FakeS3, recordSqs } from '../helpers';
 import { useClientMocks } from '../../../support/aws-mocks';
-import {
-  FAILURE_DLQ_URL as DLQ,
-  FAILURE_QUEUE_URL as QUEUE,
-  INGEST_BUCKET as INGEST,
-  LEDGER_TABLE as TABLE,
-  OUTPUT_BUCKET as OUT,
-} from '../../../support/names';
+import { mockedPlanDeps } from './plan-fixtures';
+import { INGEST_BUCKET as INGEST, LEDGER_TABLE as TABLE, OUTPUT_BUCKET as OUT } from '../../../support/names';
 
 const [s3Mock, ddbMock, sqsMock] = useClientMocks(S3Client, DynamoDBDocumentClient, SQSClient);
 
@@ -176,17 +168,8 @@ describe('Plan over a prefix', () => {
     batch: { toleratedFailurePercentage: 0, jobTimeoutHours: 24, reconcileIntervalMinutes: 5 },
   };
   let s3: FakeS3;
-  const deps = (overrides: Partial<PlanSettings> = {}): PlanDeps => ({
-    s3: new S3Client({}),
-    ledger: new Ledger({
-      client: DynamoDBDocumentClient.from(new DynamoDBClient({})),
-      tableName: TABLE,
-      ttlDays: 30,
-    }),
-    failureLane: new FailureLaneSender(new SQSClient({}), QUEUE, DLQ),
-    settings: { ...settings, ...overrides },
-    batchQuotas: () => Promise.reject(new Error('converse only')),
-  });
+  const deps = (overrides: Partial<PlanSettings> = {}): PlanDeps =>
+    mockedPlanDeps({ ...settings, ...overrides }, () => Promise.reject(new Error('converse only')));
   const run = (key: string, overrides: Partial<PlanSettings> = {}) =>
     planInProcess(
       {

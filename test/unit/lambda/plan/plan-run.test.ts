@@ -1,7 +1,6 @@
 import 'aws-sdk-client-mock-jest';
 import { ledgerKey } from '../../../../lambda/shared/ledger';
 import { afterEach, beforeEach, describe, expect, it, jest } from '@jest/globals';
-import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { HeadObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { SendMessageBatchCommand, SQSClient, type SendMessageBatchCommandInput } from '@aws-sdk/client-sqs';
 import { BatchGetCommand, DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
@@ -18,12 +17,11 @@ import type {
   ShardItem,
   WorkItem,
 } from '../../../../lambda/shared/contracts';
-import { FailureLaneSender } from '../../../../lambda/shared/failure-lane';
-import { Ledger } from '../../../../lambda/shared/ledger';
 import type { BatchQuotas } from '../../../../lambda/batch/quotas';
 import { contentHashOf, MAX_ITEM_BYTES, MAX_LINE_BYTES } from '../../../../lambda/shared/records';
 import { awsError, FakeLedgerTable, FakeS3, fixture, recordSqs, type SentBatch } from '../helpers';
 import { useClientMocks } from '../../../support/aws-mocks';
+import { mockedPlanDeps } from './plan-fixtures';
 import {
   FAILURE_DLQ_URL as DLQ,
   FAILURE_QUEUE_URL as QUEUE,
@@ -65,17 +63,9 @@ let table: FakeLedgerTable;
 let sent: SentBatch[];
 
 function deps(): PlanDeps {
-  return {
-    s3: new S3Client({}),
-    ledger: new Ledger({
-      client: DynamoDBDocumentClient.from(new DynamoDBClient({})),
-      tableName: TABLE,
-      ttlDays: 30,
-    }),
-    failureLane: new FailureLaneSender(new SQSClient({}), QUEUE, DLQ),
-    settings,
-    batchQuotas: () => Promise.resolve({ quotas, sources: { minRecordsPerJob: 'configured' } }),
-  };
+  return mockedPlanDeps(settings, () =>
+    Promise.resolve({ quotas, sources: { minRecordsPerJob: 'configured' } }),
+  );
 }
 
 function event(input: unknown, runId = 'run-1'): PlanEvent {

@@ -1,7 +1,6 @@
 import 'aws-sdk-client-mock-jest';
 import { gzipSync } from 'node:zlib';
 import { beforeEach, describe, expect, it } from '@jest/globals';
-import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { S3Client } from '@aws-sdk/client-s3';
 import { SQSClient } from '@aws-sdk/client-sqs';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
@@ -16,18 +15,11 @@ import {
   type PlanOutput,
   type ShardItem,
 } from '../../../../lambda/shared/contracts';
-import { FailureLaneSender } from '../../../../lambda/shared/failure-lane';
-import { Ledger } from '../../../../lambda/shared/ledger';
 import { FakeLedgerTable, FakeS3, recordSqs, type SentBatch } from '../helpers';
 import { useClientMocks } from '../../../support/aws-mocks';
+import { mockedPlanDeps } from './plan-fixtures';
 import { mulberry32 } from '@corpus-pipeline/local-aws/bedrock-simulator/engine';
-import {
-  FAILURE_DLQ_URL as DLQ,
-  FAILURE_QUEUE_URL as QUEUE,
-  INGEST_BUCKET as INGEST,
-  LEDGER_TABLE as TABLE,
-  OUTPUT_BUCKET as OUT,
-} from '../../../support/names';
+import { INGEST_BUCKET as INGEST, LEDGER_TABLE as TABLE, OUTPUT_BUCKET as OUT } from '../../../support/names';
 
 /**
  * Plan scaled out must plan exactly what one pass over the corpus plans: the same counts, the same items file byte
@@ -63,28 +55,19 @@ beforeEach(() => {
 });
 
 function deps(segmentBytes: number): PlanDeps {
-  return {
-    s3: new S3Client({}),
-    ledger: new Ledger({
-      client: DynamoDBDocumentClient.from(new DynamoDBClient({})),
-      tableName: TABLE,
-      ttlDays: 30,
+  return mockedPlanDeps({ ...settings, segmentBytes }, () =>
+    Promise.resolve({
+      quotas: {
+        minRecordsPerJob: 10,
+        maxRecordsPerJob: 50,
+        maxRecordsPerFile: 50,
+        maxBytesPerFile: 1_000_000,
+        maxBytesPerJob: 5_000_000,
+        maxConcurrentJobs: 2,
+      },
+      sources: {},
     }),
-    failureLane: new FailureLaneSender(new SQSClient({}), QUEUE, DLQ),
-    settings: { ...settings, segmentBytes },
-    batchQuotas: () =>
-      Promise.resolve({
-        quotas: {
-          minRecordsPerJob: 10,
-          maxRecordsPerJob: 50,
-          maxRecordsPerFile: 50,
-          maxBytesPerFile: 1_000_000,
-          maxBytesPerJob: 5_000_000,
-          maxConcurrentJobs: 2,
-        },
-        sources: {},
-      }),
-  };
+  );
 }
 
 const TEXTS = ['hello', 'Grüße 👋🏽', 'مرحبا', '你好，世界', 'a\u200db', 'tab\there', 'same text'];
